@@ -1,0 +1,136 @@
+"""Configuration: one YAML file validated by pydantic, with ``CALLWARD_<SECTION>__<FIELD>``
+environment overrides. Every field is documented in docs/operations.md.
+
+Each section belongs to the package that uses it; edit only your own section class.
+Defaults run everything in one process on 127.0.0.1 with SQLite under ``./var/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from callward.errors import ConfigError
+
+__all__ = [
+    "CallwardConfig",
+    "EdgeConfig",
+    "MediaConfig",
+    "PrivacyConfig",
+    "QualityConfig",
+    "RecordsConfig",
+    "SipLimits",
+    "StorageConfig",
+    "load_config",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SipLimits(_Section):
+    """Hard limits applied by the SIP parser to every message (hostile-input defence)."""
+
+    max_message_bytes: int = Field(65535, ge=256, description="whole message incl. body")
+    max_headers: int = Field(256, ge=8, description="header fields per message")
+    max_header_bytes: int = Field(8192, ge=64, description="one header field, after unfolding")
+    max_body_bytes: int = Field(60000, ge=0, description="message body")
+
+
+class StorageConfig(_Section):
+    """Where data lives. Embedded defaults; URLs switch on the scale-out stores."""
+
+    data_dir: Path = Path("var")
+    postgres_url: str | None = None  # e.g. postgresql://127.0.0.1:5432/test
+    redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0
+    nats_url: str | None = None  # e.g. nats://127.0.0.1:4222
+
+
+class EdgeConfig(_Section):
+    """SIP edge (proxy/registrar). Owned by callward.edge."""
+
+    listen: list[str] = Field(default_factory=lambda: ["udp:127.0.0.1:5060"])
+    realm: str = "callward.local"
+    node_id: str = "edge-1"
+
+
+class MediaConfig(_Section):
+    """Media plane and relay. Owned by callward.media / callward.relay."""
+
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 29999
+    dscp_media: int = 46
+    dscp_signaling: int = 34
+
+
+class QualityConfig(_Section):
+    """Call-quality analytics and alert thresholds. Owned by callward.quality."""
+
+    mos_warn: float = 3.6
+    mos_critical: float = 3.1
+
+
+class RecordsConfig(_Section):
+    """CDR pipeline, retention, cold storage. Owned by callward.records."""
+
+    batch_size: int = 1000
+
+
+class PrivacyConfig(_Section):
+    """Redaction, pseudonymization, consent. Owned by callward.privacy."""
+
+    log_personal_data: bool = False
+
+
+class CallwardConfig(_Section):
+    sip: SipLimits = SipLimits()
+    storage: StorageConfig = StorageConfig()
+    edge: EdgeConfig = EdgeConfig()
+    media: MediaConfig = MediaConfig()
+    quality: QualityConfig = QualityConfig()
+    records: RecordsConfig = RecordsConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in environ.items():
+        if not key.startswith("CALLWARD_") or "__" not in key:
+            continue
+        section, _, name = key[len("CALLWARD_") :].lower().partition("__")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, environ: dict[str, str] | None = None
+) -> CallwardConfig:
+    """Load YAML (if given), apply environment overrides, validate; raise one-line ConfigError."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data = loaded
+    for section, values in _env_overrides(dict(os.environ if environ is None else environ)).items():
+        merged = dict(data.get(section) or {})
+        merged.update(values)
+        data[section] = merged
+    try:
+        return CallwardConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"config field {where}: {err['msg']}") from None

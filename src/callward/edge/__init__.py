@@ -1,0 +1,1 @@
+"""callward.edge."""
