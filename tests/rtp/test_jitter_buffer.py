@@ -1,4 +1,4 @@
-"""Playout buffers checked against hand-computed schedules (p_i = s_i + offset, late iff a_i > p_i)."""
+"""Playout buffers against hand-computed schedules (p_i = s_i + offset; late iff a_i > p_i)."""
 
 from __future__ import annotations
 

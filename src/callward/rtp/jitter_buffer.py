@@ -213,21 +213,19 @@ class AdaptiveBuffer:
             # split long spurts into segments of resync_s seconds of media
             seg_len = max(1, int(self.resync_s * clock_rate))
             base = min(ext)
-            spurts = [
-                s * 1_000_000 + (t - base) // seg_len for s, t in zip(spurts, ext, strict=True)
-            ]
+            keys = [(s, (t - base) // seg_len) for s, t in zip(spurts, ext, strict=True)]
+        else:
+            keys = [(s, 0) for s in spurts]
         history: deque[float] = deque(maxlen=self.window)
-        plan: dict[int, float] = {}
-        offsets: list[float] = []
+        plan: dict[tuple[int, int], float] = {}
         # Packets are handled in arrival order: a segment's offset is chosen when its first
         # packet arrives, from the transits observed up to then (causal, like a real receiver).
         order = sorted(range(len(transits)), key=lambda i: arrival_s[i])
         chosen = [0.0] * len(transits)
         for i in order:
             history.append(transits[i])
-            seg = spurts[i]
+            seg = keys[i]
             if seg not in plan:
                 plan[seg] = self._plan(history)
             chosen[i] = plan[seg]
-        offsets = chosen
-        return _result(offsets, transits, self.on_late)
+        return _result(chosen, transits, self.on_late)
