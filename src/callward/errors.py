@@ -88,9 +88,37 @@ class SipParseError(RemoteProtocolError):
 
 
 class SdpError(RemoteProtocolError):
-    """Malformed or unacceptable SDP; 488 Not Acceptable Here by default."""
+    """Malformed or unacceptable SDP; 488 Not Acceptable Here by default.
+
+    ``line`` (1-based, 0 when not tied to a line) and ``rule`` name what failed;
+    ``warn_code`` is the RFC 3261 §20.43 warn-code for a Warning header (305 "Incompatible
+    media format", 302 "Incompatible transport protocol", 399 miscellaneous, ...)."""
 
     status_hint = 488
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int = 0,
+        rule: str = "",
+        warn_code: int = 399,
+        status_hint: int | None = None,
+    ) -> None:
+        self.line = line
+        self.rule = rule
+        self.warn_code = warn_code
+        self.detail = message
+        where = f"line {line}: " if line else ""
+        why = f" ({rule})" if rule else ""
+        super().__init__(f"{where}{message}{why}", status_hint=status_hint)
+
+    def warning(self, agent: str = "callward") -> str:
+        """A Warning header value: ``warn-code SP warn-agent SP quoted-string`` (§20.43)."""
+        text = self.detail.encode("ascii", "replace").decode("ascii")
+        text = "".join(c if " " <= c <= "~" else " " for c in text)[:120]
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{self.warn_code} {agent} "{text}"'
 
 
 class MediaError(RemoteProtocolError):
