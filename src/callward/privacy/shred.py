@@ -1,0 +1,351 @@
+"""Crypto-shredding: per-subject data keys wrapped by a master key.
+
+Why: a CDR is copied into many places (the hot SQLite/PostgreSQL store, its WAL, cold Parquet
+files, backups). Deleting every copy of a subject's number from all of them, including backups
+we cannot rewrite, is impractical; encrypting each subject-identifying field under a key that
+belongs to that subject, and deleting that key, makes every copy unreadable at once.
+
+* Data encryption keys (DEKs): one random AES-256 key per subject pseudonym
+  (:mod:`callward.privacy.pseudonym`), used with AES-GCM (NIST SP 800-38D), random 96-bit nonces.
+* Key encryption key (KEK): the master key; a DEK is stored only wrapped by it
+  (AES-GCM with the pseudonym as associated data so a wrapped key cannot be moved to another
+  subject).
+* The key store is its own SQLite file with ``secure_delete`` on and a rollback journal (no WAL)
+  so a deleted key is overwritten in place rather than left in a log.
+* A shred ledger keeps (pseudonym, time) of erased subjects so a key backup restored later can
+  never resurrect an erased key.
+* Key backups use envelope encryption: a fresh backup DEK encrypts the key set, and that DEK is
+  wrapped by a separate backup KEK kept offline.
+
+A sealed field is self-describing: ``0x01 | pseudonym (16 bytes) | nonce (12) | ciphertext+tag``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from callward.errors import PolicyError, StoreError
+from callward.privacy.pseudonym import Pseudonymizer, normalize_subject
+
+__all__ = [
+    "FieldCipher",
+    "KeyStore",
+    "PlaintextFinding",
+    "SealedFieldError",
+    "backup_keys",
+    "load_or_create_key",
+    "restore_keys",
+    "subject_needles",
+    "verify_no_plaintext",
+]
+
+_FORMAT = 1
+_PN_BYTES = 16
+_NONCE = 12
+_HEADER = 1 + _PN_BYTES + _NONCE
+
+
+class SealedFieldError(PolicyError):
+    """A sealed field is malformed."""
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """Read a 32-byte key file, creating it (mode 0600) with random bytes when absent."""
+    try:
+        if path.exists():
+            data = path.read_bytes()
+            if len(data) != 32:
+                raise PolicyError(f"{path}: expected a 32-byte key file")
+            return data
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = AESGCM.generate_key(bit_length=256)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        return key
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read or create key: {exc.strerror}") from None
+
+
+@dataclass
+class KeyStore:
+    """Wrapped subject DEKs in a SQLite file (see module docstring for why not WAL)."""
+
+    path: Path | str
+    master_key: bytes
+    _db: sqlite3.Connection = field(init=False, repr=False)
+    _kek: AESGCM = field(init=False, repr=False)
+    _cache: dict[str, AESGCM] = field(init=False, default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.master_key) != 32:
+            raise PolicyError("master key: expected 32 bytes (AES-256)")
+        self._kek = AESGCM(self.master_key)
+        try:
+            if str(self.path) != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._db.execute("PRAGMA journal_mode=DELETE")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS subject_keys (pn TEXT PRIMARY KEY, wrapped BLOB NOT"
+                " NULL, created REAL NOT NULL)"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS shred_ledger (pn TEXT PRIMARY KEY, ts REAL NOT NULL,"
+                " reason TEXT NOT NULL)"
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: key store unavailable: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _wrap(self, pn: str, dek: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + self._kek.encrypt(nonce, dek, pn.encode())
+
+    def _unwrap(self, pn: str, wrapped: bytes) -> bytes:
+        try:
+            return self._kek.decrypt(wrapped[:_NONCE], wrapped[_NONCE:], pn.encode())
+        except InvalidTag:
+            raise PolicyError(f"key {pn[:8]}…: cannot unwrap (wrong master key?)") from None
+
+    def aead(self, pn: str, create: bool) -> AESGCM | None:
+        """The AEAD for subject ``pn``; created on first use when ``create``."""
+        hit = self._cache.get(pn)
+        if hit is not None:
+            return hit
+        row = self._db.execute("SELECT wrapped FROM subject_keys WHERE pn=?", (pn,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            dek = AESGCM.generate_key(bit_length=256)
+            self._db.execute(
+                "INSERT OR IGNORE INTO subject_keys VALUES (?,?,?)",
+                (pn, self._wrap(pn, dek), time.time()),
+            )
+            row = self._db.execute("SELECT wrapped FROM subject_keys WHERE pn=?", (pn,)).fetchone()
+        aead = AESGCM(self._unwrap(pn, row[0]))
+        self._cache[pn] = aead
+        return aead
+
+    def has_key(self, pn: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM subject_keys WHERE pn=?", (pn,)).fetchone()
+        return row is not None
+
+    def shred(self, pn: str, reason: str, now: float | None = None) -> bool:
+        """Delete the subject's DEK (returns whether one existed) and record it in the ledger."""
+        self._cache.pop(pn, None)
+        ts = time.time() if now is None else now
+        cur = self._db.execute("DELETE FROM subject_keys WHERE pn=?", (pn,))
+        self._db.execute("INSERT OR REPLACE INTO shred_ledger VALUES (?,?,?)", (pn, ts, reason))
+        # VACUUM rebuilds the file so no free page keeps the wrapped key (belt and braces with
+        # secure_delete, which already zeroes the deleted cell).
+        self._db.execute("VACUUM")
+        return cur.rowcount > 0
+
+    def shredded(self) -> dict[str, float]:
+        return dict(self._db.execute("SELECT pn, ts FROM shred_ledger").fetchall())
+
+    def export_wrapped(self) -> Iterator[tuple[str, bytes, float]]:
+        yield from self._db.execute("SELECT pn, wrapped, created FROM subject_keys ORDER BY pn")
+
+    def import_wrapped(self, rows: Iterable[tuple[str, bytes, float]]) -> int:
+        """Insert wrapped keys (not overwriting), skipping any erased after its creation."""
+        ledger = self.shredded()
+        n = 0
+        self._db.execute("BEGIN")
+        for pn, wrapped, created in rows:
+            if pn in ledger and ledger[pn] >= created:
+                continue
+            self._unwrap(pn, wrapped)  # refuse keys wrapped by another master key
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO subject_keys VALUES (?,?,?)", (pn, wrapped, created)
+            )
+            n += cur.rowcount
+        self._db.execute("COMMIT")
+        return n
+
+    def merge_ledger(self, ledger: dict[str, float]) -> None:
+        for pn, ts in ledger.items():
+            self._cache.pop(pn, None)
+            self._db.execute(
+                "INSERT OR IGNORE INTO shred_ledger VALUES (?,?,?)", (pn, ts, "restored ledger")
+            )
+            self._db.execute("DELETE FROM subject_keys WHERE pn=? AND created<=?", (pn, ts))
+
+
+@dataclass
+class FieldCipher:
+    """Seals subject-identifying fields under the subject's DEK; opens them while it exists."""
+
+    keys: KeyStore
+    pseudonymizer: Pseudonymizer
+
+    def seal(self, identifier: str) -> bytes | None:
+        """Encrypt ``identifier`` (None for an empty one) under its own subject's key."""
+        if not identifier:
+            return None
+        pn = self.pseudonymizer.pseudonym(identifier)
+        aead = self.keys.aead(pn, create=True)
+        assert aead is not None
+        pn_raw = bytes.fromhex(pn)
+        nonce = os.urandom(_NONCE)
+        return bytes((_FORMAT,)) + pn_raw + nonce + aead.encrypt(nonce, identifier.encode(), pn_raw)
+
+    def open(self, blob: bytes | None) -> str | None:
+        """Decrypt a sealed field; None when the subject's key was shredded (or blob is None)."""
+        if blob is None:
+            return None
+        blob = bytes(blob)
+        if len(blob) < _HEADER + 16 or blob[0] != _FORMAT:
+            raise SealedFieldError("sealed field: unknown format or truncated")
+        pn_raw = blob[1 : 1 + _PN_BYTES]
+        aead = self.keys.aead(pn_raw.hex(), create=False)
+        if aead is None:
+            return None
+        try:
+            return aead.decrypt(blob[1 + _PN_BYTES : _HEADER], blob[_HEADER:], pn_raw).decode()
+        except InvalidTag:
+            return None  # a key re-created after shredding cannot open the old ciphertext
+
+    def shred_subject(self, identifier: str, reason: str, now: float | None = None) -> str:
+        """Crypto-shred the subject behind ``identifier``; returns its pseudonym."""
+        pn = self.pseudonymizer.pseudonym(identifier)
+        self.keys.shred(pn, reason, now)
+        return pn
+
+
+# --- envelope-encrypted key backups -------------------------------------------------------------
+
+
+def backup_keys(keys: KeyStore, path: Path, backup_kek: bytes, kek_id: str = "backup-1") -> int:
+    """Write all wrapped DEKs plus the shred ledger, encrypted under a fresh backup DEK that is
+    itself wrapped by ``backup_kek`` (envelope encryption). Returns the number of keys."""
+    rows = [[pn, base64.b64encode(w).decode(), created] for pn, w, created in keys.export_wrapped()]
+    payload = json.dumps({"keys": rows, "ledger": keys.shredded()}).encode()
+    dek = AESGCM.generate_key(bit_length=256)
+    n1, n2 = os.urandom(_NONCE), os.urandom(_NONCE)
+    aad = f"callward-key-backup/1/{kek_id}".encode()
+    doc = {
+        "format": "callward-key-backup/1",
+        "kek_id": kek_id,
+        "wrapped_dek": base64.b64encode(n1 + AESGCM(backup_kek).encrypt(n1, dek, aad)).decode(),
+        "ciphertext": base64.b64encode(n2 + AESGCM(dek).encrypt(n2, payload, aad)).decode(),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(doc), encoding="utf-8")
+    os.replace(tmp, path)
+    return len(rows)
+
+
+def restore_keys(keys: KeyStore, path: Path, backup_kek: bytes) -> int:
+    """Restore a key backup into ``keys``; erased subjects (ledger in the store *or* in the
+    backup) stay erased. Raises PolicyError on a wrong key or a tampered file."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("format") != "callward-key-backup/1":
+            raise PolicyError(f"{path}: not a callward key backup")
+        aad = f"callward-key-backup/1/{doc['kek_id']}".encode()
+        wd = base64.b64decode(doc["wrapped_dek"])
+        ct = base64.b64decode(doc["ciphertext"])
+        dek = AESGCM(backup_kek).decrypt(wd[:_NONCE], wd[_NONCE:], aad)
+        payload = json.loads(AESGCM(dek).decrypt(ct[:_NONCE], ct[_NONCE:], aad))
+    except InvalidTag:
+        raise PolicyError(f"{path}: backup cannot be decrypted (wrong key or tampered)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PolicyError(f"{path}: unreadable key backup: {exc}") from None
+    keys.merge_ledger({str(k): float(v) for k, v in payload["ledger"].items()})
+    return keys.import_wrapped(
+        (str(pn), base64.b64decode(w), float(c)) for pn, w, c in payload["keys"]
+    )
+
+
+# --- plaintext verification ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlaintextFinding:
+    path: str
+    where: str  # "bytes@<offset>" or "parquet:<column>"
+    needle_kind: str  # which form matched (never the plaintext itself)
+
+
+def subject_needles(identifier: str) -> dict[str, bytes]:
+    """Byte forms a subject's identifier may take in a file (utf-8 and utf-16-le)."""
+    forms = {"given": identifier.strip(), "normalized": normalize_subject(identifier)}
+    norm = forms["normalized"]
+    if norm.startswith("+"):
+        forms["digits"] = norm[1:]
+    out: dict[str, bytes] = {}
+    for kind, text in forms.items():
+        if len(text) >= 6:
+            out[f"{kind}/utf-8"] = text.encode("utf-8")
+            out[f"{kind}/utf-16"] = text.encode("utf-16-le")
+    return out
+
+
+def _expand(paths: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(q for q in p.rglob("*") if q.is_file()))
+        elif p.exists():
+            files.append(p)
+        for suffix in ("-wal", "-journal", "-shm"):
+            side = Path(str(p) + suffix)
+            if side.exists() and side not in files:
+                files.append(side)
+    return files
+
+
+def verify_no_plaintext(paths: Iterable[Path], identifier: str) -> list[PlaintextFinding]:
+    """Scan files (SQLite databases with their -wal/-journal, Parquet files, any directory) for
+    any plaintext form of ``identifier``. Parquet pages may be compressed, so Parquet files are
+    also decoded and every string/binary value searched. Empty list = clean."""
+    needles = subject_needles(identifier)
+    findings: list[PlaintextFinding] = []
+    for path in _expand(paths):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read for verification: {exc.strerror}") from None
+        for kind, needle in needles.items():
+            at = data.find(needle)
+            if at >= 0:
+                findings.append(PlaintextFinding(str(path), f"bytes@{at}", kind))
+        if path.suffix == ".parquet":
+            findings.extend(_scan_parquet(path, needles))
+    return findings
+
+
+def _scan_parquet(path: Path, needles: dict[str, bytes]) -> list[PlaintextFinding]:
+    import pyarrow.parquet as pq
+
+    out: list[PlaintextFinding] = []
+    table = pq.read_table(path)
+    for name in table.column_names:
+        col = table.column(name)
+        if str(col.type) not in ("string", "large_string", "binary", "large_binary"):
+            continue
+        for value in col.to_pylist():
+            if value is None:
+                continue
+            raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+            for kind, needle in needles.items():
+                if needle in raw:
+                    out.append(PlaintextFinding(str(path), f"parquet:{name}", kind))
+                    break
+    return out

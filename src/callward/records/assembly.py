@@ -1,0 +1,302 @@
+"""Assemble one CDR per call from the events of many edges and media relays.
+
+Properties that make this safe at carrier scale (and that tests check with hypothesis):
+
+* **Idempotent** — an event is identified by (call_id, leg, node, seq); a redelivered copy (NATS
+  redelivery, a node replaying after restart) is ignored.
+* **Order-independent** — :meth:`CallAssembler.build` is a pure function of the *set* of events
+  of a call: every choice (which end wins, which codec came first) sorts by (ts, node, seq, kind)
+  instead of arrival order. Two distinct events sharing one key are a producer bug; the
+  canonically smallest wins deterministically and the CDR is flagged.
+* **Consistent** — legs reported by several nodes (edge and relay both see a leg) are compared;
+  disagreements become ``flags`` on the CDR. :class:`Reconciler` adds a timeout: a call whose
+  legs have not all ended ``timeout_s`` after its last event is written flagged incomplete.
+
+Final status selection follows RFC 3261 §16.7 (a 2xx wins; otherwise 6xx beats 4xx/5xx;
+lowest code within the chosen class).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from callward.events import (
+    CallAnswered,
+    CallEnded,
+    CallStarted,
+    Event,
+    MediaStats,
+    event_to_dict,
+)
+from callward.records.schema import Cdr, Leg, Lineage
+
+__all__ = ["EVENT_FORMAT", "CallAssembler", "CallEvent", "Reconciler", "event_key"]
+
+EVENT_FORMAT = 1  # version of callward.events' wire format consumed here (lineage)
+CallEvent = CallStarted | CallAnswered | CallEnded | MediaStats
+_CALL_EVENTS = (CallStarted, CallAnswered, CallEnded, MediaStats)
+_END_TOLERANCE_S = 2.0  # nodes see a BYE at slightly different times; beyond this they disagree
+
+
+def event_key(ev: CallEvent) -> tuple[str, str, int]:
+    """(leg, node, seq) — with the call_id this is the dedup identity of an event."""
+    return (ev.leg, ev.node, ev.seq)
+
+
+def _order(ev: CallEvent) -> tuple[float, str, int, str, str]:
+    return (ev.ts, ev.node, ev.seq, ev.kind, _canon(ev))
+
+
+def _canon(ev: CallEvent) -> str:
+    return json.dumps(event_to_dict(ev), sort_keys=True, default=str)
+
+
+def _codec(summary: str) -> str:
+    return summary.split()[0] if summary.strip() else ""
+
+
+def _select_status(statuses: list[int]) -> int:
+    """RFC 3261 §16.7 step 6: best final response; 6xx preferred over 4xx/5xx."""
+    ok = [s for s in statuses if 200 <= s < 300]
+    if ok:
+        return min(ok)
+    six = [s for s in statuses if s >= 600]
+    return min(six) if six else min(statuses)
+
+
+def _disposition(answered: bool, status: int | None, ended: bool) -> str:
+    if answered:
+        return "answered"
+    if status is None or not ended:
+        return "incomplete"
+    if status == 487:
+        return "cancelled"
+    if status in (486, 600):
+        return "busy"
+    if status in (408, 480):
+        return "no_answer"
+    if 400 <= status < 500 or status >= 600:
+        return "rejected"
+    return "failed"
+
+
+@dataclass
+class _Call:
+    events: dict[tuple[str, str, int], CallEvent] = field(default_factory=dict)
+    conflicts: int = 0
+    last_change: float = 0.0
+    changes: int = 0
+    emitted: int = -1
+
+
+@dataclass
+class CallAssembler:
+    """Holds the events of calls in flight; builds a CDR from a call's event set."""
+
+    _calls: dict[str, _Call] = field(default_factory=dict)
+
+    def add(self, event: Event, now: float = 0.0) -> bool:
+        """Add an event; False for a duplicate or a non-call event (registrations, alerts)."""
+        if not isinstance(event, _CALL_EVENTS) or not event.call_id:
+            return False
+        call = self._calls.setdefault(event.call_id, _Call())
+        key = event_key(event)
+        old = call.events.get(key)
+        if old is not None:
+            if old == event:
+                return False
+            call.conflicts += 1
+            if _order(event) >= _order(old):
+                return False
+        call.events[key] = event
+        call.last_change = now
+        call.changes += 1
+        return True
+
+    def add_many(self, events: Iterable[Event], now: float = 0.0) -> int:
+        return sum(self.add(e, now) for e in events)
+
+    def call_ids(self) -> list[str]:
+        return list(self._calls)
+
+    def events_of(self, call_id: str) -> list[CallEvent]:
+        return sorted(self._calls[call_id].events.values(), key=_order)
+
+    def forget(self, call_id: str) -> None:
+        self._calls.pop(call_id, None)
+
+    def is_complete(self, call_id: str) -> bool:
+        """Every leg that appeared has ended, and the call has a start."""
+        evs = self._calls[call_id].events.values()
+        legs = {e.leg for e in evs}
+        ended = {e.leg for e in evs if isinstance(e, CallEnded)}
+        started = any(isinstance(e, CallStarted) for e in evs)
+        return started and legs <= ended
+
+    def build(self, call_id: str) -> Cdr:
+        call = self._calls[call_id]
+        evs = sorted(call.events.values(), key=_order)
+        flags: set[str] = set()
+        if call.conflicts:
+            flags.add("conflicting-duplicate")
+        by_leg: dict[str, list[CallEvent]] = {}
+        for e in evs:
+            by_leg.setdefault(e.leg, []).append(e)
+        legs = tuple(_build_leg(name, by_leg[name], flags) for name in sorted(by_leg))
+
+        starts = [e for e in evs if isinstance(e, CallStarted)]
+        if not starts:
+            flags.add("missing-start")
+        a_starts = [e for e in starts if e.leg == "a"] or starts
+        first = a_starts[0] if a_starts else evs[0]
+        tenant = first.tenant
+        caller = a_starts[0].caller if a_starts else ""
+        callee = a_starts[0].callee if a_starts else ""
+        if len({(e.caller, e.callee) for e in a_starts}) > 1:
+            flags.add("legs-disagree:parties")
+        if len({e.tenant for e in evs}) > 1:
+            flags.add("legs-disagree:tenant")
+        answer_ts = min((lg.answered for lg in legs if lg.answered is not None), default=None)
+        for s in starts:
+            if s.leg != "a" and s.callee != callee and answer_ts is not None and s.ts > answer_ts:
+                flags.add("transferred")
+        start_ts = min((lg.started for lg in legs if lg.started is not None), default=evs[0].ts)
+        all_ended = all(lg.ended is not None for lg in legs)
+        end_ts = max((lg.ended for lg in legs if lg.ended is not None), default=None)
+        if not all_ended:
+            end_ts = None
+        statuses = [lg.status for lg in legs if lg.status is not None]
+        status = _select_status(statuses) if statuses else 0
+        if answer_ts is not None and not 200 <= status < 300:
+            status = 200  # an answered leg ended later by BYE still makes the call answered
+        disposition = _disposition(answer_ts is not None, status or None, all_ended)
+        codecs: list[str] = []
+        for lg in legs:
+            codecs.extend(c for c in lg.codecs if c not in codecs)
+        moses = [lg.mos for lg in legs if lg.mos is not None]
+        return Cdr(
+            call_id=call_id,
+            tenant=tenant,
+            caller=caller,
+            callee=callee,
+            start_ts=start_ts,
+            answer_ts=answer_ts,
+            end_ts=end_ts,
+            status=status,
+            disposition=disposition,
+            legs=legs,
+            codecs=tuple(codecs),
+            packets=sum(lg.packets for lg in legs),
+            lost=sum(lg.lost for lg in legs),
+            jitter_ms=max((lg.jitter_ms for lg in legs), default=0.0),
+            mos_min=min(moses) if moses else None,
+            flags=tuple(sorted(flags)),
+            lineage=Lineage(
+                nodes=tuple(sorted({e.node for e in evs})),
+                events=len(evs),
+                source_versions=(EVENT_FORMAT,),
+                transformations=("assembled:v2",),
+            ),
+        )
+
+
+def _build_leg(name: str, evs: list[CallEvent], flags: set[str]) -> Leg:
+    starts = [e for e in evs if isinstance(e, CallStarted)]
+    answers = [e for e in evs if isinstance(e, CallAnswered)]
+    ends = [e for e in evs if isinstance(e, CallEnded)]
+    stats = [e for e in evs if isinstance(e, MediaStats)]
+    codecs: list[str] = []
+    for e in evs:
+        c = e.codec if isinstance(e, MediaStats) else _codec(getattr(e, "sdp_summary", ""))
+        if c and c not in codecs:
+            codecs.append(c)
+    per_node: dict[str, int] = {}
+    for a in answers:
+        per_node[a.node] = per_node.get(a.node, 0) + 1
+    status = reason = None
+    if ends:
+        status, reason = ends[0].status, ends[0].reason
+        if len({e.status for e in ends}) > 1:
+            flags.add(f"legs-disagree:status:{name}")
+        if ends[-1].ts - ends[0].ts > _END_TOLERANCE_S:
+            flags.add(f"legs-disagree:end:{name}")
+    latest: dict[int, MediaStats] = {}
+    for s in stats:  # cumulative counters: the latest report per SSRC wins (RFC 3550 §6.4.1)
+        latest[s.ssrc] = s
+    moses = [s.mos for s in latest.values() if s.mos is not None]
+    return Leg(
+        leg=name,
+        nodes=tuple(sorted({e.node for e in evs})),
+        started=starts[0].ts if starts else None,
+        answered=answers[0].ts if answers else None,
+        ended=ends[0].ts if ends else None,
+        status=status,
+        reason=reason or "",
+        codecs=tuple(codecs),
+        reinvites=max(per_node.values(), default=1) - 1,
+        packets=sum(s.packets for s in latest.values()),
+        lost=sum(s.lost for s in latest.values()),
+        jitter_ms=max((s.jitter_ms for s in latest.values()), default=0.0),
+        mos=min(moses) if moses else None,
+    )
+
+
+@dataclass
+class Reconciler:
+    """Decides when a call's CDR is written, using an injected clock.
+
+    * complete (every leg ended) and quiet for ``grace_s`` — late MediaStats usually follow the
+      BYE by one RTCP interval (RFC 3550 §6.2), so we wait a little;
+    * not complete ``timeout_s`` after the last event — written flagged ``incomplete:timeout``
+      so a lost CallEnded (a crashed node) never means a lost CDR.
+
+    A late event for an already written call rebuilds and re-emits it (stores upsert by call_id);
+    calls are forgotten ``forget_s`` after they were last written.
+    """
+
+    clock: Callable[[], float]
+    timeout_s: float = 3600.0
+    grace_s: float = 5.0
+    forget_s: float = 600.0
+    assembler: CallAssembler = field(default_factory=CallAssembler)
+
+    def observe(self, event: Event) -> bool:
+        return self.assembler.add(event, self.clock())
+
+    def due(self) -> list[Cdr]:
+        """CDRs to write now (each call at most once per change)."""
+        now = self.clock()
+        out: list[Cdr] = []
+        for call_id in self.assembler.call_ids():
+            call = self.assembler._calls[call_id]
+            quiet = now - call.last_change
+            if call.emitted == call.changes:
+                if quiet >= self.forget_s:
+                    self.assembler.forget(call_id)
+                continue
+            if self.assembler.is_complete(call_id):
+                if quiet >= self.grace_s:
+                    out.append(self.assembler.build(call_id))
+                    call.emitted = call.changes
+            elif quiet >= self.timeout_s:
+                cdr = self.assembler.build(call_id)
+                out.append(_flag(cdr, "incomplete:timeout"))
+                call.emitted = call.changes
+        return out
+
+    def flush(self) -> list[Cdr]:
+        """Everything held, as of now (shutdown): incomplete calls are flagged, not dropped."""
+        out = []
+        for call_id in self.assembler.call_ids():
+            cdr = self.assembler.build(call_id)
+            if not self.assembler.is_complete(call_id):
+                cdr = _flag(cdr, "incomplete:shutdown")
+            out.append(cdr)
+        return out
+
+
+def _flag(cdr: Cdr, flag: str) -> Cdr:
+    return dataclasses.replace(cdr, flags=tuple(sorted({*cdr.flags, flag})))
