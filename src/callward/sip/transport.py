@@ -1,0 +1,779 @@
+"""asyncio transports for SIP: UDP, TCP, TLS and WebSocket (RFC 3261 §18, RFC 7118).
+
+This is the one module of ``callward.sip`` allowed to do I/O: a thin adapter between sockets and
+the sans-IO core (parser, transactions). Every transport has the same small interface:
+
+* ``await T.listen(host, port, on_message, ...)`` binds and returns the transport;
+* ``await t.send(data, (host, port))`` sends one serialized message, reusing a connection to that
+  address when one exists (inbound or outbound, §18.2.2) and returns the connection id used;
+* ``await t.send_to_connection(data, connection_id)`` sends over one exact connection, which is
+  what RFC 5626 flow tokens need (``TransportError`` when the flow is gone → 430 Flow Failed);
+* ``on_message(message, source, transport_name, connection_id)`` is called for every valid
+  message (``connection_id`` is ``None`` for UDP);
+* ``t.add_tap(fn)`` sees every datagram/frame in and out as a :class:`WireEvent` (ladders, HEP).
+
+Hostile input never crashes a listener: a malformed request that still has the headers needed to
+answer gets ``400`` with the parser's reason phrase (§8.2.6 via :func:`bad_request_reply`), anything
+else is dropped; streams whose framing is lost, whose buffer exceeds ``max_buffer_bytes`` or that
+stay idle past ``idle_timeout`` are closed, and connections beyond ``max_connections`` are refused.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import itertools
+import secrets
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.http11 import Request as WsRequest
+from websockets.http11 import Response as WsResponse
+
+from callward.errors import SipParseError, TransportError
+from callward.sip.message import REASON_PHRASES, Request, Response, make_response
+from callward.sip.parser import DEFAULT_LIMITS, ParseLimits, frame_stream, parse_message
+
+__all__ = [
+    "Address",
+    "OnMessage",
+    "StreamTransport",
+    "Tap",
+    "TcpTransport",
+    "TlsTransport",
+    "Transport",
+    "TransportLimits",
+    "TransportStats",
+    "UdpTransport",
+    "WireEvent",
+    "WsTransport",
+    "bad_request_reply",
+    "open_transport",
+]
+
+Address = tuple[str, int]
+OnMessage = Callable[[Request | Response, Address, str, str | None], None]
+
+_CRLF = b"\r\n"
+_PING = b"\r\n\r\n"  # RFC 5626 §4.4.1: client sends a double CRLF, server answers one CRLF
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class TransportLimits:
+    """Per-transport defences against abusive peers (values are per listener)."""
+
+    max_connections: int = 1024  # stream/WS connections, inbound + outbound
+    max_buffer_bytes: int = 131072  # unframed bytes held for one connection
+    idle_timeout: float = 300.0  # seconds without a byte (a CRLF ping counts) before closing
+    connect_timeout: float = 5.0  # TCP connect + TLS/WS handshake
+    parse: ParseLimits = DEFAULT_LIMITS
+
+
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    """One message (or keep-alive) on the wire, as seen by a tap."""
+
+    direction: Literal["in", "out"]
+    data: bytes
+    local: Address
+    remote: Address
+    transport: str
+    connection_id: str | None
+
+
+Tap = Callable[[WireEvent], None]
+
+
+@dataclass(slots=True)
+class TransportStats:
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    malformed: int = 0  # parse failures (answered with 400 or dropped)
+    rejected_connections: int = 0  # refused at max_connections
+    closed_abusive: int = 0  # closed for framing, buffer or idle limits
+    pongs_sent: int = 0
+
+
+def _addr(sockaddr: Any) -> Address:
+    """(host, port) from an AF_INET or AF_INET6 socket address."""
+    return str(sockaddr[0]), int(sockaddr[1])
+
+
+def bad_request_reply(data: bytes, error: SipParseError, limits: ParseLimits) -> bytes | None:
+    """The response to send for a message that failed strict parsing, or None to drop it.
+
+    Only a request whose Via, From, To, Call-ID and CSeq can still be read (leniently) can be
+    answered (§8.2.6.2 copies them); never an ACK (§17.2.1) nor a response (§18.1.2)."""
+    try:
+        msg = parse_message(data, strict=False, limits=limits)
+        if not isinstance(msg, Request) or msg.method == "ACK":
+            return None
+        msg.top_via  # noqa: B018 - each must parse for the reply to be routable
+        msg.from_  # noqa: B018
+        msg.to  # noqa: B018
+        msg.cseq  # noqa: B018
+        if not msg.call_id:
+            return None
+    except (SipParseError, ValueError):
+        return None
+    status = error.status_hint if 400 <= error.status_hint <= 699 else 400
+    reason = error.reason_phrase
+    if status != 400:
+        reason = REASON_PHRASES.get(status, "Bad Request") + reason.removeprefix("Bad Request")
+    return bytes(make_response(msg, status, reason, to_tag=secrets.token_hex(6)))
+
+
+class Transport(abc.ABC):
+    """Common interface of every SIP transport (see the module docstring)."""
+
+    name: str = ""
+    reliable: bool = True  # §17.1.1.2: timers A/E/G retransmit only over unreliable transports
+
+    def __init__(self, on_message: OnMessage, limits: TransportLimits) -> None:
+        self.on_message = on_message
+        self.limits = limits
+        self.local_addr: Address = ("0.0.0.0", 0)
+        self.stats = TransportStats()
+        self._taps: list[Tap] = []
+
+    def add_tap(self, tap: Tap) -> None:
+        """Observe every message in and out (called synchronously; keep it cheap)."""
+        self._taps.append(tap)
+
+    def _tap(
+        self, direction: Literal["in", "out"], data: bytes, remote: Address, cid: str | None
+    ) -> None:
+        if direction == "in":
+            self.stats.bytes_in += len(data)
+        else:
+            self.stats.bytes_out += len(data)
+            self.stats.messages_out += 1
+        for tap in self._taps:
+            tap(WireEvent(direction, data, self.local_addr, remote, self.name, cid))
+
+    def _receive(self, data: bytes, source: Address, cid: str | None) -> bytes | None:
+        """Parse and deliver one complete message; return bytes to answer with (a 400)."""
+        self._tap("in", data, source, cid)
+        try:
+            msg = parse_message(data, limits=self.limits.parse)
+        except SipParseError as exc:
+            self.stats.malformed += 1
+            return bad_request_reply(data, exc, self.limits.parse)
+        except Exception as exc:  # a parser bug must not take a listener down
+            self.stats.malformed += 1
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": f"SIP parser raised {type(exc).__name__}", "exception": exc}
+            )
+            return None
+        self.stats.messages_in += 1
+        try:
+            self.on_message(msg, source, self.name, cid)
+        except Exception as exc:  # the consumer's bug: report, keep serving
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "SIP on_message callback failed", "exception": exc}
+            )
+        return None
+
+    @abc.abstractmethod
+    async def send(self, data: bytes, addr: Address) -> str | None:
+        """Send one message to ``addr``; return the connection id used (None for UDP)."""
+
+    async def send_to_connection(self, data: bytes, connection_id: str) -> None:
+        """Send over an existing connection (RFC 5626 flow); TransportError if it is gone."""
+        raise TransportError(f"{self.name} has no connections")
+
+    def has_connection(self, connection_id: str) -> bool:
+        return False
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop listening and close every connection."""
+
+
+# --------------------------------------------------------------------------------------------
+# UDP
+# --------------------------------------------------------------------------------------------
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: UdpTransport) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        owner = self.owner
+        source = _addr(addr)
+        if data.strip(b"\r\n") == b"":  # RFC 5626 §4.4.1 CRLF keep-alive on a datagram: ignore
+            return
+        reply = owner._receive(data, source, None)
+        if reply is not None and owner._sock is not None:
+            owner._tap("out", reply, source, None)
+            owner._sock.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the transaction layer times out instead (§17.1.4).
+        pass
+
+
+class UdpTransport(Transport):
+    """Connectionless SIP over UDP (§18.1.1). Retransmission belongs to the transaction layer."""
+
+    name = "udp"
+    reliable = False
+
+    def __init__(self, on_message: OnMessage, limits: TransportLimits) -> None:
+        super().__init__(on_message, limits)
+        self._sock: asyncio.DatagramTransport | None = None
+
+    @classmethod
+    async def listen(
+        cls,
+        host: str,
+        port: int,
+        on_message: OnMessage,
+        *,
+        limits: TransportLimits | None = None,
+    ) -> UdpTransport:
+        self = cls(on_message, limits or TransportLimits())
+        loop = asyncio.get_running_loop()
+        try:
+            sock, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(host, port)
+            )
+        except OSError as exc:
+            raise TransportError(f"udp: cannot bind {host}:{port}: {exc.strerror}") from None
+        self._sock = sock
+        self.local_addr = _addr(sock.get_extra_info("sockname"))
+        return self
+
+    async def send(self, data: bytes, addr: Address) -> str | None:
+        if self._sock is None or self._sock.is_closing():
+            raise TransportError("udp: transport is closed")
+        self._tap("out", data, addr, None)
+        self._sock.sendto(data, addr)
+        return None
+
+    async def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+
+
+# --------------------------------------------------------------------------------------------
+# TCP and TLS: byte streams framed by Content-Length (§18.3)
+# --------------------------------------------------------------------------------------------
+
+
+class _StreamConnection(asyncio.Protocol):
+    """One TCP/TLS connection: buffering, framing, keep-alives, idle and size limits."""
+
+    def __init__(self, owner: StreamTransport, outbound: bool) -> None:
+        self.owner = owner
+        self.outbound = outbound
+        self.id = f"{owner.name}-{next(_ids)}"
+        self.peer: Address = ("", 0)
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.last_activity = 0.0
+        self.last_pong: float | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = _addr(transport.get_extra_info("peername"))
+        if not self.owner._register(self):
+            self.owner.stats.rejected_connections += 1
+            transport.abort()
+            return
+        self._touch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self.owner._unregister(self)
+
+    def _touch(self) -> None:
+        self.last_activity = self._loop.time()
+        if self._idle is None:
+            self._idle = self._loop.call_later(self.owner.limits.idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle = None
+        left = self.last_activity + self.owner.limits.idle_timeout - self._loop.time()
+        if left > 0:
+            self._idle = self._loop.call_later(left, self._check_idle)
+        else:
+            self.abort()
+
+    def abort(self, abusive: bool = True) -> None:
+        if abusive:
+            self.owner.stats.closed_abusive += 1
+        if self.transport is not None:
+            self.transport.abort()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise TransportError(f"{self.owner.name}: connection {self.id} is closed")
+        self.transport.write(data)
+        self._touch()
+
+    def data_received(self, data: bytes) -> None:
+        self._touch()
+        buf = self.buffer
+        buf += data
+        if len(buf) > self.owner.limits.max_buffer_bytes:
+            self.abort()
+            return
+        while buf:
+            # RFC 5626 §4.4.1 keep-alives: a double CRLF is a ping (answered with one CRLF by the
+            # side that accepted the connection); a lone CRLF is a pong, or noise before a message.
+            if buf.startswith(_PING) and not self.outbound:
+                del buf[:4]
+                self.owner.stats.pongs_sent += 1
+                self.write(_CRLF)
+                continue
+            if buf.startswith(_CRLF) and (self.outbound or (len(buf) > 2 and buf[2] != 13)):
+                del buf[:2]
+                if self.outbound:
+                    self.last_pong = self._loop.time()
+                    self.owner._pong(self.id)
+                continue
+            try:
+                frame, consumed = frame_stream(buf, limits=self.owner.limits.parse)
+            except SipParseError:
+                self.abort()  # framing lost: nothing after this point can be trusted (§18.3)
+                return
+            if frame is None:
+                return
+            del buf[:consumed]
+            reply = self.owner._receive(frame, self.peer, self.id)
+            if reply is not None:
+                self.owner._tap("out", reply, self.peer, self.id)
+                self.write(reply)
+            if self.transport is None or self.transport.is_closing():
+                return
+
+
+class StreamTransport(Transport):
+    """Shared machinery of TCP and TLS: a listener plus a table of connections, indexed by id and
+    by remote address so responses and in-dialog requests reuse them (§18.2.2, RFC 5923)."""
+
+    name = "tcp"
+
+    def __init__(
+        self,
+        on_message: OnMessage,
+        limits: TransportLimits,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(on_message, limits)
+        self._server: asyncio.Server | None = None
+        self._server_ssl = server_ssl
+        self._client_ssl = client_ssl
+        self._by_id: dict[str, _StreamConnection] = {}
+        self._by_addr: dict[Address, _StreamConnection] = {}
+        self._connecting: dict[Address, asyncio.Future[_StreamConnection]] = {}
+        self._pong_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._closed = False
+
+    async def _start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        extra: dict[str, Any] = {}
+        if self._server_ssl is not None:
+            extra["ssl_handshake_timeout"] = self.limits.connect_timeout
+        try:
+            self._server = await loop.create_server(
+                lambda: _StreamConnection(self, outbound=False),
+                host,
+                port,
+                ssl=self._server_ssl,
+                **extra,
+            )
+        except OSError as exc:
+            raise TransportError(
+                f"{self.name}: cannot bind {host}:{port}: {exc.strerror}"
+            ) from None
+        self.local_addr = _addr(self._server.sockets[0].getsockname())
+
+    def _register(self, conn: _StreamConnection) -> bool:
+        if len(self._by_id) >= self.limits.max_connections:
+            return False
+        self._by_id[conn.id] = conn
+        self._by_addr[conn.peer] = conn
+        return True
+
+    def _unregister(self, conn: _StreamConnection) -> None:
+        self._by_id.pop(conn.id, None)
+        if self._by_addr.get(conn.peer) is conn:
+            del self._by_addr[conn.peer]
+        for fut in self._pong_waiters.pop(conn.id, []):
+            if not fut.done():
+                fut.set_exception(TransportError(f"{self.name}: connection {conn.id} closed"))
+
+    def _pong(self, cid: str) -> None:
+        for fut in self._pong_waiters.pop(cid, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    @property
+    def connections(self) -> dict[str, Address]:
+        """Open connections: id → remote address."""
+        return {cid: c.peer for cid, c in self._by_id.items()}
+
+    def has_connection(self, connection_id: str) -> bool:
+        return connection_id in self._by_id
+
+    def connection_for(self, addr: Address) -> str | None:
+        conn = self._by_addr.get(addr)
+        return None if conn is None else conn.id
+
+    async def connect(self, addr: Address, *, server_name: str | None = None) -> str:
+        """Open (or reuse) a connection to ``addr``; TLS verifies the peer certificate against
+        ``server_name`` (default: the host of ``addr``; RFC 5922 wants the SIP domain)."""
+        if self._closed:
+            raise TransportError(f"{self.name}: transport is closed")
+        conn = self._by_addr.get(addr)
+        if conn is not None:
+            return conn.id
+        pending = self._connecting.get(addr)
+        if pending is not None:
+            return (await asyncio.shield(pending)).id
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_StreamConnection] = loop.create_future()
+        self._connecting[addr] = fut
+        try:
+            kwargs: dict[str, Any] = {}
+            if self._client_ssl is not None:
+                kwargs = {"ssl": self._client_ssl, "server_hostname": server_name or addr[0]}
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _StreamConnection(self, outbound=True), addr[0], addr[1], **kwargs
+                ),
+                self.limits.connect_timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            err = TransportError(f"{self.name}: cannot connect: {type(exc).__name__}: {exc}")
+            fut.set_exception(err)
+            fut.exception()  # retrieved: concurrent waiters get it through shield
+            raise err from None
+        finally:
+            self._connecting.pop(addr, None)
+        if proto.id not in self._by_id:
+            raise TransportError(f"{self.name}: connection limit reached")
+        self._by_addr[addr] = proto
+        fut.set_result(proto)
+        return proto.id
+
+    async def send(self, data: bytes, addr: Address) -> str | None:
+        cid = await self.connect(addr)
+        await self.send_to_connection(data, cid)
+        return cid
+
+    async def send_to_connection(self, data: bytes, connection_id: str) -> None:
+        conn = self._by_id.get(connection_id)
+        if conn is None:
+            raise TransportError(f"{self.name}: no connection {connection_id} (flow failed)")
+        self._tap("out", data, conn.peer, conn.id)
+        conn.write(data)
+
+    async def ping(self, connection_id: str, timeout: float = 10.0) -> None:
+        """RFC 5626 §4.4.1 keep-alive from the connecting side: send CRLFCRLF and wait for the
+        CRLF pong; TransportError when none comes within ``timeout`` (the flow has failed)."""
+        conn = self._by_id.get(connection_id)
+        if conn is None:
+            raise TransportError(f"{self.name}: no connection {connection_id}")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pong_waiters.setdefault(connection_id, []).append(fut)
+        conn.write(_PING)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TransportError(f"{self.name}: no pong on {connection_id}") from None
+
+    async def close_connection(self, connection_id: str) -> None:
+        conn = self._by_id.get(connection_id)
+        if conn is not None and conn.transport is not None:
+            conn.transport.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._closed = True
+        for conn in list(self._by_id.values()):
+            conn.abort(abusive=False)
+        self._by_id.clear()
+        self._by_addr.clear()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class TcpTransport(StreamTransport):
+    """SIP over TCP (§18.3): Content-Length framing, partial reads, pipelining, keep-alives."""
+
+    name = "tcp"
+
+    @classmethod
+    async def listen(
+        cls,
+        host: str,
+        port: int,
+        on_message: OnMessage,
+        *,
+        limits: TransportLimits | None = None,
+    ) -> TcpTransport:
+        self = cls(on_message, limits or TransportLimits())
+        await self._start(host, port)
+        return self
+
+
+class TlsTransport(StreamTransport):
+    """SIP over TLS (§26.2.1). Outbound connections verify the server certificate and host name
+    (``client_ssl`` defaults to the system trust store with verification on)."""
+
+    name = "tls"
+
+    @classmethod
+    async def listen(
+        cls,
+        host: str,
+        port: int,
+        on_message: OnMessage,
+        *,
+        server_ssl: ssl.SSLContext,
+        client_ssl: ssl.SSLContext | None = None,
+        limits: TransportLimits | None = None,
+    ) -> TlsTransport:
+        self = cls(
+            on_message,
+            limits or TransportLimits(),
+            server_ssl,
+            client_ssl or ssl.create_default_context(ssl.Purpose.SERVER_AUTH),
+        )
+        await self._start(host, port)
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# WebSocket (RFC 7118): one SIP message per WebSocket message, subprotocol "sip"
+# --------------------------------------------------------------------------------------------
+
+_WsConn = ServerConnection | ClientConnection
+
+
+class WsTransport(Transport):
+    """SIP over WebSocket (RFC 7118), ``ws`` or ``wss`` when ``server_ssl`` is given.
+
+    No framing is needed (§5: each SIP message is one WebSocket message) and RFC 5626 CRLF
+    keep-alives are not used over WebSocket; the idle timeout applies to WebSocket messages.
+    Compression is off: permessage-deflate is a decompression-bomb vector and costs CPU."""
+
+    name = "ws"
+
+    def __init__(
+        self,
+        on_message: OnMessage,
+        limits: TransportLimits,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(on_message, limits)
+        self.name = "wss" if server_ssl is not None else "ws"
+        self._server_ssl = server_ssl
+        self._client_ssl = client_ssl
+        self._server: Server | None = None
+        self._by_id: dict[str, tuple[_WsConn, Address]] = {}
+        self._by_addr: dict[Address, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def listen(
+        cls,
+        host: str,
+        port: int,
+        on_message: OnMessage,
+        *,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+        limits: TransportLimits | None = None,
+    ) -> WsTransport:
+        self = cls(on_message, limits or TransportLimits(), server_ssl, client_ssl)
+        try:
+            self._server = await ws_serve(
+                self._serve_one,
+                host,
+                port,
+                subprotocols=["sip"],  # type: ignore[list-item]
+                process_request=self._check_subprotocol,
+                compression=None,
+                max_size=self.limits.parse.max_message_bytes,
+                ping_interval=None,
+                open_timeout=self.limits.connect_timeout,
+                ssl=server_ssl,
+            )
+        except OSError as exc:
+            raise TransportError(
+                f"{self.name}: cannot bind {host}:{port}: {exc.strerror}"
+            ) from None
+        self.local_addr = _addr(next(iter(self._server.sockets)).getsockname())
+        return self
+
+    def _check_subprotocol(self, conn: ServerConnection, request: WsRequest) -> WsResponse | None:
+        """RFC 7118 §4.1: the client must offer the "sip" subprotocol; refuse otherwise, and
+        refuse beyond ``max_connections`` before the handshake completes."""
+        offered = ",".join(request.headers.get_all("Sec-WebSocket-Protocol"))
+        if "sip" not in [p.strip().lower() for p in offered.split(",")]:
+            return conn.respond(400, "WebSocket subprotocol 'sip' required (RFC 7118)\n")
+        if len(self._by_id) >= self.limits.max_connections:
+            self.stats.rejected_connections += 1
+            return conn.respond(503, "too many connections\n")
+        return None
+
+    async def _serve_one(self, ws: ServerConnection) -> None:
+        await self._pump(ws, _addr(ws.remote_address))
+
+    async def _pump(self, ws: _WsConn, peer: Address) -> None:
+        cid = f"{self.name}-{next(_ids)}"
+        self._by_id[cid] = (ws, peer)
+        self._by_addr[peer] = cid
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(ws.recv(), self.limits.idle_timeout)
+                except TimeoutError:
+                    self.stats.closed_abusive += 1
+                    return
+                if isinstance(data, str):
+                    data = data.encode("utf-8", "surrogateescape")
+                reply = self._receive(data, peer, cid)
+                if reply is not None:
+                    self._tap("out", reply, peer, cid)
+                    await ws.send(reply.decode("utf-8", "replace"))
+        except ConnectionClosed:
+            return
+        finally:
+            self._by_id.pop(cid, None)
+            if self._by_addr.get(peer) == cid:
+                del self._by_addr[peer]
+            await ws.close()
+
+    def has_connection(self, connection_id: str) -> bool:
+        return connection_id in self._by_id
+
+    def connection_for(self, addr: Address) -> str | None:
+        return self._by_addr.get(addr)
+
+    async def connect(self, addr: Address, *, server_name: str | None = None) -> str:
+        """Open (or reuse) a WebSocket to ``addr`` (``wss`` verifies the certificate)."""
+        cid = self._by_addr.get(addr)
+        if cid is not None:
+            return cid
+        if len(self._by_id) >= self.limits.max_connections:
+            raise TransportError(f"{self.name}: connection limit reached")
+        host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+        scheme = "wss" if self.name == "wss" else "ws"
+        try:
+            ws = await ws_connect(
+                f"{scheme}://{host}:{addr[1]}",
+                subprotocols=["sip"],  # type: ignore[list-item]
+                compression=None,
+                max_size=self.limits.parse.max_message_bytes,
+                ping_interval=None,
+                open_timeout=self.limits.connect_timeout,
+                ssl=self._client_ssl if scheme == "wss" else None,
+                server_hostname=server_name if scheme == "wss" else None,
+            )
+        except (OSError, TimeoutError, WebSocketException, ssl.SSLError) as exc:
+            raise TransportError(f"{self.name}: cannot connect: {type(exc).__name__}") from None
+        if ws.subprotocol != "sip":
+            await ws.close()
+            raise TransportError(f"{self.name}: server did not accept subprotocol 'sip'")
+        task = asyncio.get_running_loop().create_task(self._pump(ws, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.sleep(0)  # let _pump register the connection
+        cid = self._by_addr.get(addr)
+        if cid is None:
+            raise TransportError(f"{self.name}: connection closed during setup")
+        return cid
+
+    async def send(self, data: bytes, addr: Address) -> str | None:
+        cid = await self.connect(addr)
+        await self.send_to_connection(data, cid)
+        return cid
+
+    async def send_to_connection(self, data: bytes, connection_id: str) -> None:
+        entry = self._by_id.get(connection_id)
+        if entry is None:
+            raise TransportError(f"{self.name}: no connection {connection_id} (flow failed)")
+        ws, peer = entry
+        self._tap("out", data, peer, connection_id)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            await ws.send(data)  # a binary body: send a binary message (RFC 7118 §5)
+        else:
+            try:
+                await ws.send(text)
+            except ConnectionClosed:
+                raise TransportError(f"{self.name}: connection {connection_id} closed") from None
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for ws, _ in list(self._by_id.values()):
+            await ws.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+async def open_transport(
+    spec: str,
+    on_message: OnMessage,
+    *,
+    limits: TransportLimits | None = None,
+    server_ssl: ssl.SSLContext | None = None,
+    client_ssl: ssl.SSLContext | None = None,
+) -> Transport:
+    """Open a listener from ``udp:HOST:PORT`` / ``tcp:…`` / ``tls:…`` / ``ws:…`` / ``wss:…``
+    (the edge's ``--listen`` syntax; an IPv6 host is written in brackets)."""
+    kind, _, rest = spec.partition(":")
+    host, _, port_text = rest.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise TransportError(f"listen spec {spec!r}: expected KIND:HOST:PORT")
+    port = int(port_text)
+    kind = kind.lower()
+    if kind == "udp":
+        return await UdpTransport.listen(host, port, on_message, limits=limits)
+    if kind == "tcp":
+        return await TcpTransport.listen(host, port, on_message, limits=limits)
+    if kind in ("tls", "wss") and server_ssl is None:
+        raise TransportError(f"listen spec {spec!r}: {kind} needs a certificate")
+    if kind == "tls":
+        assert server_ssl is not None
+        return await TlsTransport.listen(
+            host, port, on_message, server_ssl=server_ssl, client_ssl=client_ssl, limits=limits
+        )
+    if kind in ("ws", "wss"):
+        return await WsTransport.listen(
+            host,
+            port,
+            on_message,
+            server_ssl=server_ssl if kind == "wss" else None,
+            client_ssl=client_ssl,
+            limits=limits,
+        )
+    raise TransportError(f"listen spec {spec!r}: unknown transport {kind!r}")
