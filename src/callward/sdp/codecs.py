@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from callward.errors import SdpError
-from callward.sdp.model import MediaDescription
+from callward.sdp.model import MediaDescription, is_digits
 
 __all__ = [
     "STATIC_PAYLOAD_TYPES",
@@ -127,9 +127,9 @@ def parse_rtpmap(value: str) -> tuple[int, str, int, int]:
     """``96 opus/48000/2`` -> (96, "opus", 48000, 2) (RFC 8866 §6.6)."""
     pt_s, _, enc = value.strip().partition(" ")
     parts = enc.strip().split("/")
-    if not pt_s.isdigit() or len(parts) not in (2, 3) or not parts[0]:
+    if not is_digits(pt_s, 3) or len(parts) not in (2, 3) or not parts[0]:
         raise SdpError(f"bad a=rtpmap:{value[:60]}", rule="RFC 8866 §6.6 rtpmap")
-    if not parts[1].isdigit() or (len(parts) == 3 and not parts[2].isdigit()):
+    if not is_digits(parts[1]) or (len(parts) == 3 and not is_digits(parts[2], 3)):
         raise SdpError(f"bad a=rtpmap:{value[:60]}", rule="RFC 8866 §6.6 rtpmap")
     channels = int(parts[2]) if len(parts) == 3 else 1
     if int(pt_s) > 127 or channels < 1 or len(parts[1]) > 9:
@@ -144,7 +144,7 @@ def _int_attr(md: MediaDescription, name: str) -> int | None:
     v = v.strip()
     # Some phones write a=ptime:20.0 (RFC 8866 §6.4 allows a decimal point).
     whole = v.split(".", 1)[0]
-    if not whole.isdigit() or len(whole) > 6:
+    if not is_digits(whole, 6):
         return None
     return int(whole)
 
@@ -182,11 +182,11 @@ def media_codecs(md: MediaDescription, *, strict: bool = False) -> tuple[Codec, 
             maps.setdefault(pt, (name, rate, ch))
         elif a.name == "fmtp":
             pt_s, _, params = a.value.partition(" ")
-            if pt_s.isdigit():
+            if is_digits(pt_s, 3):
                 fmtps.setdefault(int(pt_s), params.strip())
     out: list[Codec] = []
     for fmt in md.formats:
-        if not fmt.isdigit() or len(fmt) > 3:
+        if not is_digits(fmt, 3):
             if strict:
                 raise SdpError(f"RTP format {fmt[:10]!r} is not a payload type", rule="RFC 3551")
             continue

@@ -76,6 +76,12 @@ class Direction(StrEnum):
         return Direction.of(sends=self.receives, receives=self.sends)
 
 
+def is_digits(text: str, max_len: int = 9) -> bool:
+    """ASCII decimal digits only, bounded (str.isdigit() accepts '²' and int() of a long
+    string is slow or raises)."""
+    return 0 < len(text) <= max_len and text.isascii() and text.isdigit()
+
+
 def _bad(what: str, value: object) -> SdpError:
     return SdpError(f"invalid {what}: {value!r}", rule="model", status_hint=500)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from callward.errors import SdpError
 from callward.sdp.codecs import Codec, media_codecs, media_ptime
-from callward.sdp.model import Direction, MediaDescription, SessionDescription
+from callward.sdp.model import Direction, MediaDescription, SessionDescription, is_digits
 from callward.sdp.offer_answer import DEFAULT_CODEC_POLICY, CodecPolicy, effective_direction
 from callward.sdp.policy import SecurityMode, is_rtp_profile
 from callward.sdp.security import (
@@ -73,7 +73,7 @@ def _rtcp_port(md: MediaDescription) -> int:
     v = md.attribute("rtcp")  # RFC 3605: a=rtcp:<port> [<nettype> <addrtype> <address>]
     if v:
         head = v.split(" ", 1)[0]
-        if head.isdigit() and int(head) <= 65535:
+        if is_digits(head, 5) and int(head) <= 65535:
             return int(head)
     return md.port + 1  # RFC 3550 §11
 
@@ -99,7 +99,7 @@ def negotiate(
         offered = {c.payload_type: c for c in media_codecs(om)}
         answered: list[Codec] = []
         for c in media_codecs(am) or tuple(
-            offered[int(f)] for f in am.formats if f.isdigit() and int(f) in offered
+            offered[int(f)] for f in am.formats if is_digits(f, 3) and int(f) in offered
         ):
             if c.payload_type not in offered:
                 raise SdpError(

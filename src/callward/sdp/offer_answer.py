@@ -151,7 +151,10 @@ def effective_direction(sd: SessionDescription, md: MediaDescription) -> Directi
     (RFC 3264 §8.4 explains the legacy form; we honour it so old PBXs' hold works.)"""
     d = sd.direction_of(md)
     conn = sd.connection_for(md)
-    if conn is not None and conn.is_legacy_hold:
+    # With ICE, 0.0.0.0 (port 9) is only a placeholder until candidates arrive (RFC 8840
+    # §4.1.1), not hold.
+    ice = md.has("ice-ufrag") or sd.has("ice-ufrag")
+    if conn is not None and conn.is_legacy_hold and not ice:
         d = Direction.of(sends=d.sends, receives=False)
     return d
 

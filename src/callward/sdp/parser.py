@@ -25,6 +25,7 @@ from callward.sdp.model import (
     SdpLimits,
     SessionDescription,
     Timing,
+    is_digits,
 )
 
 __all__ = ["DEFAULT_LIMITS", "parse_sdp"]
@@ -47,7 +48,7 @@ def _err(n: int, message: str, rule: str) -> SdpError:
 
 
 def _int(text: str, n: int, rule: str, what: str) -> int:
-    if not text.isdigit() or not text.isascii() or len(text) > 20:
+    if not is_digits(text, 20):
         raise _err(n, f"{what} must be a decimal number, got {text[:40]!r}", rule)
     return int(text)
 
@@ -370,7 +371,7 @@ def _check_semantics(sd: SessionDescription, sections: list[_Section]) -> None:
             raise _err(sec.m_line, "no c= for this stream", "RFC 8866 §5.7 connection-field")
         mapped = {v.split(" ", 1)[0] for v in md.attribute_values("rtpmap")}
         for fmt in md.formats:
-            if not fmt.isdigit() or int(fmt) > 127:
+            if not is_digits(fmt, 3) or int(fmt) > 127:
                 raise _err(sec.m_line, f"RTP format {fmt!r} is not a payload type", "RFC 3551")
             if int(fmt) >= 96 and fmt not in mapped:
                 raise _err(

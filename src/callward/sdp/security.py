@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from callward.errors import SdpError
-from callward.sdp.model import MediaDescription, SessionDescription
+from callward.sdp.model import MediaDescription, SessionDescription, is_digits
 
 __all__ = [
     "SRTP_KEY_SALT_LENGTHS",
@@ -116,7 +116,7 @@ def parse_crypto(value: str) -> CryptoAttribute:
     """Parse an ``a=crypto`` value. Unknown suites parse (so they can be skipped by policy);
     a known suite with a key of the wrong length is an error."""
     fields = value.split()
-    if len(fields) < 3 or not fields[0].isdigit() or len(fields[0]) > 9:
+    if len(fields) < 3 or not is_digits(fields[0], 9):
         raise SdpError("a=crypto needs <tag> <suite> <key-params>", rule="RFC 4568 §9.1")
     tag, suite = int(fields[0]), fields[1]
     keys: list[CryptoKey] = []
