@@ -65,22 +65,26 @@ class Pseudonymizer:
 
     key: bytes
     memo_size: int = 100_000
-    _memo: dict[str, str] = field(default_factory=dict)
+    _memo: dict[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.key) < 16:
             raise PolicyError("pseudonym key: expected at least 16 bytes")
 
-    def pseudonym(self, identifier: str) -> str:
-        """Pseudonym of the subject behind ``identifier`` ('' for an empty identifier)."""
+    def digest(self, identifier: str) -> bytes:
+        """16-byte pseudonym (b'' for an empty identifier): the form stores index."""
         if not identifier:
-            return ""
+            return b""
         hit = self._memo.get(identifier)
         if hit is not None:
             return hit
         subject = normalize_subject(identifier)
-        digest = hmac.new(self.key, subject.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+        digest = hmac.new(self.key, subject.encode("utf-8"), hashlib.sha256).digest()[:16]
         if len(self._memo) >= self.memo_size:
             self._memo.clear()
         self._memo[identifier] = digest
         return digest
+
+    def pseudonym(self, identifier: str) -> str:
+        """Pseudonym of the subject behind ``identifier`` as 32 hex digits ('' when empty)."""
+        return self.digest(identifier).hex()

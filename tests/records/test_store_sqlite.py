@@ -1,0 +1,76 @@
+"""SQLite store: WAL, batched upserts, the shared query API, sealed identifiers."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+
+from callward.events import CallEnded, CallStarted
+from callward.records.rows import CdrQuery
+from callward.records.schema import Cdr
+from callward.records.store_sqlite import SqliteCdrStore
+from callward.records.synthetic import synthetic_cdrs
+
+
+def _strip(c: Cdr) -> Cdr:
+    return dataclasses.replace(c, lineage=dataclasses.replace(c.lineage, transformations=()))
+
+
+def test_roundtrip_query_and_lineage(sqlite_store: SqliteCdrStore) -> None:
+    cdrs = list(synthetic_cdrs(1000, subjects=50))
+    assert sqlite_store.write(cdrs) == 1000
+    got = sqlite_store.query(CdrQuery())
+    assert [_strip(c) for c in got] == [_strip(c) for c in cdrs]
+    assert got[0].lineage.transformations[-1] == "read:sqlite"
+    mode = sqlite3.connect(sqlite_store.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_subject_lookup_matches_a_brute_force_reference(sqlite_store: SqliteCdrStore) -> None:
+    cdrs = list(synthetic_cdrs(2000, subjects=40))
+    sqlite_store.write(cdrs)
+    number = cdrs[17].caller.split(":")[1].split("@")[0]  # "+447700..."
+    expected = {c.call_id for c in cdrs if number in (c.caller + c.callee)}
+    for form in (number, f"tel:{number}", f"sip:{number}@other.example;user=phone"):
+        got = sqlite_store.query(CdrQuery(subject=form))
+        assert {c.call_id for c in got} == expected
+    assert sqlite_store.count(CdrQuery(subject=number, limit=1)) == len(expected)
+    window = CdrQuery(start_from=cdrs[10].start_ts, start_to=cdrs[20].start_ts)
+    assert [c.call_id for c in sqlite_store.query(window)] == [c.call_id for c in cdrs[10:20]]
+    busy = {c.call_id for c in cdrs if c.disposition == "busy"}
+    assert {c.call_id for c in sqlite_store.query(CdrQuery(disposition="busy"))} == busy
+
+
+def test_upsert_is_idempotent_and_delete_minimize(sqlite_store: SqliteCdrStore) -> None:
+    cdrs = list(synthetic_cdrs(300))
+    sqlite_store.write(cdrs)
+    sqlite_store.write(cdrs[:150])
+    assert sqlite_store.count(CdrQuery()) == 300
+    assert sqlite_store.delete([c.call_id for c in cdrs[:10]]) == 10
+    assert sqlite_store.count(CdrQuery()) == 290
+    assert sqlite_store.minimize([cdrs[20].call_id]) == 1
+    (small,) = sqlite_store.query(CdrQuery(call_ids=(cdrs[20].call_id,)))
+    assert small.caller == "" and small.callee == "" and small.start_ts == cdrs[20].start_ts
+    assert "minimized:direct identifier" in small.lineage.transformations
+    assert sqlite_store.query(CdrQuery(subject=cdrs[20].caller, call_ids=(cdrs[20].call_id,))) == []
+
+
+def test_identifiers_never_in_the_file_in_clear(sqlite_store: SqliteCdrStore) -> None:
+    cdrs = list(synthetic_cdrs(200, subjects=5))
+    sqlite_store.write(cdrs)
+    blob = sqlite_store.path.read_bytes() + sqlite_store.path.with_name("cdr.db-wal").read_bytes()
+    for c in cdrs[:5]:
+        assert c.caller.encode() not in blob and c.caller[4:17].encode() not in blob
+
+
+def test_journal_is_idempotent_and_sealed(sqlite_store: SqliteCdrStore) -> None:
+    evs = [
+        CallStarted(ts=1.0, node="e1", seq=1, call_id="j@x", caller="tel:+447700900123"),
+        CallEnded(ts=2.0, node="e1", seq=2, call_id="j@x", status=486),
+    ]
+    assert sqlite_store.journal_append(evs) == 2
+    assert sqlite_store.journal_append(evs) == 0
+    assert sorted(sqlite_store.journal_events(), key=lambda e: e.seq) == evs
+    raw = sqlite3.connect(sqlite_store.path).execute("SELECT payload FROM event_journal").fetchall()
+    assert all("447700900123" not in r[0] for r in raw)
+    assert sqlite_store.journal_drop(["j@x"]) == 2
