@@ -125,10 +125,27 @@ def split_list(value: str) -> list[str]:
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 
 
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+# Fast path for a run of generic-params without quotes: ``;a=b;c;d=[::1]`` (§25.1 generic-param).
+_PARAMS_FAST_RE = re.compile(
+    r"(?:[ \t]*" + _TOKEN + r"(?:[ \t]*=[ \t]*(?:" + _TOKEN + r"|\[[0-9A-Fa-f:.]+\]))?[ \t]*)"
+    r"(?:;[ \t]*" + _TOKEN + r"(?:[ \t]*=[ \t]*(?:" + _TOKEN + r"|\[[0-9A-Fa-f:.]+\]))?[ \t]*)*\Z"
+)
+
+
 def _parse_header_params(text: str, rule: str) -> Params:
     """``;name=value`` generic-params after a header value; quoted values keep their quotes."""
     if not text:
         return ()
+    if _PARAMS_FAST_RE.match(text):
+        if " " in text or "\t" in text:
+            return tuple(
+                (n.strip(), v.strip() if eq else None)
+                for n, eq, v in (item.partition("=") for item in text.split(";"))
+            )
+        return tuple(
+            (n, v if eq else None) for n, eq, v in (i.partition("=") for i in text.split(";"))
+        )
     out: list[tuple[str, str | None]] = []
     for item in _split_semicolons(text):
         item = item.strip()
@@ -284,8 +301,19 @@ def _parse_display(text: str) -> str | None:
     return text
 
 
+_NAME_ADDR_FAST_RE = re.compile(
+    r'[ \t]*(?:("(?:[^"\\\r\n]|\\[^\r\n])*")|((?:' + _TOKEN + r"[ \t]+)*" + _TOKEN + r"))?"
+    r"[ \t]*<([^<>\s\"]+)>[ \t]*(?:;([^\"]*))?\Z"
+)
+
+
 def parse_name_addr(value: str, *, strict: bool = True) -> NameAddr:
     """Parse ``name-addr`` or ``addr-spec`` followed by header parameters."""
+    m = _NAME_ADDR_FAST_RE.match(value)
+    if m is not None:
+        quoted, token_name, uri_text, ptext = m.groups()
+        params = _parse_header_params(ptext, "RFC 3261 §25.1 generic-param") if ptext else ()
+        return NameAddr(parse_uri(uri_text, strict=strict), quoted or token_name, params, True)
     value = value.strip()
     lt = value.find("<")
     if lt >= 0 and (value.find('"') < 0 or _outside_quotes(value, lt)):

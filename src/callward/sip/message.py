@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 _COMPACT_OF = {full: short for short, full in COMPACT_FORMS.items()}
+# Compact forms map to the full name's index key ("v" → "via").
+_LOOKUP_KEY = {short: full.lower() for short, full in COMPACT_FORMS.items()}
+_LOOKUP_KEY.update({short.upper(): full.lower() for short, full in COMPACT_FORMS.items()})
 
 
 class Headers:
@@ -49,26 +52,41 @@ class Headers:
 
     __slots__ = ("_index", "_items")
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: tuple[tuple[str, str], ...] = tuple((canonical_name(n), v) for n, v in items)
-        self._index: dict[str, list[int]] | None = None
+    def __init__(
+        self,
+        items: Iterable[tuple[str, str]] = (),
+        index: dict[str, list[int]] | None = None,
+    ) -> None:
+        """``index`` (lower-cased canonical name → positions) is passed by the parser, which
+        already canonicalized the names; otherwise names are canonicalized here."""
+        if index is not None:
+            self._items: tuple[tuple[str, str], ...] = tuple(items)
+            self._index: dict[str, list[int]] = index
+            return
+        self._items = tuple((canonical_name(n), v) for n, v in items)
+        idx: dict[str, list[int]] = {}
+        for i, (n, _) in enumerate(self._items):
+            key = n.lower()
+            pos = idx.get(key)
+            if pos is None:
+                idx[key] = [i]
+            else:
+                pos.append(i)
+        self._index = idx
 
-    @classmethod
-    def _trusted(cls, items: list[tuple[str, str]]) -> Headers:
-        """Build from already-canonical names (the parser's fast path)."""
-        h = cls.__new__(cls)
-        h._items = tuple(items)
-        h._index = None
-        return h
+    @staticmethod
+    def _trusted(items: list[tuple[str, str]]) -> Headers:
+        """Build from already-canonical names."""
+        return Headers(items)
 
     def _positions(self, name: str) -> list[int]:
-        index = self._index
-        if index is None:
-            index = {}
-            for i, (n, _) in enumerate(self._items):
-                index.setdefault(n.lower(), []).append(i)
-            self._index = index
-        return index.get(canonical_name(name).lower(), [])
+        pos = self._index.get(name.lower())
+        if pos is None:
+            key = _LOOKUP_KEY.get(name)
+            if key is None:
+                key = canonical_name(name).lower()
+            pos = self._index.get(key)
+        return pos if pos is not None else []
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -230,7 +248,8 @@ class Message:
         if value is None:
             return None
         value = value.strip()
-        if not value.isdigit() or len(value) > 3 or int(value) > 255:
+        # Leading zeros are legal (RFC 4475 §3.1.1.1); the value is 0..255 (§20.22).
+        if not value.isdigit() or len(value) > 10 or int(value) > 255:
             raise SipParseError(f"invalid Max-Forwards {value[:10]!r}", rule="RFC 3261 §20.22")
         return int(value)
 

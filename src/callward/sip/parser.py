@@ -42,20 +42,14 @@ DEFAULT_LIMITS = ParseLimits()
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _STATUS_RE = re.compile(r"([A-Za-z]+/[0-9]+\.[0-9]+) ([0-9]{3}) ?(.*)\Z", re.S)
 _REASON_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_VALUE_BAD = re.compile(r"[\x00\x0a\x0d]")
+_VALUE_BAD = re.compile(r"[\x0a\x0d]")
 # Headers that may appear once only; a second occurrence is a framing or spoofing hazard.
 _SINGLE = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type")
-_NAME_CACHE: dict[str, str] = {}
 _NAME_CACHE_MAX = 2048
 
 
 def _canonical(name: str) -> str:
-    c = _NAME_CACHE.get(name)
-    if c is None:
-        c = _CANONICAL.get(name.lower(), name)
-        if len(_NAME_CACHE) < _NAME_CACHE_MAX:  # bounded: hostile input may invent names
-            _NAME_CACHE[name] = c
-    return c
+    return _name_key(name)[0]
 
 
 def parse_message(
@@ -97,16 +91,17 @@ def parse_message(
                 "header section is not valid UTF-8", line=line, rule="RFC 3261 §25 UTF8-NONASCII"
             ) from None
         head = head_bytes.decode("latin-1")
-    # Strict: a bare CR/LF left inside a line is caught by the start-line and value checks.
-    lines = head.split("\r\n") if strict else head.replace("\r\n", "\n").split("\n")
-    # Line folding (§7.3.1): a line starting with SP/HT continues the previous one.
-    if any(ln[:1] in (" ", "\t") for ln in lines[1:]):
-        lines = _unfold(lines)
-    first = lines[0]
-    if strict and ("\r" in first or "\n" in first):
-        raise SipParseError("bare CR or LF in start line", line=1, rule="RFC 3261 §7.1")
-    items = _parse_headers(lines, strict, limits)
-    headers = Headers._trusted(items)
+    if strict:
+        first, items, index = _scan_strict(head, limits)
+    else:
+        lines = head.replace("\r\n", "\n").split("\n")
+        # Line folding (§7.3.1): a line starting with SP/HT continues the previous one.
+        if any(ln[:1] in (" ", "\t") for ln in lines[1:]):
+            lines = _unfold(lines)
+        first = lines[0]
+        items = _parse_headers(lines, strict, limits)
+        index = _build_index(items)
+    headers = Headers(items, index)
     body = _frame_body(headers, body, strict, limits)
     msg: Request | Response
     if first.startswith("SIP/") or (not strict and first[:4].upper() == "SIP/"):
@@ -116,6 +111,84 @@ def parse_message(
     if strict:
         _validate(msg)
     return msg
+
+
+# One header line: token name, HCOLON, value up to CRLF (§7.3.1). Possessive quantifiers keep the
+# match linear on hostile whitespace runs.
+_LINE_RE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*+:[ \t]*+([^\r\n]*+)\r\n")
+_BLOCK_RE = re.compile(r"(?:[A-Za-z0-9\-.!%*_+`'~]++[ \t]*+:[^\r\n]*+\r\n)*+")
+_FOLD_RE = re.compile(r"[ \t]*+\r\n[ \t]++")
+_NAME_KEYS: dict[str, tuple[str, str]] = {}
+
+
+def _name_key(name: str) -> tuple[str, str]:
+    nk = _NAME_KEYS.get(name)
+    if nk is None:
+        c = _CANONICAL.get(name.lower(), name)
+        nk = (c, c.lower())
+        if len(_NAME_KEYS) < _NAME_CACHE_MAX:  # bounded: hostile input may invent names
+            _NAME_KEYS[name] = nk
+    return nk
+
+
+def _build_index(items: list[tuple[str, str]]) -> dict[str, list[int]]:
+    index: dict[str, list[int]] = {}
+    for i, (name, _) in enumerate(items):
+        key = name.lower()
+        pos = index.get(key)
+        if pos is None:
+            index[key] = [i]
+        else:
+            pos.append(i)
+    return index
+
+
+def _scan_strict(
+    head: str, limits: ParseLimits
+) -> tuple[str, list[tuple[str, str]], dict[str, list[int]]]:
+    """Split start line and header fields in one regex pass; on any mismatch fall back to the
+    line-by-line parser, which reports the precise line and rule."""
+    eol = head.find("\r\n")
+    if eol < 0:
+        first, rest = head, ""
+    else:
+        first, rest = head[:eol], head[eol + 2 :] + "\r\n"
+    if "\r\n " in rest or "\r\n\t" in rest:
+        rest = _FOLD_RE.sub(" ", rest)
+    if "\r" in first or "\n" in first:
+        raise SipParseError("bare CR or LF in start line", line=1, rule="RFC 3261 §7.1")
+    if _BLOCK_RE.fullmatch(rest) is None:
+        lines = [first, *rest[:-2].split("\r\n")] if rest else [first]
+        _parse_headers(lines, True, limits)  # raises with line and rule
+        raise SipParseError("malformed header section", rule="RFC 3261 §7.3")
+    pairs = _LINE_RE.findall(rest)
+    nlines = len(pairs)
+    if nlines > limits.max_headers:
+        raise SipParseError(
+            f"{nlines} header lines exceed limit {limits.max_headers}", rule="limit max_headers"
+        )
+    if len(rest) > limits.max_header_bytes:
+        longest = max(len(v) + len(n) + 2 for n, v in pairs)
+        if longest > limits.max_header_bytes:
+            raise SipParseError(
+                f"header line of {longest} bytes exceeds limit {limits.max_header_bytes}",
+                rule="limit max_header_bytes",
+            )
+    items: list[tuple[str, str]] = []
+    index: dict[str, list[int]] = {}
+    keys = _NAME_KEYS
+    for i, (name, value) in enumerate(pairs):
+        nk = keys.get(name)
+        canonical, key = nk if nk is not None else _name_key(name)
+        if value[-1:] in (" ", "\t"):
+            value = value.rstrip(" \t")
+        items.append((canonical, value))
+        pos = index.get(key)
+        if pos is None:
+            index[key] = [i]
+        else:
+            pos.append(i)
+    return first, items, index
 
 
 def _unfold(lines: list[str]) -> list[str]:
@@ -261,24 +334,41 @@ def _response(first: str, headers: Headers, body: bytes, strict: bool) -> Respon
     return Response(headers, body, status=status, reason=reason, version="SIP/2.0")
 
 
+_SINGLE_KEYS = tuple(n.lower() for n in _SINGLE)
+_MANDATORY = (
+    ("via", "Via"),
+    ("from", "From"),
+    ("to", "To"),
+    ("call-id", "Call-ID"),
+    ("cseq", "CSeq"),
+)
+
+
 def _validate(msg: Request | Response) -> None:
     """§8.1.1 mandatory headers, single-instance headers, and typed parse of the ones every
     hop relies on (this fills the message's cache, so later access is free)."""
-    h = msg.headers
-    for name in _SINGLE:
-        if len(h.get_lines(name)) > 1:
-            raise SipParseError(f"more than one {name} header", rule="RFC 3261 §7.3.1")
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if name not in h:
+    index = msg.headers._index
+    for key in _SINGLE_KEYS:
+        pos = index.get(key)
+        if pos is not None and len(pos) > 1:
+            raise SipParseError(
+                f"more than one {msg.headers._items[pos[0]][0]} header", rule="RFC 3261 §7.3.1"
+            )
+    for key, name in _MANDATORY:
+        if key not in index:
             raise SipParseError(f"missing mandatory {name} header", rule="RFC 3261 §8.1.1")
-    if not msg.call_id or " " in msg.call_id:
+    call_id = msg.call_id
+    if not call_id or " " in call_id:
         raise SipParseError("invalid Call-ID", rule="RFC 3261 §25.1 callid")
     msg.vias  # noqa: B018 - parse for validation (and caching)
     msg.from_  # noqa: B018
     msg.to  # noqa: B018
+    if "contact" in index:
+        msg.contacts  # noqa: B018
     cseq = msg.cseq
     if isinstance(msg, Request):
-        msg.max_forwards  # noqa: B018
+        if "max-forwards" in index:
+            msg.max_forwards  # noqa: B018
         if cseq.method != msg.method:
             raise SipParseError(
                 f"CSeq method {cseq.method!r} does not match request method {msg.method!r}",

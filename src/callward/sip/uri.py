@@ -35,6 +35,46 @@ _ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _TEL_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()pPwW]+\Z")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 
+# One anchored pattern for a whole, valid SIP-URI (§25.1): the fast path. Anything it does not
+# match goes through the step-by-step parser, which names the failing rule.
+_ESC = r"%[0-9A-Fa-f]{2}"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_\-]*[A-Za-z0-9])?"
+_FAST_SIP_RE = re.compile(
+    r"(?:((?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|" + _ESC + r")+)"  # user
+    r"(?::((?:[A-Za-z0-9\-_.!~*'()&=+$,]|" + _ESC + r")*))?@)?"  # :password
+    r"(\[[0-9A-Fa-f:.]+\]|" + _LABEL + r"(?:\." + _LABEL + r")*\.?)"  # host
+    r"(?::([0-9]{1,5}))?"  # port
+    r"((?:;(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|" + _ESC + r")+"
+    r"(?:=(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|" + _ESC + r")+)?)*)"  # params
+    r"(?:\?((?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|" + _ESC + r")+="
+    r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|" + _ESC + r")*"
+    r"(?:&(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|" + _ESC + r")+="
+    r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|" + _ESC + r")*)*))?\Z"  # headers
+)
+
+
+def _fast_sip(scheme: str, rest: str) -> SipURI | None:
+    m = _FAST_SIP_RE.match(rest)
+    if m is None:
+        return None
+    user, password, host, port_text, ptext, htext = m.groups()
+    port: int | None = None
+    if port_text:
+        port = int(port_text)
+        if port > 65535:
+            return None
+    params: Params = ()
+    if ptext:
+        plist: list[tuple[str, str | None]] = []
+        for item in ptext[1:].split(";"):
+            name, eq, value = item.partition("=")
+            plist.append((name, value if eq else None))
+        params = tuple(plist)
+    headers: tuple[tuple[str, str], ...] = ()
+    if htext:
+        headers = tuple((n, v) for n, _, v in (h.partition("=") for h in htext.split("&")))
+    return SipURI(host, user, password, port, params, headers, scheme)
+
 
 def format_params(params: Params) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
@@ -237,6 +277,10 @@ def _parse_sip(scheme: str, rest: str, strict: bool) -> SipURI:
 
 def parse_uri(text: str, *, strict: bool = True) -> URI:
     """Parse a Request-URI or the URI inside a name-addr; raise SipParseError naming the rule."""
+    if text[:4] == "sip:":
+        fast = _fast_sip("sip", text[4:]) if strict else None
+        if fast is not None:
+            return fast
     colon = text.find(":")
     if colon <= 0:
         raise SipParseError(f"URI without scheme {text[:60]!r}", rule="RFC 3261 §25.1 absoluteURI")
@@ -245,6 +289,10 @@ def parse_uri(text: str, *, strict: bool = True) -> URI:
     if scheme in ("sip", "sips"):
         if not rest:
             raise SipParseError("empty SIP URI", rule="RFC 3261 §25.1 SIP-URI")
+        if strict:
+            fast = _fast_sip(scheme, rest)
+            if fast is not None:
+                return fast
         if " " in rest or "\t" in rest:
             raise SipParseError("whitespace inside URI", rule="RFC 3261 §25.1 SIP-URI")
         return _parse_sip(scheme, rest, strict)
