@@ -75,6 +75,19 @@ class SqliteCdrStore:
         self._writer.shutdown(wait=True)
         self._db.close()
 
+    def backup_to(self, dest: Path | str) -> Path:
+        """Online consistent copy (SQLite backup API) — a backup holds sealed identifiers only,
+        so shredding a subject key later makes the backup copy unreadable too."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        target = sqlite3.connect(str(dest))
+        try:
+            with self._lock:
+                self._db.backup(target)
+        finally:
+            target.close()
+        return dest
+
     def checkpoint(self) -> None:
         """Fold the WAL back into the main file and truncate it."""
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
