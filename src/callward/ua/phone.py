@@ -1,0 +1,583 @@
+"""A user agent (UAC + UAS, RFC 3261 §8, §12-15) as a thin asyncio adapter.
+
+The protocol logic is sans-IO: retransmissions and timers in
+:class:`~callward.sip.transaction_layer.TransactionLayer`, dialog and call state in
+:class:`~callward.ua.call.CallLeg`. This module only moves bytes between them and a
+:mod:`callward.sip.transport`, re-arms the one transaction timer, and turns outcomes into
+awaitables and events::
+
+    alice = await Phone.start("alice", transport="udp")
+    bob = await Phone.start("bob", transport="udp", auto_answer=True)
+    call = await alice.call(f"sip:bob@127.0.0.1:{bob.local_addr[1]}")
+    assert call.status == 200
+    await call.hangup()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from callward.errors import LocalProtocolError, SipParseError, TransportError
+from callward.events import (
+    CallAnswered,
+    CallEnded,
+    CallStarted,
+    Event,
+    EventBus,
+    RegistrationChanged,
+)
+from callward.sip.message import Headers, Request, Response, make_response
+from callward.sip.timers import TimerConfig
+from callward.sip.transaction import (
+    AckReceived,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+    TransactionEvent,
+    TransactionKey,
+    TransactionTerminated,
+    TransactionTimeout,
+    TransportFailed,
+)
+from callward.sip.transaction_layer import TransactionLayer
+from callward.sip.transport import Address, Transport, TransportLimits, open_transport
+from callward.sip.uri import parse_uri
+from callward.ua.call import ALLOW, CallLeg, CallState, LocalEndpoint, new_branch, new_tag
+from callward.ua.sdp_offer import answer_sdp, offer_sdp
+
+__all__ = ["Call", "Phone"]
+
+Peer = tuple[Address, str | None]  # where to send: address, and the connection id if any
+_KNOWN_UNSUPPORTED = frozenset(
+    {"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "INFO", "UPDATE", "REFER", "PRACK"}
+)
+
+
+def _synthetic(status: int, reason: str) -> Response:
+    """A locally generated final response (§8.1.3.1: timeout → 408, transport error → 503)."""
+    return Response(Headers(), status=status, reason=reason)
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[Response]
+    on_provisional: Callable[[Response], None] | None
+
+
+class Call:
+    """Handle on one call: await its outcome, answer, ring, reject or hang up."""
+
+    def __init__(self, phone: Phone, leg: CallLeg, peer: Peer) -> None:
+        self.phone = phone
+        self.leg = leg
+        self.peer = peer
+        self.server_key: TransactionKey | None = None
+        loop = asyncio.get_running_loop()
+        self.started_at = loop.time()
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self._acked = asyncio.Event()
+        self._ended = asyncio.Event()
+
+    @property
+    def call_id(self) -> str:
+        return self.leg.call_id
+
+    @property
+    def state(self) -> CallState:
+        return self.leg.state
+
+    @property
+    def status(self) -> int:
+        return self.leg.status
+
+    @property
+    def setup_time(self) -> float | None:
+        """Seconds from INVITE sent/received to 2xx received/ACK received."""
+        return None if self.answered_at is None else self.answered_at - self.started_at
+
+    @property
+    def end_reason(self) -> str:
+        return self.leg.end_reason
+
+    async def wait_ended(self, timeout: float | None = None) -> str:
+        await asyncio.wait_for(self._ended.wait(), timeout)
+        return self.leg.end_reason
+
+    async def wait_confirmed(self, timeout: float | None = None) -> None:
+        """UAS: until the ACK for our 2xx arrives."""
+        await asyncio.wait_for(self._acked.wait(), timeout)
+
+    # -------------------------------------------------------------- UAS side
+    async def ring(self) -> None:
+        self._respond(self.leg.make_response(180))
+
+    async def answer(self, sdp: bytes | None = None, *, wait_ack: float | None = 32.0) -> None:
+        """Send 200 OK (with an SDP answer) and, over UDP, retransmit it until the ACK arrives
+        (§13.3.1.4: T1 doubling up to T2, give up after 64*T1 and send BYE)."""
+        if sdp is None:
+            sdp = self.phone.make_answer(self.leg.remote_sdp)
+            if sdp is None:
+                await self.reject(488)
+                return
+        resp = self.leg.make_response(200, sdp)
+        self._respond(resp)
+        self.phone._publish_answered(self)
+        if not self.phone.transport.reliable:
+            timers = self.phone.layer.timers
+            interval, waited = timers.t1, 0.0
+            while not self._acked.is_set() and waited < 64 * timers.t1:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._acked.wait(), interval)
+                    break
+                waited += interval
+                interval = min(interval * 2, timers.t2)
+                if not self._acked.is_set() and self.leg.state is CallState.ANSWERED:
+                    self.phone.layer.send_stateless(resp, self.peer)
+                    self.phone._pump()
+            if not self._acked.is_set() and self.leg.state is CallState.ANSWERED:
+                self.leg.end_reason = "no-ack"
+                await self.hangup()
+                return
+        if wait_ack is not None:
+            await self.wait_confirmed(wait_ack)
+
+    async def reject(self, status: int = 486) -> None:
+        self._respond(self.leg.make_response(status))
+        self.phone._end(self)
+
+    def _respond(self, resp: Response) -> None:
+        if self.server_key is None:
+            raise LocalProtocolError("only an incoming call can be answered")
+        self.phone.layer.send_response(self.server_key, resp, self.phone.now())
+        self.phone._pump()
+
+    def _on_ack(self) -> None:
+        if self.leg.state in (CallState.ANSWERED, CallState.CONFIRMED):
+            first = self.leg.state is CallState.ANSWERED
+            self.leg.on_ack()
+            if first:
+                self.answered_at = asyncio.get_running_loop().time()
+            self._acked.set()
+
+    # -------------------------------------------------------------- UAC side
+    def _on_provisional(self, resp: Response) -> None:
+        self.leg.on_response(resp)
+
+    def _on_final(self, resp: Response) -> None:
+        if resp.status < 300 and resp.headers:
+            self.leg.on_response(resp)
+            self.answered_at = asyncio.get_running_loop().time()
+            self._send_ack()
+            self.phone._publish_answered(self)
+        elif not resp.headers:  # synthesized 408/503
+            self.leg.status = resp.status
+            self.leg.timed_out("timeout" if resp.status == 408 else "transport-error")
+            self.phone._end(self)
+        else:
+            self.leg.on_response(resp)
+            self.phone._end(self)
+
+    def _send_ack(self) -> None:
+        ack = self.leg.ack or self.leg.make_ack()
+        self.peer = (self.leg.next_hop(), self.peer[1])
+        self.phone.layer.send_stateless(ack, self.peer)
+        self.phone._pump()
+
+    # -------------------------------------------------------------- both
+    async def hangup(self, timeout: float = 32.0) -> int:
+        """Send BYE in the dialog (§15.1.1) and wait for its final response; returns its status.
+        An unanswered outgoing call cannot be hung up with BYE (CANCEL is not offered yet)."""
+        if self.leg.state is CallState.TERMINATED:
+            return 0
+        if self.leg.state not in (CallState.CONFIRMED, CallState.ANSWERED):
+            raise LocalProtocolError(f"cannot hang up a call in state {self.leg.state.value}")
+        bye = self.leg.make_bye()
+        self.leg.on_bye(self.leg.end_reason or "bye")
+        self.phone._end(self)
+        resp = await asyncio.wait_for(self.phone.request(bye, self.leg.next_hop()), timeout)
+        return resp.status
+
+
+class Phone:
+    """One SIP user agent bound to one transport. See the module docstring."""
+
+    def __init__(
+        self,
+        user: str,
+        *,
+        domain: str | None = None,
+        display: str | None = None,
+        bus: EventBus | None = None,
+        node: str = "ua",
+        timers: TimerConfig | None = None,
+        auto_answer: bool = False,
+    ) -> None:
+        self.user = user
+        self._domain = domain
+        self._display = display
+        self.bus = bus
+        self.node = node
+        self.auto_answer = auto_answer
+        self.layer = TransactionLayer(timers=timers)
+        self.transport: Transport
+        self.local: LocalEndpoint
+        self.calls: dict[str, Call] = {}
+        self.incoming: asyncio.Queue[Call] = asyncio.Queue()
+        self._pending: dict[TransactionKey, _Pending] = {}
+        self._outq: asyncio.Queue[tuple[bytes, Peer, TransactionKey | None]] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self._sender: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._pumping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._seq = itertools.count(1)
+        self._reg_call_id = secrets.token_hex(12)
+        self._reg_tag = new_tag()
+        self._reg_cseq = 0
+        self._session_id = secrets.randbelow(2**31)
+        self.media_host = "127.0.0.1"
+        self.media_port = 0  # the port advertised in our SDP (0: none chosen → 9, discard)
+
+    @classmethod
+    async def start(
+        cls,
+        user: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        transport: str = "udp",
+        domain: str | None = None,
+        display: str | None = None,
+        bus: EventBus | None = None,
+        node: str = "ua",
+        timers: TimerConfig | None = None,
+        limits: TransportLimits | None = None,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+        auto_answer: bool = False,
+    ) -> Phone:
+        """Bind a transport (``udp``/``tcp``/``tls``/``ws``/``wss``) and start the UA."""
+        self = cls(
+            user,
+            domain=domain,
+            display=display,
+            bus=bus,
+            node=node,
+            timers=timers,
+            auto_answer=auto_answer,
+        )
+        self.transport = await open_transport(
+            f"{transport}:{host}:{port}",
+            self._on_message,
+            limits=limits,
+            server_ssl=server_ssl,
+            client_ssl=client_ssl,
+        )
+        lhost, lport = self.transport.local_addr
+        self.local = LocalEndpoint(
+            user, domain or f"{lhost}:{lport}", lhost, lport, self.transport.name, display
+        )
+        self.media_host = lhost
+        self._sender = self._loop.create_task(self._send_loop())
+        return self
+
+    @property
+    def local_addr(self) -> Address:
+        return self.transport.local_addr
+
+    @property
+    def aor(self) -> str:
+        return self.local.aor
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    # ------------------------------------------------------------------ public API
+    def make_offer(self) -> bytes:
+        return offer_sdp(self.media_host, self.media_port or 9, self._session_id)
+
+    def make_answer(self, offer: bytes) -> bytes | None:
+        return answer_sdp(offer, self.media_host, self.media_port or 9, self._session_id)
+
+    async def call(
+        self,
+        target: str,
+        *,
+        sdp: bytes | None = None,
+        dest: Address | None = None,
+        routes: tuple[str, ...] = (),
+    ) -> Call:
+        """Place a call and wait for the INVITE's final response (a 2xx is ACKed at once).
+        ``call.status`` tells the outcome: 200 answered, 4xx-6xx rejected, 408 timeout."""
+        leg = CallLeg.outgoing_invite(
+            self.local, target, self.make_offer() if sdp is None else sdp, routes=routes
+        )
+        call = Call(self, leg, (dest or leg.next_hop(), None))
+        self.calls[leg.call_id] = call
+        self._publish(CallStarted, call_id=leg.call_id, leg="a", caller=self.aor, callee=target)
+        assert leg.invite is not None
+        resp = await self.request(leg.invite, call.peer[0], on_provisional=call._on_provisional)
+        call._on_final(resp)
+        return call
+
+    async def next_call(self, timeout: float | None = None) -> Call:
+        """The next incoming call (when ``auto_answer`` is off)."""
+        return await asyncio.wait_for(self.incoming.get(), timeout)
+
+    async def register(
+        self, registrar: Address, *, expires: int = 600, domain: str | None = None
+    ) -> Response:
+        """REGISTER our Contact for our AOR (§10.2); same Call-ID, increasing CSeq across
+        refreshes (§10.2.4). ``expires=0`` removes the binding."""
+        domain = domain or self._domain or f"{registrar[0]}:{registrar[1]}"
+        self.local = LocalEndpoint(
+            self.user, domain, self.local.host, self.local.port, self.local.transport, self._display
+        )
+        self._reg_cseq += 1
+        items = [
+            ("Via", self.local.via(new_branch())),
+            ("Max-Forwards", "70"),
+            ("From", f"<{self.aor}>;tag={self._reg_tag}"),
+            ("To", f"<{self.aor}>"),
+            ("Call-ID", self._reg_call_id),
+            ("CSeq", f"{self._reg_cseq} REGISTER"),
+            ("Contact", f"{self.local.contact};expires={expires}"),
+            ("Expires", str(expires)),
+            ("User-Agent", "callward"),
+            ("Content-Length", "0"),
+        ]
+        req = Request(Headers(items), method="REGISTER", uri=parse_uri(f"sip:{domain}"))
+        resp = await self.request(req, registrar)
+        if 200 <= resp.status < 300:
+            self._publish(
+                RegistrationChanged,
+                aor=self.aor,
+                contact_count=len(resp.contacts),
+                expires=expires,
+                reason="unregistered" if expires == 0 else "registered",
+            )
+        return resp
+
+    async def request(
+        self,
+        req: Request,
+        dest: Address,
+        *,
+        on_provisional: Callable[[Response], None] | None = None,
+    ) -> Response:
+        """Run one client transaction and return its final response (408/503 synthesized on
+        timeout or transport failure, §8.1.3.1)."""
+        fut: asyncio.Future[Response] = self._loop.create_future()
+        tx = self.layer.send_request(
+            req, self.now(), reliable=self.transport.reliable, peer=(dest, None)
+        )
+        self._pending[tx.key] = _Pending(fut, on_provisional)
+        self._pump()
+        return await fut
+
+    async def close(self) -> None:
+        for call in list(self.calls.values()):
+            if call.state in (CallState.CONFIRMED, CallState.ANSWERED):
+                with contextlib.suppress(Exception):
+                    await call.hangup(timeout=2.0)
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in [*self._tasks, *([self._sender] if self._sender else [])]:
+            task.cancel()
+        await self.transport.close()
+
+    # ------------------------------------------------------------------ adapter plumbing
+    def _on_message(
+        self, msg: Request | Response, source: Address, _name: str, cid: str | None
+    ) -> None:
+        try:
+            self.layer.receive(
+                msg, self.now(), reliable=self.transport.reliable, peer=(source, cid)
+            )
+        except SipParseError:
+            return  # no usable Via/CSeq: nothing to match or answer
+        self._pump()
+
+    def _pump(self) -> None:
+        """Flush what the transaction layer wants sent, dispatch its events, re-arm its timer."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while True:
+                out = self.layer.datagrams_to_send()
+                for t in out:
+                    self._outq.put_nowait((t.data, t.peer, t.key))
+                ev = self.layer.next_event()
+                if ev is None and not out:
+                    break
+                if ev is not None:
+                    self._dispatch(ev)
+        finally:
+            self._pumping = False
+        deadline = self.layer.get_timer()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if deadline is None else self._loop.call_at(deadline, self._tick)
+            self._timer_at = deadline
+
+    def _tick(self) -> None:
+        self._timer, self._timer_at = None, None
+        self.layer.handle_timer(self.now())
+        self._pump()
+
+    async def _send_loop(self) -> None:
+        """One writer so messages leave in the order the core produced them."""
+        while True:
+            data, peer, key = await self._outq.get()
+            addr, cid = peer
+            try:
+                if cid is not None and self.transport.has_connection(cid):
+                    await self.transport.send_to_connection(data, cid)
+                else:
+                    await self.transport.send(data, addr)
+            except TransportError:
+                if key is not None:
+                    self.layer.transport_error(key, self.now())
+                    self._pump()
+
+    def _spawn(self, coro: Any) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _dispatch(self, ev: TransactionEvent) -> None:
+        match ev:
+            case ResponseReceived(response=resp, key=key):
+                pending = self._pending.get(key)
+                if resp.status < 200:
+                    if pending is not None and pending.on_provisional is not None:
+                        pending.on_provisional(resp)
+                elif pending is not None and not pending.future.done():
+                    pending.future.set_result(resp)
+                else:
+                    self._resend_ack(resp)
+            case StrayResponse(response=resp):
+                self._resend_ack(resp)
+            case TransactionTimeout(key=key):
+                self._fail(key, _synthetic(408, "Request Timeout"))
+            case TransportFailed(key=key):
+                self._fail(key, _synthetic(503, "Service Unavailable"))
+            case TransactionTerminated(key=key):
+                self._fail(key, _synthetic(408, "Request Timeout"))
+                self._pending.pop(key, None)
+            case AckReceived(request=ack):
+                call = self.calls.get(ack.call_id)
+                if call is not None and not call.leg.outgoing:
+                    call._on_ack()
+            case RequestReceived(request=req, key=key, peer=peer):
+                self._on_request(req, key, peer)
+
+    def _fail(self, key: TransactionKey, resp: Response) -> None:
+        pending = self._pending.get(key)
+        if pending is not None and not pending.future.done():
+            pending.future.set_result(resp)
+
+    def _resend_ack(self, resp: Response) -> None:
+        """§13.2.2.4: every retransmitted 2xx to our INVITE gets the same ACK again."""
+        if resp.status >= 300 or resp.cseq.method != "INVITE":
+            return
+        call = self.calls.get(resp.call_id)
+        if call is not None and call.leg.ack is not None:
+            self.layer.send_stateless(call.leg.ack, call.peer)
+
+    def _answer(self, key: TransactionKey, req: Request, status: int, **kw: Any) -> None:
+        extra = list(kw.pop("extra", ()))
+        resp = make_response(req, status, to_tag=new_tag(), extra=extra, **kw)
+        self.layer.send_response(key, resp, self.now())
+
+    def _on_request(self, req: Request, key: TransactionKey, peer: Peer) -> None:
+        method = req.method
+        if method == "INVITE" and req.to.tag is None:
+            leg = CallLeg.incoming_invite(self.local, req)
+            new = Call(self, leg, peer)
+            new.server_key = key
+            self.calls[leg.call_id] = new
+            self._publish(
+                CallStarted,
+                call_id=leg.call_id,
+                leg="b",
+                caller=leg.remote_uri,
+                callee=leg.local_uri,
+            )
+            if self.auto_answer:
+                self._spawn(self._auto_answer(new))
+            else:
+                self.incoming.put_nowait(new)
+        elif method in ("INVITE", "BYE"):
+            call = self.calls.get(req.call_id)
+            if call is None or not call.leg.bye_matches(req):
+                self._answer(key, req, 481)
+            elif method == "BYE":
+                self._answer(key, req, 200)
+                if call.leg.state is not CallState.TERMINATED:
+                    call.leg.on_bye("bye")
+                    self._end(call)
+            else:  # re-INVITE (§14.2): keep the session as it is
+                resp = make_response(
+                    req,
+                    200,
+                    extra=[("Contact", self.local.contact), ("Content-Type", "application/sdp")],
+                    body=call.leg.local_sdp,
+                )
+                self.layer.send_response(key, resp, self.now())
+        elif method == "CANCEL":
+            target = self.layer.cancel_target(req)
+            call = self.calls.get(req.call_id)
+            self._answer(key, req, 200 if target is not None else 481)
+            if call is not None and call.state in (CallState.INCOMING, CallState.RINGING):
+                # §9.2: answer the INVITE with 487, then the call is over.
+                assert call.server_key is not None
+                resp = make_response(call.leg.invite or req, 487, to_tag=call.leg.local_tag)
+                self.layer.send_response(call.server_key, resp, self.now())
+                call.leg.on_cancel()
+                self._end(call)
+        elif method == "OPTIONS":
+            self._answer(key, req, 200, extra=[("Allow", ALLOW), ("Accept", "application/sdp")])
+        elif method in _KNOWN_UNSUPPORTED:
+            self._answer(key, req, 405, extra=[("Allow", ALLOW)])
+        else:
+            self._answer(key, req, 501, extra=[("Allow", ALLOW)])
+
+    async def _auto_answer(self, call: Call) -> None:
+        await call.ring()
+        await call.answer()
+
+    # ------------------------------------------------------------------ events
+    def _end(self, call: Call) -> None:
+        if call._ended.is_set():
+            return
+        call.ended_at = self.now()
+        call._ended.set()
+        self._publish(
+            CallEnded,
+            call_id=call.call_id,
+            leg="a" if call.leg.outgoing else "b",
+            status=call.status,
+            reason=call.end_reason,
+        )
+
+    def _publish_answered(self, call: Call) -> None:
+        self._publish(CallAnswered, call_id=call.call_id, leg="a" if call.leg.outgoing else "b")
+
+    def _publish(self, cls: type[Event], **fields: Any) -> None:
+        if self.bus is None:
+            return
+        event = cls(ts=time.time(), node=self.node, seq=next(self._seq), **fields)
+        self._spawn(self.bus.publish(event))
