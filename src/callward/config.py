@@ -68,11 +68,25 @@ class MediaConfig(_Section):
     dscp_signaling: int = 34
 
 
+class TenantQuality(_Section):
+    """Per-tenant overrides of MOS alert thresholds and DPI sampling. Owned by callward.quality."""
+
+    mos_warn: float | None = Field(None, ge=1.0, le=4.5)
+    mos_critical: float | None = Field(None, ge=1.0, le=4.5)
+    sample_rate: float | None = Field(None, ge=0.0, le=1.0)
+
+
 class QualityConfig(_Section):
     """Call-quality analytics and alert thresholds. Owned by callward.quality."""
 
     mos_warn: float = 3.6
     mos_critical: float = 3.1
+    base_delay_ms: float = Field(40.0, ge=0, description="assumed one-way network delay")
+    rtp_timeout_s: float = Field(10.0, gt=0, description="media silence before BYE = timeout")
+    pdd_warn_s: float = Field(5.0, gt=0, description="post-dial delay worth reporting")
+    sample_rate: float = Field(0.01, ge=0.0, le=1.0, description="share of calls inspected live")
+    header_bytes: int = Field(12, ge=0, le=64, description="RTP bytes DPI may keep per packet")
+    tenants: dict[str, TenantQuality] = Field(default_factory=dict)
 
 
 class RecordsConfig(_Section):

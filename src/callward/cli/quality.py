@@ -1,9 +1,111 @@
-"""`callward` subcommands for the quality area (placeholder until that area lands)."""
+"""`callward analyze` (capture → streams, loss, jitter, MOS, root cause) and `callward mos`."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import typer
+
+from callward.errors import CallwardError
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"callward: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _table(rep: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from callward.quality.report import AnalysisReport, stream_dict
+
+    assert isinstance(rep, AnalysisReport)
+    con = Console()
+    t = Table(title="RTP streams")
+    for col in ("src", "dst", "SSRC", "codec", "pkts", "lost", "max Δ ms", "max jit ms",
+                "mean jit ms", "MOS net/50/200/adapt"):  # fmt: skip
+        t.add_column(col)
+    for s in rep.streams:
+        d = stream_dict(s)
+        m = d["mos"] or {}
+        mos = "/".join(
+            f"{m[k]['mos']:.2f}" if m.get(k) else "-"
+            for k in ("network", "fixed50", "fixed200", "adaptive")
+        )
+        t.add_row(d["src"], d["dst"], d["ssrc"], d["codec"], str(d["packets"]),
+                  f"{d['lost']} ({d['loss_pct']:.1f}%)", f"{d['max_delta_ms']:.2f}",
+                  f"{d['max_jitter_ms']:.2f}", f"{d['mean_jitter_ms']:.2f}", mos)  # fmt: skip
+    con.print(t)
+    for c in rep.calls:
+        probs = ", ".join(p.kind + (f" ({p.cause})" if p.cause else "") for p in c.problems) or "ok"
+        con.print(f"call {c.call_id}: status {c.final_status}, {probs}")
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+
+    @app.command()
+    def analyze(
+        capture: Path = typer.Argument(..., help="pcap or pcapng file"),
+        json_out: bool = typer.Option(False, "--json", help="print JSON"),
+        plot: Path | None = typer.Option(None, "--plot", help="write a PNG of jitter/loss/MOS"),
+        no_mos: bool = typer.Option(False, "--no-mos", help="stream statistics only"),
+    ) -> None:
+        """Streams, loss, jitter, MOS per playout model and call root causes of a capture.
+
+        Exit 1 when a call problem is classified, 2 when the capture cannot be read.
+        """
+        from callward.config import QualityConfig
+        from callward.quality.report import analyze_capture
+
+        cfg = QualityConfig()
+        try:
+            rep = analyze_capture(
+                capture,
+                base_delay_ms=cfg.base_delay_ms,
+                rtp_timeout_s=cfg.rtp_timeout_s,
+                pdd_warn_s=cfg.pdd_warn_s,
+                mos=not no_mos,
+            )
+        except CallwardError as exc:
+            raise _fail(str(exc)) from None
+        if json_out:
+            typer.echo(json.dumps(rep.as_dict(), indent=1))
+        else:
+            _table(rep)
+        if plot is not None:
+            from callward.quality.plot import plot_streams
+
+            plot_streams(rep.streams, plot)
+        if rep.problems:
+            raise typer.Exit(1)
+
+    @app.command()
+    def mos(
+        codec: str = typer.Option("g711", "--codec", help="g711, g711-noplc, g729a, ..."),
+        loss: float = typer.Option(0.0, "--loss", help="packet loss in percent"),
+        delay: float = typer.Option(0.0, "--delay", help="one-way mouth-to-ear delay, ms"),
+        burst: float = typer.Option(1.0, "--burst", help="BurstR (1 = random loss)"),
+        json_out: bool = typer.Option(False, "--json", help="print JSON"),
+    ) -> None:
+        """ITU-T G.107 E-model: R and MOS for a codec, loss, delay and burstiness."""
+        from callward.quality import emodel
+
+        if any(math.isnan(v) or math.isinf(v) for v in (loss, delay, burst)):
+            raise _fail("loss, delay and burst must be finite numbers")
+        try:
+            r = emodel.quick(codec, loss, delay, burst)
+        except CallwardError as exc:
+            raise _fail(str(exc)) from None
+        d = r.as_dict()
+        d["r"] = round(r.r, 2)
+        d["mos"] = round(r.mos, 2)
+        d["codec"] = emodel.codec(codec).name  # type: ignore[assignment]
+        if json_out:
+            typer.echo(json.dumps(d))
+        else:
+            typer.echo(f"R = {d['r']:.2f}  MOS = {d['mos']:.2f}  (Ie,eff {d['ie_eff']:.2f}, "
+                       f"Id {d['id']:.2f}, Is {d['is']:.2f}, Ro {d['ro']:.2f})")  # fmt: skip

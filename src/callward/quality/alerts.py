@@ -1,0 +1,118 @@
+"""MOS thresholds per tenant → QualityAlert events, and the live monitor on the event bus.
+
+The cause names the impairment that cost the most R (G.107 terms): ``loss`` (network
+Ie,eff), ``jitter`` (late discards the playout buffer added on top of network loss),
+``delay`` (Id) or ``codec`` (the codec's own Ie with little loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from callward.config import QualityConfig
+from callward.events import EventBus, MediaStats, QualityAlert
+from callward.quality import emodel
+from callward.quality.playout import codec_for
+
+__all__ = ["QualityMonitor", "Thresholds", "dominant_cause", "evaluate", "thresholds_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    warn: float
+    critical: float
+
+    def level(self, mos: float) -> str | None:
+        if mos < self.critical:
+            return "critical"
+        if mos < self.warn:
+            return "warn"
+        return None
+
+
+def thresholds_for(cfg: QualityConfig, tenant: str) -> Thresholds:
+    t = cfg.tenants.get(tenant)
+    warn = t.mos_warn if t and t.mos_warn is not None else cfg.mos_warn
+    crit = t.mos_critical if t and t.mos_critical is not None else cfg.mos_critical
+    return Thresholds(warn, crit)
+
+
+def dominant_cause(mos: dict[str, Any], model: str, codec_ie: float = 0.0) -> str:
+    """Which G.107 term cost the most R for ``model`` (see module docstring)."""
+    net = mos.get("network") or {}
+    m = mos.get(model) or net
+    net_ie = float(net.get("ie_eff", 0.0)) - codec_ie
+    jitter_ie = float(m.get("ie_eff", 0.0)) - float(net.get("ie_eff", 0.0))
+    delay = float(m.get("id", 0.0))
+    terms = {"loss": net_ie, "jitter": jitter_ie, "delay": delay, "codec": codec_ie}
+    return max(terms, key=lambda k: terms[k])
+
+
+def evaluate(
+    mos: dict[str, Any],
+    thresholds: Thresholds,
+    *,
+    call_id: str,
+    leg: str,
+    tenant: str,
+    ts: float,
+    node: str,
+    seq: int,
+    model: str = "adaptive",
+    codec_ie: float = 0.0,
+) -> QualityAlert | None:
+    """An alert when the stream's MOS under ``model`` (else network) is below a threshold."""
+    m = mos.get(model) or mos.get("network")
+    if not m:
+        return None
+    level = thresholds.level(float(m["mos"]))
+    if level is None:
+        return None
+    return QualityAlert(
+        ts=ts, node=node, seq=seq, tenant=tenant, call_id=call_id, leg=leg, level=level,
+        mos=float(m["mos"]), cause=dominant_cause(mos, model, codec_ie),
+    )  # fmt: skip
+
+
+class QualityMonitor:
+    """Subscribes to MediaStats and publishes QualityAlert when a leg's MOS is too low.
+
+    MediaStats carrying a MOS are judged as-is; otherwise the E-model is run on the reported
+    loss (jitter enters as delay: a buffer of ~2× jitter, G.107 Id). Clock injected for tests.
+    """
+
+    def __init__(self, bus: EventBus, cfg: QualityConfig, node: str, clock: Callable[[], float]):
+        self.bus = bus
+        self.cfg = cfg
+        self.node = node
+        self.clock = clock
+        self.seq = 0
+        bus.subscribe(self.on_event)
+
+    async def on_event(self, ev: object) -> None:
+        if not isinstance(ev, MediaStats):
+            return
+        key = codec_for(-1, ev.codec)
+        c = emodel.codec(key) if key else None
+        total = ev.packets + max(ev.lost, 0)
+        loss = 100.0 * max(ev.lost, 0) / total if total else 0.0
+        delay = self.cfg.base_delay_ms + (c.frame_ms if c else 20.0) + 2 * ev.jitter_ms
+        if ev.mos is not None:
+            mos_val = ev.mos
+        elif c is not None:
+            mos_val = emodel.quick(c.name, min(loss, 100.0), min(delay, 10_000.0)).mos
+        else:
+            return
+        ie = c.ie if c else 0.0
+        r = emodel.quick(c.name if c else "g711", min(loss, 100.0), min(delay, 10_000.0))
+        terms = {"network": {"mos": mos_val, "ie_eff": r.ie_eff, "id": r.id_}}
+        self.seq += 1
+        alert = evaluate(
+            terms, thresholds_for(self.cfg, ev.tenant), call_id=ev.call_id, leg=ev.leg,
+            tenant=ev.tenant, ts=self.clock(), node=self.node, seq=self.seq, model="network",
+            codec_ie=ie,
+        )  # fmt: skip
+        if alert is not None:
+            await self.bus.publish(alert)

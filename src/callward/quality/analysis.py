@@ -1,0 +1,140 @@
+"""Whole-capture analysis: read → RTP columns + SIP → per-stream stats, MOS, calls.
+
+The pipeline streams the file in chunks (``capture.iter_blocks``), keeps only RTP header
+columns and SIP datagrams, then computes each stream's statistics (``streams``), its
+effective-loss MOS per playout model (``playout`` + ``emodel``) and the call classification
+(``correlate``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from callward.quality.capture import iter_blocks
+from callward.quality.fastpath import RtpCollector
+from callward.quality.streams import (
+    BurstMetrics,
+    StreamStats,
+    analyse_stream,
+    burst_metrics,
+    clock_rate_for,
+    payload_name,
+    unwrap_timestamps,
+)
+
+__all__ = ["StreamReport", "collect", "stream_reports"]
+
+RtpMapLookup = Callable[[tuple[str, int, str, int]], dict[int, tuple[str, int]] | None]
+
+
+@dataclass(slots=True)
+class StreamReport:
+    """Everything we know about one RTP stream."""
+
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    ssrc: int
+    payload_type: int
+    codec: str
+    clock_rate: int
+    stats: StreamStats
+    burst: BurstMetrics
+    start_ms: float
+    end_ms: float
+    first_ts_ns: int
+    last_ts_ns: int
+    arrival_s: np.ndarray = field(repr=False)
+    rtp_ts: np.ndarray = field(repr=False)
+    seq_ext: np.ndarray = field(repr=False)
+    mos: dict[str, dict[str, float] | None] = field(default_factory=dict)
+
+    @property
+    def flow(self) -> tuple[str, int, str, int]:
+        return (self.src, self.sport, self.dst, self.dport)
+
+
+def collect(path: str | Path, progress: Callable[[int], None] | None = None) -> RtpCollector:
+    """Stream a capture file into an RtpCollector (bounded memory: chunks + header columns)."""
+    col = RtpCollector()
+    for blk in iter_blocks(path):
+        col.add_block(blk)
+        if progress is not None:
+            progress(len(blk.offsets))
+    return col
+
+
+def _unwrap_seq(seq: np.ndarray) -> np.ndarray:
+    s = seq.astype(np.int64)
+    if len(s) < 2:
+        return s
+    d = np.diff(s)
+    d = ((d + 32768) & 0xFFFF) - 32768
+    out = np.empty_like(s)
+    out[0] = s[0]
+    np.cumsum(d, out=out[1:])
+    out[1:] += s[0]
+    return out
+
+
+def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) -> list[StreamReport]:
+    """Per-stream statistics for everything the collector saw, in first-seen order."""
+    cols = col.columns()
+    if len(cols.ts_ns) == 0:
+        return []
+    t0 = col.first_ts_ns or int(cols.ts_ns[0])
+    rel_ns = cols.ts_ns - t0
+    t_ms = (rel_ns // 1_000_000).astype(np.float64) + (rel_ns % 1_000_000) / 1e6
+    # Timestamps are unwrapped per UDP flow (the RTP dissector's conversation), not per SSRC.
+    keys = col.keys
+    flow_ids: dict[tuple[str, int, str, int], int] = {}
+    stream_flow = np.array(
+        [flow_ids.setdefault(k[:4], len(flow_ids)) for k in keys], dtype=np.int64
+    )
+    pkt_flow = stream_flow[cols.stream]
+    ets = np.empty(len(t_ms), dtype=np.int64)
+    order_f = np.argsort(pkt_flow, kind="stable")
+    fsorted = pkt_flow[order_f]
+    fb = np.flatnonzero(np.diff(fsorted)) + 1
+    for seg in np.split(order_f, fb):
+        ets[seg] = unwrap_timestamps(cols.rtp_ts[seg])
+    order = np.argsort(cols.stream, kind="stable")
+    ssorted = cols.stream[order]
+    bounds = np.flatnonzero(np.diff(ssorted)) + 1
+    # Report streams in order of their first packet (as a reader of the capture meets them).
+    segs = sorted(np.split(order, bounds), key=lambda s: int(s[0]))
+    out: list[StreamReport] = []
+    for seg in segs:
+        sid = int(cols.stream[seg[0]])
+        src, sport, dst, dport, ssrc = keys[sid]
+        rmap = rtpmap_for((src, sport, dst, dport)) if rtpmap_for else None
+        pts = cols.pt[seg].astype(np.int64)
+        uniq = np.unique(pts)
+        rate_of = {int(p): clock_rate_for(int(p), rmap) for p in uniq}
+        if len(uniq) == 1:
+            clock = np.full(len(seg), rate_of[int(uniq[0])], dtype=np.int64)
+        else:
+            lut = np.zeros(128, dtype=np.int64)
+            for p, r in rate_of.items():
+                lut[p] = r
+            clock = lut[pts]
+        seq = cols.seq[seg].astype(np.int64)
+        st = analyse_stream(t_ms[seg], ets[seg], seq, pts, cols.marker[seg], clock)
+        seq_ext = _unwrap_seq(seq)
+        pt0 = int(pts[0])
+        out.append(
+            StreamReport(
+                src=src, sport=sport, dst=dst, dport=dport, ssrc=ssrc, payload_type=pt0,
+                codec=payload_name(pt0, rmap), clock_rate=rate_of[pt0], stats=st,
+                burst=burst_metrics(seq_ext), start_ms=float(t_ms[seg[0]]),
+                end_ms=float(t_ms[seg[-1]]), first_ts_ns=int(cols.ts_ns[seg[0]]),
+                last_ts_ns=int(cols.ts_ns[seg[-1]]),
+                arrival_s=rel_ns[seg] / 1e9, rtp_ts=ets[seg], seq_ext=seq_ext,
+            )
+        )  # fmt: skip
+    return out

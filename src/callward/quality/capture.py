@@ -1,0 +1,433 @@
+"""Streaming capture readers: pcap, pcapng, link layers, IPv4/IPv6, UDP, IPv4 reassembly.
+
+Captures are read in bounded chunks (never the whole file): ``iter_blocks`` yields
+``FrameBlock``s holding one chunk's bytes plus numpy columns (frame offset, captured length,
+timestamp in ns, link type). The per-packet decoder (``decode_udp``) is the reference; the
+vectorised path in ``fastpath.py`` handles the common fixed-offset Ethernet/IPv4/UDP case in
+bulk and hands every other frame back to ``decode_udp``.
+
+Formats: libpcap (both byte orders, µs and ns magic) and pcapng (draft-ietf-opsawg-pcapng:
+SHB/IDB/EPB/SPB/PB, per-interface link type, if_tsresol and if_tsoffset).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from callward.errors import CaptureError
+
+__all__ = [
+    "Datagram",
+    "FrameBlock",
+    "LinkType",
+    "Reassembler",
+    "decode_udp",
+    "iter_blocks",
+    "iter_datagrams",
+    "iter_frames",
+]
+
+CHUNK_BYTES = 8 << 20
+MAX_FRAME = 1 << 20  # larger than any snaplen in practice; bigger means a corrupt file
+
+
+class LinkType(IntEnum):
+    """LINKTYPE_* values (tcpdump.org link-layer header types) that we decode."""
+
+    NULL = 0
+    ETHERNET = 1
+    RAW = 101
+    LINUX_SLL = 113
+    IPV4 = 228
+    IPV6 = 229
+    LINUX_SLL2 = 276
+
+
+@dataclass(frozen=True, slots=True)
+class FrameBlock:
+    """Frames from one chunk of a capture: ``buf[offsets[i] : offsets[i] + lengths[i]]``."""
+
+    buf: bytes
+    offsets: np.ndarray
+    lengths: np.ndarray
+    ts_ns: np.ndarray
+    linktypes: np.ndarray
+
+    def frame(self, i: int) -> bytes:
+        o = int(self.offsets[i])
+        return self.buf[o : o + int(self.lengths[i])]
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """One UDP datagram (after IP reassembly); ``ts_ns`` is capture time in ns since epoch."""
+
+    ts_ns: int
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    payload: bytes
+
+
+def _open(path: str | Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise CaptureError(f"cannot open capture {Path(path).name}: {exc.strerror}") from None
+
+
+def iter_blocks(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[FrameBlock]:
+    """Frames of a pcap or pcapng file in bounded chunks; CaptureError if unreadable."""
+    f = _open(path)
+    with f:
+        head = f.read(4)
+        if len(head) < 4:
+            raise CaptureError(f"{Path(path).name}: not a capture file (too short)")
+        if head == b"\x0a\x0d\x0d\x0a":
+            yield from _pcapng_blocks(f, head, chunk_bytes)
+        elif head in (
+            b"\xd4\xc3\xb2\xa1",
+            b"\xa1\xb2\xc3\xd4",
+            b"\x4d\x3c\xb2\xa1",
+            b"\xa1\xb2\x3c\x4d",
+        ):
+            yield from _pcap_blocks(f, head, chunk_bytes)
+        else:
+            raise CaptureError(f"{Path(path).name}: not a pcap or pcapng file (bad magic)")
+
+
+def _pcap_blocks(f: BinaryIO, magic: bytes, chunk_bytes: int) -> Iterator[FrameBlock]:
+    e = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    nsec = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    rest = f.read(20)
+    if len(rest) < 20:
+        raise CaptureError("pcap: truncated global header")
+    linktype = struct.unpack(e + "I", rest[16:20])[0] & 0x0FFFFFFF
+    mult = 1 if nsec else 1000
+    rec = struct.Struct(e + "IIII")
+    unpack = rec.unpack_from
+    pending = b""
+    while True:
+        data = f.read(chunk_bytes)
+        buf = pending + data if pending else data
+        n = len(buf)
+        if not data:
+            if pending:
+                # A truncated last record is common (capture killed mid-write): stop there.
+                return
+            return
+        offs: list[int] = []
+        lens: list[int] = []
+        secs: list[int] = []
+        fracs: list[int] = []
+        off = 0
+        while off + 16 <= n:
+            sec, frac, incl, _orig = unpack(buf, off)
+            if incl > MAX_FRAME:
+                raise CaptureError(f"pcap: record length {incl} is implausible (corrupt file)")
+            end = off + 16 + incl
+            if end > n:
+                break
+            offs.append(off + 16)
+            lens.append(incl)
+            secs.append(sec)
+            fracs.append(frac)
+            off = end
+        pending = buf[off:]
+        if offs:
+            ts = (
+                np.array(secs, dtype=np.int64) * 1_000_000_000
+                + np.array(fracs, dtype=np.int64) * mult
+            )
+            yield FrameBlock(
+                buf,
+                np.array(offs, dtype=np.int64),
+                np.array(lens, dtype=np.int64),
+                ts,
+                np.full(len(offs), linktype, dtype=np.int32),
+            )
+
+
+@dataclass(slots=True)
+class _Iface:
+    linktype: int
+    snaplen: int
+    num: int  # ts * num // den = ns
+    den: int
+    offset_ns: int
+
+
+def _tsresol(v: int) -> tuple[int, int]:
+    # if_tsresol: MSB clear = negative power of 10, set = negative power of 2.
+    if v & 0x80:
+        return 1_000_000_000, 1 << (v & 0x7F)
+    p = v & 0x7F
+    return (10 ** (9 - p), 1) if p <= 9 else (1, 10 ** (p - 9))
+
+
+def _idb(body: bytes, e: str) -> _Iface:
+    if len(body) < 8:
+        raise CaptureError("pcapng: truncated interface description block")
+    linktype, _res, snaplen = struct.unpack_from(e + "HHI", body, 0)
+    num, den, toff = 1000, 1, 0
+    pos = 8
+    while pos + 4 <= len(body):
+        code, olen = struct.unpack_from(e + "HH", body, pos)
+        val = body[pos + 4 : pos + 4 + olen]
+        if code == 0:
+            break
+        if code == 9 and olen >= 1:
+            num, den = _tsresol(val[0])
+        elif code == 14 and olen >= 8:
+            toff = struct.unpack(e + "q", val[:8])[0] * 1_000_000_000
+        pos += 4 + olen + ((-olen) % 4)
+    return _Iface(linktype, snaplen, num, den, toff)
+
+
+def _pcapng_blocks(f: BinaryIO, first: bytes, chunk_bytes: int) -> Iterator[FrameBlock]:
+    pending = first
+    e = "<"
+    ifaces: list[_Iface] = []
+    last_ts = 0
+    while True:
+        data = f.read(chunk_bytes)
+        buf = pending + data
+        n = len(buf)
+        offs: list[int] = []
+        lens: list[int] = []
+        tss: list[int] = []
+        lts: list[int] = []
+        off = 0
+        while off + 12 <= n:
+            btype = struct.unpack_from(e + "I", buf, off)[0]
+            if btype == 0x0A0D0D0A:
+                bom = buf[off + 8 : off + 12]
+                if len(bom) < 4:
+                    break
+                e = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+                if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+                    raise CaptureError("pcapng: bad byte-order magic")
+                ifaces = []
+            blen = struct.unpack_from(e + "I", buf, off + 4)[0]
+            if blen < 12 or blen % 4 or blen > MAX_FRAME + 64:
+                raise CaptureError(f"pcapng: block length {blen} is invalid (corrupt file)")
+            if off + blen > n:
+                break
+            body = buf[off + 8 : off + blen - 4]
+            if btype == 1:
+                ifaces.append(_idb(body, e))
+            elif btype in (6, 2):
+                if btype == 6:
+                    if len(body) < 20:
+                        raise CaptureError("pcapng: truncated enhanced packet block")
+                    iid, hi, lo, cap, _orig = struct.unpack_from(e + "IIIII", body, 0)
+                else:
+                    if len(body) < 20:
+                        raise CaptureError("pcapng: truncated packet block")
+                    iid, _drops, hi, lo, cap, _orig = struct.unpack_from(e + "HHIIII", body, 0)
+                if iid >= len(ifaces):
+                    raise CaptureError(f"pcapng: packet names undefined interface {iid}")
+                ifc = ifaces[iid]
+                if cap > len(body) - 20:
+                    raise CaptureError("pcapng: packet longer than its block")
+                last_ts = ((hi << 32) | lo) * ifc.num // ifc.den + ifc.offset_ns
+                offs.append(off + 8 + 20)
+                lens.append(cap)
+                tss.append(last_ts)
+                lts.append(ifc.linktype)
+            elif btype == 3:
+                if not ifaces or len(body) < 4:
+                    raise CaptureError("pcapng: simple packet block without interface")
+                orig = struct.unpack_from(e + "I", body, 0)[0]
+                ifc = ifaces[0]
+                cap = min(orig, len(body) - 4, ifc.snaplen or orig)
+                offs.append(off + 12)
+                lens.append(cap)
+                tss.append(last_ts)  # SPBs carry no timestamp: keep the previous one
+                lts.append(ifc.linktype)
+            off += blen
+        pending = buf[off:]
+        if offs:
+            yield FrameBlock(
+                buf,
+                np.array(offs, dtype=np.int64),
+                np.array(lens, dtype=np.int64),
+                np.array(tss, dtype=np.int64),
+                np.array(lts, dtype=np.int32),
+            )
+        if not data:
+            return
+
+
+def iter_frames(path: str | Path) -> Iterator[tuple[int, int, bytes]]:
+    """(timestamp ns, link type, frame bytes) for every frame, streaming."""
+    for blk in iter_blocks(path):
+        for i in range(len(blk.offsets)):
+            yield int(blk.ts_ns[i]), int(blk.linktypes[i]), blk.frame(i)
+
+
+class Reassembler:
+    """IPv4 fragment reassembly (RFC 791 §3.2, RFC 815 hole-less variant).
+
+    Fragments are keyed by (src, dst, protocol, identification); incomplete sets are
+    evicted after ``max_pending`` keys so a hostile capture cannot grow memory unbounded.
+    """
+
+    def __init__(self, max_pending: int = 1024) -> None:
+        self._pending: dict[tuple[bytes, bytes, int, int], dict[int, bytes]] = {}
+        self._total: dict[tuple[bytes, bytes, int, int], int] = {}
+        self._max = max_pending
+
+    def add(
+        self, key: tuple[bytes, bytes, int, int], offset: int, more: bool, data: bytes
+    ) -> bytes | None:
+        parts = self._pending.setdefault(key, {})
+        parts[offset] = data
+        if not more:
+            self._total[key] = offset + len(data)
+        if len(self._pending) > self._max:
+            old = next(iter(self._pending))
+            self._pending.pop(old, None)
+            self._total.pop(old, None)
+        total = self._total.get(key)
+        if total is None:
+            return None
+        have = 0
+        out = bytearray()
+        for o in sorted(parts):
+            if o > have:
+                return None  # a hole remains
+            chunk = parts[o]
+            if o + len(chunk) > have:
+                out += chunk[have - o :]
+                have = o + len(chunk)
+        if have < total:
+            return None
+        del self._pending[key]
+        del self._total[key]
+        return bytes(out[:total])
+
+
+def _ip_from_link(linktype: int, data: bytes) -> tuple[int, int] | None:
+    """(ethertype, offset of the network header) for a frame, or None if not IP."""
+    if linktype == LinkType.ETHERNET:
+        if len(data) < 14:
+            return None
+        et = (data[12] << 8) | data[13]
+        off = 14
+        while et in (0x8100, 0x88A8, 0x9100) and len(data) >= off + 4:  # 802.1Q / QinQ
+            et = (data[off + 2] << 8) | data[off + 3]
+            off += 4
+        return et, off
+    if linktype == LinkType.LINUX_SLL:
+        if len(data) < 16:
+            return None
+        return (data[14] << 8) | data[15], 16
+    if linktype == LinkType.LINUX_SLL2:
+        if len(data) < 20:
+            return None
+        return (data[0] << 8) | data[1], 20
+    if linktype in (LinkType.RAW, LinkType.IPV4, LinkType.IPV6):
+        if not data:
+            return None
+        v = data[0] >> 4
+        return (0x0800 if v == 4 else 0x86DD if v == 6 else 0), 0
+    if linktype == LinkType.NULL:
+        if len(data) < 4:
+            return None
+        fam = int.from_bytes(data[:4], "little")
+        if fam > 0xFFFF:
+            fam = int.from_bytes(data[:4], "big")
+        return (0x0800 if fam == 2 else 0x86DD if fam in (10, 24, 28, 30) else 0), 4
+    return None
+
+
+def decode_udp(
+    linktype: int, data: bytes, reasm: Reassembler | None = None
+) -> tuple[str, int, str, int, bytes] | None:
+    """(src, sport, dst, dport, payload) of a UDP frame, or None for anything else.
+
+    Truncated or malformed frames return None: a capture of real traffic is full of them and
+    one bad frame must not stop an analysis.
+    """
+    link = _ip_from_link(linktype, data)
+    if link is None:
+        return None
+    et, off = link
+    if et == 0x0800:
+        if len(data) < off + 20 or data[off] >> 4 != 4:
+            return None
+        ihl = (data[off] & 0x0F) * 4
+        total = (data[off + 2] << 8) | data[off + 3]
+        if ihl < 20 or total < ihl or data[off + 9] != 17:
+            return None
+        end = min(len(data), off + total)
+        src_b, dst_b = data[off + 12 : off + 16], data[off + 16 : off + 20]
+        frag = (data[off + 6] << 8) | data[off + 7]
+        l4 = data[off + ihl : end]
+        if frag & 0x3FFF:  # MF set or non-zero offset
+            if reasm is None:
+                return None
+            ident = (data[off + 4] << 8) | data[off + 5]
+            whole = reasm.add(
+                (src_b, dst_b, 17, ident), (frag & 0x1FFF) * 8, bool(frag & 0x2000), l4
+            )
+            if whole is None:
+                return None
+            l4 = whole
+        src = ".".join(map(str, src_b))
+        dst = ".".join(map(str, dst_b))
+    elif et == 0x86DD:
+        if len(data) < off + 40:
+            return None
+        nh = data[off + 6]
+        plen = (data[off + 4] << 8) | data[off + 5]
+        pos = off + 40
+        # Skip hop-by-hop (0), routing (43), destination options (60); fragments (44) unsupported.
+        for _ in range(8):
+            if nh not in (0, 43, 60) or len(data) < pos + 8:
+                break
+            nh = data[pos]
+            pos += (data[pos + 1] + 1) * 8
+        if nh != 17:
+            return None
+        l4 = data[pos : off + 40 + plen]
+        src = str(ipaddress.IPv6Address(data[off + 8 : off + 24]))
+        dst = str(ipaddress.IPv6Address(data[off + 24 : off + 40]))
+    else:
+        return None
+    if len(l4) < 8:
+        return None
+    sport = (l4[0] << 8) | l4[1]
+    dport = (l4[2] << 8) | l4[3]
+    ulen = (l4[4] << 8) | l4[5]
+    payload = l4[8:ulen] if 8 <= ulen <= len(l4) else l4[8:]
+    return src, sport, dst, dport, payload
+
+
+def iter_datagrams(path: str | Path) -> Iterator[Datagram]:
+    """Every UDP datagram in a capture (reassembled, HEPv3 decapsulated), streaming."""
+    from callward.quality.hep import decode_hep
+
+    reasm = Reassembler()
+    for ts, lt, data in iter_frames(path):
+        d = decode_udp(lt, data, reasm)
+        if d is None:
+            continue
+        if d[4][:4] == b"HEP3":
+            try:
+                h = decode_hep(d[4])
+            except CaptureError:
+                continue
+            yield Datagram(h.ts_ns, h.src, h.sport, h.dst, h.dport, h.payload)
+            continue
+        yield Datagram(ts, d[0], d[1], d[2], d[3], d[4])

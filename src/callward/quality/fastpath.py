@@ -1,0 +1,247 @@
+"""Bulk RTP header extraction from capture chunks (numpy over fixed-offset headers).
+
+Why: a support capture holds millions of RTP packets whose headers sit at a handful of fixed
+offsets (Ethernet/VLAN/SLL/SLL2/raw + IPv4 without options or fragments + UDP + RTP). Those are
+decoded for a whole chunk at once with fancy indexing; every other frame (IPv6, fragments, IP
+options, HEP) goes through ``capture.decode_udp``, the reference decoder. The collector keeps
+only ~24 bytes of columns per RTP packet, never a payload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from callward.quality.capture import Datagram, FrameBlock, LinkType, Reassembler, decode_udp
+
+__all__ = ["RtpCollector", "RtpColumns", "looks_like_rtp", "looks_like_sip"]
+
+_SIP_STARTS = (
+    b"SIP/2.0 ", b"INVITE ", b"ACK ", b"BYE ", b"CANCEL ", b"OPTIONS ", b"REGISTER ",
+    b"PRACK ", b"UPDATE ", b"INFO ", b"SUBSCRIBE ", b"NOTIFY ", b"REFER ", b"MESSAGE ",
+    b"PUBLISH ",
+)  # fmt: skip
+
+
+def looks_like_sip(payload: bytes) -> bool:
+    return payload.startswith(_SIP_STARTS)
+
+
+def looks_like_rtp(payload: bytes) -> bool:
+    """Wireshark's rtp_udp heuristic: version 2, full fixed header, PT not 72–76 (RTCP)."""
+    if len(payload) < 12 or payload[0] >> 6 != 2:
+        return False
+    pt = payload[1] & 0x7F
+    return not 72 <= pt <= 76
+
+
+@dataclass(slots=True)
+class RtpColumns:
+    """Per-packet RTP header columns for the whole capture, in capture order."""
+
+    ts_ns: np.ndarray
+    stream: np.ndarray  # index into RtpCollector.keys
+    seq: np.ndarray
+    rtp_ts: np.ndarray
+    pt: np.ndarray
+    marker: np.ndarray
+    size: np.ndarray  # UDP payload bytes
+
+
+@dataclass(slots=True)
+class RtpCollector:
+    """Feeds FrameBlocks; keeps RTP columns, SIP datagrams and the first frame time."""
+
+    keys: list[tuple[str, int, str, int, int]] = field(default_factory=list)
+    sip: list[Datagram] = field(default_factory=list)
+    first_ts_ns: int | None = None
+    frames: int = 0
+    _ids: dict[tuple[str, int, str, int, int], int] = field(default_factory=dict)
+    _cols: list[tuple[np.ndarray, ...]] = field(default_factory=list)
+    _slow: list[tuple[int, int, int, int, int, bool, int, int]] = field(default_factory=list)
+    _reasm: Reassembler = field(default_factory=Reassembler)
+
+    def _id(self, key: tuple[str, int, str, int, int]) -> int:
+        i = self._ids.get(key)
+        if i is None:
+            i = self._ids[key] = len(self.keys)
+            self.keys.append(key)
+        return i
+
+    def add_block(self, blk: FrameBlock) -> None:
+        n = len(blk.offsets)
+        if n == 0:
+            return
+        if self.first_ts_ns is None:
+            self.first_ts_ns = int(blk.ts_ns[0])
+        self.frames += n
+        b = np.frombuffer(blk.buf, dtype=np.uint8)
+        blen = len(b)
+        off = blk.offsets
+        ln = blk.lengths
+        lt = blk.linktypes
+        l3 = np.full(n, -1, dtype=np.int64)
+        eth = lt == LinkType.ETHERNET
+        # Ethernet: ethertype at 12, one optional 802.1Q tag.
+        e_ok = eth & (ln >= 14 + 20 + 8 + 12)
+        et = np.zeros(n, dtype=np.int64)
+        oe = off[e_ok]
+        et[e_ok] = (b[oe + 12].astype(np.int64) << 8) | b[oe + 13]
+        vl = e_ok & (et == 0x8100)
+        ov = off[vl]
+        et[vl] = (b[ov + 16].astype(np.int64) << 8) | b[ov + 17]
+        l3[e_ok & (et == 0x0800)] = 14
+        l3[vl & (et == 0x0800)] = 18
+        sll = (lt == LinkType.LINUX_SLL) & (ln >= 16 + 40)
+        os_ = off[sll]
+        sll_ip = ((b[os_ + 14].astype(np.int64) << 8) | b[os_ + 15]) == 0x0800
+        l3[np.flatnonzero(sll)[sll_ip]] = 16
+        sll2 = (lt == LinkType.LINUX_SLL2) & (ln >= 20 + 40)
+        o2 = off[sll2]
+        sll2_ip = ((b[o2].astype(np.int64) << 8) | b[o2 + 1]) == 0x0800
+        l3[np.flatnonzero(sll2)[sll2_ip]] = 20
+        raw = ((lt == LinkType.RAW) | (lt == LinkType.IPV4)) & (ln >= 40)
+        l3[raw] = 0
+        cand = np.flatnonzero(l3 >= 0)
+        ip = off[cand] + l3[cand]
+        ok = ip + 20 <= blen
+        cand, ip = cand[ok], ip[ok]
+        vihl = b[ip]
+        frag = ((b[ip + 6].astype(np.int64) << 8) | b[ip + 7]) & 0x3FFF
+        fast = (vihl == 0x45) & (b[ip + 9] == 17) & (frag == 0)
+        fcand, fip = cand[fast], ip[fast]
+        udp = fip + 20
+        ulen = (b[udp + 4].astype(np.int64) << 8) | b[udp + 5]
+        fit = (udp + 8 + 12 <= off[fcand] + ln[fcand]) & (ulen >= 20)
+        fcand, fip, udp, ulen = fcand[fit], fip[fit], udp[fit], ulen[fit]
+        r = udp + 8
+        b0 = b[r]
+        b1 = b[r + 1]
+        ptv = b1 & 0x7F
+        is_rtp = ((b0 >> 6) == 2) & ~((ptv >= 72) & (ptv <= 76))
+        handled = np.zeros(n, dtype=bool)
+        handled[fcand[is_rtp]] = True
+        # Everything else: reference decoder (IPv6, fragments, options, SIP, HEP, short).
+        rest = np.flatnonzero(~handled)
+        for i in rest.tolist():
+            self._slow_frame(blk, i)
+        sel = is_rtp
+        if not sel.any():
+            return
+        fc = fcand[sel]
+        fi = fip[sel]
+        uu = udp[sel]
+        rr = r[sel]
+        src = (
+            (b[fi + 12].astype(np.uint64) << 24)
+            | (b[fi + 13].astype(np.uint64) << 16)
+            | (b[fi + 14].astype(np.uint64) << 8)
+            | b[fi + 15]
+        )
+        dst = (
+            (b[fi + 16].astype(np.uint64) << 24)
+            | (b[fi + 17].astype(np.uint64) << 16)
+            | (b[fi + 18].astype(np.uint64) << 8)
+            | b[fi + 19]
+        )
+        sport = (b[uu].astype(np.uint64) << 8) | b[uu + 1]
+        dport = (b[uu + 2].astype(np.uint64) << 8) | b[uu + 3]
+        ssrc = (
+            (b[rr + 8].astype(np.uint64) << 24)
+            | (b[rr + 9].astype(np.uint64) << 16)
+            | (b[rr + 10].astype(np.uint64) << 8)
+            | b[rr + 11]
+        )
+        # Group by (src, sport, dst, dport, ssrc): two 64-bit words then unique.
+        k1 = (src << np.uint64(32)) | dst
+        k2 = (sport << np.uint64(48)) | (dport << np.uint64(32)) | ssrc
+        keys = np.empty(len(fc), dtype=[("a", np.uint64), ("b", np.uint64)])
+        keys["a"] = k1
+        keys["b"] = k2
+        uniq, inv = np.unique(keys, return_inverse=True)
+        ids = np.empty(len(uniq), dtype=np.int32)
+        for j, (a, c) in enumerate(uniq.tolist()):
+            s, d = a >> 32, a & 0xFFFFFFFF
+            key = (
+                f"{s >> 24}.{(s >> 16) & 255}.{(s >> 8) & 255}.{s & 255}",
+                c >> 48,
+                f"{d >> 24}.{(d >> 16) & 255}.{(d >> 8) & 255}.{d & 255}",
+                (c >> 32) & 0xFFFF,
+                c & 0xFFFFFFFF,
+            )
+            ids[j] = self._id(key)
+        seq = (b[rr + 2].astype(np.int32) << 8) | b[rr + 3]
+        rts = (
+            (b[rr + 4].astype(np.int64) << 24)
+            | (b[rr + 5].astype(np.int64) << 16)
+            | (b[rr + 6].astype(np.int64) << 8)
+            | b[rr + 7]
+        )
+        self._cols.append(
+            (
+                blk.ts_ns[fc],
+                ids[inv.reshape(-1)],
+                seq,
+                rts,
+                (b1[sel] & 0x7F).astype(np.int16),
+                (b1[sel] & 0x80) != 0,
+                (ulen[sel] - 8).astype(np.int32),
+                fc.astype(np.int64) + self.frames - n,  # global frame index, for ordering
+            )
+        )
+
+    def _slow_frame(self, blk: FrameBlock, i: int) -> None:
+        d = decode_udp(int(blk.linktypes[i]), blk.frame(i), self._reasm)
+        if d is None:
+            return
+        ts = int(blk.ts_ns[i])
+        src, sport, dst, dport, payload = d
+        if payload[:4] == b"HEP3":
+            from callward.errors import CaptureError
+            from callward.quality.hep import decode_hep
+
+            try:
+                h = decode_hep(payload)
+            except CaptureError:
+                return
+            ts, src, sport, dst, dport, payload = h.ts_ns, h.src, h.sport, h.dst, h.dport, h.payload
+        self.add_datagram(
+            Datagram(ts, src, sport, dst, dport, payload), self.frames - len(blk.offsets) + i
+        )
+
+    def add_datagram(self, d: Datagram, order: int) -> None:
+        """One decoded datagram (slow path, HEP, live feed)."""
+        if self.first_ts_ns is None:
+            self.first_ts_ns = d.ts_ns
+        p = d.payload
+        if looks_like_sip(p):
+            self.sip.append(d)
+            return
+        if not looks_like_rtp(p):
+            return
+        ssrc = int.from_bytes(p[8:12], "big")
+        sid = self._id((d.src, d.sport, d.dst, d.dport, ssrc))
+        self._slow.append(
+            (d.ts_ns, sid, (p[2] << 8) | p[3], int.from_bytes(p[4:8], "big"), p[1] & 0x7F,
+             bool(p[1] & 0x80), len(p), order)
+        )  # fmt: skip
+
+    def columns(self) -> RtpColumns:
+        """All RTP packets so far, in capture (frame) order."""
+        parts = list(self._cols)
+        if self._slow:
+            a = np.array(self._slow, dtype=np.int64)
+            parts.append(
+                (a[:, 0], a[:, 1].astype(np.int32), a[:, 2].astype(np.int32), a[:, 3],
+                 a[:, 4].astype(np.int16), a[:, 5].astype(bool), a[:, 6].astype(np.int32), a[:, 7])
+            )  # fmt: skip
+        if not parts:
+            z = np.zeros(0, dtype=np.int64)
+            return RtpColumns(z, z.astype(np.int32), z.astype(np.int32), z, z.astype(np.int16),
+                              z.astype(bool), z.astype(np.int32))  # fmt: skip
+        cols = [np.concatenate([p[k] for p in parts]) for k in range(8)]
+        if self._slow and self._cols:
+            order = np.argsort(cols[7], kind="stable")
+            cols = [c[order] for c in cols]
+        return RtpColumns(*cols[:7])
