@@ -1,0 +1,5 @@
+"""``python -m callward.cli``."""
+
+from callward.cli import main
+
+main()
