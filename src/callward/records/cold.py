@@ -257,6 +257,7 @@ class TieredStore:
     def __init__(self, hot: Any, cold: ColdCdrStore) -> None:
         self.hot = hot
         self.cold = cold
+        self.codec = cold.codec
 
     def close(self) -> None:
         self.hot.close()
