@@ -57,6 +57,36 @@ class EdgeConfig(_Section):
     listen: list[str] = Field(default_factory=lambda: ["udp:127.0.0.1:5060"])
     realm: str = "callward.local"
     node_id: str = "edge-1"
+    domains: list[str] = Field(default_factory=list, description="SIP domains we serve")
+    routes: dict[str, str] = Field(default_factory=dict, description="user -> SIP URI")
+    upstreams: list[str] = Field(default_factory=list, description="SIP URIs, failover order")
+    auth: bool = True
+    subscribers: str = Field("sqlite:var/subscribers.sqlite", description="or postgresql://")
+    location: str = Field("memory", description="'memory' or redis://host:port/db")
+    location_prefix: str = "callward"
+    auth_secret: str | None = Field(None, description="shared nonce/flow-token key")
+    algorithms: list[str] = Field(default_factory=lambda: ["SHA-256", "MD5"])
+    nonce_ttl: float = Field(300.0, gt=0)
+    min_expires: int = Field(60, ge=1)
+    max_expires: int = Field(7200, ge=1)
+    default_expires: int = Field(3600, ge=1)
+    record_route: bool = True
+    t1: float = Field(0.5, gt=0, description="RFC 3261 T1 seconds")
+    timer_c: float = Field(180.0, gt=0)
+    blacklist_seconds: float = Field(30.0, ge=0)
+    session_expires: int = Field(1800, ge=0, description="RFC 4028, 0 = do not insert")
+    min_se: int = Field(90, ge=90)
+    trusted: list[str] = Field(default_factory=list, description="hosts/host:port trusted")
+    untrusted: list[str] = Field(default_factory=list, description="peers to hide topology from")
+    default_region: str = "US"
+    tenant_regions: dict[str, str] = Field(default_factory=dict)
+    rate_limit: float = Field(0.0, ge=0, description="requests/s per source, 0 = off")
+    rate_burst: int = Field(200, ge=1)
+    max_connections: int = Field(4096, ge=1)
+    idle_timeout: float = Field(600.0, gt=0)
+    metrics_listen: str | None = Field(None, description="host:port for /metrics")
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 class MediaConfig(_Section):

@@ -1,0 +1,162 @@
+"""Assemble an edge node from configuration: settings, stores, core, server, metrics endpoint,
+SIGHUP reload. Used by ``callward edge`` and by tests that run real nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import signal
+import ssl
+from collections.abc import Callable
+from dataclasses import replace
+
+import structlog
+
+from callward.config import CallwardConfig, EdgeConfig
+from callward.edge.location import LocationStore, open_location
+from callward.edge.metrics import EdgeMetrics
+from callward.edge.proxy import EdgeCore
+from callward.edge.server import EdgeServer
+from callward.edge.settings import EdgeSettings, parse_listen
+from callward.edge.subscribers import SubscriberStore, open_subscribers
+from callward.errors import ConfigError
+from callward.events import EventBus, InProcessBus
+from callward.sip.parser import ParseLimits
+
+__all__ = ["EdgeNode", "settings_from_config"]
+
+log = structlog.get_logger("callward.edge")
+
+
+def settings_from_config(cfg: CallwardConfig) -> EdgeSettings:
+    e: EdgeConfig = cfg.edge
+    for alg in e.algorithms:
+        if alg not in ("SHA-256", "MD5"):
+            raise ConfigError(f"edge.algorithms: unsupported digest algorithm {alg!r}")
+    return EdgeSettings(
+        node=e.node_id,
+        listen=tuple(parse_listen(x) for x in e.listen),
+        realm=e.realm,
+        domains=(*e.domains, e.realm),
+        routes=tuple(e.routes.items()),
+        upstreams=tuple(e.upstreams),
+        auth=e.auth,
+        record_route=e.record_route,
+        min_expires=e.min_expires,
+        max_expires=e.max_expires,
+        default_expires=e.default_expires,
+        nonce_ttl=e.nonce_ttl,
+        algorithms=tuple(e.algorithms),
+        t1=e.t1,
+        timer_c=e.timer_c,
+        blacklist_seconds=e.blacklist_seconds,
+        session_expires=e.session_expires,
+        min_se=e.min_se,
+        trusted=tuple(e.trusted),
+        untrusted=tuple(e.untrusted),
+        default_region=e.default_region,
+        tenant_regions=tuple(e.tenant_regions.items()),
+        rate_limit=e.rate_limit,
+        rate_burst=e.rate_burst,
+        limits=ParseLimits(
+            cfg.sip.max_message_bytes,
+            cfg.sip.max_headers,
+            cfg.sip.max_header_bytes,
+            cfg.sip.max_body_bytes,
+        ),
+    )
+
+
+def _secret(e: EdgeConfig) -> bytes | None:
+    """Nodes sharing a location store must share this key (nonces and flow tokens)."""
+    if e.auth_secret is None:
+        return None
+    return hashlib.sha256(e.auth_secret.encode()).digest()
+
+
+class EdgeNode:
+    """One running edge: owns its stores, core, sockets and optional /metrics server."""
+
+    def __init__(
+        self,
+        cfg: CallwardConfig,
+        *,
+        settings: EdgeSettings | None = None,
+        bus: EventBus | None = None,
+        location: LocationStore | None = None,
+        subscribers: SubscriberStore | None = None,
+        reload: Callable[[], EdgeSettings] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.settings = settings if settings is not None else settings_from_config(cfg)
+        e = cfg.edge
+        self.location = (
+            location if location is not None else open_location(e.location, e.location_prefix)
+        )
+        if subscribers is None and self.settings.auth:
+            subscribers = open_subscribers(e.subscribers)
+        self.subscribers = subscribers
+        self.bus = bus if bus is not None else InProcessBus()
+        self.metrics = EdgeMetrics()
+        self.core = EdgeCore(
+            self.settings,
+            location=self.location,
+            subscribers=self.subscribers,
+            secret=_secret(e),
+            metrics=self.metrics,
+        )
+        tls = None
+        if e.tls_cert and e.tls_key:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(e.tls_cert, e.tls_key)
+        self.server = EdgeServer(
+            self.core,
+            self.bus,
+            max_connections=e.max_connections,
+            idle_timeout=e.idle_timeout,
+            tls_context=tls,
+        )
+        self._reload = reload
+        self._metrics_server: object | None = None
+
+    async def start(self) -> None:
+        await self.server.start()
+        loop = asyncio.get_running_loop()
+        if self._reload is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if self.cfg.edge.metrics_listen:
+            from prometheus_client import start_http_server
+
+            host, _, port = self.cfg.edge.metrics_listen.rpartition(":")
+            self.metrics.registrations.set_function(self.location.count)
+            self._metrics_server = start_http_server(
+                int(port), addr=host or "127.0.0.1", registry=self.metrics.registry
+            )
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration; calls and transactions in progress continue.
+        Listening sockets are kept (a changed ``listen`` needs a restart)."""
+        if self._reload is None:
+            return
+        try:
+            new = self._reload()
+        except ConfigError as exc:
+            log.warning("edge.reload_failed", error=str(exc))
+            return
+        new = replace(new, listen=self.settings.listen)
+        self.settings = new
+        self.core.reconfigure(new)
+        log.info("edge.reloaded", routes=len(new.routes), upstreams=len(new.upstreams))
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        srv = self._metrics_server
+        if srv is not None:
+            shutdown = getattr(srv[0] if isinstance(srv, tuple) else srv, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+        self.location.close()
+        if self.subscribers is not None:
+            self.subscribers.close()

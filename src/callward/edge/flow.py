@@ -1,0 +1,63 @@
+"""Transport addresses and RFC 5626 flow tokens.
+
+A :class:`Peer` names where a message came from or goes to: transport, address, port and, for
+connection-oriented transports, the id of the connection (a phone behind NAT is only reachable
+over the connection it opened, RFC 5626 §5.3). A *flow token* encodes a Peer plus the node that
+owns the connection, HMAC-signed so that a forged Route cannot make an edge send to an arbitrary
+address (RFC 5626 §5.2 "the token MUST be tamper-proof").
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+__all__ = ["Peer", "decode_flow_token", "encode_flow_token"]
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    transport: str  # "udp" | "tcp" | "tls" | "ws"
+    host: str
+    port: int
+    conn: int = 0  # connection id for stream transports (0: any / open a new one)
+
+    @property
+    def reliable(self) -> bool:
+        """Stream transports: no retransmissions (RFC 3261 §17.1.1.2)."""
+        return self.transport != "udp"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+    def same_address(self, other: Peer) -> bool:
+        return (self.transport, self.host, self.port) == (other.transport, other.host, other.port)
+
+
+def encode_flow_token(secret: bytes, node: str, peer: Peer) -> str:
+    """A URI-user-safe token (base32, no padding) that names ``peer`` on ``node``."""
+    raw = f"{node}|{peer.transport}|{peer.host}|{peer.port}|{peer.conn}".encode()
+    mac = hmac.new(secret, raw, hashlib.sha256).digest()[:10]
+    return "f" + base64.b32encode(mac + raw).decode().rstrip("=").lower()
+
+
+def decode_flow_token(secret: bytes, token: str) -> tuple[str, Peer] | None:
+    """``(node, peer)`` for a genuine token, None for anything else (never raises)."""
+    if not token.startswith("f") or len(token) > 400:
+        return None
+    text = token[1:].upper()
+    try:
+        blob = base64.b32decode(text + "=" * (-len(text) % 8))
+    except (ValueError, TypeError):
+        return None
+    mac, raw = blob[:10], blob[10:]
+    if not hmac.compare_digest(mac, hmac.new(secret, raw, hashlib.sha256).digest()[:10]):
+        return None
+    try:
+        node, transport, host, port, conn = raw.decode().split("|")
+        return node, Peer(transport, host, int(port), int(conn))
+    except ValueError:
+        return None

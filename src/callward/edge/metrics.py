@@ -1,0 +1,52 @@
+"""Prometheus metrics for one edge node. Labels are bounded enums (method, status class,
+reason); never a user, number, URI or address (privacy: see docs/privacy.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+__all__ = ["KNOWN_METHODS", "EdgeMetrics"]
+
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK", "SUBSCRIBE",
+        "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+    }
+)  # fmt: skip
+
+
+class EdgeMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "callward_edge_requests", "SIP requests received", ["method"], registry=r
+        )
+        self.responses = Counter(
+            "callward_edge_responses", "SIP responses sent upstream", ["code_class"], registry=r
+        )
+        self.rejected = Counter(
+            "callward_edge_rejected",
+            "Requests refused by the edge itself",
+            ["reason"],
+            registry=r,
+        )
+        self.failovers = Counter(
+            "callward_edge_failovers", "Moves to the next outbound target", registry=r
+        )
+        self.calls_active = Gauge("callward_edge_calls_active", "Calls being tracked", registry=r)
+        self.registrations = Gauge(
+            "callward_edge_registrations", "Contact bindings known to this node", registry=r
+        )
+        self.session_expired = Counter(
+            "callward_edge_session_expired", "Dialogs torn down by RFC 4028 timers", registry=r
+        )
+
+    def request(self, method: str) -> None:
+        self.requests.labels(method if method in KNOWN_METHODS else "other").inc()
+
+    def response(self, status: int) -> None:
+        self.responses.labels(f"{status // 100}xx").inc()
+
+    def reject(self, reason: str) -> None:
+        self.rejected.labels(reason).inc()

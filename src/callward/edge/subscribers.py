@@ -1,0 +1,176 @@
+"""Subscriber store: who may register, with HA1 hashes only (never a plaintext password).
+
+Two implementations behind one small interface (style.md §7): SQLite (embedded default) and
+PostgreSQL (scale-out, shared by every edge node). Both keep one row per (username, realm)
+with an MD5 and a SHA-256 HA1 (RFC 8760 lets the client choose), plus the tenant.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from callward.edge.digest import ha1
+from callward.errors import StoreError
+
+__all__ = [
+    "PostgresSubscribers",
+    "SqliteSubscribers",
+    "Subscriber",
+    "SubscriberStore",
+    "open_subscribers",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    username: str
+    realm: str
+    ha1_md5: str
+    ha1_sha256: str
+    tenant: str = "default"
+
+    @classmethod
+    def from_password(
+        cls, username: str, realm: str, password: str, tenant: str = "default"
+    ) -> Subscriber:
+        """Hash at provisioning time; the password is not kept anywhere."""
+        return cls(
+            username,
+            realm,
+            ha1(username, realm, password, "MD5"),
+            ha1(username, realm, password, "SHA-256"),
+            tenant,
+        )
+
+    def ha1_for(self) -> dict[str, str]:
+        return {"MD5": self.ha1_md5, "SHA-256": self.ha1_sha256}
+
+
+class SubscriberStore(Protocol):
+    def get(self, username: str, realm: str) -> Subscriber | None: ...
+
+    def put(self, sub: Subscriber) -> None: ...
+
+    def delete(self, username: str, realm: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS {table} (
+    username TEXT NOT NULL,
+    realm TEXT NOT NULL,
+    ha1_md5 TEXT NOT NULL,
+    ha1_sha256 TEXT NOT NULL,
+    tenant TEXT NOT NULL DEFAULT 'default',
+    PRIMARY KEY (username, realm)
+)"""
+
+
+class SqliteSubscribers:
+    """Embedded default; safe to share between the event loop and a CLI in another process."""
+
+    def __init__(self, path: str | Path, table: str = "subscribers") -> None:
+        if not table.isidentifier():
+            raise StoreError(f"invalid table name {table!r}")
+        self._table = table
+        self._lock = threading.Lock()
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=5)
+            self._db.execute(_SCHEMA.format(table=table))
+            self._db.commit()
+        except sqlite3.Error as exc:
+            raise StoreError(f"subscriber store {path}: {exc}") from None
+
+    def get(self, username: str, realm: str) -> Subscriber | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT username, realm, ha1_md5, ha1_sha256, tenant FROM {self._table} "
+                "WHERE username = ? AND realm = ?",
+                (username, realm),
+            ).fetchone()
+        return None if row is None else Subscriber(*row)
+
+    def put(self, sub: Subscriber) -> None:
+        with self._lock:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?, ?, ?, ?)",
+                (sub.username, sub.realm, sub.ha1_md5, sub.ha1_sha256, sub.tenant),
+            )
+            self._db.commit()
+
+    def delete(self, username: str, realm: str) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                f"DELETE FROM {self._table} WHERE username = ? AND realm = ?", (username, realm)
+            )
+            self._db.commit()
+        return cur.rowcount > 0
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresSubscribers:
+    """PostgreSQL store (psycopg 3, autocommit). ``table`` lets tests use a private table."""
+
+    def __init__(self, url: str, table: str = "callward_subscribers") -> None:
+        import psycopg
+
+        if not table.isidentifier():
+            raise StoreError(f"invalid table name {table!r}")
+        self._table = table
+        self._lock = threading.Lock()
+        try:
+            self._db = psycopg.connect(url, autocommit=True, connect_timeout=5)
+            self._db.execute(_SCHEMA.format(table=table))
+        except psycopg.Error as exc:
+            raise StoreError(f"subscriber store: {str(exc).splitlines()[0]}") from None
+
+    def get(self, username: str, realm: str) -> Subscriber | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT username, realm, ha1_md5, ha1_sha256, tenant FROM {self._table} "
+                "WHERE username = %s AND realm = %s",
+                (username, realm),
+            ).fetchone()
+        return None if row is None else Subscriber(*row)
+
+    def put(self, sub: Subscriber) -> None:
+        with self._lock:
+            self._db.execute(
+                f"INSERT INTO {self._table} VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (username, realm) DO UPDATE SET ha1_md5 = EXCLUDED.ha1_md5, "
+                "ha1_sha256 = EXCLUDED.ha1_sha256, tenant = EXCLUDED.tenant",
+                (sub.username, sub.realm, sub.ha1_md5, sub.ha1_sha256, sub.tenant),
+            )
+
+    def delete(self, username: str, realm: str) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                f"DELETE FROM {self._table} WHERE username = %s AND realm = %s",
+                (username, realm),
+            )
+        return cur.rowcount > 0
+
+    def drop(self) -> None:
+        """Remove the table (tests clean up after themselves)."""
+        with self._lock:
+            self._db.execute(f"DROP TABLE IF EXISTS {self._table}")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_subscribers(spec: str) -> SubscriberStore:
+    """``postgresql://...`` → PostgreSQL; ``sqlite:PATH`` or a bare path → SQLite."""
+    if spec.startswith(("postgresql://", "postgres://")):
+        return PostgresSubscribers(spec)
+    if spec.startswith("sqlite:"):
+        spec = spec[len("sqlite:") :]
+    return SqliteSubscribers(spec)
