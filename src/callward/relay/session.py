@@ -1,0 +1,371 @@
+"""The asyncio media relay: anchors the RTP/RTCP of a call between two legs.
+
+Per packet, in :meth:`RelaySession._on_datagram`:
+
+1. demultiplex RTP/RTCP on the one port (rtcp-mux, RFC 5761 §4);
+2. on an SRTP leg, authenticate and decrypt with that leg's inbound context; failures are
+   counted (auth / replay) and the packet dropped, so a forged packet can never move the
+   latch or reach the other side;
+3. latch: the first verified packet fixes where the leg's peer really is (symmetric RTP,
+   RFC 4961 - what gets media through NAT). Later a verified packet from a new address moves
+   the latch (NAT rebinding, handover). On a trusted plain-RTP leg nothing can be verified,
+   so a new address is only accepted for the SSRC already latched;
+4. update RFC 3550 receiver statistics, hand the plain packet to the taps;
+5. re-protect with the *other* leg's outbound context (its own keys: SRTP<->SRTP re-keying,
+   or plain toward a trusted leg) and send it to that leg's latched/SDP address.
+
+A watchdog publishes a :class:`~callward.events.MediaStats` per leg every
+``stats_interval_s`` and ends the call with ``CallEnded(reason="rtp-timeout")`` when neither
+leg has sent anything for ``rtp_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import itertools
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from callward.errors import MediaError
+from callward.events import CallEnded, EventBus, MediaStats
+from callward.relay.leg import DSCP_EF, LegConfig, LegCounters, open_media_socket
+from callward.relay.taps import MediaTap
+from callward.rtp.packet import is_rtcp
+from callward.rtp.srtp import SrtpContext, SrtpError, SrtpKeying
+
+__all__ = ["MediaRelay", "RelaySession"]
+
+Address = tuple[str, int]
+
+
+class _LegProtocol(asyncio.DatagramProtocol):
+    def __init__(self, session: RelaySession, index: int) -> None:
+        self.session = session
+        self.index = index
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self.session._on_datagram(self.index, data, (str(addr[0]), int(str(addr[1]))))
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable etc.
+        self.session.counters[self.index].no_destination += 1
+
+
+@dataclass
+class _Leg:
+    config: LegConfig
+    transport: asyncio.DatagramTransport | None = None
+    sock: socket.socket | None = None
+    rx: SrtpContext | None = None
+    tx: SrtpContext | None = None
+    latched: Address | None = None
+    latched_ssrc: int | None = None
+
+    @property
+    def destination(self) -> Address | None:
+        return self.latched or self.config.remote
+
+
+class RelaySession:
+    """One call's relay. Build with :meth:`MediaRelay.create_session`."""
+
+    def __init__(
+        self,
+        call_id: str,
+        a: LegConfig,
+        b: LegConfig,
+        *,
+        bus: EventBus | None = None,
+        node: str = "relay-1",
+        tenant: str = "default",
+        rtp_timeout_s: float = 30.0,
+        stats_interval_s: float = 5.0,
+        dscp: int = DSCP_EF,
+        clock: Callable[[], float] = time.time,
+        seq: Callable[[], int] | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.legs = (_Leg(a), _Leg(b))
+        self.counters = (LegCounters(), LegCounters())
+        self.bus = bus
+        self.node = node
+        self.tenant = tenant
+        self.rtp_timeout_s = rtp_timeout_s
+        self.stats_interval_s = stats_interval_s
+        self.dscp = dscp
+        self.clock = clock
+        self._seq = seq or itertools.count(1).__next__
+        self.taps: list[MediaTap] = []
+        self.tap_errors = 0
+        self.ended = asyncio.Event()
+        self.end_reason = ""
+        self._watchdog: asyncio.Task[None] | None = None
+        for leg in self.legs:
+            self._key(leg, leg.config.srtp_rx, leg.config.srtp_tx)
+
+    # -- set-up ---------------------------------------------------------------------------
+    @staticmethod
+    def _key(leg: _Leg, rx: SrtpKeying | None, tx: SrtpKeying | None) -> None:
+        leg.rx = None if rx is None else SrtpContext(rx, inbound=True)
+        leg.tx = None if tx is None else SrtpContext(tx, inbound=False)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for i, leg in enumerate(self.legs):
+            sock = open_media_socket(leg.config.bind_host, leg.config.bind_port, self.dscp)
+            transport, _ = await loop.create_datagram_endpoint(
+                functools.partial(_LegProtocol, self, i), sock=sock
+            )
+            leg.transport = transport
+            leg.sock = sock
+        now = loop.time()
+        for c in self.counters:
+            c.last_rx = now
+        self._watchdog = asyncio.create_task(self._watch())
+
+    def local_address(self, leg: str) -> Address:
+        transport = self.legs[self._index(leg)].transport
+        if transport is None:
+            raise MediaError("relay session not started")
+        host, port = transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    def socket(self, leg: str) -> socket.socket:
+        """The leg's media socket (e.g. to read its DSCP back)."""
+        sock = self.legs[self._index(leg)].sock
+        if sock is None:
+            raise MediaError("relay session not started")
+        return sock
+
+    @staticmethod
+    def _index(leg: str) -> int:
+        if leg not in ("a", "b"):
+            raise MediaError(f"leg must be 'a' or 'b', not {leg!r}")
+        return 0 if leg == "a" else 1
+
+    def add_tap(self, tap: MediaTap) -> None:
+        self.taps.append(tap)
+
+    def rekey(self, leg: str, *, rx: SrtpKeying, tx: SrtpKeying) -> None:
+        """New SDES keys for one leg (re-INVITE, RFC 4568 §7.1.4); the other leg is untouched."""
+        self._key(self.legs[self._index(leg)], rx, tx)
+
+    def update_remote(self, leg: str, remote: Address) -> None:
+        """A re-INVITE moved the peer (handover): forget the latch, use the new SDP address."""
+        target = self.legs[self._index(leg)]
+        target.latched = None
+        target.latched_ssrc = None
+        target.config = dataclasses.replace(target.config, remote=remote)
+
+    # -- data path --------------------------------------------------------------------------
+    def _on_datagram(self, i: int, data: bytes, addr: Address) -> None:
+        leg, other = self.legs[i], self.legs[1 - i]
+        counters = self.counters[i]
+        rtcp = is_rtcp(data)
+        if len(data) < 12 or data[0] >> 6 != 2:
+            counters.malformed += 1  # STUN keep-alives and junk land here
+            return
+        plain = data
+        if leg.rx is not None:
+            try:
+                plain = leg.rx.unprotect_rtcp(data) if rtcp else leg.rx.unprotect(data)
+            except SrtpError as exc:
+                if exc.reason == "auth":
+                    counters.auth_failures += 1
+                elif exc.reason == "replay":
+                    counters.replays += 1
+                else:
+                    counters.malformed += 1
+                return
+            except MediaError:
+                counters.malformed += 1
+                return
+        ssrc = int.from_bytes(plain[4:8] if rtcp else plain[8:12], "big")
+        if leg.latched != addr:
+            if not self._may_latch(leg, addr, ssrc, verified=leg.rx is not None):
+                counters.foreign += 1
+                return
+            leg.latched = addr
+            leg.latched_ssrc = ssrc
+        loop_now = asyncio.get_running_loop().time()
+        counters.last_rx = loop_now
+        counters.packets_in += 1
+        counters.bytes_in += len(data)
+        if rtcp:
+            counters.rtcp_in += 1
+        else:
+            counters.note_rtp(plain, loop_now, leg.config.clock_rate)
+        if self.taps:
+            now = self.clock()
+            for tap in self.taps:
+                try:
+                    tap.on_packet(self.call_id, leg.config.name, plain, rtcp=rtcp, now=now)
+                except Exception:  # a tap must never break media
+                    self.tap_errors += 1
+        dest = other.destination
+        if dest is None or other.transport is None:
+            counters.no_destination += 1
+            return
+        out = plain
+        if other.tx is not None:
+            try:
+                out = other.tx.protect_rtcp(plain) if rtcp else other.tx.protect(plain)
+            except MediaError:
+                counters.malformed += 1
+                return
+        other.transport.sendto(out, dest)
+        oc = self.counters[1 - i]
+        oc.packets_out += 1
+        oc.bytes_out += len(out)
+
+    @staticmethod
+    def _may_latch(leg: _Leg, addr: Address, ssrc: int, *, verified: bool) -> bool:
+        if not leg.config.latch:  # fixed SDP address only
+            return leg.config.remote is not None and addr == leg.config.remote
+        if leg.latched is None:
+            return True
+        # moving an existing latch: only for authenticated packets, or on a trusted plain
+        # leg for the SSRC we already follow (NAT rebinding keeps the SSRC)
+        return verified or ssrc == leg.latched_ssrc
+
+    # -- watchdog, events ---------------------------------------------------------------------
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_stats = loop.time() + self.stats_interval_s
+        tick = min(0.25, self.rtp_timeout_s / 4, self.stats_interval_s / 2)
+        try:
+            while not self.ended.is_set():
+                await asyncio.sleep(tick)
+                now = loop.time()
+                if now >= next_stats:
+                    next_stats = now + self.stats_interval_s
+                    await self.publish_stats()
+                idle = now - max(c.last_rx for c in self.counters)
+                if idle >= self.rtp_timeout_s:
+                    await self._end("rtp-timeout")
+        except asyncio.CancelledError:
+            pass
+
+    def stats_events(self) -> list[MediaStats]:
+        events = []
+        for leg, c in zip(self.legs, self.counters, strict=True):
+            st = c.main_stats()
+            snap = None if st is None else st.snapshot()
+            events.append(
+                MediaStats(
+                    ts=self.clock(),
+                    node=self.node,
+                    seq=self._seq(),
+                    tenant=self.tenant,
+                    call_id=self.call_id,
+                    leg=leg.config.name,
+                    ssrc=0 if snap is None else snap.ssrc,
+                    codec="" if c.payload_type is None else f"PT{c.payload_type}",
+                    packets=c.packets_in - c.rtcp_in,
+                    lost=0 if snap is None else snap.cumulative_lost,
+                    jitter_ms=0.0 if snap is None else round(snap.jitter_ms, 3),
+                    bytes_sent=c.bytes_out,
+                    bytes_received=c.bytes_in,
+                )
+            )
+        return events
+
+    async def publish_stats(self) -> None:
+        if self.bus is None:
+            return
+        for ev in self.stats_events():
+            await self.bus.publish(ev)
+
+    async def _end(self, reason: str) -> None:
+        if self.ended.is_set():
+            return
+        self.end_reason = reason
+        self.ended.set()
+        if self.bus is not None:
+            await self.publish_stats()
+            await self.bus.publish(
+                CallEnded(
+                    ts=self.clock(),
+                    node=self.node,
+                    seq=self._seq(),
+                    tenant=self.tenant,
+                    call_id=self.call_id,
+                    leg="a",
+                    status=200,
+                    reason=reason,
+                )
+            )
+        self._close_transports()
+
+    def _close_transports(self) -> None:
+        for leg in self.legs:
+            if leg.transport is not None:
+                leg.transport.close()
+        for tap in self.taps:
+            try:
+                tap.on_close(self.call_id)
+            except Exception:
+                self.tap_errors += 1
+
+    async def close(self, reason: str = "bye") -> None:
+        """End the call from signalling (BYE/CANCEL): final stats + CallEnded, free ports."""
+        await self._end(reason)
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+
+
+class MediaRelay:
+    """Owns the sessions of one relay node."""
+
+    def __init__(
+        self,
+        *,
+        bus: EventBus | None = None,
+        node: str = "relay-1",
+        rtp_timeout_s: float = 30.0,
+        stats_interval_s: float = 5.0,
+        dscp: int = DSCP_EF,
+    ) -> None:
+        self.bus = bus
+        self.node = node
+        self.rtp_timeout_s = rtp_timeout_s
+        self.stats_interval_s = stats_interval_s
+        self.dscp = dscp
+        self.sessions: dict[str, RelaySession] = {}
+        self._seq = itertools.count(1).__next__
+
+    async def create_session(
+        self, call_id: str, a: LegConfig, b: LegConfig, *, tenant: str = "default"
+    ) -> RelaySession:
+        if call_id in self.sessions:
+            raise MediaError(f"relay session for call {call_id!r} already exists")
+        session = RelaySession(
+            call_id,
+            a,
+            b,
+            bus=self.bus,
+            node=self.node,
+            tenant=tenant,
+            rtp_timeout_s=self.rtp_timeout_s,
+            stats_interval_s=self.stats_interval_s,
+            dscp=self.dscp,
+            seq=self._seq,
+        )
+        await session.start()
+        self.sessions[call_id] = session
+        return session
+
+    async def close(self, call_id: str, reason: str = "bye") -> None:
+        session = self.sessions.pop(call_id, None)
+        if session is not None:
+            await session.close(reason)
+
+    async def close_all(self) -> None:
+        for call_id in list(self.sessions):
+            await self.close(call_id, "shutdown")

@@ -1,0 +1,212 @@
+"""Media relay over loopback: SRTP<->SRTP re-keying, SRTP<->RTP toward a trusted leg only,
+latching, RTP timeout, per-leg stats (checked against the packets actually sent), DSCP, taps."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from callward.errors import PolicyError
+from callward.events import CallEnded, InProcessBus, MediaStats
+from callward.relay.leg import LegConfig, read_dscp
+from callward.relay.session import MediaRelay
+from callward.relay.taps import CollectingTap
+from callward.rtp.packet import parse_rtp
+from callward.rtp.srtp import SrtpContext, SrtpError, SrtpKeying
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def keys() -> SrtpKeying:
+    return SrtpKeying.generate()
+
+
+async def test_srtp_to_srtp_rekeys_per_leg(make_phone) -> None:  # type: ignore[no-untyped-def]
+    a_send, a_recv, b_send, b_recv = keys(), keys(), keys(), keys()
+    alice = await make_phone(tx=a_send, rx=a_recv)
+    bob = await make_phone(tx=b_send, rx=b_recv)
+    relay = MediaRelay()
+    s = await relay.create_session(
+        "call-1",
+        LegConfig("a", remote=alice.address, srtp_rx=a_send, srtp_tx=a_recv),
+        LegConfig("b", remote=bob.address, srtp_rx=b_send, srtp_tx=b_recv),
+    )
+    try:
+        plain = alice.send_rtp(s.local_address("a"), 1)
+        wire, src = await bob.recv()
+        assert src == s.local_address("b")
+        # what bob gets is protected with the b-leg key, not alice's
+        assert wire != plain and len(wire) == len(plain) + 10
+        with pytest.raises(SrtpError):
+            SrtpContext(a_send, inbound=True).unprotect(wire)
+        assert bob.rx is not None and bob.rx.unprotect(wire) == plain
+        back = bob.send_rtp(s.local_address("b"), 7, ssrc=0x2222)
+        wire2, _ = await alice.recv()
+        assert alice.rx is not None and alice.rx.unprotect(wire2) == back
+    finally:
+        await relay.close_all()
+
+
+async def test_plain_leg_needs_trust(make_phone) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(PolicyError):
+        LegConfig("b", remote=("127.0.0.1", 9))
+    with pytest.raises(PolicyError):
+        LegConfig("a", srtp_rx=keys())  # one direction only
+    a_send, a_recv = keys(), keys()
+    alice = await make_phone(tx=a_send, rx=a_recv)
+    pbx = await make_phone()
+    relay = MediaRelay()
+    s = await relay.create_session(
+        "call-2",
+        LegConfig("a", remote=alice.address, srtp_rx=a_send, srtp_tx=a_recv),
+        LegConfig("b", remote=pbx.address, trusted=True),
+    )
+    try:
+        plain = alice.send_rtp(s.local_address("a"), 1)
+        wire, _ = await pbx.recv()
+        assert wire == plain  # decrypted toward the trusted legacy leg
+        back = pbx.send_rtp(s.local_address("b"), 5)
+        wire2, _ = await alice.recv()
+        assert alice.rx is not None and alice.rx.unprotect(wire2) == back
+    finally:
+        await relay.close_all()
+
+
+async def test_latching_and_forgery(make_phone) -> None:  # type: ignore[no-untyped-def]
+    a_send, a_recv, b_send, b_recv = keys(), keys(), keys(), keys()
+    alice_nat = await make_phone(tx=a_send, rx=a_recv)  # the address media really comes from
+    bob = await make_phone(tx=b_send, rx=b_recv)
+    attacker = await make_phone(tx=keys())
+    relay = MediaRelay()
+    s = await relay.create_session(
+        "call-3",
+        # SDP said alice is at a private address that does not work (port 9 discard)
+        LegConfig("a", remote=("127.0.0.1", 9), srtp_rx=a_send, srtp_tx=a_recv),
+        LegConfig("b", remote=bob.address, srtp_rx=b_send, srtp_tx=b_recv),
+    )
+    try:
+        alice_nat.send_rtp(s.local_address("a"), 1)
+        await bob.recv()
+        attacker.send_rtp(s.local_address("a"), 2)  # wrong key: must not move the latch
+        await asyncio.sleep(0.1)
+        assert s.counters[0].auth_failures == 1
+        back = bob.send_rtp(s.local_address("b"), 9, ssrc=0x2222)
+        wire, _ = await alice_nat.recv()  # the relay answers where alice really is
+        assert alice_nat.rx is not None and alice_nat.rx.unprotect(wire) == back
+        assert attacker.queue.empty()
+        # a replayed copy of a genuine packet is dropped as a replay
+        assert alice_nat.tx is not None
+        genuine = alice_nat.tx.protect(bytes(parse_rtp(back)))  # any fresh seq
+        assert alice_nat.transport is not None
+        alice_nat.transport.sendto(genuine, s.local_address("a"))
+        alice_nat.transport.sendto(genuine, s.local_address("a"))
+        await bob.recv()
+        await asyncio.sleep(0.1)
+        assert s.counters[0].replays == 1
+    finally:
+        await relay.close_all()
+
+
+async def test_stats_events_and_rtp_timeout(make_phone) -> None:  # type: ignore[no-untyped-def]
+    bus = InProcessBus()
+    events: list[object] = []
+    bus.subscribe(events.append)
+    a_send, a_recv = keys(), keys()
+    alice = await make_phone(tx=a_send, rx=a_recv)
+    pbx = await make_phone()
+    relay = MediaRelay(bus=bus, rtp_timeout_s=0.6, stats_interval_s=0.3)
+    s = await relay.create_session(
+        "call-4",
+        LegConfig("a", remote=alice.address, srtp_rx=a_send, srtp_tx=a_recv),
+        LegConfig("b", remote=pbx.address, trusted=True),
+    )
+    sent = [seq for seq in range(100, 150) if seq % 10 != 3]  # 5 of 50 never sent
+    for seq in sent:
+        alice.send_rtp(s.local_address("a"), seq)
+    for _ in sent:
+        await pbx.recv()
+    await asyncio.wait_for(s.ended.wait(), 5)
+    assert s.end_reason == "rtp-timeout"
+    ended = [e for e in events if isinstance(e, CallEnded)]
+    assert len(ended) == 1 and ended[0].reason == "rtp-timeout" and ended[0].call_id == "call-4"
+    final = [e for e in events if isinstance(e, MediaStats) and e.leg == "a"][-1]
+    # probation (RFC 3550 A.1) does not count the first packet: 44 counted, 49 expected
+    assert final.packets == 45 and final.lost == 5 and final.ssrc == 0x1111
+    assert final.codec == "PT0" and final.bytes_received == 45 * (12 + 160 + 10)
+    b_stats = [e for e in events if isinstance(e, MediaStats) and e.leg == "b"][-1]
+    assert b_stats.bytes_sent == 45 * (12 + 160)  # plain toward the trusted leg
+    await relay.close_all()
+
+
+async def test_dscp_ef_on_media_sockets() -> None:
+    relay = MediaRelay()
+    s = await relay.create_session(
+        "call-5", LegConfig("a", trusted=True), LegConfig("b", trusted=True)
+    )
+    try:
+        for leg in ("a", "b"):
+            sock = s.socket(leg)
+            assert read_dscp(sock) == 46
+            assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 0xB8  # 46 << 2
+    finally:
+        await relay.close_all()
+    relay2 = MediaRelay(dscp=34)
+    s2 = await relay2.create_session(
+        "c", LegConfig("a", trusted=True), LegConfig("b", trusted=True)
+    )
+    assert read_dscp(s2.socket("a")) == 34
+    await relay2.close_all()
+
+
+async def test_tap_sees_plaintext_and_close(make_phone) -> None:  # type: ignore[no-untyped-def]
+    a_send, a_recv, b_send, b_recv = keys(), keys(), keys(), keys()
+    alice = await make_phone(tx=a_send, rx=a_recv)
+    bob = await make_phone(tx=b_send, rx=b_recv)
+    relay = MediaRelay()
+    s = await relay.create_session(
+        "call-6",
+        LegConfig("a", remote=alice.address, srtp_rx=a_send, srtp_tx=a_recv),
+        LegConfig("b", remote=bob.address, srtp_rx=b_send, srtp_tx=b_recv),
+    )
+    tap = CollectingTap()
+
+    class Broken:
+        def on_packet(self, *a: object, **k: object) -> None:
+            raise RuntimeError("boom")
+
+        def on_close(self, call_id: str) -> None:
+            pass
+
+    s.add_tap(Broken())
+    s.add_tap(tap)
+    plain = alice.send_rtp(s.local_address("a"), 1)
+    await bob.recv()  # media kept flowing despite the broken tap
+    assert [(p.leg, p.packet, p.rtcp) for p in tap.packets] == [("a", plain, False)]
+    assert s.tap_errors == 1
+    await relay.close("call-6")
+    assert tap.closed == ["call-6"]
+
+
+async def test_rekey_mid_call(make_phone) -> None:  # type: ignore[no-untyped-def]
+    a_send, a_recv, b_send, b_recv = keys(), keys(), keys(), keys()
+    alice = await make_phone(tx=a_send, rx=a_recv)
+    bob = await make_phone(tx=b_send, rx=b_recv)
+    relay = MediaRelay()
+    s = await relay.create_session(
+        "call-7",
+        LegConfig("a", remote=alice.address, srtp_rx=a_send, srtp_tx=a_recv),
+        LegConfig("b", remote=bob.address, srtp_rx=b_send, srtp_tx=b_recv),
+    )
+    try:
+        alice.send_rtp(s.local_address("a"), 1)
+        await bob.recv()
+        new_send, new_recv = keys(), keys()
+        s.rekey("a", rx=new_send, tx=new_recv)
+        alice.tx = SrtpContext(new_send, inbound=False)
+        plain = alice.send_rtp(s.local_address("a"), 2)
+        wire, _ = await bob.recv()
+        assert bob.rx is not None and bob.rx.unprotect(wire) == plain
+    finally:
+        await relay.close_all()
