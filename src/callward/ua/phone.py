@@ -82,6 +82,7 @@ class Call:
         self.server_key: TransactionKey | None = None
         loop = asyncio.get_running_loop()
         self.started_at = loop.time()
+        self.ringing_at: float | None = None  # first 18x (UAC: received, UAS: sent)
         self.answered_at: float | None = None
         self.ended_at: float | None = None
         self._acked = asyncio.Event()
@@ -118,6 +119,8 @@ class Call:
 
     # -------------------------------------------------------------- UAS side
     async def ring(self) -> None:
+        if self.ringing_at is None:
+            self.ringing_at = asyncio.get_running_loop().time()
         self._respond(self.leg.make_response(180))
 
     async def answer(self, sdp: bytes | None = None, *, wait_ack: float | None = 32.0) -> None:
@@ -170,6 +173,8 @@ class Call:
 
     # -------------------------------------------------------------- UAC side
     def _on_provisional(self, resp: Response) -> None:
+        if resp.status > 100 and self.ringing_at is None:
+            self.ringing_at = asyncio.get_running_loop().time()
         self.leg.on_response(resp)
 
     def _on_final(self, resp: Response) -> None:
