@@ -19,7 +19,20 @@ from pathlib import Path
 import pytest
 from pylibsrtp import Policy, Session
 
-from callward.sdp import LocalMedia, SecurityMode, create_answer, negotiate, parse_sdp, summary
+from callward.sdp import (
+    Fingerprint,
+    LocalMedia,
+    OAState,
+    OfferAnswerSession,
+    SecurityMode,
+    SecurityPolicy,
+    Setup,
+    choose_security,
+    create_answer,
+    negotiate,
+    parse_sdp,
+    summary,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
 
@@ -36,14 +49,19 @@ def _free_port() -> int:
         return port
 
 
-def _start_baresip(cfg: Path, target_port: int) -> subprocess.Popen[bytes]:
+def _start_baresip(
+    cfg: Path,
+    target_port: int | None,
+    account: str = "mediaenc=srtp-mand",
+    sip_port: int | None = None,
+) -> subprocess.Popen[bytes]:
     cfg.mkdir(parents=True, exist_ok=True)
     (cfg / "config").write_text(
         "poll_method epoll\n"
-        f"sip_listen 127.0.0.1:{_free_port()}\n"
+        f"sip_listen 127.0.0.1:{sip_port or _free_port()}\n"
         "net_interface 127.0.0.1\n"
         "module_path /usr/lib/baresip/modules\n"
-        "module g711.so\nmodule srtp.so\nmodule aufile.so\n"
+        "module g711.so\nmodule srtp.so\nmodule dtls_srtp.so\nmodule aufile.so\n"
         "module_app account.so\nmodule_app menu.so\n"
         f"audio_player aufile,{cfg / 'out.wav'}\n"
         f"audio_source aufile,{cfg / 'in.wav'}\n"
@@ -53,10 +71,11 @@ def _start_baresip(cfg: Path, target_port: int) -> subprocess.Popen[bytes]:
         w.setsampwidth(2)
         w.setframerate(8000)
         w.writeframes(bytes(2 * 8000 * 3))
-    (cfg / "accounts").write_text("<sip:alice@127.0.0.1>;regint=0;mediaenc=srtp-mand\n")
+    (cfg / "accounts").write_text(f"<sip:alice@127.0.0.1>;regint=0;{account}\n")
     (cfg / "contacts").write_text("")
+    dial = ["-e", f"/dial sip:bob@127.0.0.1:{target_port}"] if target_port else []
     return subprocess.Popen(
-        ["baresip", "-f", str(cfg), "-e", f"/dial sip:bob@127.0.0.1:{target_port}"],
+        ["baresip", "-f", str(cfg), *dial],
         stdin=subprocess.DEVNULL,
         stdout=(cfg / "log").open("wb"),
         stderr=subprocess.STDOUT,
@@ -156,3 +175,70 @@ def test_baresip_sdes_call(tmp_path: Path) -> None:
     # Control: the same call with a wrong key on our side must be noticed by baresip.
     _, _, bad_log = _call(tmp_path / "bad", corrupt_our_key=True)
     assert "failed to decrypt" in bad_log
+
+
+def test_baresip_dtls_offer_is_chosen_as_dtls(tmp_path: Path) -> None:
+    if shutil.which("baresip") is None:
+        pytest.skip("why: baresip not installed")
+    sip = _udp()
+    proc = _start_baresip(tmp_path, sip.getsockname()[1], account="mediaenc=dtls_srtp")
+    try:
+        sip.settimeout(15)
+        data, _ = sip.recvfrom(65535)
+    finally:
+        _stop(proc)
+        sip.close()
+    offer = parse_sdp(data.split(b"\r\n\r\n", 1)[1], strict=True)
+    choice = choose_security(offer, SecurityPolicy())
+    assert choice.mode is SecurityMode.DTLS_SRTP
+    assert offer.media[0].proto.startswith("UDP/TLS/RTP/SAVP")
+    assert choice.remote_fingerprints and choice.remote_setup is Setup.ACTPASS
+    fp = Fingerprint("sha-256", ":".join(["AA"] * 32))
+    answer = create_answer(offer, LocalMedia("127.0.0.1", (40000,), fingerprint=fp))
+    assert answer.media[0].attribute("setup") == "active"
+
+
+def test_baresip_answers_our_offer(tmp_path: Path) -> None:
+    """baresip (auto-answer) takes our SDES offer; we read its answer with the session."""
+    if shutil.which("baresip") is None:
+        pytest.skip("why: baresip not installed")
+    bport = _free_port()
+    proc = _start_baresip(
+        tmp_path, None, account="mediaenc=srtp-mand;answermode=auto", sip_port=bport
+    )
+    sip = _udp()
+    try:
+        session = OfferAnswerSession(LocalMedia("127.0.0.1", (_free_port(),)))
+        offer = bytes(session.create_offer())
+        me = sip.getsockname()[1]
+        invite = (
+            f"INVITE sip:alice@127.0.0.1:{bport} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-cwsdp1;rport\r\n"
+            "From: <sip:carol@127.0.0.1>;tag=cw1\r\nTo: <sip:alice@127.0.0.1>\r\n"
+            "Call-ID: cw-sdp-interop-1\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:carol@127.0.0.1:{me}>\r\nMax-Forwards: 70\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(offer)}\r\n\r\n"
+        ).encode() + offer
+        sip.settimeout(3)
+        final = b""
+        for _ in range(10):  # baresip may need a moment to bind: retransmit like Timer A
+            sip.sendto(invite, ("127.0.0.1", bport))
+            try:
+                while not final:
+                    data, _ = sip.recvfrom(65535)
+                    if data.startswith(b"SIP/2.0 2"):
+                        final = data
+            except TimeoutError:
+                continue
+            break
+        assert final.startswith(b"SIP/2.0 200"), final[:80]
+        streams = session.receive_answer(parse_sdp(final.split(b"\r\n\r\n", 1)[1], strict=True))
+        (stream,) = streams
+        assert stream.security is SecurityMode.SDES_SRTP
+        assert stream.codec.name == "PCMU" and stream.remote_address == "127.0.0.1"
+        assert stream.local_crypto is not None and stream.remote_crypto is not None
+        assert stream.local_crypto.tag == stream.remote_crypto.tag
+        assert session.state is OAState.STABLE
+    finally:
+        _stop(proc)
+        sip.close()
