@@ -242,3 +242,78 @@ async def test_register_against_raw_registrar() -> None:
     finally:
         raw.close()
         await alice.close()
+
+
+def _digest_ok(auth: str, method: str, password: str) -> bool:
+    """RFC 2617 §3.2.2.1 response computed by hand with hashlib (not with sip/auth.py)."""
+    import hashlib
+    import re
+
+    p = dict(re.findall(r'(\w+)="?([^",]*)"?', auth))
+
+    def md5(x: str) -> str:
+        return hashlib.md5(x.encode()).hexdigest()
+
+    ha1 = md5(f"{p['username']}:{p['realm']}:{password}")
+    ha2 = md5(f"{method}:{p['uri']}")
+    expect = md5(f"{ha1}:{p['nonce']}:{p['nc']}:{p['cnonce']}:{p['qop']}:{ha2}")
+    return p["response"] == expect and p["nonce"] == "n0nce" and p["realm"] == "example.com"
+
+
+@pytest.mark.parametrize("kind", ["REGISTER", "INVITE"])
+async def test_digest_challenge_is_answered(kind: str) -> None:
+    raw = udp_socket()
+    alice = await Phone.start("alice", password="s3cret", auth_user="alice")
+    loop = asyncio.get_running_loop()
+    challenge = 'Digest realm="example.com", nonce="n0nce", algorithm=MD5, qop="auth"'
+    hname, aname = (
+        ("WWW-Authenticate", "Authorization")
+        if kind == "REGISTER"
+        else ("Proxy-Authenticate", "Proxy-Authorization")
+    )
+    status = 401 if kind == "REGISTER" else 407
+
+    def reply_to(req: Request, code: int, extra: str = "") -> bytes:
+        vias = "".join(f"Via: {v}\r\n" for v in req.headers.values("Via"))
+        return (
+            f"SIP/2.0 {code} X\r\n{vias}From: {req.headers.get('From')}\r\n"
+            f"To: {req.headers.get('To')};tag=srv\r\nCall-ID: {req.call_id}\r\n"
+            f"CSeq: {req.cseq}\r\n{extra}Content-Length: 0\r\n\r\n"
+        ).encode()
+
+    async def server() -> list[Request]:
+        seen: list[Request] = []
+        while len(seen) < 2:
+            data, addr = await loop.sock_recvfrom(raw, 65535)
+            req = parse_message(data)
+            assert isinstance(req, Request)
+            if req.method == "ACK":
+                continue
+            seen.append(req)
+            if len(seen) == 1:
+                await loop.sock_sendto(
+                    raw, reply_to(req, status, f"{hname}: {challenge}\r\n"), addr
+                )
+            else:
+                ok = _digest_ok(req.headers.get(aname) or "", kind, "s3cret")
+                await loop.sock_sendto(raw, reply_to(req, 200 if ok else 403), addr)
+        return seen
+
+    task = asyncio.create_task(server())
+    try:
+        if kind == "REGISTER":
+            final = (await alice.register(raw.getsockname(), domain="example.com")).status
+        else:
+            port = raw.getsockname()[1]
+            final = (await alice.call(f"sip:bob@127.0.0.1:{port}")).status
+        first, second = await asyncio.wait_for(task, 10)
+        assert final == 200  # the server's hand-computed digest check passed
+        # §8.1.3.5 / §22.2: a new transaction (new branch) with CSeq + 1, same Call-ID and tag
+        assert second.cseq.seq == first.cseq.seq + 1
+        assert second.top_via.branch != first.top_via.branch
+        assert second.call_id == first.call_id and second.from_.tag == first.from_.tag
+        assert aname not in first.headers
+    finally:
+        task.cancel()
+        raw.close()
+        await alice.close()

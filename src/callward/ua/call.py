@@ -250,8 +250,12 @@ class CallLeg:
         """ACK for the 2xx (§13.2.2.4): its own transaction, same CSeq number, in-dialog."""
         if self.invite is None or self.remote_tag is None:
             raise LocalProtocolError("ACK needs a confirmed dialog")
+        # §22.1 / §13.2.2.4: the ACK carries the INVITE's credentials.
+        creds = [
+            (n, v) for n, v in self.invite.headers if n in ("Authorization", "Proxy-Authorization")
+        ]
         self.ack = self._request(
-            "ACK", self._dialog_uri(), self._to_header(), cseq=self.invite.cseq.seq
+            "ACK", self._dialog_uri(), self._to_header(), extra=creds, cseq=self.invite.cseq.seq
         )
         return self.ack
 

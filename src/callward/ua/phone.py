@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from callward.errors import LocalProtocolError, SipParseError, TransportError
+from callward.errors import AuthError, LocalProtocolError, SipParseError, TransportError
 from callward.events import (
     CallAnswered,
     CallEnded,
@@ -34,6 +34,7 @@ from callward.events import (
     EventBus,
     RegistrationChanged,
 )
+from callward.sip.auth import authorize
 from callward.sip.message import Headers, Request, Response, make_response
 from callward.sip.timers import TimerConfig
 from callward.sip.transaction import (
@@ -225,8 +226,12 @@ class Phone:
         node: str = "ua",
         timers: TimerConfig | None = None,
         auto_answer: bool = False,
+        password: str | None = None,
+        auth_user: str | None = None,
     ) -> None:
         self.user = user
+        self.password = password  # digest credentials (RFC 3261 §22), never logged
+        self.auth_user = auth_user or user
         self._domain = domain
         self._display = display
         self.bus = bus
@@ -270,6 +275,8 @@ class Phone:
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         auto_answer: bool = False,
+        password: str | None = None,
+        auth_user: str | None = None,
     ) -> Phone:
         """Bind a transport (``udp``/``tcp``/``tls``/``ws``/``wss``) and start the UA."""
         self = cls(
@@ -280,6 +287,8 @@ class Phone:
             node=node,
             timers=timers,
             auto_answer=auto_answer,
+            password=password,
+            auth_user=auth_user,
         )
         self.transport = await open_transport(
             f"{transport}:{host}:{port}",
@@ -332,6 +341,11 @@ class Phone:
         self._publish(CallStarted, call_id=leg.call_id, leg="a", caller=self.aor, callee=target)
         assert leg.invite is not None
         resp = await self.request(leg.invite, call.peer[0], on_provisional=call._on_provisional)
+        retry = self._authorized(leg.invite, resp, leg.local_cseq + 1)
+        if retry is not None:
+            leg.invite = retry
+            leg.local_cseq += 1
+            resp = await self.request(retry, call.peer[0], on_provisional=call._on_provisional)
         call._on_final(resp)
         return call
 
@@ -363,6 +377,10 @@ class Phone:
         ]
         req = Request(Headers(items), method="REGISTER", uri=parse_uri(f"sip:{domain}"))
         resp = await self.request(req, registrar)
+        retry = self._authorized(req, resp, self._reg_cseq + 1)
+        if retry is not None:
+            self._reg_cseq += 1
+            resp = await self.request(retry, registrar)
         if 200 <= resp.status < 300:
             self._publish(
                 RegistrationChanged,
@@ -372,6 +390,19 @@ class Phone:
                 reason="unregistered" if expires == 0 else "registered",
             )
         return resp
+
+    def _authorized(self, req: Request, resp: Response, cseq: int) -> Request | None:
+        """The retry of ``req`` answering a 401/407 (§8.1.3.5, §22.2): new branch, CSeq
+        ``cseq``, Authorization for each realm; None when there is nothing to retry with."""
+        if resp.status not in (401, 407) or self.password is None:
+            return None
+        try:
+            authed = authorize(req, resp, username=self.auth_user, password=self.password)
+        except AuthError:
+            return None
+        headers = authed.headers.set("Via", self.local.via(new_branch()))
+        headers = headers.set("CSeq", f"{cseq} {req.method}")
+        return authed.replace(headers=headers)
 
     async def request(
         self,
