@@ -70,6 +70,14 @@ def reply(req: Request, status: int, *, to_tag: str = "tb", extra=(), body: byte
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def _parse(data: bytes) -> Request | Response:
+    """Strict parse; lenient only for our 400s that must echo a peer's malformed header."""
+    try:
+        return parse_message(data)
+    except Exception:
+        return parse_message(data, strict=False)
+
+
 @dataclass
 class Net:
     core: EdgeCore
@@ -97,7 +105,7 @@ class Net:
     def _drain(self) -> list[tuple[Peer, Request | Response]]:
         out, ev = self.core.take()
         self.events += ev
-        msgs = [(p, parse_message(d)) for p, d in out]
+        msgs = [(p, _parse(d)) for p, d in out]
         self.log += msgs
         return msgs
 

@@ -246,12 +246,14 @@ class EdgeCore:
         rule, if enough of it parses leniently to build a response; otherwise drop it."""
         self.metrics.reject("malformed")
         try:
+            if exc.status_hint in (413, 513):
+                # Oversized: answer from the header section alone (§21.4.14 / §21.5.14).
+                end = data.find(b"\r\n\r\n")
+                data = data[: end + 4] if 0 <= end < self.settings.limits.max_message_bytes else b""
             msg = parse_message(data, strict=False, limits=self.settings.limits)
             if not isinstance(msg, Request) or msg.method == "ACK":
                 return
             msg.top_via  # noqa: B018 - a response needs a Via to go back on
-            msg.cseq  # noqa: B018
-            msg.call_id  # noqa: B018
             status = exc.status_hint if 400 <= exc.status_hint < 700 else 400
             resp = make_response(msg, status, _reason(str(exc)))
             self._send(source, bytes(resp))
@@ -854,7 +856,7 @@ class EdgeCore:
                     if other is not b and other.state < 2:
                         self._send_cancel(other, now)  # §16.7 step 10
                 st.pending.clear()
-                if first:
+                if first and st.initial:
                     self._call_answered(st, b, resp, now)
             return
         if (
