@@ -10,6 +10,7 @@ out-of-range ports). Derived views (codecs, direction, crypto, ...) live in ``co
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -86,15 +87,21 @@ def _bad(what: str, value: object) -> SdpError:
     return SdpError(f"invalid {what}: {value!r}", rule="model", status_hint=500)
 
 
+# One regex search is ~5x faster than any(c in s for c in ...) on short fields, and these
+# checks run for every line parsed.
+_NOT_TOKEN = re.compile(r"[ \t\r\n\x00]").search
+_NOT_TEXT = re.compile(r"[\r\n\x00]").search
+
+
 def _token(what: str, value: str) -> None:
     # RFC 8866 §9 token / non-ws-string: non-empty, no whitespace, no CR/LF.
-    if not value or any(c in value for c in " \t\r\n\x00"):
+    if not value or _NOT_TOKEN(value):
         raise _bad(what, value)
 
 
 def _text(what: str, value: str) -> None:
     # RFC 8866 §9 text: any byte string without NUL, CR or LF.
-    if any(c in value for c in "\r\n\x00"):
+    if _NOT_TEXT(value):
         raise _bad(what, value)
 
 
@@ -216,11 +223,10 @@ class Attribute:
     value: str | None = None
 
     def __post_init__(self) -> None:
-        _token("a= name", self.name)
-        if ":" in self.name:
+        if not self.name or ":" in self.name or _NOT_TOKEN(self.name):
             raise _bad("a= name", self.name)
-        if self.value is not None:
-            _text("a= value", self.value)
+        if self.value is not None and _NOT_TEXT(self.value):
+            raise _bad("a= value", self.value)
 
     def __str__(self) -> str:
         return self.name if self.value is None else f"{self.name}:{self.value}"
@@ -265,10 +271,8 @@ class MediaDescription:
             raise _bad("m= port", self.port)
         if self.port_count is not None and self.port_count < 1:
             raise _bad("m= number of ports", self.port_count)
-        if not self.formats:
-            raise _bad("m= fmt list", "empty")
-        for f in self.formats:
-            _token("m= fmt", f)
+        if not self.formats or not all(self.formats) or _NOT_TOKEN("".join(self.formats)):
+            raise _bad("m= fmt list", self.formats)
         if self.information is not None:
             _text("i= line", self.information)
         if self.key is not None:
