@@ -214,3 +214,22 @@ def test_ipv4_packet_checksum_valid() -> None:
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     assert s == 0xFFFF
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 40)), min_size=1, max_size=12))
+def test_speculative_walk_on_mixed_sizes(tmp_path_factory, runs) -> None:
+    """Runs of equal and changing record sizes: the run-verified walk must see every frame."""
+    frames = []
+    t = T0
+    for size, count in runs:
+        for _ in range(count):
+            t += 0.001
+            frames.append(
+                Frame(t, ethernet_ipv4_udp("10.0.0.1", 1, "10.0.0.2", 2, bytes(size * 7)))
+            )
+    p = tmp_path_factory.mktemp("mx") / "m.pcap"
+    write_pcap(p, frames)
+    for chunk in (300, 1 << 20):
+        got = [b.frame(i) for b in iter_blocks(p, chunk_bytes=chunk) for i in range(len(b.offsets))]
+        assert got == [f.data for f in frames]

@@ -97,13 +97,17 @@ def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) ->
         [flow_ids.setdefault(k[:4], len(flow_ids)) for k in keys], dtype=np.int64
     )
     pkt_flow = stream_flow[cols.stream]
+    if len(flow_ids) < 65536:
+        pkt_flow = pkt_flow.astype(np.uint16)
     ets = np.empty(len(t_ms), dtype=np.int64)
     order_f = np.argsort(pkt_flow, kind="stable")
     fsorted = pkt_flow[order_f]
     fb = np.flatnonzero(np.diff(fsorted)) + 1
     for seg in np.split(order_f, fb):
         ets[seg] = unwrap_timestamps(cols.rtp_ts[seg])
-    order = np.argsort(cols.stream, kind="stable")
+    # Small integer ids sort by radix in O(n) when narrowed to 16 bits.
+    sid_keys = cols.stream.astype(np.uint16) if len(keys) < 65536 else cols.stream
+    order = np.argsort(sid_keys, kind="stable")
     ssorted = cols.stream[order]
     bounds = np.flatnonzero(np.diff(ssorted)) + 1
     # Report streams in order of their first packet (as a reader of the capture meets them).

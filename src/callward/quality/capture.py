@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -119,42 +119,90 @@ def _pcap_blocks(f: BinaryIO, magic: bytes, chunk_bytes: int) -> Iterator[FrameB
     while True:
         data = f.read(chunk_bytes)
         buf = pending + data if pending else data
-        n = len(buf)
         if not data:
-            if pending:
-                # A truncated last record is common (capture killed mid-write): stop there.
-                return
-            return
-        offs: list[int] = []
-        lens: list[int] = []
-        secs: list[int] = []
-        fracs: list[int] = []
-        off = 0
-        while off + 16 <= n:
-            sec, frac, incl, _orig = unpack(buf, off)
-            if incl > MAX_FRAME:
-                raise CaptureError(f"pcap: record length {incl} is implausible (corrupt file)")
-            end = off + 16 + incl
-            if end > n:
-                break
-            offs.append(off + 16)
-            lens.append(incl)
-            secs.append(sec)
-            fracs.append(frac)
-            off = end
+            return  # a truncated last record (capture killed mid-write) is dropped
+        offs, lens, secs, fracs, off = _walk_pcap(buf, unpack, e)
         pending = buf[off:]
-        if offs:
-            ts = (
-                np.array(secs, dtype=np.int64) * 1_000_000_000
-                + np.array(fracs, dtype=np.int64) * mult
-            )
+        if len(offs):
             yield FrameBlock(
-                buf,
-                np.array(offs, dtype=np.int64),
-                np.array(lens, dtype=np.int64),
-                ts,
+                buf, offs, lens, secs * 1_000_000_000 + fracs * mult,
                 np.full(len(offs), linktype, dtype=np.int32),
-            )
+            )  # fmt: skip
+
+
+RUN_MAX = 8192  # records verified per speculative run
+
+
+def _u32(b: np.ndarray, idx: np.ndarray, e: str) -> np.ndarray:
+    w = [b[idx + k].astype(np.int64) for k in range(4)]
+    out: np.ndarray
+    if e == "<":
+        out = w[0] | (w[1] << 8) | (w[2] << 16) | (w[3] << 24)
+    else:
+        out = (w[0] << 24) | (w[1] << 16) | (w[2] << 8) | w[3]
+    return out
+
+
+def _walk_pcap(
+    buf: bytes, unpack: Callable[[bytes, int], tuple[int, ...]], e: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Record offsets, lengths, seconds and fractions of the complete records in ``buf``.
+
+    Why speculative runs: records cannot be located without walking length fields, which is
+    slow in Python. RTP captures are long runs of equal-sized records, so from each record we
+    assume the next ones have its size, verify every assumed length field at once with numpy
+    and accept the verified prefix; a mismatch falls back to one scalar step. The walk is exact:
+    a record is only accepted after its own length field was read.
+    """
+    b = np.frombuffer(buf, dtype=np.uint8)
+    n = len(buf)
+    parts: list[tuple[np.ndarray, ...]] = []
+    s_off: list[int] = []
+    s_len: list[int] = []
+    s_sec: list[int] = []
+    s_frac: list[int] = []
+    off = 0
+    scalar_budget = 0
+    while off + 16 <= n:
+        sec, frac, incl, _orig = unpack(buf, off)
+        if incl > MAX_FRAME:
+            raise CaptureError(f"pcap: record length {incl} is implausible (corrupt file)")
+        rl = 16 + incl
+        if off + rl > n:
+            break
+        k = min((n - off) // rl, RUN_MAX)
+        if scalar_budget > 0 or k < 16:
+            scalar_budget -= 1
+            s_off.append(off + 16)
+            s_len.append(incl)
+            s_sec.append(sec)
+            s_frac.append(frac)
+            off += rl
+            continue
+        rec = off + rl * np.arange(k, dtype=np.int64)
+        ok = _u32(b, rec + 8, e) == incl
+        m = k if bool(ok.all()) else int(np.argmin(ok))
+        if s_off:
+            parts.append(_scalar_cols(s_off, s_len, s_sec, s_frac))
+            s_off, s_len, s_sec, s_frac = [], [], [], []
+        rec = rec[:m]
+        parts.append(
+            (rec + 16, np.full(m, incl, dtype=np.int64), _u32(b, rec, e), _u32(b, rec + 4, e))
+        )
+        off += m * rl
+        if m < 16:
+            scalar_budget = 64  # mixed sizes here: walk a while before speculating again
+    if s_off:
+        parts.append(_scalar_cols(s_off, s_len, s_sec, s_frac))
+    if not parts:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z, z, off
+    cols = [np.concatenate([p[i] for p in parts]) for i in range(4)]
+    return cols[0], cols[1], cols[2], cols[3], off
+
+
+def _scalar_cols(o: list[int], ln: list[int], s: list[int], f: list[int]) -> tuple[np.ndarray, ...]:
+    return tuple(np.array(x, dtype=np.int64) for x in (o, ln, s, f))
 
 
 @dataclass(slots=True)

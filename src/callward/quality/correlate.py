@@ -207,12 +207,20 @@ def build_calls(sip: list[Datagram]) -> list[Call]:
     return list(calls.values())
 
 
+# Addresses a NAT hides: RFC 1918, RFC 6598 shared (CGNAT), link-local, RFC 4193 ULA.
+_NAT_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+              "169.254.0.0/16", "fc00::/7", "fe80::/10")
+)  # fmt: skip
+
+
 def _private(ip: str) -> bool:
     try:
         a = ipaddress.ip_address(ip)
     except ValueError:
         return False
-    return a.is_private or a in ipaddress.ip_network("100.64.0.0/10")
+    return any(a.version == n.version and a in n for n in _NAT_NETS)
 
 
 def _direction(

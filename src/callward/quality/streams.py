@@ -369,7 +369,7 @@ def burst_metrics(seq_ext: np.ndarray, gmin: int = GMIN) -> BurstMetrics:
     """
     if len(seq_ext) == 0:
         return BurstMetrics(0.0, 0.0, 0, 0, 1.0)
-    rx = np.unique(seq_ext)
+    rx = seq_ext if bool(np.all(np.diff(seq_ext) > 0)) else np.unique(seq_ext)
     lo, hi = int(rx[0]), int(rx[-1])
     total = hi - lo + 1
     steps = np.diff(rx)

@@ -276,13 +276,13 @@ def iter_bulk_rtp(
     """A large interleaved multi-stream capture for benchmarks (streams share the clock)."""
     rng = random.Random(seed)
     per = n_packets // n_streams
-    payload = bytes(160)
+    payload = bytes(20)  # G.729: 20 bytes per 20 ms frame
     base = 1_700_000_000.0
     for i in range(int(per / (1 - loss)) + 1):
         for s in range(n_streams):
             if rng.random() < loss:
                 continue
-            rtp = rtp_header(0, i, i * 160, 0x1000 + s)
+            rtp = rtp_header(18, i, i * 160, 0x1000 + s)
             data = ethernet_ipv4_udp(
                 f"10.1.{s // 200}.{s % 200 + 1}",
                 20000 + 2 * s,

@@ -1,0 +1,75 @@
+"""`callward analyze` and `callward mos`: output shape, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from callward.cli import app
+from callward.quality.synth import RtpSpec, merge, rtp_frames, sip_call, write_pcap
+
+T0 = 1_700_000_000.0
+runner = CliRunner()
+
+
+def test_mos_json_default_g711() -> None:
+    res = runner.invoke(app, ["mos", "--codec", "g711", "--json"])
+    assert res.exit_code == 0
+    d = json.loads(res.stdout)
+    assert d["r"] == pytest.approx(93.2, abs=0.05) and d["mos"] == pytest.approx(4.41, abs=0.005)
+    assert {"ro", "is", "id", "ie_eff", "idd"} <= set(d)
+
+
+def test_mos_loss_by_hand() -> None:
+    # G.729A, 2 % random loss, no delay: Ie,eff = 11 + 84·2/(2 + 19) = 19.0
+    res = runner.invoke(app, ["mos", "--codec", "g729a", "--loss", "2", "--json"])
+    assert json.loads(res.stdout)["ie_eff"] == pytest.approx(19.0, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--codec", "nonesuch"], ["--loss", "150"], ["--delay", "-1"], ["--burst", "0.2"],
+     ["--loss", "nan"]],
+)  # fmt: skip
+def test_mos_bad_input_exits_2_one_line(args) -> None:
+    res = runner.invoke(app, ["mos", *args])
+    assert res.exit_code == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("callward: ")
+
+
+def test_analyze_json_and_plot(tmp_path: Path) -> None:
+    p = tmp_path / "s.pcap"
+    write_pcap(p, merge(rtp_frames(RtpSpec(count=300, loss=0.05, jitter_ms=30))))
+    png = tmp_path / "q.png"
+    res = runner.invoke(app, ["analyze", str(p), "--json", "--plot", str(png)])
+    assert res.exit_code == 0, res.stderr
+    d = json.loads(res.stdout)
+    s = d["streams"][0]
+    for k in ("ssrc", "src", "dst", "payload_type", "packets", "expected", "lost",
+              "max_delta_ms", "max_jitter_ms", "mean_jitter_ms"):  # fmt: skip
+        assert k in s
+    assert set(s["mos"]) == {"network", "fixed50", "fixed200", "adaptive"}
+    assert s["expected"] - s["packets"] == s["lost"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_analyze_exit_1_on_problem(tmp_path: Path) -> None:
+    p = tmp_path / "f.pcap"
+    write_pcap(p, sip_call("x@y", T0, "192.0.2.1", "192.0.2.2", ("192.0.2.1", 4000), None,
+                           final_status=503))  # fmt: skip
+    res = runner.invoke(app, ["analyze", str(p), "--json"])
+    assert res.exit_code == 1
+    assert json.loads(res.stdout)["calls"][0]["problems"][0]["kind"] == "call_failed"
+
+
+def test_analyze_unreadable_exit_2(tmp_path: Path) -> None:
+    p = tmp_path / "junk.pcap"
+    p.write_bytes(b"this is not a capture")
+    res = runner.invoke(app, ["analyze", str(p)])
+    assert res.exit_code == 2
+    assert res.stderr.count("\n") == 1 and "junk.pcap" in res.stderr
+    res = runner.invoke(app, ["analyze", str(tmp_path / "missing.pcap")])
+    assert res.exit_code == 2

@@ -1,0 +1,138 @@
+"""Root-cause classification: one generated SIP+RTP capture per classification.
+
+Each capture is built from the scenario's definition (who sends RTP where, which SIP
+responses, when BYE comes), so the expected class is known independently of the analyser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from callward.quality.correlate import parse_sdp
+from callward.quality.report import analyze_capture
+from callward.quality.synth import RtpSpec, merge, rtp_frames, sdp_body, sip_call, write_pcap
+
+T0 = 1_700_000_000.0
+A_SIG, B_SIG = "198.51.100.10", "203.0.113.20"
+A_MEDIA, B_MEDIA = (A_SIG, 40000), (B_SIG, 50000)
+
+
+def media(src, dst, start=T0 + 1.05, count=200, **kw):
+    return rtp_frames(RtpSpec(src=src[0], sport=src[1], dst=dst[0], dport=dst[1], start=start,
+                              count=count, **kw))  # fmt: skip
+
+
+def kinds(tmp_path: Path, *frames, **kw):
+    p = tmp_path / "c.pcap"
+    write_pcap(p, merge(*frames))
+    rep = analyze_capture(p, **kw)
+    assert len(rep.calls) == 1
+    return [(pr.kind, pr.cause, pr.direction) for pr in rep.calls[0].problems], rep
+
+
+def test_healthy_call(tmp_path: Path) -> None:
+    sip = sip_call("ok@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4.2)
+    got, rep = kinds(tmp_path, sip, media(A_MEDIA, B_MEDIA), media(B_MEDIA, A_MEDIA, ssrc=2))
+    assert got == []
+    assert rep.calls[0].pdd_s == pytest.approx(0.2)
+    assert len(rep.calls[0].streams) == 2
+
+
+def test_no_audio(tmp_path: Path) -> None:
+    sip = sip_call("na@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4)
+    got, _ = kinds(tmp_path, sip)
+    assert got[0][0] == "no_audio"
+
+
+def test_one_way_no_packets(tmp_path: Path) -> None:
+    sip = sip_call("ow@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4.2)
+    got, _ = kinds(tmp_path, sip, media(B_MEDIA, A_MEDIA, ssrc=2))
+    assert got == [("one_way_audio", "no_packets", "caller->callee")]
+
+
+def test_one_way_wrong_address(tmp_path: Path) -> None:
+    sip = sip_call("wa@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4.2)
+    stale = ("192.0.2.99", 50000)  # A sends to an address the answer never named
+    got, _ = kinds(tmp_path, sip, media(A_MEDIA, stale), media(B_MEDIA, A_MEDIA, ssrc=2))
+    assert got == [("one_way_audio", "wrong_address", "caller->callee")]
+
+
+def test_one_way_nat_private_sdp_without_latching(tmp_path: Path) -> None:
+    # B is behind NAT: its answer names 10.0.0.5:50000 but its RTP leaves from B_SIG:61000.
+    private = ("10.0.0.5", 50000)
+    sip = sip_call("nat@x", T0, A_SIG, B_SIG, A_MEDIA, private, bye_after_s=4.2)
+    got, _ = kinds(tmp_path, sip, media(A_MEDIA, private), media((B_SIG, 61000), A_MEDIA, ssrc=2))
+    assert got == [("one_way_audio", "nat", "caller->callee")]
+
+
+def test_nat_with_latching_is_healthy(tmp_path: Path) -> None:
+    private = ("10.0.0.5", 50000)
+    sip = sip_call("latch@x", T0, A_SIG, B_SIG, A_MEDIA, private, bye_after_s=4.2)
+    got, _ = kinds(tmp_path, sip, media(A_MEDIA, (B_SIG, 61000)),
+                   media((B_SIG, 61000), A_MEDIA, ssrc=2))  # fmt: skip
+    assert got == []
+
+
+def test_one_way_wrong_public_sdp_address(tmp_path: Path) -> None:
+    wrong = ("192.0.2.77", 50000)  # public, but B's media comes from B_SIG
+    sip = sip_call("ws@x", T0, A_SIG, B_SIG, A_MEDIA, wrong, bye_after_s=4.2)
+    got, _ = kinds(tmp_path, sip, media(A_MEDIA, wrong), media((B_SIG, 50000), A_MEDIA, ssrc=2))
+    assert got == [("one_way_audio", "wrong_sdp_address", "caller->callee")]
+
+
+def test_callee_side_missing(tmp_path: Path) -> None:
+    sip = sip_call("cs@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4.2)
+    got, _ = kinds(tmp_path, sip, media(A_MEDIA, B_MEDIA))
+    assert got == [("one_way_audio", "no_packets", "callee->caller")]
+
+
+@pytest.mark.parametrize(
+    "status,cause",
+    [(408, "request_timeout"), (480, "temporarily_unavailable"), (487, "request_terminated"),
+     (503, "server_error"), (603, "rejected")],
+)  # fmt: skip
+def test_failed_calls(tmp_path: Path, status: int, cause: str) -> None:
+    sip = sip_call(f"f{status}@x", T0, A_SIG, B_SIG, A_MEDIA, None, final_status=status)
+    got, _ = kinds(tmp_path, sip)
+    assert got == [("call_failed", cause, "")]
+
+
+def test_bye_after_rtp_timeout(tmp_path: Path) -> None:
+    # Media for 4 s, then silence, BYE 30 s after answer: 25+ s without RTP.
+    sip = sip_call("to@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=30, bye_from="callee")
+    got, _ = kinds(tmp_path, sip, media(A_MEDIA, B_MEDIA), media(B_MEDIA, A_MEDIA, ssrc=2))
+    assert got == [("rtp_timeout", "rtp_timeout", "")]
+
+
+def test_bye_with_rtp_timeout_reason(tmp_path: Path) -> None:
+    sip = sip_call("tr@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4.1,
+                   bye_reason='SIP;cause=200;text="RTP Timeout"')  # fmt: skip
+    got, _ = kinds(tmp_path, sip, media(A_MEDIA, B_MEDIA), media(B_MEDIA, A_MEDIA, ssrc=2))
+    assert got == [("rtp_timeout", "rtp_timeout", "")]
+
+
+def test_session_timer_expiry(tmp_path: Path) -> None:
+    # Session-Expires 90 s, no refresh; BYE at 60 s = S − min(32, S/3) (RFC 4028 §10).
+    sip = sip_call("st@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=60, session_expires=90)
+    got, _ = kinds(tmp_path, sip, media(A_MEDIA, B_MEDIA, count=2990),
+                   media(B_MEDIA, A_MEDIA, ssrc=2, count=2990))  # fmt: skip
+    assert got == [("session_timer_expiry", "session_timer", "")]
+
+
+def test_post_dial_delay(tmp_path: Path) -> None:
+    sip = sip_call("pdd@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, ring_after_s=7.5,
+                   answer_after_s=9, bye_after_s=4.2)  # fmt: skip
+    got, rep = kinds(tmp_path, sip, media(A_MEDIA, B_MEDIA, start=T0 + 9.05),
+                     media(B_MEDIA, A_MEDIA, ssrc=2, start=T0 + 9.05))  # fmt: skip
+    assert got == [("post_dial_delay", "", "")]
+    assert rep.calls[0].pdd_s == pytest.approx(7.5)
+
+
+def test_parse_sdp_media_level_connection_and_rtpmap() -> None:
+    body = (sdp_body("192.0.2.1", 4000, 111, "opus", 48000) + "m=video 5000 RTP/AVP 96\n").encode()
+    d = parse_sdp(body.replace(b"c=IN IP4 192.0.2.1\n", b"c=IN IP4 192.0.2.1\n", 1))
+    assert d is not None and (d.ip, d.port) == ("192.0.2.1", 4000)
+    assert d.rtpmap[111] == ("opus", 48000) and d.payload_types == (111, 101)
+    assert parse_sdp(b"v=0\r\n") is None
