@@ -26,6 +26,7 @@ import base64
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class KeyStore:
     cache_size: int = 1_000_000
     _cache: dict[str, AESGCM] = field(init=False, default_factory=dict, repr=False)
     _pending: list[tuple[str, bytes, float]] = field(init=False, default_factory=list, repr=False)
+    _lock: threading.RLock = field(init=False, default_factory=threading.RLock, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.master_key) != 32:
@@ -96,7 +98,9 @@ class KeyStore:
         try:
             if str(self.path) != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            self._db = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA journal_mode=DELETE")
             self._db.execute(
@@ -133,6 +137,13 @@ class KeyStore:
         hit = self._cache.get(pn)
         if hit is not None:
             return hit
+        with self._lock:
+            return self._aead_locked(pn, create)
+
+    def _aead_locked(self, pn: str, create: bool) -> AESGCM | None:
+        hit = self._cache.get(pn)
+        if hit is not None:
+            return hit
         row = self._db.execute("SELECT wrapped FROM subject_keys WHERE pn=?", (pn,)).fetchone()
         if row is None:
             if not create:
@@ -152,10 +163,11 @@ class KeyStore:
         """Persist keys created since the last flush (one transaction)."""
         if not self._pending:
             return
-        self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR IGNORE INTO subject_keys VALUES (?,?,?)", self._pending)
-        self._db.execute("COMMIT")
-        self._pending.clear()
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO subject_keys VALUES (?,?,?)", pending)
+            self._db.execute("COMMIT")
 
     def has_key(self, pn: str) -> bool:
         self.flush()
@@ -165,6 +177,10 @@ class KeyStore:
     def shred(self, pn: str, reason: str, now: float | None = None) -> bool:
         """Delete the subject's DEK (returns whether one existed) and record it in the ledger."""
         self.flush()
+        with self._lock:
+            return self._shred_locked(pn, reason, now)
+
+    def _shred_locked(self, pn: str, reason: str, now: float | None) -> bool:
         self._cache.pop(pn, None)
         ts = time.time() if now is None else now
         cur = self._db.execute("DELETE FROM subject_keys WHERE pn=?", (pn,))

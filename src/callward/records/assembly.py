@@ -262,6 +262,7 @@ class Reconciler:
     grace_s: float = 5.0
     forget_s: float = 600.0
     assembler: CallAssembler = field(default_factory=CallAssembler)
+    forgotten: list[str] = field(default_factory=list)  # drained by journal-backed consumers
 
     def observe(self, event: Event) -> bool:
         return self.assembler.add(event, self.clock())
@@ -276,6 +277,7 @@ class Reconciler:
             if call.emitted == call.changes:
                 if quiet >= self.forget_s:
                     self.assembler.forget(call_id)
+                    self.forgotten.append(call_id)
                 continue
             if self.assembler.is_complete(call_id):
                 if quiet >= self.grace_s:

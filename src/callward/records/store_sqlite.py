@@ -94,8 +94,7 @@ class SqliteCdrStore:
 
     def _tx(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> int:
         n = 0
-        if threading.current_thread() is threading.main_thread():
-            self.codec.cipher.keys.flush()  # keys durable before any data sealed under them
+        self.codec.cipher.keys.flush()  # keys durable before any data sealed under them
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
