@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from callward.errors import CaptureError
 from callward.quality.analysis import collect
-from callward.quality.hep import HepMessage, HepReceiver, decode_hep, encode_hep, iter_hep_file
+from callward.quality.hep import (
+    HepExporter,
+    HepMessage,
+    HepReceiver,
+    decode_hep,
+    encode_hep,
+    iter_hep_file,
+)
 from callward.quality.synth import Frame, ethernet_ipv4_udp, write_pcap
 
 SIP = b"OPTIONS sip:a@example.invalid SIP/2.0\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n"
@@ -96,3 +103,26 @@ def test_encode_rejects() -> None:
         encode_hep(HepMessage("10.0.0.1", 1, "::1", 2, 0, 1, b""))
     with pytest.raises(CaptureError):
         encode_hep(HepMessage("10.0.0.1", 1, "10.0.0.2", 2, 0, 1, b"x" * 70000))
+
+
+async def test_exporter_to_receiver() -> None:
+    got: list[HepMessage] = []
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    transport, _ = await HepReceiver.listen("127.0.0.1", port, got.append)
+    exp = await HepExporter.connect("127.0.0.1", port, capture_id=2001)
+    try:
+        m = HepMessage("10.0.0.1", 5060, "10.0.0.2", 5060, 10**18, 1, SIP)
+        exp.export(m)
+        exp.export(HepMessage("10.0.0.1", 1, "10.0.0.2", 2, 0, 1, b"x" * 70000))
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        assert got and got[0].payload == SIP and got[0].capture_id == 2001
+        assert exp.sent == 1 and exp.dropped == 1
+    finally:
+        exp.close()
+        transport.close()

@@ -16,10 +16,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import cast
 
 from callward.errors import CaptureError
 
-__all__ = ["HepMessage", "HepProto", "HepReceiver", "decode_hep", "encode_hep", "iter_hep_file"]
+__all__ = [
+    "HepExporter",
+    "HepMessage",
+    "HepProto",
+    "HepReceiver",
+    "decode_hep",
+    "encode_hep",
+    "iter_hep_file",
+]
 
 MAX_HEP = 65535
 
@@ -190,3 +199,51 @@ class HepReceiver(asyncio.DatagramProtocol):
             lambda: cls(on_message), local_addr=(host, port)
         )
         return transport, proto
+
+
+class HepExporter(asyncio.DatagramProtocol):
+    """asyncio adapter sending our SIP/RTCP to a Homer/heplify-server collector as HEPv3.
+
+    Export is best effort (UDP, as every HEP agent does); oversize messages are counted and
+    skipped rather than raised into the signalling path.
+    """
+
+    def __init__(self, capture_id: int = 0, auth_key: bytes = b"") -> None:
+        self.capture_id = capture_id
+        self.auth_key = auth_key
+        self.transport: asyncio.DatagramTransport | None = None
+        self.sent = 0
+        self.dropped = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def export(self, msg: HepMessage) -> None:
+        if self.transport is None:
+            self.dropped += 1
+            return
+        try:
+            data = encode_hep(
+                HepMessage(msg.src, msg.sport, msg.dst, msg.dport, msg.ts_ns, msg.proto_type,
+                           msg.payload, msg.ip_proto, self.capture_id, msg.correlation_id),
+                self.auth_key,
+            )  # fmt: skip
+        except CaptureError:
+            self.dropped += 1
+            return
+        self.transport.sendto(data)
+        self.sent += 1
+
+    @classmethod
+    async def connect(
+        cls, host: str, port: int, capture_id: int = 0, auth_key: bytes = b""
+    ) -> HepExporter:
+        loop = asyncio.get_running_loop()
+        _t, proto = await loop.create_datagram_endpoint(
+            lambda: cls(capture_id, auth_key), remote_addr=(host, port)
+        )
+        return proto
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
