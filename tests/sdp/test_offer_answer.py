@@ -252,3 +252,23 @@ def test_answer_must_not_change_m_count_or_invent_pts() -> None:
         negotiate(offer, bad_count, we_offered=True)
     with pytest.raises(SdpError, match="not offered"):
         negotiate(offer, parse_sdp(_offer("9")), we_offered=True)
+
+
+def test_who_sends_which_codec_and_ptime() -> None:
+    """§6.1: the answerer sends the offer's most preferred format also in the answer; §7: the
+    offerer sends the answer's most preferred. ptime is the receiver's wish (RFC 8866 §6.4)."""
+    offer = parse_sdp(_offer("8 0", "a=ptime:30\r\n"))
+    both = CodecPolicy(single_codec=False)  # our order: PCMU, PCMA
+    answer = create_answer(offer, LOCAL, codecs=both, security=TRUSTED)
+    assert answer.media[0].formats == ("0", "8")
+    (as_answerer,) = negotiate(offer, answer, we_offered=False)
+    assert as_answerer.codec.name == "PCMA" and as_answerer.ptime == 30
+    (as_offerer,) = negotiate(offer, answer, we_offered=True)
+    assert as_offerer.codec.name == "PCMU" and as_offerer.ptime == 30  # our answer said 30
+
+
+def test_answer_without_rtpmap_for_dynamic_pt_uses_the_offers() -> None:
+    offer = parse_sdp(_offer("96", "a=rtpmap:96 opus/48000/2\r\n"))
+    answer = parse_sdp(_offer("96"))  # legacy answerer: no rtpmap at all
+    (stream,) = negotiate(offer, answer, we_offered=True)
+    assert str(stream.codec) == "opus/48000/2"

@@ -97,19 +97,27 @@ def negotiate(
         if om.rejected or am.rejected or not is_rtp_profile(am.proto):
             continue
         offered = {c.payload_type: c for c in media_codecs(om)}
+        answer_maps = {c.payload_type: c for c in media_codecs(am)}
         answered: list[Codec] = []
-        for c in media_codecs(am) or tuple(
-            offered[int(f)] for f in am.formats if is_digits(f, 3) and int(f) in offered
-        ):
-            if c.payload_type not in offered:
-                raise SdpError(
-                    f"answer uses payload type {c.payload_type} not offered", rule="RFC 3264 §6.1"
-                )
-            answered.append(c)
+        for f in am.formats:
+            if not is_digits(f, 3):
+                continue
+            pt = int(f)
+            if pt not in offered:
+                raise SdpError(f"answer uses payload type {pt} not offered", rule="RFC 3264 §6.1")
+            # A dynamic PT may be listed without rtpmap in the answer: it means the offer's.
+            answered.append(answer_maps.get(pt, offered[pt]))
         voice = [c for c in answered if not c.is_dtmf and not c.is_comfort_noise]
         if not voice:
             raise SdpError("answer has no voice codec", rule="RFC 3264 §6.1", warn_code=305)
-        codec = voice[0]
+        if we_offered:
+            # §7: the offerer sends with the answer's most preferred format.
+            codec = voice[0]
+        else:
+            # §6.1: the answerer sends with the offer's most preferred format that the answer
+            # also lists (the offer's Codec carries the offerer's receive fmtp).
+            listed = {c.payload_type for c in voice}
+            codec = next(c for c in offered.values() if c.payload_type in listed)
         dtmf = next((c for c in answered if c.is_dtmf and c.clock_rate == codec.clock_rate), None)
         cn = next(
             (c for c in answered if c.is_comfort_noise and c.clock_rate == codec.clock_rate), None
@@ -134,7 +142,8 @@ def negotiate(
                     f"answer crypto tag {ac.tag} does not match the offer", rule="RFC 4568 §7.1.2"
                 )
             local_crypto, remote_crypto = (oc, ac) if we_offered else (ac, oc)
-        ptime = media_ptime(am) or media_ptime(om) or codecs.ptime
+        # a=ptime is the receiver's wish (RFC 8866 §6.4): we send with the peer's.
+        ptime = media_ptime(rm) or codecs.ptime
         spec = codecs.spec_for(codec)
         out.append(
             NegotiatedStream(
