@@ -217,7 +217,7 @@ def test_dtls_answer() -> None:
     assert m["protocol"] == "UDP/TLS/RTP/SAVPF"
     assert m["setup"] == "active"  # RFC 5763 §5 / RFC 8842
     assert m["fingerprint"] == {"type": "sha-256", "hash": FP.value}
-    assert summary(answer) == "PCMU/8000 srtp-dtls"
+    assert summary(answer) == "PCMU/8000 dtls-srtp"
     with pytest.raises(SdpError):  # no local certificate -> no DTLS; nothing else offered
         create_answer(offer, LOCAL)
 

@@ -192,7 +192,7 @@ def _local_setup(
 
 def summary(sd: SessionDescription) -> str:
     """Compact text for events and CDRs, e.g. ``PCMU/8000 srtp-sdes`` or
-    ``opus/48000/2 srtp-dtls sendonly``; streams joined by ", "; ``rejected`` if none is
+    ``opus/48000/2 dtls-srtp sendonly``; streams joined by ", "; ``rejected`` if none is
     active. Holds no address or identity (privacy.md)."""
     parts: list[str] = []
     for md in sd.media:

@@ -47,7 +47,7 @@ def is_rtp_profile(proto: str) -> bool:
 class SecurityMode(StrEnum):
     """How a stream's media is protected; the value is what ``summary()`` prints."""
 
-    DTLS_SRTP = "srtp-dtls"
+    DTLS_SRTP = "dtls-srtp"  # same words as edge.calls.sdp_summary
     SDES_SRTP = "srtp-sdes"
     ZRTP = "zrtp"
     PLAIN = "rtp"
