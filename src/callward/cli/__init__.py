@@ -30,6 +30,7 @@ _MODULES = (
     "callward.cli.media",
     "callward.cli.quality",
     "callward.cli.records",
+    "callward.cli.usage",
 )
 
 
