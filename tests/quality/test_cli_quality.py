@@ -73,3 +73,13 @@ def test_analyze_unreadable_exit_2(tmp_path: Path) -> None:
     assert res.stderr.count("\n") == 1 and "junk.pcap" in res.stderr
     res = runner.invoke(app, ["analyze", str(tmp_path / "missing.pcap")])
     assert res.exit_code == 2
+
+
+def test_analyze_low_mos_stream_raises_alert_exit_1(tmp_path: Path) -> None:
+    # 15 % random loss on G.711: Ie,eff ≈ 95·15/(15 + 25.1) ≈ 35.5 → MOS well under 3.1.
+    p = tmp_path / "bad.pcap"
+    write_pcap(p, rtp_frames(RtpSpec(count=600, loss=0.15, seed=3)))
+    res = runner.invoke(app, ["analyze", str(p), "--json"])
+    assert res.exit_code == 1
+    alert = json.loads(res.stdout)["streams"][0]["alert"]
+    assert alert["level"] == "critical" and alert["cause"] == "loss"

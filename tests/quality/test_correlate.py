@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from callward.quality.correlate import parse_sdp
+from callward.quality.capture import Datagram
+from callward.quality.correlate import build_calls, classify, parse_sdp
 from callward.quality.report import analyze_capture
 from callward.quality.synth import RtpSpec, merge, rtp_frames, sdp_body, sip_call, write_pcap
 
@@ -136,3 +139,21 @@ def test_parse_sdp_media_level_connection_and_rtpmap() -> None:
     assert d is not None and (d.ip, d.port) == ("192.0.2.1", 4000)
     assert d.rtpmap[111] == ("opus", 48000) and d.payload_types == (111, 101)
     assert parse_sdp(b"v=0\r\n") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_fuzz_parse_sdp(data: bytes) -> None:
+    d = parse_sdp(data)
+    assert d is None or d.port >= 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=5), st.sampled_from(["INVITE", "SIP/2.0 200"]))
+def test_fuzz_build_calls(payloads: list[bytes], start: str) -> None:
+    dgs = [
+        Datagram(i, "10.0.0.1", 5060, "10.0.0.2", 5060, start.encode() + b" " + p)
+        for i, p in enumerate(payloads)
+    ]
+    for c in build_calls(dgs):
+        classify(c, [])

@@ -59,6 +59,7 @@ def register(app: typer.Typer) -> None:
         Exit 1 when a call problem is classified, 2 when the capture cannot be read.
         """
         from callward.config import QualityConfig
+        from callward.quality.alerts import Thresholds
         from callward.quality.report import analyze_capture
 
         cfg = QualityConfig()
@@ -69,6 +70,7 @@ def register(app: typer.Typer) -> None:
                 rtp_timeout_s=cfg.rtp_timeout_s,
                 pdd_warn_s=cfg.pdd_warn_s,
                 mos=not no_mos,
+                thresholds=Thresholds(cfg.mos_warn, cfg.mos_critical),
             )
         except CallwardError as exc:
             raise _fail(str(exc)) from None

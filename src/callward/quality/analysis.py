@@ -53,6 +53,7 @@ class StreamReport:
     rtp_ts: np.ndarray = field(repr=False)
     seq_ext: np.ndarray = field(repr=False)
     mos: dict[str, dict[str, float] | None] = field(default_factory=dict)
+    alert: dict[str, object] | None = None
 
     @property
     def flow(self) -> tuple[str, int, str, int]:

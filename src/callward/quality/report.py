@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from callward.quality import emodel
+from callward.quality.alerts import Thresholds, evaluate
 from callward.quality.analysis import StreamReport, collect, stream_reports
 from callward.quality.correlate import Call, build_calls, classify
 from callward.quality.playout import codec_for, stream_mos
@@ -27,7 +29,8 @@ class AnalysisReport:
 
     @property
     def problems(self) -> int:
-        return sum(len(c.problems) for c in self.calls)
+        """Classified call problems plus streams whose MOS is under the alert thresholds."""
+        return sum(len(c.problems) for c in self.calls) + sum(1 for s in self.streams if s.alert)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +73,7 @@ def stream_dict(s: StreamReport) -> dict[str, Any]:
         "start_s": round(s.start_ms / 1000, 6),
         "end_s": round(s.end_ms / 1000, 6),
         "mos": s.mos,
+        "alert": s.alert,
     }
 
 
@@ -81,8 +85,13 @@ def analyze_capture(
     pdd_warn_s: float = 5.0,
     mos: bool = True,
     progress: Callable[[int], None] | None = None,
+    thresholds: Thresholds | None = None,
 ) -> AnalysisReport:
-    """Analyse a pcap/pcapng capture; CaptureError if it cannot be read."""
+    """Analyse a pcap/pcapng capture; CaptureError if it cannot be read.
+
+    With ``thresholds`` each stream's MOS (adaptive playout, else network) is judged and the
+    alert (level and dominant cause, as a QualityAlert would carry) is attached to it.
+    """
     col = collect(path, progress)
     calls = build_calls(col.sip)
     by_addr: dict[tuple[str, int], dict[int, tuple[str, int]]] = {}
@@ -103,6 +112,11 @@ def analyze_capture(
                 key, s.arrival_s, s.rtp_ts, s.seq_ext, s.stats.expected, s.stats.lost,
                 s.clock_rate, base_delay_ms,
             )  # fmt: skip
+            if thresholds is not None and key is not None:
+                a = evaluate(s.mos, thresholds, call_id="", leg="", tenant="", ts=0.0, node="",
+                             seq=0, codec_ie=emodel.codec(key).ie)  # fmt: skip
+                if a is not None:
+                    s.alert = {"level": a.level, "cause": a.cause, "mos": a.mos}
     for c in calls:
         classify(c, streams, rtp_timeout_s, pdd_warn_s)
     return AnalysisReport(streams, calls, col.frames)
