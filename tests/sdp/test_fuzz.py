@@ -22,6 +22,7 @@ from callward.sdp import (
     SecurityPolicy,
     SessionDescription,
     Timing,
+    anchor_offer,
     create_answer,
     negotiate,
     parse_sdp,
@@ -112,6 +113,7 @@ def _answer_everything(data: bytes) -> None:
         negotiate(offer, answer, we_offered=False)
         trusted = SecurityPolicy(allow_plain_rtp=True, trusted_leg=True)
         create_answer(offer, LOCAL, security=trusted, hold=True)
+        anchor_offer(offer, LOCAL, rng=lambda n: b"\x02" * n)
     except SdpError:
         pass
 
