@@ -24,6 +24,7 @@ import abc
 import asyncio
 import itertools
 import secrets
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class TransportLimits:
     max_buffer_bytes: int = 131072  # unframed bytes held for one connection
     idle_timeout: float = 300.0  # seconds without a byte (a CRLF ping counts) before closing
     connect_timeout: float = 5.0  # TCP connect + TLS/WS handshake
+    udp_receive_buffer: int = 2**21  # SO_RCVBUF for UDP listeners (0: kernel default)
     parse: ParseLimits = DEFAULT_LIMITS
 
 
@@ -252,6 +254,14 @@ class UdpTransport(Transport):
         except OSError as exc:
             raise TransportError(f"udp: cannot bind {host}:{port}: {exc.strerror}") from None
         self._sock = sock
+        raw = sock.get_extra_info("socket")
+        if raw is not None and self.limits.udp_receive_buffer:
+            # A burst (a registration storm after a network flap) must queue in the kernel,
+            # not be dropped: each drop costs the peer a 500 ms retransmission (Timer A/E).
+            try:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.limits.udp_receive_buffer)
+            except OSError:
+                pass  # capped by net.core.rmem_max; the default still works
         self.local_addr = _addr(sock.get_extra_info("sockname"))
         return self
 

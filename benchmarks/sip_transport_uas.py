@@ -1,0 +1,104 @@
+"""Calls/s our asyncio UAS (UDP or TCP transport + transaction layer + call legs) answers for a
+SIPp uac, compared with SIPp's own C++ uas answering the same SIPp uac, in the same run.
+
+    .venv/bin/python benchmarks/sip_transport_uas.py [--calls 400] [--rate 400] [--transport udp]
+
+The uac is the same binary with the same arguments in both runs; only the answering side
+changes. Failed calls are reported too: a fast but lossy UAS is not a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from callward.ua.phone import Phone
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run_uac(
+    port: int, calls: int, rate: int, transport: str, cwd: Path
+) -> tuple[float, int, int]:
+    args = ["sipp", "-sn", "uac", f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(free_port())]
+    args += ["-s", "service", "-m", str(calls), "-r", str(rate), "-l", "200", "-nostdin"]
+    args += ["-timeout", "60s", "-trace_stat", "-stf", "stats.csv", "-fd", "1"]
+    if transport == "tcp":
+        args += ["-t", "t1"]
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *args, cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        await asyncio.wait_for(proc.wait(), 90)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+    elapsed = time.perf_counter() - start
+    with (cwd / "stats.csv").open(newline="") as f:
+        row = list(csv.DictReader(f, delimiter=";"))[-1]
+    return elapsed, int(row["SuccessfulCall(C)"]), int(row["FailedCall(C)"])
+
+
+async def ours(calls: int, rate: int, transport: str, cwd: Path) -> tuple[float, int, int]:
+    bob = await Phone.start("service", transport=transport, auto_answer=True)
+    try:
+        return await run_uac(bob.local_addr[1], calls, rate, transport, cwd)
+    finally:
+        await bob.close()
+
+
+async def peer(calls: int, rate: int, transport: str, cwd: Path) -> tuple[float, int, int]:
+    port = free_port()
+    args = ["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-nostdin"]
+    args += ["-timeout", "80s", "-fd", "1"]
+    if transport == "tcp":
+        args += ["-t", "t1"]
+    uas = await asyncio.create_subprocess_exec(
+        *args, cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    await asyncio.sleep(0.3)
+    try:
+        return await run_uac(port, calls, rate, transport, cwd)
+    finally:
+        uas.kill()  # our own child, by PID
+        await uas.wait()
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--calls", type=int, default=400)
+    ap.add_argument("--rate", type=int, default=400, help="offered calls/s")
+    ap.add_argument("--transport", choices=["udp", "tcp"], default="udp")
+    a = ap.parse_args()
+    if shutil.which("sipp") is None:
+        print("sipp not installed (Debian sip-tester)", file=sys.stderr)
+        return 2
+    results = {}
+    for name, fn in (("sipp uas", peer), ("callward uas", ours)):
+        with tempfile.TemporaryDirectory() as tmp:
+            results[name] = await fn(a.calls, a.rate, a.transport, Path(tmp))
+    print(f"{a.calls} calls offered at {a.rate}/s over {a.transport.upper()} by sipp -sn uac")
+    for name, (elapsed, ok, failed) in results.items():
+        print(
+            f"  {name:13s} {ok / elapsed:8.1f} calls/s  ({ok} ok, {failed} failed, {elapsed:.2f} s)"
+        )
+    ours_rate = results["callward uas"][1] / results["callward uas"][0]
+    peer_rate = results["sipp uas"][1] / results["sipp uas"][0]
+    print(f"  ratio callward/sipp: {ours_rate / peer_rate:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
