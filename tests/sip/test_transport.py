@@ -549,3 +549,124 @@ async def test_taps_and_open_transport_specs() -> None:
     for bad in ("udp:127.0.0.1", "sctp:127.0.0.1:5", "tls:127.0.0.1:0", "udp:h:99999"):
         with pytest.raises(TransportError):
             await open_transport(bad, Sink())
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties over TCP: any chunking of a pipelined stream delivers the same messages; any bytes
+# leave the listener alive and the loop free of swallowed exceptions.
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 4),
+    cuts=st.lists(st.integers(1, 400), min_size=0, max_size=12),
+    keepalive=st.booleans(),
+)
+def test_tcp_any_chunking_delivers_every_message_in_order(
+    n: int, cuts: list[int], keepalive: bool
+) -> None:
+    blob = b"".join(
+        (b"\r\n" if keepalive else b"") + options(f"z9hG4bK-{i}", b"x" * i) for i in range(n)
+    )
+    pieces, pos = [], 0
+    for c in sorted(set(cuts)):
+        if pos < c < len(blob):
+            pieces.append(blob[pos:c])
+            pos = c
+    pieces.append(blob[pos:])
+
+    async def run() -> None:
+        errors: list[dict[str, Any]] = []
+        watch_loop(errors)
+        sink = Sink()
+        t = await TcpTransport.listen("127.0.0.1", 0, sink)
+        try:
+            _, writer = await raw_tcp(t.local_addr)
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0)
+            await sink.wait(n)
+            assert [m.top_via.branch for m, *_ in sink.items] == [f"z9hG4bK-{i}" for i in range(n)]
+            assert [m.body for m, *_ in sink.items] == [b"x" * i for i in range(n)]
+            writer.close()
+        finally:
+            await t.close()
+        assert not errors
+
+    asyncio.run(run())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=5))
+def test_tcp_hostile_bytes_never_crash(chunks: list[bytes]) -> None:
+    async def run() -> None:
+        errors: list[dict[str, Any]] = []
+        watch_loop(errors)
+        sink = Sink()
+        limits = TransportLimits(max_buffer_bytes=1000)
+        t = await TcpTransport.listen("127.0.0.1", 0, sink, limits=limits)
+        try:
+            _, writer = await raw_tcp(t.local_addr)
+            for chunk in chunks:
+                writer.write(chunk)
+            writer.close()
+            # the listener still serves a well-behaved client
+            _, w2 = await raw_tcp(t.local_addr)
+            w2.write(options("z9hG4bK-ok"))
+            await w2.drain()
+            for _ in range(100):
+                if any(m.top_via.branch == "z9hG4bK-ok" for m, *_ in sink.items):
+                    break
+                await asyncio.sleep(0.02)
+            assert sink.items[-1][0].top_via.branch == "z9hG4bK-ok"
+            w2.close()
+        finally:
+            await t.close()
+        assert not errors
+
+    asyncio.run(run())
+
+
+async def test_ws_limits_idle_and_connections() -> None:
+    limits = TransportLimits(max_connections=1, idle_timeout=0.3)
+    t = await WsTransport.listen("127.0.0.1", 0, Sink(), limits=limits)
+    url = f"ws://127.0.0.1:{t.local_addr[1]}"
+    try:
+        async with ws_connect(url, subprotocols=["sip"]) as ws:  # type: ignore[list-item]
+            with pytest.raises(InvalidStatus) as info:
+                async with ws_connect(url, subprotocols=["sip"]):  # type: ignore[list-item]
+                    pass
+            assert info.value.response.status_code == 503
+            assert t.stats.rejected_connections == 1
+            # idle: the server closes after idle_timeout without a message
+            await asyncio.wait_for(ws.wait_closed(), 5)
+        assert t.stats.closed_abusive == 1
+    finally:
+        await t.close()
+
+
+async def test_wss_with_verified_certificate(tmp_path: Path) -> None:
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+    a_sink, b_sink = Sink(), Sink()
+    a = await WsTransport.listen("127.0.0.1", 0, a_sink, server_ssl=server_ctx)
+    b = await WsTransport.listen(
+        "127.0.0.1", 0, b_sink, server_ssl=server_ctx, client_ssl=client_ctx
+    )
+    try:
+        assert a.name == "wss"
+        await b.send(options(), a.local_addr)
+        await a_sink.wait(1)
+        assert a_sink.items[0][2] == "wss"
+        (tmp_path / "other").mkdir()
+        _, wrong_client = tls_contexts(tmp_path / "other")  # a different throwaway CA
+        c = await WsTransport.listen(
+            "127.0.0.1", 0, Sink(), server_ssl=server_ctx, client_ssl=wrong_client
+        )
+        with pytest.raises(TransportError):
+            await c.send(options(), a.local_addr)
+        await c.close()
+    finally:
+        await a.close()
+        await b.close()
