@@ -159,3 +159,24 @@ def test_reoffer_keeps_rejected_slots() -> None:
     s.receive_offer(parse_sdp(_offer(1) + "m=video 5006 RTP/AVP 31\r\n"))
     reoffer = s.create_offer(hold=True)
     assert [(m.media, m.port) for m in reoffer.media] == [("audio", 30000), ("video", 0)]
+
+
+def test_hold_when_already_held_goes_inactive() -> None:
+    """RFC 3264 §8.4: a stream that was recvonly is put on hold by marking it inactive."""
+    s = _session()
+    s.receive_offer(parse_sdp(_offer(1, extra="a=sendonly\r\n")))  # they hold us: we recvonly
+    offer = s.create_offer(hold=True)
+    assert offer.media[0].direction_attribute is Direction.INACTIVE
+    s.rollback()
+    plain = _session()
+    plain.receive_offer(parse_sdp(_offer(1)))
+    assert plain.create_offer(hold=True).media[0].direction_attribute is Direction.SENDONLY
+
+
+def test_ipv6_answer() -> None:
+    s = OfferAnswerSession(LocalMedia("2001:db8::10", (30000,)), security=TRUSTED)
+    text = _offer(1).replace("IN IP4 198.51.100.1", "IN IP6 2001:db8::1")
+    answer = s.receive_offer(parse_sdp(text))
+    assert answer.connection == Connection("2001:db8::10", "IN", "IP6")
+    assert answer.origin.addrtype == "IP6"
+    assert s.streams[0].remote_address == "2001:db8::1"

@@ -369,10 +369,12 @@ def create_offer(
     legacy_hold: bool = False,
     rng: Callable[[int], bytes] = os.urandom,
     previous: SessionDescription | None = None,
+    direction: Direction | None = None,
 ) -> SessionDescription:
     """An offer with one audio stream per local port. ``hold`` offers sendonly (RFC 3264
     §8.4); ``legacy_hold`` also writes ``c=0.0.0.0`` for RFC 2543 peers. With ``previous``
-    (our last SDP) the security material is reused so a re-offer does not rekey."""
+    (our last SDP) the security material is reused so a re-offer does not rekey; ``direction``
+    overrides the attribute (the session uses it for §8.4 "recvonly on hold -> inactive")."""
     mode = _offer_mode(local, security)
     prev_audio = [m for m in previous.media if m.media == "audio"] if previous else []
     media: list[MediaDescription] = []
@@ -398,8 +400,8 @@ def create_offer(
             attrs.append(Attribute("setup", Setup.ACTPASS.value))
         elif mode is SecurityMode.ZRTP:
             attrs.extend(Attribute("zrtp-hash", h) for h in local.zrtp_hashes)
-        direction = Direction.SENDONLY if hold or legacy_hold else Direction.SENDRECV
-        attrs.append(Attribute(direction.value))
+        held = Direction.SENDONLY if hold or legacy_hold else Direction.SENDRECV
+        attrs.append(Attribute((direction or held).value))
         fmts = tuple(str(s.payload_type) for s in codecs.codecs)
         media.append(MediaDescription("audio", port, proto, fmts, attributes=tuple(attrs)))
     address = "0.0.0.0" if legacy_hold and local.addrtype == "IP4" else local.address

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from callward.errors import LocalProtocolError, SdpError
-from callward.sdp.model import MediaDescription, Origin, SessionDescription
+from callward.sdp.model import Direction, MediaDescription, Origin, SessionDescription
 from callward.sdp.negotiated import NegotiatedStream, negotiate
 from callward.sdp.offer_answer import (
     DEFAULT_CODEC_POLICY,
@@ -30,6 +30,7 @@ from callward.sdp.offer_answer import (
     LocalMedia,
     create_answer,
     create_offer,
+    effective_direction,
 )
 from callward.sdp.policy import DEFAULT_SECURITY_POLICY, SecurityPolicy
 
@@ -159,6 +160,13 @@ class OfferAnswerSession:
                 local, username=self.local.username, session_id=self.local.session_id
             )
         self.local_hold = hold or legacy_hold
+        direction = None
+        if (hold or legacy_hold) and self.local_sdp is not None:
+            # RFC 3264 §8.4: hold stops our receiving; a stream that was recvonly goes inactive.
+            audio = [m for m in self.local_sdp.media if m.media == "audio" and not m.rejected]
+            if audio:
+                was = effective_direction(self.local_sdp, audio[0])
+                direction = Direction.of(sends=was.sends, receives=False)
         fresh = create_offer(
             self.local,
             codecs=self.codecs,
@@ -167,6 +175,7 @@ class OfferAnswerSession:
             legacy_hold=legacy_hold,
             rng=self._rng,
             previous=self.local_sdp,
+            direction=direction,
         )
         offer = self._keep_slots(fresh)
         offer = replace(offer, origin=self._origin_for(offer))
