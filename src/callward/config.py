@@ -65,7 +65,7 @@ class EdgeConfig(_Section):
     location: str = Field("memory", description="'memory' or redis://host:port/db")
     location_prefix: str = "callward"
     auth_secret: str | None = Field(None, description="shared nonce/flow-token key")
-    algorithms: list[str] = Field(default_factory=lambda: ["SHA-256", "MD5"])
+    algorithms: list[str] = Field(default_factory=lambda: ["MD5", "SHA-256"])
     nonce_ttl: float = Field(300.0, gt=0)
     min_expires: int = Field(60, ge=1)
     max_expires: int = Field(7200, ge=1)
@@ -123,6 +123,11 @@ class RecordsConfig(_Section):
     """CDR pipeline, retention, cold storage. Owned by callward.records."""
 
     batch_size: int = 1000
+    hot_days: int = Field(30, ge=1, description="CDRs older than this move to cold Parquet")
+    grace_s: float = Field(0.0, ge=0, description="wait after a call ends for late stats")
+    timeout_s: float = Field(3600.0, gt=0, description="write incomplete calls after this")
+    jurisdictions: dict[str, list[str]] = Field(default_factory=dict)  # tenant -> rule sets
+    default_jurisdictions: list[str] = Field(default_factory=lambda: ["GDPR"])
 
 
 class PrivacyConfig(_Section):

@@ -88,8 +88,8 @@ def test_stateless_nonce_ok_stale_forged() -> None:
     assert not other.ok
 
 
-def test_challenge_lists_strongest_first() -> None:
-    chals = make_challenge(b"s", "r", 5.0, ("SHA-256", "MD5"))
+def test_challenge_lists_one_per_algorithm_in_order() -> None:
+    chals = make_challenge(b"s", "r", 5.0, ("SHA-256", "MD5"))  # operator order kept
     text = [str(c) for c in chals]
     assert "algorithm=SHA-256" in text[0] and "algorithm=MD5" in text[1]
     assert parse_auth(text[0]).get("qop") == "auth"

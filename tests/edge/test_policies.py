@@ -154,7 +154,7 @@ def test_identity_asserted_for_authenticated_caller(h) -> None:
     frm = "<sip:0612345678@callward.local>"
     first = net.send(h.build("INVITE", "sip:bob@callward.local", from_=frm, call_id="id1"))
     (r407,) = [r for r in h.responses(first) if r.status == 407]
-    chal = r407.headers.get_lines("Proxy-Authenticate")[1]  # MD5
+    chal = r407.headers.get_lines("Proxy-Authenticate")[0]  # MD5
     nonce = chal.split('nonce="')[1].split('"')[0]
 
     def H(s: str) -> str:

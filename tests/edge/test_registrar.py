@@ -49,7 +49,7 @@ def test_digest_challenge_then_register_sha256_and_md5(h) -> None:
     (r401,) = h.responses(out)
     assert r401.status == 401
     chals = r401.headers.get_lines("WWW-Authenticate")
-    assert "SHA-256" in chals[0] and "MD5" in chals[1]
+    assert "MD5" in chals[0] and "SHA-256" in chals[1]
     for i, chal in enumerate(chals):
         auth = _digest_header(chal, "alice", "secret-a", "sip:callward.local")
         out = _register(h, net, cseq=2 + i, extra=(("Authorization", auth),))

@@ -102,8 +102,7 @@ class Challenge:
 def make_challenge(
     secret: bytes, realm: str, now: float, algorithms: tuple[str, ...], *, stale: bool = False
 ) -> list[Challenge]:
-    """One challenge per algorithm, strongest first (RFC 8760 §2.4: the client picks the first
-    it supports)."""
+    """One challenge per algorithm in the configured order of preference (RFC 8760 §2.4)."""
     nonce = make_nonce(secret, realm, now)
     return [Challenge(realm, nonce, alg, stale) for alg in algorithms]
 

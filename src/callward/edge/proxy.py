@@ -294,6 +294,13 @@ class EdgeCore:
 
     def _on_request(self, req: Request, source: Peer, now: float) -> None:
         req = self._stamp_via(req, source)
+        if not source.reliable:
+            # §18.2.2: over UDP without rport the response goes to the Via port, which may
+            # differ from the source port (sipsak sends and listens on different sockets).
+            via = req.top_via
+            port = int(via.rport) if via.rport else (via.port or 5060)
+            if port != source.port:
+                source = Peer("udp", source.host, port)
         key = req.transaction_key
         method = req.method
         if method == "ACK":

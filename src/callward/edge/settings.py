@@ -44,7 +44,9 @@ class EdgeSettings:
     max_expires: int = 7200
     default_expires: int = 3600
     nonce_ttl: float = 300.0
-    algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    # Challenge order. SIPp and sipsak answer only the first challenge and know only MD5, so
+    # MD5 leads by default; put SHA-256 first where every phone supports RFC 8760.
+    algorithms: tuple[str, ...] = ("MD5", "SHA-256")
     t1: float = 0.5  # RFC 3261 §17.1.1.1
     t2: float = 4.0
     timer_c: float = 180.0  # §16.6 step 11: > 3 minutes
