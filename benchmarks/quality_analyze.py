@@ -1,6 +1,7 @@
 """Packets/s of `callward analyze` (stream statistics) vs `tshark -z rtp,streams`, same capture.
 
 Usage: .venv/bin/python benchmarks/quality_analyze.py [--packets 1000000] [--streams 50]
+       [--format pcap|pcapng]
 
 Generates an interleaved multi-stream G.729 capture with 1 % random loss and timing jitter,
 runs tshark and our analyser on it in the same run (each in its own process so peak RSS is
@@ -20,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from callward.quality.synth import iter_bulk_rtp, write_pcap
+from callward.quality.synth import iter_bulk_rtp, write_pcap, write_pcapng
 
 OURS = r"""
 import json, resource, sys, time
@@ -67,18 +68,20 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=1_000_000)
     ap.add_argument("--streams", type=int, default=50)
     ap.add_argument("--keep", type=Path, default=None, help="reuse/keep the capture here")
+    ap.add_argument("--format", choices=["pcap", "pcapng"], default="pcap")
     a = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
-    path = a.keep or Path(tmp.name) / "bulk.pcap"
+    path = a.keep or Path(tmp.name) / f"bulk.{a.format}"
     if not path.exists():
-        write_pcap(path, iter_bulk_rtp(a.packets, a.streams))
+        writer = write_pcap if a.format == "pcap" else write_pcapng
+        writer(path, iter_bulk_rtp(a.packets, a.streams))
     size_mb = os.path.getsize(path) / 1e6
     ts_s, ts_lost, ts_rss = run_tshark(path)
     ours = run_ours(path, mos=False)
     full = run_ours(path, mos=True)
     n = ours["packets"]
     same = ours["lost"] == ts_lost
-    print(f"capture: {n} RTP packets, {a.streams} streams, {size_mb:.0f} MB")
+    print(f"capture: {a.format}, {n} RTP packets, {a.streams} streams, {size_mb:.0f} MB")
     rows = [
         ("tshark -z rtp,streams", ts_s, ts_rss),
         ("callward analyze (stats)", ours["seconds"], ours["rss_kb"]),

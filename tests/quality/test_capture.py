@@ -228,8 +228,13 @@ def test_speculative_walk_on_mixed_sizes(tmp_path_factory, runs) -> None:
             frames.append(
                 Frame(t, ethernet_ipv4_udp("10.0.0.1", 1, "10.0.0.2", 2, bytes(size * 7)))
             )
-    p = tmp_path_factory.mktemp("mx") / "m.pcap"
-    write_pcap(p, frames)
-    for chunk in (300, 1 << 20):
-        got = [b.frame(i) for b in iter_blocks(p, chunk_bytes=chunk) for i in range(len(b.offsets))]
-        assert got == [f.data for f in frames]
+    d = tmp_path_factory.mktemp("mx")
+    write_pcap(d / "m.pcap", frames)
+    write_pcapng(d / "m.pcapng", frames, tsresol=9)
+    want_ts = [round(f.ts * 1e6) * 1000 for f in frames]
+    for name in ("m.pcap", "m.pcapng"):
+        for chunk in (300, 1 << 20):
+            blocks = list(iter_blocks(d / name, chunk_bytes=chunk))
+            got = [b.frame(i) for b in blocks for i in range(len(b.offsets))]
+            assert got == [f.data for f in frames]
+            assert [int(t) for b in blocks for t in b.ts_ns] == want_ts
