@@ -1,9 +1,411 @@
-"""`callward` subcommands for the records area (placeholder until that area lands)."""
+"""`callward cdr ...` (query, export, purge, hold, audit, move-cold) and `callward privacy ...`
+(redact, shred, verify, backup-keys, restore-keys, pseudonym).
+
+Every read of CDRs needs ``--actor``, ``--reason`` and ``--ticket`` and writes an audit entry
+before anything is printed. Exit codes: 0 ok, 1 finding (tampered trail, plaintext found),
+2 bad input (one line on stderr).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from callward.errors import CallwardError
+
+cdr_app = typer.Typer(help="Call detail records: query, export, purge, holds, audit.")
+hold_app = typer.Typer(help="Legal holds that suspend purging of matching CDRs.")
+audit_app = typer.Typer(help="The hash-chained CDR access audit trail.")
+privacy_app = typer.Typer(help="Redaction, pseudonyms, crypto-shredding and key backups.")
+cdr_app.add_typer(hold_app, name="hold")
+cdr_app.add_typer(audit_app, name="audit")
+
+DATA_DIR = typer.Option(None, "--data-dir", help="data directory (default: storage.data_dir)")
+CONFIG = typer.Option(None, "--config", help="callward.yaml")
+JSON = typer.Option(False, "--json", help="print JSON")
+ACTOR = typer.Option(..., "--actor", help="who is accessing (recorded in the audit trail)")
+REASON = typer.Option(..., "--reason", help="stated purpose (recorded in the audit trail)")
+TICKET = typer.Option(..., "--ticket", help="ticket/case reference (recorded)")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"callward: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _open(data_dir: Path | None, config: Path | None) -> Any:
+    from callward.config import load_config
+    from callward.records.service import open_records
+
+    try:
+        cfg = load_config(config)
+        return open_records(data_dir or cfg.storage.data_dir, cfg.records)
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _when(text: str | None, name: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"{name} {text!r}: expected epoch seconds or ISO 8601") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def _emit(data: Any, as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+    else:
+        for line in lines:
+            typer.echo(line)
+
+
+@cdr_app.command("query")
+def cdr_query(
+    subject: str | None = typer.Option(None, "--subject", help="MSISDN or URI"),
+    tenant: str | None = typer.Option(None, "--tenant"),
+    since: str | None = typer.Option(None, "--since", help="epoch or ISO 8601 (UTC)"),
+    until: str | None = typer.Option(None, "--until", help="epoch or ISO 8601 (UTC)"),
+    limit: int = typer.Option(50, "--limit", min=1),
+    reveal: bool = typer.Option(False, "--reveal", help="print identifiers in clear"),
+    actor: str = ACTOR,
+    reason: str = REASON,
+    ticket: str = TICKET,
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Find CDRs in hot and cold storage (audited read)."""
+    from callward.records.audit import AuditedReader
+    from callward.records.export import mask_party
+    from callward.records.rows import CdrQuery
+    from callward.records.schema import cdr_to_dict
+
+    q = CdrQuery(tenant, subject, (), _when(since, "--since"), _when(until, "--until"), None, limit)
+    rec = _open(data_dir, config)
+    try:
+        found = AuditedReader(rec.tiered, rec.audit, actor).query(q, reason, ticket)
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    rows = []
+    for c in found:
+        d = cdr_to_dict(c)
+        if not reveal:
+            d["caller"], d["callee"] = mask_party(c.caller), mask_party(c.callee)
+        rows.append(d)
+    lines = [
+        f"{d['call_id']}  {dt.datetime.fromtimestamp(d['start_ts'], dt.UTC):%Y-%m-%d %H:%M:%S}"
+        f"  {d['caller']} -> {d['callee']}  {d['disposition']} {d['status']}"
+        f"  mos={d['mos_min']}"
+        for d in rows
+    ] + [f"{len(rows)} record(s); access recorded in the audit trail"]
+    _emit(rows, as_json, lines)
+    rec.close()
+
+
+@cdr_app.command("export")
+def cdr_export(
+    subject: str = typer.Option(..., "--subject", help="the data subject's MSISDN or URI"),
+    fmt: str = typer.Option("json", "--format", help="json | csv"),
+    out: Path | None = typer.Option(None, "--out", help="write to a file instead of stdout"),
+    actor: str = ACTOR,
+    reason: str = typer.Option("data subject request (GDPR Art. 15/20)", "--reason"),
+    ticket: str = TICKET,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Portability export of one subject's CDRs (format: docs/privacy.md)."""
+    from callward.records.audit import AuditedReader
+    from callward.records.export import export_csv, export_json
+    from callward.records.rows import CdrQuery
+
+    if fmt not in ("json", "csv"):
+        raise _fail(f"--format {fmt!r}: expected json or csv")
+    rec = _open(data_dir, config)
+    try:
+        found = AuditedReader(rec.tiered, rec.audit, actor).query(
+            CdrQuery(subject=subject), reason, ticket, action="export"
+        )
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    text = export_json(subject, found, time.time()) if fmt == "json" else export_csv(subject, found)
+    if out is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"{len(found)} record(s) written to {out}", err=True)
+    rec.close()
+
+
+@cdr_app.command("purge")
+def cdr_purge(
+    dry_run: bool = typer.Option(False, "--dry-run", help="show what would go and why"),
+    now: str | None = typer.Option(None, "--now", help="evaluate as of this time"),
+    actor: str = typer.Option("retention-cli", "--actor"),
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Apply retention policies (hot and cold); legal holds suspend matching records."""
+    from callward.records.retention import execute_plan, plan_purge
+
+    at = _when(now, "--now") or time.time()
+    rec = _open(data_dir, config)
+    store = rec.tiered
+    plan = plan_purge(store, rec.policy(), rec.holds.active(at), at)
+    summary = plan.summary()
+    if dry_run:
+        summary["items"] = [
+            {"call_id": i.call_id, "tenant": i.tenant, "day": i.day, "age_days": i.age_days,
+             "action": i.action, "reason": i.reason, "held_by": list(i.held_by)}
+            for i in plan.items
+        ]  # fmt: skip
+    else:
+        summary["done"] = execute_plan(plan, store, rec.audit, actor)
+    lines = [("DRY RUN: " if dry_run else "") + f"delete {summary['delete']}, minimize "
+             f"{summary['minimize']}, held {summary['held']}"]  # fmt: skip
+    lines += [f"  {r['count']:>7} {r['action']:<8} {r['reason']}" for r in summary["reasons"]]
+    lines += [f"  conflict: {c}" for c in summary["conflicts"]]
+    _emit(summary, as_json, lines)
+    rec.close()
+
+
+@cdr_app.command("move-cold")
+def cdr_move_cold(
+    older_than_days: float | None = typer.Option(None, "--older-than-days"),
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Move aged CDRs from the hot store to day-partitioned Parquet."""
+    from callward.records.cold import move_aged
+
+    rec = _open(data_dir, config)
+    days = older_than_days if older_than_days is not None else rec.config.hot_days
+    n = move_aged(rec.store, rec.cold, time.time() - days * 86400.0)
+    typer.echo(f"moved {n} CDR(s) to {rec.cold.root}")
+    rec.close()
+
+
+@hold_app.command("place")
+def hold_place(
+    reason: str = REASON,
+    ticket: str = TICKET,
+    actor: str = ACTOR,
+    days: float = typer.Option(..., "--days", help="expiry, days from now"),
+    subject: str | None = typer.Option(None, "--subject"),
+    tenant: str | None = typer.Option(None, "--tenant"),
+    call_id: list[str] = typer.Option([], "--call-id"),
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Place a legal hold (audited)."""
+    import dataclasses
+
+    rec = _open(data_dir, config)
+    try:
+        pn = rec.codec.pseudonym(subject).hex() if subject else ""
+        h = rec.holds.place(actor=actor, reason=reason, ticket=ticket, days=days,
+                            now=time.time(), subject_pn=pn, tenant=tenant or "",
+                            call_ids=call_id)  # fmt: skip
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    _emit(dataclasses.asdict(h), as_json, [f"hold {h.hold_id} placed until {h.expires:.0f}"])
+    rec.close()
+
+
+@hold_app.command("list")
+def hold_list(
+    as_json: bool = JSON, data_dir: Path | None = DATA_DIR, config: Path | None = CONFIG
+) -> None:
+    """Active legal holds."""
+    import dataclasses
+
+    rec = _open(data_dir, config)
+    holds = rec.holds.active(time.time())
+    lines = [f"{h.hold_id}  {h.ticket}  {h.reason}  expires {h.expires:.0f}" for h in holds]
+    _emit([dataclasses.asdict(h) for h in holds], as_json, lines)
+    rec.close()
+
+
+@hold_app.command("release")
+def hold_release(
+    hold_id: str = typer.Argument(...),
+    reason: str = REASON,
+    ticket: str = TICKET,
+    actor: str = ACTOR,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Release a legal hold before it expires (audited)."""
+    rec = _open(data_dir, config)
+    try:
+        rec.holds.release(hold_id, actor=actor, reason=reason, ticket=ticket, now=time.time())
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"hold {hold_id} released")
+    rec.close()
+
+
+@audit_app.command("verify")
+def audit_verify(
+    as_json: bool = JSON, data_dir: Path | None = DATA_DIR, config: Path | None = CONFIG
+) -> None:
+    """Verify the hash chain and head anchor; exit 1 when tampering is found."""
+    rec = _open(data_dir, config)
+    problems = rec.audit.verify()
+    n = len(rec.audit.entries())
+    rec.close()
+    _emit({"entries": n, "ok": not problems, "problems": problems}, as_json,
+          [f"audit trail: {n} entries, " + ("intact" if not problems else "TAMPERED"),
+           *problems])  # fmt: skip
+    if problems:
+        raise typer.Exit(1)
+
+
+# --- privacy ------------------------------------------------------------------------------------
+
+
+@privacy_app.command("redact")
+def privacy_redact(
+    file: Path | None = typer.Argument(None, help="text file (default stdin)"),
+) -> None:
+    """Mask MSISDNs, IMSIs, IP addresses and SIP/TEL URIs in text (e.g. a log file)."""
+    from callward.privacy.redact import redact_text
+
+    try:
+        stream = file.open(encoding="utf-8", errors="replace") if file else sys.stdin
+    except OSError as exc:
+        raise _fail(f"{file}: cannot read: {exc.strerror}") from None
+    for line in stream:
+        sys.stdout.write(redact_text(line.rstrip("\n")) + "\n")
+
+
+@privacy_app.command("pseudonym")
+def privacy_pseudonym(
+    subject: str = typer.Argument(...),
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Print the keyed pseudonym of a subject (for support tickets, holds, audit lookups)."""
+    rec = _open(data_dir, config)
+    try:
+        typer.echo(rec.codec.pseudonym(subject).hex())
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    rec.close()
+
+
+@privacy_app.command("shred")
+def privacy_shred(
+    subject: str = typer.Option(..., "--subject"),
+    reason: str = REASON,
+    ticket: str = TICKET,
+    actor: str = ACTOR,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Crypto-shred a subject: every hot, cold and backup copy becomes unreadable."""
+    rec = _open(data_dir, config)
+    try:
+        pn = rec.codec.cipher.shred_subject(subject, f"{reason} [{ticket}]")
+        rec.audit.record(actor, "shred", reason, ticket, subject=pn)
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"subject {pn[:12]}… shredded; run `callward privacy verify` to check files")
+    rec.close()
+
+
+@privacy_app.command("verify")
+def privacy_verify(
+    subject: str = typer.Option(..., "--subject"),
+    extra: list[Path] = typer.Option([], "--path", help="more files/dirs (backups)"),
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Scan the CDR database, its WAL, cold Parquet and given paths for plaintext of a subject;
+    exit 1 when any is found."""
+    import dataclasses
+
+    from callward.privacy.shred import verify_no_plaintext
+
+    rec = _open(data_dir, config)
+    rec.store.checkpoint()
+    try:
+        found = verify_no_plaintext([rec.store.path, rec.cold.root, *extra], subject)
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    rec.close()
+    _emit([dataclasses.asdict(f) for f in found], as_json,
+          [f"{f.path}: {f.where} ({f.needle_kind})" for f in found]
+          or ["no plaintext of the subject found"])  # fmt: skip
+    if found:
+        raise typer.Exit(1)
+
+
+def _backup_key(path: Path) -> bytes:
+    try:
+        key = path.read_bytes()
+    except OSError as exc:
+        raise _fail(f"{path}: cannot read backup key: {exc.strerror}") from None
+    if len(key) != 32:
+        raise _fail(f"{path}: expected a 32-byte backup key")
+    return key
+
+
+@privacy_app.command("backup-keys")
+def privacy_backup_keys(
+    out: Path = typer.Option(..., "--out"),
+    backup_key: Path = typer.Option(..., "--backup-key", help="32-byte backup KEK file"),
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Envelope-encrypted backup of all subject keys and the shred ledger."""
+    from callward.privacy.shred import backup_keys
+
+    kek = _backup_key(backup_key)
+    rec = _open(data_dir, config)
+    n = backup_keys(rec.keys, out, kek)
+    typer.echo(f"{n} key(s) backed up to {out}")
+    rec.close()
+
+
+@privacy_app.command("restore-keys")
+def privacy_restore_keys(
+    backup: Path = typer.Argument(...),
+    backup_key: Path = typer.Option(..., "--backup-key"),
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Restore subject keys from a backup; erased subjects stay erased."""
+    from callward.privacy.shred import restore_keys
+
+    kek = _backup_key(backup_key)
+    rec = _open(data_dir, config)
+    try:
+        n = restore_keys(rec.keys, backup, kek)
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{n} key(s) restored")
+    rec.close()
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the root app."""
+    """Attach ``cdr`` and ``privacy`` to the root app."""
+    app.add_typer(cdr_app, name="cdr")
+    app.add_typer(privacy_app, name="privacy")

@@ -137,7 +137,7 @@ def read_cdr(data: Mapping[str, Any]) -> Cdr:
         return record
     except StoreError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
         raise StoreError(f"CDR record: invalid ({type(exc).__name__}: {exc})") from None
 
 
