@@ -6,6 +6,7 @@ responses, when BYE comes), so the expected class is known independently of the 
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,16 @@ from hypothesis import strategies as st
 from callward.quality.capture import Datagram
 from callward.quality.correlate import build_calls, classify, parse_sdp
 from callward.quality.report import analyze_capture
-from callward.quality.synth import RtpSpec, merge, rtp_frames, sdp_body, sip_call, write_pcap
+from callward.quality.synth import (
+    Frame,
+    RtpSpec,
+    ethernet_ipv4_udp,
+    merge,
+    rtp_frames,
+    sdp_body,
+    sip_call,
+    write_pcap,
+)
 
 T0 = 1_700_000_000.0
 A_SIG, B_SIG = "198.51.100.10", "203.0.113.20"
@@ -157,3 +167,27 @@ def test_fuzz_build_calls(payloads: list[bytes], start: str) -> None:
     ]
     for c in build_calls(dgs):
         classify(c, [])
+
+
+def _rr(reporter: int, about: int, fraction: int, cum: int, jitter: int) -> bytes:
+    """RFC 3550 §6.4.2 receiver report with one block, packed by hand."""
+    block = struct.pack("!IB", about, fraction) + cum.to_bytes(3, "big")
+    block += struct.pack("!IIII", 5000, jitter, 0, 0)
+    body = struct.pack("!I", reporter) + block
+    return struct.pack("!BBH", 0x81, 201, len(body) // 4) + body
+
+
+def test_rtcp_receiver_reports_attach_to_streams(tmp_path: Path) -> None:
+    sip = sip_call("rtcp@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4.2)
+    rr = [
+        Frame(T0 + 2 + i, ethernet_ipv4_udp(B_SIG, 50001, A_SIG, 40001,
+                                            _rr(2, 0x11223344, 64 * (i + 1), 10 * i, 80 * i)))
+        for i in range(3)
+    ]  # fmt: skip
+    p = tmp_path / "r.pcap"
+    write_pcap(p, merge(sip, media(A_MEDIA, B_MEDIA), media(B_MEDIA, A_MEDIA, ssrc=2), rr))
+    rep = analyze_capture(p)
+    s = next(x for x in rep.streams if x.ssrc == 0x11223344)
+    assert s.rtcp == {"reports": 3, "fraction_lost": 0.75, "max_fraction_lost": 0.75,
+                      "cumulative_lost": 20, "max_jitter_ms": 20.0}  # fmt: skip
+    assert next(x for x in rep.streams if x.ssrc == 2).rtcp is None

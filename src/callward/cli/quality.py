@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import typer
@@ -63,15 +64,29 @@ def register(app: typer.Typer) -> None:
         from callward.quality.report import analyze_capture
 
         cfg = QualityConfig()
+        progress = None
+        if sys.stderr.isatty() and not json_out:
+            # A spinner with a frame count on a terminal; silent when piped (design.md).
+            from rich.progress import Progress, SpinnerColumn, TextColumn
+
+            progress = Progress(SpinnerColumn(), TextColumn("{task.completed:,} frames read"),
+                                transient=True)  # fmt: skip
         try:
-            rep = analyze_capture(
-                capture,
-                base_delay_ms=cfg.base_delay_ms,
-                rtp_timeout_s=cfg.rtp_timeout_s,
-                pdd_warn_s=cfg.pdd_warn_s,
-                mos=not no_mos,
-                thresholds=Thresholds(cfg.mos_warn, cfg.mos_critical),
-            )
+            if progress is not None:
+                with progress:
+                    task = progress.add_task("read", total=None)
+                    rep = analyze_capture(
+                        capture, base_delay_ms=cfg.base_delay_ms, rtp_timeout_s=cfg.rtp_timeout_s,
+                        pdd_warn_s=cfg.pdd_warn_s, mos=not no_mos,
+                        thresholds=Thresholds(cfg.mos_warn, cfg.mos_critical),
+                        progress=lambda k: progress.advance(task, k),
+                    )  # fmt: skip
+            else:
+                rep = analyze_capture(
+                    capture, base_delay_ms=cfg.base_delay_ms, rtp_timeout_s=cfg.rtp_timeout_s,
+                    pdd_warn_s=cfg.pdd_warn_s, mos=not no_mos,
+                    thresholds=Thresholds(cfg.mos_warn, cfg.mos_critical),
+                )  # fmt: skip
         except CallwardError as exc:
             raise _fail(str(exc)) from None
         if json_out:

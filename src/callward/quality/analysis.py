@@ -54,6 +54,7 @@ class StreamReport:
     seq_ext: np.ndarray = field(repr=False)
     mos: dict[str, dict[str, float] | None] = field(default_factory=dict)
     alert: dict[str, object] | None = None
+    rtcp: dict[str, object] | None = None  # the receivers' view (RTCP report blocks)
 
     @property
     def flow(self) -> tuple[str, int, str, int]:

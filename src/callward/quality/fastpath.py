@@ -74,6 +74,8 @@ class RtpCollector:
 
     keys: list[tuple[str, int, str, int, int]] = field(default_factory=list)
     sip: list[Datagram] = field(default_factory=list)
+    rtcp: list[Datagram] = field(default_factory=list)
+    max_rtcp: int = 200_000  # RTCP is ~1 packet per 5 s per stream; bound hostile captures
     first_ts_ns: int | None = None
     frames: int = 0
     _ids: dict[tuple[str, int, str, int, int], int] = field(default_factory=dict)
@@ -235,6 +237,10 @@ class RtpCollector:
             self.sip.append(d)
             return
         if not looks_like_rtp(p):
+            # RFC 5761 §4: PT 72–76 with the marker bit = RTCP SR..APP.
+            rtcp = len(p) >= 8 and p[0] >> 6 == 2 and 200 <= p[1] <= 207
+            if rtcp and len(self.rtcp) < self.max_rtcp:
+                self.rtcp.append(d)
             return
         ssrc = int.from_bytes(p[8:12], "big")
         sid = self._id((d.src, d.sport, d.dst, d.dport, ssrc))

@@ -17,6 +17,7 @@ from callward.quality.alerts import Thresholds, evaluate
 from callward.quality.analysis import StreamReport, collect, stream_reports
 from callward.quality.correlate import Call, build_calls, classify
 from callward.quality.playout import codec_for, stream_mos
+from callward.quality.rtcp_view import summarise_rtcp
 
 __all__ = ["AnalysisReport", "analyze_capture", "redacted_summary"]
 
@@ -74,6 +75,7 @@ def stream_dict(s: StreamReport) -> dict[str, Any]:
         "end_s": round(s.end_ms / 1000, 6),
         "mos": s.mos,
         "alert": s.alert,
+        "rtcp": s.rtcp,
     }
 
 
@@ -105,6 +107,11 @@ def analyze_capture(
         return by_addr.get((flow[2], flow[3])) or by_addr.get((flow[0], flow[1]))
 
     streams = stream_reports(col, rtpmap_for if by_addr else None)
+    views = summarise_rtcp(col.rtcp)
+    for s in streams:
+        v = views.get(s.ssrc)
+        if v is not None:
+            s.rtcp = v.as_dict(s.clock_rate)
     if mos:
         for s in streams:
             key = codec_for(s.payload_type, s.codec)
