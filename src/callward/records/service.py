@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from callward.config import RecordsConfig
 from callward.events import Event
@@ -32,11 +33,13 @@ from callward.privacy.pseudonym import Pseudonymizer
 from callward.privacy.shred import FieldCipher, KeyStore, load_or_create_key
 from callward.records.assembly import Reconciler
 from callward.records.audit import AuditLog
-from callward.records.cold import ColdCdrStore, TieredStore
 from callward.records.retention import HoldRegistry, RetentionPolicy
 from callward.records.rows import RecordCodec
 from callward.records.schema import Cdr
 from callward.records.store_sqlite import SqliteCdrStore
+
+if TYPE_CHECKING:  # pyarrow/duckdb load only when cold storage is used (fast demo start-up)
+    from callward.records.cold import ColdCdrStore, TieredStore
 
 __all__ = ["CdrSink", "Records", "open_records"]
 
@@ -47,13 +50,20 @@ class Records:
     keys: KeyStore
     codec: RecordCodec
     store: SqliteCdrStore
-    cold: ColdCdrStore
     audit: AuditLog
     holds: HoldRegistry
     config: RecordsConfig
 
     @property
+    def cold(self) -> ColdCdrStore:
+        from callward.records.cold import ColdCdrStore
+
+        return ColdCdrStore(self.data_dir / "cold", self.codec)
+
+    @property
     def tiered(self) -> TieredStore:
+        from callward.records.cold import TieredStore
+
         return TieredStore(self.store, self.cold)
 
     def policy(self) -> RetentionPolicy:
@@ -80,7 +90,6 @@ def open_records(data_dir: Path | str = "var", config: RecordsConfig | None = No
         keys=keys,
         codec=codec,
         store=SqliteCdrStore(d / "cdr.db", codec, batch_size=cfg.batch_size),
-        cold=ColdCdrStore(d / "cold", codec),
         audit=audit,
         holds=HoldRegistry(d / "holds.db", audit),
         config=cfg,
