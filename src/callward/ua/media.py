@@ -60,11 +60,18 @@ class RtpEndpoint:
         self.local_addr = (str(name[0]), int(name[1]))
         return self
 
-    async def send_audio(self, dest: tuple[str, int], packets: int, payload_type: int = 0) -> None:
-        """Send ``packets`` paced 20 ms packets of G.711 silence (0xFF is μ-law zero)."""
+    async def send_audio(
+        self,
+        dest: tuple[str, int],
+        packets: int,
+        payload_type: int = 0,
+        payload: bytes | None = None,
+    ) -> None:
+        """Send ``packets`` paced 20 ms packets: ``payload`` (one encoded 20 ms frame, repeated)
+        or G.711 silence (0xFF is μ-law zero, 0xD5 A-law zero)."""
         if self._sock is None:
             raise MediaError("RTP endpoint is closed")
-        silence = (b"\xff" if payload_type == 0 else b"\xd5") * _SAMPLES
+        silence = payload or (b"\xff" if payload_type == 0 else b"\xd5") * _SAMPLES
         seq = secrets.randbits(16)
         ts = secrets.randbits(32)
         loop = asyncio.get_running_loop()

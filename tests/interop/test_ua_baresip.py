@@ -1,0 +1,151 @@
+"""Our phone against baresip (a real softphone): we call it, it calls us, media flows both ways
+and either side can hang up. baresip's own log and its recorded WAV are the judges."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callward.media.g711 import ulaw_encode
+from callward.ua.call import CallState
+from callward.ua.media import RtpEndpoint
+from callward.ua.phone import Phone
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
+
+BARESIP = shutil.which("baresip")
+SOX = shutil.which("sox")
+MODULES = Path("/usr/lib/baresip/modules")
+SINE = ("synth", "3", "sine", "440")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def baresip_dir(tmp_path: Path) -> tuple[Path, int]:
+    if BARESIP is None or SOX is None or not (MODULES / "g711.so").exists():
+        pytest.skip("why: baresip (baresip-core) or sox not installed")
+    port = free_port()
+    subprocess.run(
+        [SOX, "-n", "-r", "8000", "-c", "1", "-b", "16", str(tmp_path / "in.wav"), *SINE],
+        check=True,
+        capture_output=True,
+    )
+    (tmp_path / "config").write_text(
+        f"sip_listen 127.0.0.1:{port}\nmodule_path {MODULES}\nmodule g711.so\n"
+        "module aufile.so\nmodule sndfile.so\nmodule_app account.so\nmodule_app menu.so\n"
+        f"snd_path {tmp_path}\n"
+        f"audio_player aufile,{tmp_path / 'out.wav'}\naudio_source aufile,{tmp_path / 'in.wav'}\n"
+        f"audio_alert aufile,{tmp_path / 'alert.wav'}\n"
+    )
+    (tmp_path / "accounts").write_text("<sip:bob@127.0.0.1>;regint=0;answermode=auto\n")
+    (tmp_path / "contacts").write_text("")
+    return tmp_path, port
+
+
+async def start_baresip(cfg: Path, *extra: str) -> asyncio.subprocess.Process:
+    assert BARESIP is not None
+    proc = await asyncio.create_subprocess_exec(
+        BARESIP,
+        "-f",
+        str(cfg),
+        *extra,
+        stdout=(cfg / "log.txt").open("wb"),
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    for _ in range(50):  # wait for "baresip is ready"
+        await asyncio.sleep(0.1)
+        if b"is ready" in (cfg / "log.txt").read_bytes():
+            break
+    return proc
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM first so baresip flushes its log and WAV, then SIGKILL (our child, by PID)."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 3)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_we_call_baresip_and_hang_up(baresip_dir: tuple[Path, int]) -> None:
+    cfg, port = baresip_dir
+    proc = await start_baresip(cfg)
+    alice = await Phone.start("alice")
+    rtp = await RtpEndpoint.open()
+    alice.media_port = rtp.local_addr[1]
+    try:
+        call = await alice.call(f"sip:bob@127.0.0.1:{port}")
+        assert call.status == 200 and call.state is CallState.CONFIRMED
+        # 1 kHz at 8 kHz sampling repeats every 8 samples, so one 160-sample frame loops cleanly.
+        tone = (8000 * np.sin(2 * np.pi * 1000 * np.arange(160) / 8000)).astype(np.int16)
+        await rtp.send_audio(_rtp_dest(call.leg.remote_sdp), 50, 0, ulaw_encode(tone))
+        assert rtp.counters.packets_received > 10  # baresip's PCMU from in.wav reached us
+        assert await call.hangup() == 200
+    finally:
+        await alice.close()
+        rtp.close()
+        await asyncio.sleep(0.3)
+        await stop(proc)
+    log = (cfg / "log.txt").read_text(errors="replace")
+    assert "Call established" in log and "session closed" in log  # closed by our BYE
+    assert "PCMU" in log
+    # baresip's sndfile module dumps what it decoded from our RTP (and what it encoded).
+    (dec,) = cfg.glob("dump-*-dec.wav")
+    with wave.open(str(dec)) as w:
+        assert w.getframerate() == 8000 and w.getsampwidth() == 2
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+    # baresip's own μ-law decoder must hear our 1 kHz tone: take 0.5 s from where it starts and
+    # check the level (8000/√2 ≈ 5657 RMS) and the spectral peak.
+    assert np.count_nonzero(np.abs(pcm) > 1000) >= 160 * 20
+    window = pcm[int(np.argmax(np.abs(pcm) > 1000)) :][:4000]
+    spectrum = np.abs(np.fft.rfft(window))
+    peak_hz = (int(np.argmax(spectrum[1:])) + 1) * 8000 / len(window)
+    assert abs(peak_hz - 1000) < 20
+    assert 4500 < np.sqrt(np.mean(window**2)) < 6500
+
+
+def _rtp_dest(sdp: bytes) -> tuple[str, int]:
+    from callward.ua.sdp_offer import audio_endpoint
+
+    ep = audio_endpoint(sdp)
+    assert ep is not None
+    return ep.host, ep.port
+
+
+async def test_baresip_calls_us_and_we_hang_up(baresip_dir: tuple[Path, int]) -> None:
+    cfg, _ = baresip_dir
+    bob = await Phone.start("service", auto_answer=True)
+    proc = await start_baresip(cfg, "-e", f"/dial sip:service@127.0.0.1:{bob.local_addr[1]}")
+    try:
+        incoming = await asyncio.wait_for(_first_call(bob), 10)
+        await incoming.wait_confirmed(10)
+        assert incoming.leg.remote_sdp.startswith(b"v=0")
+        assert await incoming.hangup() == 200  # a BYE from the UAS side, answered by baresip
+    finally:
+        await bob.close()
+        await asyncio.sleep(0.3)
+        await stop(proc)
+    log = (cfg / "log.txt").read_text(errors="replace")
+    assert "Call established" in log and "session closed" in log
+
+
+async def _first_call(phone: Phone) -> object:
+    while not phone.calls:
+        await asyncio.sleep(0.05)
+    return next(iter(phone.calls.values()))
