@@ -217,9 +217,23 @@ def parse_sdp(
     n_attrs = 0
     n = 0
     try:
+        max_len = limits.max_line_length
+        max_attrs = limits.max_attributes
         for n, line in enumerate(lines, 1):
-            if len(line) > limits.max_line_length:
-                raise _err(n, f"line longer than {limits.max_line_length}", "limit max_line_length")
+            if len(line) > max_len:
+                raise _err(n, f"line longer than {max_len}", "limit max_line_length")
+            if cur is not None and line[:2] == "a=":
+                # Fast path for the commonest line: a media attribute. ``a`` ranks last in a
+                # media section, so no order check applies; the model validates the name.
+                n_attrs += 1
+                if n_attrs > max_attrs:
+                    raise _err(n, "too many attributes", "limit max_attributes")
+                name, sep, val = line[2:].partition(":")
+                if not strict:
+                    name = name.strip()
+                cur.attributes.append(Attribute(name, val if sep else None))
+                cur.rank = 5
+                continue
             if not line:
                 if strict:
                     raise _err(n, "empty line", "RFC 8866 §5 type=value")
