@@ -880,6 +880,8 @@ class EdgeCore:
             self._start_branch(st, nxt, now)
             return
         st.responses.append(resp)
+        if b.target.failover:
+            st.pending.clear()  # a real answer (not 408/503): stop walking the failover list
         if status >= 600 and b.invite:
             st.pending.clear()
             for other in st.branches:

@@ -1,0 +1,229 @@
+"""Real sockets on loopback: edges in-process, phones as plain UDP sockets.
+
+- Two edges sharing the real Redis: a phone registered on edge A is reached through edge B
+  (B routes via A with a flow token; A sends over the phone's registered flow).
+- Three edges whose upstreams point at each other: a request for an unknown domain ends in one
+  5xx for the caller, each node sees it at most once (no loop, no storm).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+
+import pytest
+
+from callward.config import CallwardConfig, EdgeConfig
+from callward.edge.app import EdgeNode
+from callward.sip import Request, Response, parse_message
+
+
+def _port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Phone(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[Request | Response] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.port = transport.get_extra_info("sockname")[1]
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.inbox.put_nowait(parse_message(data))
+
+    def send(self, text: str, port: int) -> None:
+        assert self.transport is not None
+        self.transport.sendto(text.replace("\n", "\r\n").encode(), ("127.0.0.1", port))
+
+    async def expect(self, pred, timeout: float = 5.0):
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.inbox.get()
+                if pred(msg):
+                    return msg
+
+
+async def _phone() -> Phone:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    return proto
+
+
+def _msg(
+    method: str,
+    uri: str,
+    phone: Phone,
+    *,
+    call_id: str,
+    to: str,
+    frm: str,
+    cseq: int = 1,
+    extra: str = "",
+    contact: str = "",
+) -> str:
+    return (
+        f"{method} {uri} SIP/2.0\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{phone.port};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport\n"
+        f"Max-Forwards: 70\nFrom: <{frm}>;tag=t{phone.port}\nTo: <{to}>\n"
+        f"Call-ID: {call_id}\nCSeq: {cseq} {method}\n"
+        f"Contact: <{contact or f'sip:u@127.0.0.1:{phone.port}'}>\n{extra}Content-Length: 0\n\n"
+    )
+
+
+def _answer(req: Request, status: int) -> str:
+    lines = [f"SIP/2.0 {status} OK"]
+    for name, value in req.headers:
+        if name in ("Via", "From", "Call-ID", "CSeq", "Record-Route"):
+            lines.append(f"{name}: {value}")
+        elif name == "To":
+            lines.append(f"To: {value};tag=callee")
+    lines.append("Content-Length: 0")
+    return "\n".join(lines) + "\n\n"
+
+
+def _cfg(node: str, port: int, **edge) -> CallwardConfig:
+    return CallwardConfig(
+        edge=EdgeConfig(listen=[f"udp:127.0.0.1:{port}"], node_id=node, auth=False, **edge)
+    )
+
+
+@pytest.mark.services
+async def test_phone_on_edge_a_reachable_through_edge_b_with_redis() -> None:
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("why: Redis not running on 127.0.0.1:6379")
+    prefix = f"cwtest-{uuid.uuid4().hex[:8]}"
+    pa, pb = _port(), _port()
+    common = dict(location="redis://127.0.0.1:6379/0", location_prefix=prefix, auth_secret="k")
+    a = EdgeNode(_cfg("edge-a", pa, **common))
+    b = EdgeNode(_cfg("edge-b", pb, **common))
+    await a.start()
+    await b.start()
+    alice, bob = await _phone(), await _phone()
+    try:
+        alice.send(
+            _msg(
+                "REGISTER",
+                "sip:callward.local",
+                alice,
+                call_id="reg",
+                to="sip:alice@callward.local",
+                frm="sip:alice@callward.local",
+                extra="Expires: 300\n",
+                contact="sip:alice@192.168.1.50:5060",
+            ),
+            pa,
+        )
+        ok = await alice.expect(lambda m: isinstance(m, Response) and m.status == 200)
+        assert ok.headers.get("Contact")
+        bob.send(
+            _msg(
+                "INVITE",
+                "sip:alice@callward.local",
+                bob,
+                call_id="ab1",
+                to="sip:alice@callward.local",
+                frm="sip:bob@callward.local",
+            ),
+            pb,
+        )
+        inv = await alice.expect(lambda m: isinstance(m, Request) and m.method == "INVITE")
+        # alice is behind NAT (private Contact): B → A (flow token) → alice's flow
+        assert [v.port for v in inv.vias[:2]] == [pa, pb]
+        assert str(inv.uri) == "sip:alice@192.168.1.50:5060"
+        alice.send(_answer(inv, 200), pa)
+        final = await bob.expect(lambda m: isinstance(m, Response) and m.status >= 200)
+        assert final.status == 200 and final.call_id == "ab1"
+    finally:
+        for p in (alice, bob):
+            p.transport.close()
+        await a.stop()
+        await b.stop()
+        from callward.edge.location import RedisLocation
+
+        RedisLocation("redis://127.0.0.1:6379/0", prefix).clear()
+
+
+async def test_three_edges_pointing_at_each_other_end_in_one_5xx() -> None:
+    ports = [_port(), _port(), _port()]
+    names = ["a", "b", "c"]
+    nodes = []
+    for i, name in enumerate(names):
+        ups = [f"sip:127.0.0.1:{ports[(i + k) % 3]}" for k in (1, 2)]
+        nodes.append(EdgeNode(_cfg(name, ports[i], upstreams=ups, t1=0.05)))
+    for n in nodes:
+        await n.start()
+    caller = await _phone()
+    try:
+        caller.send(
+            _msg(
+                "INVITE",
+                "sip:carol@elsewhere.example",
+                caller,
+                call_id="loop3",
+                to="sip:carol@elsewhere.example",
+                frm="sip:bob@callward.local",
+            ),
+            ports[0],
+        )
+        final = await caller.expect(lambda m: isinstance(m, Response) and m.status >= 200, 10)
+        assert 500 <= final.status < 600
+        await asyncio.sleep(0.5)  # anything still bouncing around would show up here
+        seen = [n.metrics.requests.labels("INVITE")._value.get() for n in nodes]
+        assert seen == [1.0, 1.0, 1.0]
+        assert caller.inbox.qsize() == 0
+    finally:
+        caller.transport.close()
+        for n in nodes:
+            await n.stop()
+
+
+async def test_dead_upstream_fails_over_then_blacklisted() -> None:
+    pa, pb, dead = _port(), _port(), _port()
+    uas = await _phone()
+    a = EdgeNode(
+        _cfg(
+            "a",
+            pa,
+            upstreams=[f"sip:127.0.0.1:{dead}", f"sip:127.0.0.1:{pb}"],
+            t1=0.05,
+            blacklist_seconds=60,
+        )
+    )
+    b = EdgeNode(_cfg("b", pb, routes={"carol": f"sip:carol@127.0.0.1:{uas.port}"}))
+    await a.start()
+    await b.start()
+    caller = await _phone()
+    try:
+        for i in range(2):
+            caller.send(
+                _msg(
+                    "INVITE",
+                    "sip:carol@callward.local",
+                    caller,
+                    call_id=f"fo{i}",
+                    to="sip:carol@callward.local",
+                    frm="sip:bob@elsewhere.example",
+                ),
+                pa,
+            )
+            # first call waits for Timer B (64*T1 = 3.2 s) on the dead one; second goes direct
+            inv = await uas.expect(lambda m: isinstance(m, Request) and m.method == "INVITE", 8)
+            uas.send(_answer(inv, 200), pb)
+            final = await caller.expect(lambda m: isinstance(m, Response) and m.status >= 200)
+            assert final.status == 200
+        assert a.metrics.failovers._value.get() == 1
+    finally:
+        for p in (uas, caller):
+            p.transport.close()
+        await a.stop()
+        await b.stop()
