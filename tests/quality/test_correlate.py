@@ -191,3 +191,20 @@ def test_rtcp_receiver_reports_attach_to_streams(tmp_path: Path) -> None:
     assert s.rtcp == {"reports": 3, "fraction_lost": 0.75, "max_fraction_lost": 0.75,
                       "cumulative_lost": 20, "max_jitter_ms": 20.0}  # fmt: skip
     assert next(x for x in rep.streams if x.ssrc == 2).rtcp is None
+
+
+@pytest.mark.parametrize(
+    "offer,answer,mismatch",
+    [((1, "AES_CM_128_HMAC_SHA1_80"), (1, "AES_CM_128_HMAC_SHA1_80"), False),
+     ((1, "AES_CM_128_HMAC_SHA1_80"), (1, "AES_CM_128_HMAC_SHA1_32"), True),
+     ((1, "AES_CM_128_HMAC_SHA1_80"), (2, "AES_CM_128_HMAC_SHA1_80"), True),
+     ((1, "AES_CM_128_HMAC_SHA1_80"), None, True)],
+)  # fmt: skip
+def test_srtp_key_mismatch(tmp_path: Path, offer, answer, mismatch: bool) -> None:
+    sip = sip_call("srtp@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4.2,
+                   offer_crypto=offer, answer_crypto=answer)  # fmt: skip
+    got, _ = kinds(tmp_path, sip, media(A_MEDIA, B_MEDIA), media(B_MEDIA, A_MEDIA, ssrc=2))
+    if mismatch:
+        assert [(k, c) for k, c, _ in got] == [("one_way_audio", "srtp_key_mismatch")]
+    else:
+        assert got == []

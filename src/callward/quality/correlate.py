@@ -8,6 +8,7 @@ recognised by comparing where a side's media really comes from with what its SDP
 Classifications (``Problem.kind``):
 - ``no_audio``: an answered call with no RTP in either direction;
 - ``one_way_audio``: one direction missing; ``cause`` is ``no_packets`` (the sender never sent),
+  ``srtp_key_mismatch`` (SDES a=crypto answer not among the offered tag/suites, or SAVP/AVP),
   ``wrong_address`` (it sent somewhere other than the peer's SDP), ``nat`` (the peer's SDP
   names a private address its media does not come from and nobody latched) or
   ``wrong_sdp_address`` (same with a public address);
@@ -40,6 +41,12 @@ class MediaDesc:
     port: int
     rtpmap: dict[int, tuple[str, int]]
     payload_types: tuple[int, ...]
+    proto: str = "RTP/AVP"
+    crypto: tuple[tuple[int, str], ...] = ()  # RFC 4568 a=crypto (tag, suite)
+
+    @property
+    def secure(self) -> bool:
+        return "SAVP" in self.proto
 
 
 def parse_sdp(body: bytes) -> MediaDesc | None:
@@ -52,6 +59,8 @@ def parse_sdp(body: bytes) -> MediaDesc | None:
     media_ip: str | None = None
     port: int | None = None
     pts: tuple[int, ...] = ()
+    proto = "RTP/AVP"
+    crypto: list[tuple[int, str]] = []
     rtpmap: dict[int, tuple[str, int]] = {}
     in_audio = False
     for raw in text.splitlines():
@@ -64,6 +73,7 @@ def parse_sdp(body: bytes) -> MediaDesc | None:
             if in_audio:
                 try:
                     port = int(parts[1].split("/")[0])
+                    proto = parts[2]
                     pts = tuple(int(p) for p in parts[3:] if p.isdigit())
                 except ValueError:
                     return None
@@ -81,10 +91,32 @@ def parse_sdp(body: bytes) -> MediaDesc | None:
             rate = rest.split("/")[0]
             if head.isdigit():
                 rtpmap[int(head)] = (name, int(rate) if rate.isdigit() else 0)
+        elif in_audio and line.startswith("a=crypto:"):
+            f = line[9:].split()
+            if len(f) >= 2 and f[0].isdigit():
+                crypto.append((int(f[0]), f[1]))
     ip = media_ip or sess_ip
     if port is None or ip is None:
         return None
-    return MediaDesc(ip, port, rtpmap, pts)
+    return MediaDesc(ip, port, rtpmap, pts, proto, tuple(crypto))
+
+
+def srtp_mismatch(offer: MediaDesc, answer: MediaDesc) -> str:
+    """Why SDES-SRTP keying cannot work between this offer and answer ('' if it can).
+
+    RFC 4568 §5.1.2: the answer accepts one offered a=crypto by tag *and* suite; a profile
+    mismatch (SAVP vs AVP) means one side encrypts what the other plays as plain RTP.
+    """
+    if offer.secure != answer.secure:
+        return "one side uses RTP/SAVP, the other RTP/AVP"
+    if not answer.secure:
+        return ""
+    if not answer.crypto:
+        return "answer has no a=crypto"
+    offered = set(offer.crypto)
+    if not any(c in offered for c in answer.crypto):
+        return "answer's a=crypto tag/suite was not offered"
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +318,11 @@ def classify(
         return
     if call.answered_ts is None:
         return
-    if call.offer and call.answer:
+    if call.offer and call.answer and (why := srtp_mismatch(call.offer, call.answer)):
+        # Media may flow both ways in the capture; the caller cannot decrypt what the
+        # callee keyed with an unoffered suite (and vice versa for a profile mismatch).
+        p.append(Problem("one_way_audio", why, "srtp_key_mismatch", "callee->caller"))
+    elif call.offer and call.answer:
         fwd_ok, fwd_cause = _direction(call.offer, call.caller_sig, call.answer, mine)
         rev_sig = call.answer_sig or call.callee_sig
         rev_ok, rev_cause = _direction(call.answer, rev_sig, call.offer, mine)

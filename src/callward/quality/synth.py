@@ -293,12 +293,19 @@ def iter_bulk_rtp(
             yield Frame(round(base + i * 0.02 + s * 0.0001 + rng.random() * 0.004, 6), data)
 
 
-def sdp_body(ip: str, port: int, pt: int = 0, name: str = "PCMU", rate: int = 8000) -> str:
-    """A minimal audio offer/answer (RFC 8866) with one codec and telephone-event."""
+def sdp_body(
+    ip: str, port: int, pt: int = 0, name: str = "PCMU", rate: int = 8000,
+    crypto: tuple[int, str] | None = None,
+) -> str:  # fmt: skip
+    """A minimal audio offer/answer (RFC 8866) with one codec and telephone-event; with
+    ``crypto`` an RTP/SAVP section with one SDES a=crypto line (RFC 4568)."""
+    proto = "RTP/SAVP" if crypto else "RTP/AVP"
+    key = "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz" if crypto else ""
+    cr = f"a=crypto:{crypto[0]} {crypto[1]} {key}\n" if crypto else ""
     return (
         f"v=0\no=- 1 1 IN IP4 {ip}\ns=-\nc=IN IP4 {ip}\nt=0 0\n"
-        f"m=audio {port} RTP/AVP {pt} 101\na=rtpmap:{pt} {name}/{rate}\n"
-        "a=rtpmap:101 telephone-event/8000\na=sendrecv\n"
+        f"m=audio {port} {proto} {pt} 101\na=rtpmap:{pt} {name}/{rate}\n"
+        f"a=rtpmap:101 telephone-event/8000\n{cr}a=sendrecv\n"
     )
 
 
@@ -320,6 +327,8 @@ def sip_call(
     pt: int = 0,
     codec: str = "PCMU",
     rate: int = 8000,
+    offer_crypto: tuple[int, str] | None = None,
+    answer_crypto: tuple[int, str] | None = None,
 ) -> list[Frame]:
     """The SIP messages of one call over UDP port 5060 between two signalling addresses."""
     a_uri, b_uri = "sip:alice@example.invalid", "sip:bob@example.invalid"
@@ -334,7 +343,9 @@ def sip_call(
         )
 
     se = f"Session-Expires: {session_expires};refresher=uac\n" if session_expires else ""
-    invite = msg(f"INVITE {b_uri} SIP/2.0", "1 INVITE", se, sdp_body(*offer, pt, codec, rate))
+    invite = msg(
+        f"INVITE {b_uri} SIP/2.0", "1 INVITE", se, sdp_body(*offer, pt, codec, rate, offer_crypto)
+    )
     out = [
         sip_frame(t0, caller, 5060, callee, 5060, invite),
         sip_frame(t0 + 0.01, callee, 5060, caller, 5060, msg("SIP/2.0 100 Trying", "1 INVITE")),
@@ -344,7 +355,7 @@ def sip_call(
                              msg("SIP/2.0 180 Ringing", "1 INVITE")))  # fmt: skip
     ta = t0 + answer_after_s
     if final_status < 300:
-        body = sdp_body(*answer, pt, codec, rate) if answer else ""
+        body = sdp_body(*answer, pt, codec, rate, answer_crypto) if answer else ""
         out.append(sip_frame(ta, callee, 5060, caller, 5060,
                              msg(f"SIP/2.0 {final_status} OK", "1 INVITE", se, body)))  # fmt: skip
         out.append(sip_frame(ta + 0.01, caller, 5060, callee, 5060,
