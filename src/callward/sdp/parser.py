@@ -228,10 +228,10 @@ def parse_sdp(
                 n_attrs += 1
                 if n_attrs > max_attrs:
                     raise _err(n, "too many attributes", "limit max_attributes")
-                name, sep, val = line[2:].partition(":")
+                aname, sep, val = line[2:].partition(":")
                 if not strict:
-                    name = name.strip()
-                cur.attributes.append(Attribute(name, val if sep else None))
+                    aname = aname.strip()
+                cur.attributes.append(Attribute(aname, val if sep else None))
                 cur.rank = 5
                 continue
             if not line:
