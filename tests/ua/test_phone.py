@@ -150,6 +150,12 @@ async def test_uas_retransmits_2xx_until_ack_then_bye_from_raw_peer() -> None:
         await call.wait_confirmed(5)
         bye = ack.replace(b"ACK sip", b"BYE sip").replace(b"1 ACK", b"2 BYE")
         bye = bye.replace(b"z9hG4bKack", b"z9hG4bKbye")
+        # §12.2.2: a CSeq lower than the last one seen (the INVITE's 1) is out of order → 500
+        stale = bye.replace(b"2 BYE", b"0 BYE").replace(b"z9hG4bKbye", b"z9hG4bKold")
+        raw.sendto(stale, bob.local_addr)
+        got = await recv_until(raw, lambda o: any(b"CSeq: 0 BYE" in m for m in o))
+        assert any(m.startswith(b"SIP/2.0 500") and b"CSeq: 0 BYE" in m for m in got)
+        assert call.state is CallState.CONFIRMED
         raw.sendto(bye, bob.local_addr)
         got = await recv_until(raw, lambda o: any(b"CSeq: 2 BYE" in m for m in o))
         assert any(m.startswith(b"SIP/2.0 200") and b"CSeq: 2 BYE" in m for m in got)
@@ -317,3 +323,19 @@ async def test_digest_challenge_is_answered(kind: str) -> None:
         task.cancel()
         raw.close()
         await alice.close()
+
+
+async def test_invite_without_contact_gets_400() -> None:
+    bob = await Phone.start("bob", auto_answer=True)
+    raw = udp_socket()
+    try:
+        invite = invite_from(raw, bob.local_addr, "z9hG4bKnc")
+        invite = b"\r\n".join(ln for ln in invite.split(b"\r\n") if not ln.startswith(b"Contact"))
+        raw.sendto(invite, bob.local_addr)
+        got = await recv_until(raw, lambda o: any(not m.startswith(b"SIP/2.0 100") for m in o))
+        final = [m for m in got if not m.startswith(b"SIP/2.0 100")]
+        assert final and final[0].startswith(b"SIP/2.0 400")  # §12.1.1 needs a Contact
+        assert not bob.calls
+    finally:
+        raw.close()
+        await bob.close()

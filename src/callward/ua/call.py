@@ -13,9 +13,11 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from callward.errors import LocalProtocolError
+from callward.errors import LocalProtocolError, RemoteProtocolError
+from callward.sip.dialog import Dialog, DialogId, DialogState, new_tag
 from callward.sip.headers import parse_name_addr
 from callward.sip.message import Headers, Request, Response, make_response
+from callward.sip.transaction import new_branch
 from callward.sip.uri import URI, SipURI, parse_uri
 
 __all__ = [
@@ -29,14 +31,6 @@ __all__ = [
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 USER_AGENT = "callward"
-
-
-def new_tag() -> str:
-    return secrets.token_hex(6)
-
-
-def new_branch() -> str:
-    return "z9hG4bK" + secrets.token_hex(10)  # §8.1.1.7 magic cookie
 
 
 class CallState(enum.Enum):
@@ -128,7 +122,8 @@ def next_hop(uri: URI, default_port: int = 5060) -> tuple[str, int]:
 
 @dataclass(slots=True)
 class CallLeg:
-    """Dialog and call state for one leg. ``outgoing`` legs are UAC (we sent the INVITE)."""
+    """Call state for one leg, with its dialog (:class:`~callward.sip.dialog.Dialog`: route set,
+    remote target, CSeq spaces). ``outgoing`` legs are UAC (we sent the INVITE)."""
 
     local: LocalEndpoint
     call_id: str
@@ -136,13 +131,11 @@ class CallLeg:
     outgoing: bool
     remote_uri: str  # To (UAC) / From (UAS) URI text
     local_uri: str  # From (UAC) / To (UAS) URI text: our side of the dialog (§12.1)
-    request_uri: URI  # initial Request-URI (UAC) or our Contact (UAS)
+    request_uri: URI  # initial Request-URI (UAC) or the one we were reached at (UAS)
     state: CallState = CallState.CALLING
-    remote_tag: str | None = None
-    remote_target: URI | None = None  # Contact of the peer (§12.1)
-    route_set: tuple[str, ...] = ()  # Route header values in order (§12.1.1 / §12.1.2)
-    local_cseq: int = 1
-    remote_cseq: int | None = None
+    dialog: Dialog | None = None
+    preloaded: tuple[str, ...] = ()  # UAC: Route set before a dialog exists (§8.1.2)
+    local_cseq: int = 1  # UAC: CSeq of the current INVITE (grows with a digest retry)
     invite: Request | None = None  # our INVITE (UAC) or theirs (UAS)
     final: Response | None = None  # final response to the INVITE (sent or received)
     ack: Request | None = None  # our ACK for a 2xx, kept to answer 2xx retransmissions
@@ -167,9 +160,22 @@ class CallLeg:
             raise LocalProtocolError(f"call event {event.value} not allowed in {self.state.value}")
 
     @property
-    def dialog_id(self) -> tuple[str, str, str]:
-        """(Call-ID, local tag, remote tag) (§12)."""
-        return self.call_id, self.local_tag, self.remote_tag or ""
+    def remote_tag(self) -> str | None:
+        return None if self.dialog is None else self.dialog.id.remote_tag
+
+    @property
+    def remote_target(self) -> URI | None:
+        return None if self.dialog is None else self.dialog.remote_target
+
+    @property
+    def route_set(self) -> tuple[str, ...]:
+        if self.dialog is None:
+            return self.preloaded
+        return tuple(str(r) for r in self.dialog.route_set)
+
+    def _via(self) -> str:
+        """Our Via sent-by with rport (RFC 3581); Dialog adds the branch."""
+        return f"SIP/2.0/{self.local.transport.upper()} {self.local.host}:{self.local.port};rport"
 
     # ------------------------------------------------------------------ UAC
     @classmethod
@@ -186,45 +192,68 @@ class CallLeg:
         (an outbound proxy, RFC 3261 §8.1.2)."""
         uri = parse_uri(target)
         leg = cls(local, secrets.token_hex(12), new_tag(), True, target, local.aor, uri)
-        leg.route_set = tuple(routes)
+        leg.preloaded = tuple(routes)
         leg.local_sdp = sdp
-        leg.invite = leg._request("INVITE", uri, f"<{target}>", sdp, extra)
+        leg.invite = leg._initial("INVITE", uri, f"<{target}>", sdp, extra)
         return leg
 
-    def _request(
+    def _initial(
         self,
         method: str,
         uri: URI,
         to: str,
         body: bytes = b"",
         extra: Iterable[tuple[str, str]] = (),
-        cseq: int | None = None,
     ) -> Request:
+        """An out-of-dialog request (§8.1.1)."""
         items = [
             ("Via", self.local.via(new_branch())),
             ("Max-Forwards", "70"),
             ("From", self.local.from_header(self.local_tag, self.local_uri)),
             ("To", to),
             ("Call-ID", self.call_id),
-            ("CSeq", f"{self.local_cseq if cseq is None else cseq} {method}"),
+            ("CSeq", f"{self.local_cseq} {method}"),
         ]
-        items += [("Route", r) for r in self.route_set]
-        if method in ("INVITE", "UPDATE"):
-            items += [("Contact", self.local.contact), ("Allow", ALLOW)]
-        items.append(("User-Agent", USER_AGENT))
+        items += [("Route", r) for r in self.preloaded]
+        items += [("Contact", self.local.contact), ("Allow", ALLOW), ("User-Agent", USER_AGENT)]
         items += list(extra)
         if body:
             items.append(("Content-Type", "application/sdp"))
         items.append(("Content-Length", str(len(body))))
         return Request(Headers(items), body, method=method, uri=uri)
 
+    def _uac_dialog(self, resp: Response) -> None:
+        """Create (§12.1.2) or update the dialog from a 1xx-with-tag or 2xx to our INVITE."""
+        assert self.invite is not None
+        if self.dialog is not None and resp.to.tag == self.dialog.id.remote_tag:
+            self.dialog.receive_response(self.invite, resp)
+            return
+        if self.dialog is not None:
+            return  # a second early dialog (forking): keep the first one
+        try:
+            self.dialog = Dialog.uac(self.invite, resp)
+        except RemoteProtocolError:
+            # A 2xx without Contact breaks §12.1.1, but it still needs an ACK: target the
+            # Request-URI as Dialog does for a Contact-less 1xx.
+            self.dialog = Dialog(
+                id=DialogId(self.call_id, self.local_tag, resp.to.tag or ""),
+                state=DialogState.CONFIRMED,
+                local_uri=parse_name_addr(f"<{self.local_uri}>"),
+                remote_uri=parse_name_addr(f"<{self.remote_uri}>"),
+                remote_target=self.invite.uri,
+                route_set=tuple(reversed(resp.record_routes)),
+                local_seq=self.invite.cseq.seq,
+                remote_seq=None,
+                is_uac=True,
+            )
+
     def on_response(self, resp: Response) -> CallState:
         """Feed a response to our INVITE (from the transaction layer)."""
         if resp.status < 200:
             if resp.status > 100:
                 state = self.fire(CallInput.PROVISIONAL)
-                if resp.to.tag and self.remote_tag is None:
-                    self._learn_dialog(resp)  # early dialog (§12.1.2)
+                if resp.to.tag:
+                    self._uac_dialog(resp)  # early dialog (§12.1.2)
                 return state
             return self.state
         self._check(CallInput.ACCEPTED if resp.status < 300 else CallInput.REJECTED)
@@ -233,29 +262,27 @@ class CallLeg:
         if resp.status < 300:
             if self.state is CallState.CONFIRMED:
                 return self.state  # a 2xx retransmission: the caller re-sends the ACK
-            self._learn_dialog(resp)
+            self._uac_dialog(resp)
             self.remote_sdp = resp.body
             return self.fire(CallInput.ACCEPTED)
+        if self.dialog is not None:
+            self.dialog.receive_response(self.invite or Request(Headers()), resp)
         self.end_reason = f"rejected:{resp.status}"
         return self.fire(CallInput.REJECTED)
 
-    def _learn_dialog(self, resp: Response) -> None:
-        self.remote_tag = resp.to.tag
-        if resp.contacts:
-            self.remote_target = resp.contacts[0].uri
-        # §12.1.2: the UAC's route set is the Record-Route list reversed.
-        self.route_set = tuple(reversed(resp.headers.values("Record-Route"))) or self.route_set
-
     def make_ack(self) -> Request:
-        """ACK for the 2xx (§13.2.2.4): its own transaction, same CSeq number, in-dialog."""
-        if self.invite is None or self.remote_tag is None:
+        """ACK for the 2xx (§13.2.2.4): its own transaction, same CSeq number, in-dialog,
+        carrying the INVITE's credentials (§22.1)."""
+        if self.invite is None or self.dialog is None:
             raise LocalProtocolError("ACK needs a confirmed dialog")
-        # §22.1 / §13.2.2.4: the ACK carries the INVITE's credentials.
         creds = [
             (n, v) for n, v in self.invite.headers if n in ("Authorization", "Proxy-Authorization")
         ]
-        self.ack = self._request(
-            "ACK", self._dialog_uri(), self._to_header(), extra=creds, cseq=self.invite.cseq.seq
+        self.ack = self.dialog.create_request(
+            "ACK",
+            via=self._via(),
+            cseq=self.invite.cseq.seq,
+            extra=[*creds, ("User-Agent", USER_AGENT)],
         )
         return self.ack
 
@@ -267,7 +294,13 @@ class CallLeg:
     # ------------------------------------------------------------------ UAS
     @classmethod
     def incoming_invite(cls, local: LocalEndpoint, invite: Request) -> CallLeg:
-        """A new UAS leg from an initial INVITE (§12.1.1)."""
+        """A new UAS leg from an initial INVITE; its dialog is created with our first 1xx/2xx
+        (§12.1.1). Raises RemoteProtocolError (400) when the INVITE cannot form a dialog."""
+        if not invite.contacts or invite.from_.tag is None:
+            raise RemoteProtocolError(
+                "INVITE without Contact or From tag cannot create a dialog (§12.1.1)",
+                status_hint=400,
+            )
         leg = cls(
             local,
             invite.call_id,
@@ -279,10 +312,6 @@ class CallLeg:
             state=CallState.INCOMING,
         )
         leg.invite = invite
-        leg.remote_tag = invite.from_.tag
-        leg.remote_target = invite.contacts[0].uri if invite.contacts else None
-        leg.route_set = tuple(invite.headers.values("Record-Route"))
-        leg.remote_cseq = invite.cseq.seq
         leg.remote_sdp = invite.body
         return leg
 
@@ -296,12 +325,22 @@ class CallLeg:
         extra.append(("User-Agent", USER_AGENT))
         if body:
             extra.append(("Content-Type", "application/sdp"))
-        resp = make_response(self.invite, status, to_tag=self.local_tag, extra=extra, body=body)
         if status >= 200:
             self._check(CallInput.ACCEPTED if status < 300 else CallInput.REJECTED)
+        resp = make_response(self.invite, status, to_tag=self.local_tag, extra=extra, body=body)
+        if 100 < status < 300 and self.dialog is None:
+            self.dialog = Dialog.uas(
+                self.invite,
+                self.local_tag,
+                local_target=parse_name_addr(self.local.contact).uri,
+                early=status < 200,
+            )
+        if status >= 200:
             self.final = resp
             self.status = status
             if status < 300:
+                if self.dialog is not None and self.dialog.state is DialogState.EARLY:
+                    self.dialog.confirm()
                 self.local_sdp = body
                 self.fire(CallInput.ACCEPTED)
             else:
@@ -320,34 +359,34 @@ class CallLeg:
         return self.fire(CallInput.CANCEL)
 
     # ------------------------------------------------------------------ both
-    def _to_header(self) -> str:
-        return f"<{self.remote_uri}>;tag={self.remote_tag}"
-
-    def _dialog_uri(self) -> URI:
-        """§12.2.1.1: Request-URI is the remote target (loose routing only)."""
-        return self.remote_target or self.request_uri
-
     def make_bye(self) -> Request:
         """BYE in the confirmed dialog (§15.1.1), with the next local CSeq."""
-        if self.remote_tag is None:
+        if self.dialog is None:
             raise LocalProtocolError("BYE needs a dialog")
-        self.local_cseq += 1
-        return self._request("BYE", self._dialog_uri(), self._to_header())
+        return self.dialog.create_request(
+            "BYE", via=self._via(), extra=[("User-Agent", USER_AGENT)]
+        )
 
     def on_bye(self, reason: str = "bye") -> CallState:
         self.end_reason = self.end_reason or reason
         return self.fire(CallInput.BYE)
 
+    def receive_in_dialog(self, req: Request) -> None:
+        """Check an in-dialog request from the peer (§12.2.2): RemoteProtocolError with
+        status_hint 481 (not this dialog) or 500 (CSeq out of order)."""
+        if self.dialog is None:
+            raise RemoteProtocolError("no dialog (§12.2.2)", status_hint=481)
+        self.dialog.receive_request(req)
+
     def bye_matches(self, req: Request) -> bool:
         """Does an in-dialog request belong to this leg? (§12.2.2: Call-ID + both tags.)"""
-        return (
-            req.call_id == self.call_id
-            and req.to.tag == self.local_tag
-            and (req.from_.tag or "") == (self.remote_tag or "")
-        )
+        return self.dialog is not None and DialogId.for_uas(req) == self.dialog.id
 
     def next_hop(self) -> tuple[str, int]:
-        """Where in-dialog (and initial) requests go: the first Route, else the target."""
-        if self.route_set:
-            return next_hop(parse_name_addr(self.route_set[0]).uri)
-        return next_hop(self._dialog_uri() if self.remote_tag else self.request_uri)
+        """Where requests go: the first Route (loose or strict), else the Request-URI."""
+        if self.dialog is None:
+            if self.preloaded:
+                return next_hop(parse_name_addr(self.preloaded[0]).uri)
+            return next_hop(self.request_uri)
+        ruri, routes = self.dialog.request_target()
+        return next_hop(routes[0].uri if routes else ruri)

@@ -25,7 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from callward.errors import AuthError, LocalProtocolError, SipParseError, TransportError
+from callward.errors import (
+    AuthError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    SipParseError,
+    TransportError,
+)
 from callward.events import (
     CallAnswered,
     CallEnded,
@@ -541,7 +547,11 @@ class Phone:
     def _on_request(self, req: Request, key: TransactionKey, peer: Peer) -> None:
         method = req.method
         if method == "INVITE" and req.to.tag is None:
-            leg = CallLeg.incoming_invite(self.local, req)
+            try:
+                leg = CallLeg.incoming_invite(self.local, req)
+            except RemoteProtocolError as exc:
+                self._answer(key, req, exc.status_hint, reason=f"Bad Request - {exc}"[:120])
+                return
             new = Call(self, leg, peer)
             new.server_key = key
             self.calls[leg.call_id] = new
@@ -558,9 +568,15 @@ class Phone:
                 self.incoming.put_nowait(new)
         elif method in ("INVITE", "BYE"):
             call = self.calls.get(req.call_id)
-            if call is None or not call.leg.bye_matches(req):
+            if call is None:
                 self._answer(key, req, 481)
-            elif method == "BYE":
+                return
+            try:
+                call.leg.receive_in_dialog(req)  # §12.2.2: 481 unknown dialog, 500 old CSeq
+            except RemoteProtocolError as exc:
+                self._answer(key, req, exc.status_hint)
+                return
+            if method == "BYE":
                 self._answer(key, req, 200)
                 if call.leg.state is not CallState.TERMINATED:
                     call.leg.on_bye("bye")
