@@ -104,6 +104,10 @@ SCENARIOS = {
     ],
     "l16_44k_integer_ticks": [RtpSpec(count=300, pt=11, clock_rate=44100, jitter_ms=9)],
     "dynamic_pt_no_sdp": [RtpSpec(count=300, pt=96, clock_rate=48000, jitter_ms=9, loss=0.02)],
+    "comfort_noise": [RtpSpec(count=400, pt_at={i: 13 for i in (50, 51, 52, 200, 300)},
+                              jitter_ms=15, loss=0.02, seed=12)],
+    "ts_jump_with_marker": [RtpSpec(count=400, ts_jump_at={150: 16000, 300: 8000},
+                                    marker_at=[150], jitter_ms=10, seed=13)],
     "vlan": [RtpSpec(count=300, vlan=42, jitter_ms=5, loss=0.02)],
     "ipv6": [RtpSpec(count=300, ipv6=True, src="2001:db8::1", dst="2001:db8::2", jitter_ms=5,
                      loss=0.02)],
@@ -128,6 +132,18 @@ def test_matches_tshark_formats(tmp_path: Path, variant: str) -> None:
     else:
         write_pcap(path, frames, nsec=True, big_endian=True)
     assert_match(path)
+
+
+def test_matches_tshark_sdp_telephone_event(tmp_path: Path) -> None:
+    """RFC 4733 events (PT 101 from the SDP rtpmap) have no clock for jitter."""
+    sip = sip_call("dtmf@x", T0, "192.0.2.1", "192.0.2.2", ("192.0.2.1", 41000),
+                   ("192.0.2.2", 42000))  # fmt: skip
+    a = RtpSpec(src="192.0.2.1", sport=41000, dst="192.0.2.2", dport=42000, start=T0 + 1.1,
+                count=400, jitter_ms=12, pt_at={i: 101 for i in range(100, 108)},
+                marker_at=[100], seed=21)  # fmt: skip
+    path = tmp_path / "dtmf.pcap"
+    write_pcap(path, merge(sip, rtp_frames(a)))
+    assert_match(path, heuristic=False, sip=True)
 
 
 def test_matches_tshark_sdp_dynamic_payload(tmp_path: Path) -> None:

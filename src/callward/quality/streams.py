@@ -8,8 +8,9 @@ prints, and which support engineers compare us with):
   (RFC 3550 A.3; duplicates make it negative). ``last_seq`` is the last *arriving* packet's
   sequence number and a cycle is counted when an in-time packet falls below the first one;
 - a packet is *in time* when its (unwrapped) RTP timestamp is not before the stream's first
-  packet (within 2^31); only in-time packets update delta and jitter, which are measured
-  against the previous in-time packet (tshark 4.0 behaviour, checked against it);
+  packet (within 2^31); only in-time packets update delta and jitter; arrival is measured
+  against the previous in-time packet and the RTP timestamp against the previous in-time packet
+  that had a clock rate (tshark 4.0 behaviour, checked against it);
 - jitter is RFC 3550 A.8's J += (|D| - J)/16 in ms, with the transit difference in ms using
   the integer ``clock_rate // 1000`` Wireshark uses (44.1 kHz L16 counts as 44 ticks/ms);
 - max/mean delta and jitter only count *regular* packets: not the first, no marker, not
@@ -243,13 +244,17 @@ def analyse_stream(
     expected = last_seq + cycles * 65536 - first_seq + 1
     idx = np.arange(n)
     last_it = np.maximum.accumulate(np.where(in_time, idx, 0))
-    prev = last_it[:-1]  # the in-time packet each later packet is measured against
+    prev = last_it[:-1]  # the in-time packet each later packet's arrival is measured against
     tp = t_ms[prev]
     delta = t_ms[1:] - tp
     cr = clock[1:].astype(np.int64)
     has = (cr != 0) & in_time[1:]
+    # The timestamp reference only moves on in-time packets that have a clock (tshark 4.0):
+    # after RFC 4733 events the next audio packet is measured against the last audio one.
+    ref_ok = np.concatenate(([True], has))
+    prev_ts = np.maximum.accumulate(np.where(ref_ok, idx, 0))[:-1]
     div = np.where(has, cr // 1000, 1).astype(np.float64)
-    nom = (ets[1:] - ets[prev]).astype(np.float64) / div
+    nom = (ets[1:] - ets[prev_ts]).astype(np.float64) / div
     dd = np.abs(t_ms[1:] - (tp + nom))
     jit = np.zeros(n - 1)
     jit[has] = _ewma16(dd[has])
@@ -336,7 +341,8 @@ def reference_stream(
                 min_jitter = jitter if min_jitter == -1 else min(min_jitter, jitter)
         if in_time:
             time = t_ms[i]
-            seq_ts = ets[i]
+            if cr:
+                seq_ts = ets[i]
         prev_seq = s
     expected = seq[-1] + cycles * 65536 - start + 1
     return StreamStats(

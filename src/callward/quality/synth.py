@@ -154,6 +154,8 @@ class RtpSpec:
     duplicates: list[int] = field(default_factory=list)
     ssrc_change_at: int | None = None
     marker_at: list[int] = field(default_factory=list)
+    pt_at: dict[int, int] = field(default_factory=dict)  # index → payload type (CN, DTMF)
+    ts_jump_at: dict[int, int] = field(default_factory=dict)  # index → extra timestamp ticks
     seed: int = 1
     ipv6: bool = False
     vlan: int | None = None
@@ -181,7 +183,9 @@ def rtp_frames(spec: RtpSpec) -> list[Frame]:
         ssrc = spec.ssrc
         if spec.ssrc_change_at is not None and i >= spec.ssrc_change_at:
             ssrc = (spec.ssrc ^ 0x5A5A5A5A) & 0xFFFFFFFF
-        rtp = rtp_header(spec.pt, spec.seq0 + i, spec.ts0 + i * spt, ssrc, i in spec.marker_at)
+        jump = sum(v for k, v in spec.ts_jump_at.items() if k <= i)
+        pt = spec.pt_at.get(i, spec.pt)
+        rtp = rtp_header(pt, spec.seq0 + i, spec.ts0 + i * spt + jump, ssrc, i in spec.marker_at)
         data = (
             ethernet_ipv6_udp(spec.src, spec.sport, spec.dst, spec.dport, rtp + payload)
             if spec.ipv6
