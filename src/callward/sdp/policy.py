@@ -70,7 +70,7 @@ class SecurityPolicy:
     """A tenant's (or a leg's) media security policy.
 
     ``preference`` lists the protected modes we accept, best first. ``sdes_suites`` are the
-    crypto suites we accept (the ones pylibsrtp implements). Plain RTP needs both
+    crypto suites we accept, in the order our offers list them. Plain RTP needs both
     ``allow_plain_rtp`` and ``trusted_leg``.
     """
 
@@ -79,10 +79,11 @@ class SecurityPolicy:
         SecurityMode.SDES_SRTP,
         SecurityMode.ZRTP,
     )
+    # The suites callward.rtp.srtp (pylibsrtp) can key; AEAD_AES_256_GCM parses but is not
+    # offered or accepted by default because the relay could not use it.
     sdes_suites: tuple[str, ...] = (
         "AES_CM_128_HMAC_SHA1_80",
         "AEAD_AES_128_GCM",
-        "AEAD_AES_256_GCM",
         "AES_CM_128_HMAC_SHA1_32",
     )
     allow_plain_rtp: bool = False
