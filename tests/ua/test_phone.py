@@ -339,3 +339,21 @@ async def test_invite_without_contact_gets_400() -> None:
     finally:
         raw.close()
         await bob.close()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_caller_cancels_a_ringing_call(transport: str) -> None:
+    bob = await Phone.start("bob", transport=transport)
+    alice = await Phone.start("alice", transport=transport)
+    try:
+        call = alice.dial(f"sip:bob@127.0.0.1:{bob.local_addr[1]}")
+        incoming = await bob.next_call(5)
+        await incoming.ring()
+        # §9.1: CANCEL → 200 (CANCEL) and 487 (INVITE); both sides end with reason "cancel".
+        assert await call.cancel() == 487
+        assert call.state is CallState.TERMINATED and call.end_reason == "cancel"
+        assert await incoming.wait_ended(5) == "cancel"
+        assert incoming.status == 487
+    finally:
+        await alice.close()
+        await bob.close()

@@ -267,7 +267,7 @@ class CallLeg:
             return self.fire(CallInput.ACCEPTED)
         if self.dialog is not None:
             self.dialog.receive_response(self.invite or Request(Headers()), resp)
-        self.end_reason = f"rejected:{resp.status}"
+        self.end_reason = self.end_reason or f"rejected:{resp.status}"  # "cancel" stays
         return self.fire(CallInput.REJECTED)
 
     def make_ack(self) -> Request:

@@ -53,6 +53,7 @@ from callward.sip.transaction import (
     TransactionTerminated,
     TransactionTimeout,
     TransportFailed,
+    make_cancel,
 )
 from callward.sip.transaction_layer import TransactionLayer
 from callward.sip.transport import Address, Transport, TransportLimits, open_transport
@@ -94,6 +95,8 @@ class Call:
         self.ended_at: float | None = None
         self._acked = asyncio.Event()
         self._ended = asyncio.Event()
+        self._provisional = asyncio.Event()
+        self._invite_task: asyncio.Task[int] | None = None
 
     @property
     def call_id(self) -> str:
@@ -119,6 +122,29 @@ class Call:
     async def wait_ended(self, timeout: float | None = None) -> str:
         await asyncio.wait_for(self._ended.wait(), timeout)
         return self.leg.end_reason
+
+    async def wait_final(self, timeout: float | None = None) -> int:
+        """UAC: the INVITE's final status (200 answered, 4xx-6xx, 408 timeout, 487 cancelled)."""
+        if self._invite_task is None:
+            raise LocalProtocolError("only an outgoing call has an INVITE to wait for")
+        return await asyncio.wait_for(asyncio.shield(self._invite_task), timeout)
+
+    async def cancel(self, timeout: float = 32.0) -> int:
+        """UAC: CANCEL the pending INVITE (§9.1) once a provisional response has arrived (a
+        CANCEL must not overtake the INVITE), then return the INVITE's final status: normally
+        487; when the 2xx won the race the call is hung up with BYE instead (§9.1)."""
+        if self._invite_task is None or self._invite_task.done():
+            raise LocalProtocolError("no pending INVITE to cancel")
+        await asyncio.wait_for(self._provisional.wait(), timeout)
+        if not self._invite_task.done():
+            assert self.leg.invite is not None
+            self.leg.end_reason = "cancel"
+            cancel = make_cancel(self.leg.invite)
+            await asyncio.wait_for(self.phone.request(cancel, self.peer[0]), timeout)
+        status = await self.wait_final(timeout)
+        if 200 <= status < 300:
+            await self.hangup(timeout)
+        return status
 
     async def wait_confirmed(self, timeout: float | None = None) -> None:
         """UAS: until the ACK for our 2xx arrives."""
@@ -180,6 +206,7 @@ class Call:
 
     # -------------------------------------------------------------- UAC side
     def _on_provisional(self, resp: Response) -> None:
+        self._provisional.set()
         if resp.status > 100 and self.ringing_at is None:
             self.ringing_at = asyncio.get_running_loop().time()
         self.leg.on_response(resp)
@@ -207,7 +234,7 @@ class Call:
     # -------------------------------------------------------------- both
     async def hangup(self, timeout: float = 32.0) -> int:
         """Send BYE in the dialog (§15.1.1) and wait for its final response; returns its status.
-        An unanswered outgoing call cannot be hung up with BYE (CANCEL is not offered yet)."""
+        An unanswered outgoing call is ended with :meth:`cancel` instead."""
         if self.leg.state is CallState.TERMINATED:
             return 0
         if self.leg.state not in (CallState.CONFIRMED, CallState.ANSWERED):
@@ -339,12 +366,31 @@ class Phone:
     ) -> Call:
         """Place a call and wait for the INVITE's final response (a 2xx is ACKed at once).
         ``call.status`` tells the outcome: 200 answered, 4xx-6xx rejected, 408 timeout."""
+        call = self.dial(target, sdp=sdp, dest=dest, routes=routes)
+        await call.wait_final()
+        return call
+
+    def dial(
+        self,
+        target: str,
+        *,
+        sdp: bytes | None = None,
+        dest: Address | None = None,
+        routes: tuple[str, ...] = (),
+    ) -> Call:
+        """Start a call without waiting for the answer: ``await call.wait_final()`` or
+        ``await call.cancel()``. ``dest`` overrides the next hop (an outbound proxy)."""
         leg = CallLeg.outgoing_invite(
             self.local, target, self.make_offer() if sdp is None else sdp, routes=routes
         )
         call = Call(self, leg, (dest or leg.next_hop(), None))
         self.calls[leg.call_id] = call
         self._publish(CallStarted, call_id=leg.call_id, leg="a", caller=self.aor, callee=target)
+        call._invite_task = self._loop.create_task(self._run_invite(call))
+        return call
+
+    async def _run_invite(self, call: Call) -> int:
+        leg = call.leg
         assert leg.invite is not None
         resp = await self.request(leg.invite, call.peer[0], on_provisional=call._on_provisional)
         retry = self._authorized(leg.invite, resp, leg.local_cseq + 1)
@@ -353,7 +399,7 @@ class Phone:
             leg.local_cseq += 1
             resp = await self.request(retry, call.peer[0], on_provisional=call._on_provisional)
         call._on_final(resp)
-        return call
+        return call.status
 
     async def next_call(self, timeout: float | None = None) -> Call:
         """The next incoming call (when ``auto_answer`` is off)."""
