@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callward.errors import MediaError
 from callward.media.dtmf_inband import DtmfDetector, detect_dtmf, generate_dtmf
@@ -136,3 +138,15 @@ def test_speech_talk_off(tmp_path: Path) -> None:
     mixed = speech.astype(np.int32)
     mixed[4000 : 4000 + len(tone)] += tone // 2
     assert digits(np.clip(mixed, -32768, 32767).astype(np.int16)) == "7"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-32768, 32767), max_size=3000), st.integers(1, 700))
+def test_detector_never_crashes(samples: list[int], chunk: int) -> None:
+    pcm = np.array(samples, dtype=np.int16)
+    det = DtmfDetector()
+    found = []
+    for i in range(0, len(pcm), chunk):
+        found += det.feed(pcm[i : i + chunk])
+    found += det.flush()
+    assert all(d.digit in "0123456789*#ABCD" for d in found)

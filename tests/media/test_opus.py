@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callward.errors import MediaError
 from callward.media.opus import OpusDecoder, OpusEncoder, OpusSettings
@@ -96,3 +98,14 @@ def test_bad_settings() -> None:
     with pytest.raises(MediaError):
         OpusDecoder(RATE).decode(b"\xff\xff\xff", FRAME)
     assert enc.frame_size(20) == 960 and enc.frame_size(2.5) == 120
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=400))
+def test_decoder_never_crashes_on_garbage(data: bytes) -> None:
+    dec = OpusDecoder(RATE, 1)
+    try:
+        out = dec.decode(data, FRAME * 6)
+    except MediaError:
+        return
+    assert out.dtype == np.int16
