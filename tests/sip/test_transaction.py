@@ -724,6 +724,45 @@ def test_fuzz_layer_only_raises_callward_errors(ops: list[tuple[str, int, bool]]
         assert t is None or t >= 0
 
 
+_SEEDS = [bytes(m) for m in _pool()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, len(_SEEDS) - 1),
+            st.lists(st.tuples(st.integers(0, 400), st.binary(max_size=4)), max_size=4),
+            st.floats(0, 40),
+        ),
+        max_size=12,
+    )
+)
+def test_fuzz_layer_on_mutated_wire_messages(
+    items: list[tuple[int, list[tuple[int, bytes]], float]],
+) -> None:
+    """Mutated real messages (bytes spliced in): whatever still parses is fed to the layer,
+    interleaved with timer fires; only callward errors may escape."""
+    layer = TransactionLayer(timers=CFG)
+    now = 0.0
+    for seed, edits, dt in items:
+        data = bytearray(_SEEDS[seed])
+        for pos, chunk in edits:
+            at = pos % (len(data) + 1)
+            data[at : at + len(chunk)] = chunk
+        try:
+            msg = parse_message(bytes(data), strict=False)
+            layer.receive(msg, now, reliable=dt > 20)
+            while (ev := layer.next_event()) is not None:
+                if isinstance(ev, RequestReceived) and ev.request.method != "ACK":
+                    layer.send_response(ev.key, make_response(ev.request, 486, to_tag="f"), now)
+        except CallwardError:
+            pass
+        now += dt
+        layer.handle_timer(now)
+        layer.datagrams_to_send()
+
+
 # ------------------------------------------------------------------ table coverage (keep last)
 
 
