@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callward.quality.analysis import collect, stream_reports
 from callward.quality.report import analyze_capture
@@ -108,6 +110,8 @@ SCENARIOS = {
                               jitter_ms=15, loss=0.02, seed=12)],
     "ts_jump_with_marker": [RtpSpec(count=400, ts_jump_at={150: 16000, 300: 8000},
                                     marker_at=[150], jitter_ms=10, seed=13)],
+    "multi_wrap": [RtpSpec(count=140_000, seq0=60000, loss=0.003, jitter_ms=8, payload_len=4,
+                           bursts=[(5535, 3), (71071, 2)])],
     "vlan": [RtpSpec(count=300, vlan=42, jitter_ms=5, loss=0.02)],
     "ipv6": [RtpSpec(count=300, ipv6=True, src="2001:db8::1", dst="2001:db8::2", jitter_ms=5,
                      loss=0.02)],
@@ -159,3 +163,28 @@ def test_matches_tshark_sdp_dynamic_payload(tmp_path: Path) -> None:
     assert_match(path, heuristic=False, sip=True)
     got = ours(path, sip=True)
     assert all(v["max_jitter"] > 0 for v in got.values())  # the rtpmap clock was used
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    count=st.integers(20, 600),
+    seq0=st.integers(0, 65535),
+    ts0=st.integers(0, 2**32 - 1),
+    loss=st.floats(0, 0.3),
+    jitter=st.floats(0, 80),
+    dups=st.lists(st.integers(0, 599), max_size=5),
+    reorder=st.lists(st.integers(0, 599), max_size=5),
+    markers=st.lists(st.integers(0, 599), max_size=5),
+    pt=st.sampled_from([0, 8, 18, 9, 96]),
+    seed=st.integers(0, 1000),
+)
+def test_random_impairments_match_tshark(tmp_path_factory, count, seq0, ts0, loss, jitter, dups,
+                                         reorder, markers, pt, seed) -> None:  # fmt: skip
+    spec = RtpSpec(count=count, seq0=seq0, ts0=ts0, loss=loss, jitter_ms=jitter,
+                   duplicates=dups, reorder=reorder, marker_at=markers, pt=pt, seed=seed)  # fmt: skip
+    frames = rtp_frames(spec)
+    if not frames:
+        return
+    path = tmp_path_factory.mktemp("rnd") / "r.pcap"
+    write_pcap(path, frames)
+    assert_match(path)
