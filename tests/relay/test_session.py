@@ -210,3 +210,50 @@ async def test_rekey_mid_call(make_phone) -> None:  # type: ignore[no-untyped-de
         assert bob.rx is not None and bob.rx.unprotect(wire) == plain
     finally:
         await relay.close_all()
+
+
+async def test_handover_update_remote_and_fixed_address_mode(make_phone) -> None:  # type: ignore[no-untyped-def]
+    pbx_old = await make_phone()
+    pbx_new = await make_phone()
+    alice = await make_phone()
+    relay = MediaRelay()
+    s = await relay.create_session(
+        "call-8",
+        # latch disabled: only the SDP address is accepted on leg a
+        LegConfig("a", remote=alice.address, trusted=True, latch=False),
+        LegConfig("b", remote=pbx_old.address, trusted=True),
+    )
+    try:
+        stranger = await make_phone()
+        stranger.send_rtp(s.local_address("a"), 1)
+        await asyncio.sleep(0.1)
+        assert s.counters[0].foreign == 1 and pbx_old.queue.empty()
+        alice.send_rtp(s.local_address("a"), 2)
+        data, _ = await pbx_old.recv()
+        assert parse_rtp(data).sequence_number == 2
+        # re-INVITE after a handover: leg b's peer moved
+        s.update_remote("b", pbx_new.address)
+        alice.send_rtp(s.local_address("a"), 3)
+        data, _ = await pbx_new.recv()
+        assert parse_rtp(data).sequence_number == 3 and pbx_old.queue.empty()
+    finally:
+        await relay.close_all()
+
+
+async def test_ipv6_leg_dscp() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("why: no IPv6 in this Python build")
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("why: ::1 not available")
+    relay = MediaRelay()
+    s = await relay.create_session(
+        "call-9", LegConfig("a", bind_host="::1", trusted=True), LegConfig("b", trusted=True)
+    )
+    try:
+        assert read_dscp(s.socket("a")) == 46 and s.local_address("a")[0] == "::1"
+    finally:
+        await relay.close_all()
