@@ -1,0 +1,77 @@
+"""Two phones register (digest) with a real callward edge on loopback and call each other
+through it: Record-Route, 407 on INVITE, in-dialog ACK/BYE routed via the edge."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from callward.config import CallwardConfig, EdgeConfig
+from callward.ua.call import CallState
+from callward.ua.phone import Phone
+
+pytestmark = pytest.mark.timeout(60)
+
+REALM = "callward.local"
+
+
+def _port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_register_and_call_through_the_edge(tmp_path: Path, transport: str) -> None:
+    edge_mod = pytest.importorskip("callward.edge.app")
+    subs_mod = pytest.importorskip("callward.edge.subscribers")
+    port = _port()
+    cfg = CallwardConfig(
+        edge=EdgeConfig(
+            listen=[f"{transport}:127.0.0.1:{port}"],
+            realm=REALM,
+            domains=[REALM],
+            subscribers=f"sqlite:{tmp_path / 'subs.sqlite'}",
+            auth_secret="k" * 32,
+        )
+    )
+    subscribers = subs_mod.SqliteSubscribers(tmp_path / "subs.sqlite")
+    for user in ("alice", "bob"):
+        subscribers.put(subs_mod.Subscriber.from_password(user, REALM, f"pw-{user}"))
+    edge = edge_mod.EdgeNode(cfg, subscribers=subscribers)
+    await edge.start()
+    edge_addr = ("127.0.0.1", port)
+    alice = await Phone.start("alice", transport=transport, password="pw-alice")
+    bob = await Phone.start("bob", transport=transport, password="pw-bob", auto_answer=True)
+    try:
+        assert (await alice.register(edge_addr, domain=REALM, expires=300)).status == 200
+        assert (await bob.register(edge_addr, domain=REALM, expires=300)).status == 200
+        wrong = await Phone.start("alice", transport=transport, password="not-it")
+        assert (await wrong.register(edge_addr, domain=REALM)).status in (401, 403)
+        await wrong.close()
+
+        seen: list[bytes] = []
+        alice.transport.add_tap(lambda ev: seen.append(ev.data.split(b"\r\n", 1)[0]))
+        call = await alice.call(f"sip:bob@{REALM}", dest=edge_addr)
+        # The edge challenges the INVITE (§22.3); the phone retries with Proxy-Authorization.
+        flow = [line for line in seen if not line.startswith(b"SIP/2.0 100")]
+        assert flow[:4] == [
+            f"INVITE sip:bob@{REALM} SIP/2.0".encode(),
+            b"SIP/2.0 407 Proxy Authentication Required",
+            f"ACK sip:bob@{REALM} SIP/2.0".encode(),  # by the INVITE transaction (§17.1.1.3)
+            f"INVITE sip:bob@{REALM} SIP/2.0".encode(),
+        ], flow
+        assert call.status == 200 and call.state is CallState.CONFIRMED
+        assert call.leg.route_set, "the edge Record-Routes, so ACK/BYE go through it"
+        assert call.leg.next_hop() == edge_addr
+        (incoming,) = bob.calls.values()
+        await incoming.wait_confirmed(5)
+        assert incoming.leg.remote_sdp == call.leg.local_sdp
+        assert await call.hangup() == 200
+        assert await incoming.wait_ended(5) == "bye"
+    finally:
+        await alice.close()
+        await bob.close()
+        await edge.stop()
