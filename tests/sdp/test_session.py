@@ -180,3 +180,32 @@ def test_ipv6_answer() -> None:
     assert answer.connection == Connection("2001:db8::10", "IN", "IP6")
     assert answer.origin.addrtype == "IP6"
     assert s.streams[0].remote_address == "2001:db8::1"
+
+
+def test_reoffer_adds_and_removes_streams() -> None:
+    """RFC 3264 §8.1/§8.2: a re-offer may add m= lines (we refuse what we cannot take with
+    port 0) and disable one with port 0; the m= count never shrinks."""
+    s = OfferAnswerSession(LocalMedia("192.0.2.10", (30000, 30002)), security=TRUSTED)
+    s.receive_offer(parse_sdp(_offer(1)))
+    added = _offer(2) + "m=video 5006 RTP/AVP 31\r\nm=audio 5008 RTP/AVP 8\r\n"
+    answer = s.receive_offer(parse_sdp(added))
+    assert [(m.media, m.port) for m in answer.media] == [
+        ("audio", 30000),
+        ("video", 0),
+        ("audio", 30002),
+    ]
+    assert [st.index for st in s.streams] == [0, 2]
+    disabled = added.replace("o=peer 42 2", "o=peer 42 3").replace("m=audio 5008", "m=audio 0")
+    answer = s.receive_offer(parse_sdp(disabled))
+    assert [m.port for m in answer.media] == [30000, 0, 0]
+    assert [st.index for st in s.streams] == [0]
+    # The slot of the disabled video may now carry audio (§8.2 reuse of a port-0 slot).
+    reuse = disabled.replace("o=peer 42 3", "o=peer 42 4").replace(
+        "m=video 5006 RTP/AVP 31", "m=audio 5010 RTP/AVP 0"
+    )
+    answer = s.receive_offer(parse_sdp(reuse))
+    assert [(m.media, m.port) for m in answer.media] == [
+        ("audio", 30000),
+        ("audio", 30002),
+        ("audio", 0),
+    ]

@@ -82,8 +82,13 @@ def _conflict(message: str) -> SdpError:
     return SdpError(message, rule="RFC 3264 §8", warn_code=399, status_hint=488)
 
 
-def check_reoffer(previous: SessionDescription, offer: SessionDescription) -> None:
-    """Refuse a re-offer that RFC 3264 §8 forbids relative to the peer's previous SDP."""
+def check_reoffer(
+    previous: SessionDescription,
+    offer: SessionDescription,
+    ours: SessionDescription | None = None,
+) -> None:
+    """Refuse a re-offer that RFC 3264 §8 forbids relative to the peer's previous SDP
+    (``ours``: our SDP of the same exchange, whose port-0 streams count as rejected)."""
     if offer.origin.identity() != previous.origin.identity():
         raise _conflict("o= line changed other than its version")
     old_v, new_v = previous.origin.session_version, offer.origin.session_version
@@ -96,8 +101,11 @@ def check_reoffer(previous: SessionDescription, offer: SessionDescription) -> No
             f"re-offer has {len(offer.media)} m= lines, fewer than {len(previous.media)}"
         )
     for i, (old, new) in enumerate(zip(previous.media, offer.media, strict=False)):
-        # A slot's media type may change only after the stream was disabled (port 0).
-        if not old.rejected and not new.rejected and old.media != new.media:
+        # A slot's media type may change only after the stream was rejected or disabled
+        # (port 0 on either side, §8.2).
+        answered = ours.media[i] if ours is not None and i < len(ours.media) else None
+        dead = old.rejected or (answered is not None and answered.rejected)
+        if not dead and not new.rejected and old.media != new.media:
             raise _conflict(f"m= line {i + 1} changed media type {old.media} -> {new.media}")
 
 
@@ -243,7 +251,7 @@ class OfferAnswerSession:
                 status_hint=491,
             )
         if self.remote_sdp is not None:
-            check_reoffer(self.remote_sdp, offer)
+            check_reoffer(self.remote_sdp, offer, self.local_sdp)
         local_hold = self.local_hold if hold is None else hold
         answer = create_answer(
             offer,
