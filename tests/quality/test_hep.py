@@ -126,3 +126,22 @@ async def test_exporter_to_receiver() -> None:
     finally:
         exp.close()
         transport.close()
+
+
+def test_analyze_reads_hep_files(tmp_path: Path) -> None:
+    from callward.quality.report import analyze_capture
+    from callward.quality.synth import RtpSpec, rtp_frames
+
+    msgs = []
+    for f in rtp_frames(RtpSpec(count=50, loss=0.1, seed=4)):
+        ip = f.data[14:]
+        msgs.append(HepMessage("10.0.0.1", 40000, "10.0.0.2", 40002, round(f.ts * 1e9),
+                               34, ip[28:]))  # fmt: skip
+    p = tmp_path / "rtp.hep"
+    p.write_bytes(b"".join(encode_hep(m) for m in msgs))
+    rep = analyze_capture(p, mos=False)
+    assert len(rep.streams) == 1
+    s = rep.streams[0].stats
+    seqs = [int.from_bytes(m.payload[2:4], "big") for m in msgs]  # in order, no wrap
+    assert s.packets == len(msgs)
+    assert s.lost == (seqs[-1] - seqs[0] + 1) - len(msgs)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from callward.quality.capture import iter_blocks
+from callward.quality.capture import Datagram, iter_blocks
 from callward.quality.fastpath import RtpCollector
+from callward.quality.hep import iter_hep_file
 from callward.quality.streams import (
     BurstMetrics,
     StreamStats,
@@ -64,6 +65,16 @@ class StreamReport:
 def collect(path: str | Path, progress: Callable[[int], None] | None = None) -> RtpCollector:
     """Stream a capture file into an RtpCollector (bounded memory: chunks + header columns)."""
     col = RtpCollector()
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError:
+        magic = b""  # iter_blocks reports the error with the file name
+    if magic == b"HEP3":  # back-to-back HEPv3 packets (heplify/Kamailio file output)
+        for i, h in enumerate(iter_hep_file(path)):
+            col.add_datagram(Datagram(h.ts_ns, h.src, h.sport, h.dst, h.dport, h.payload), i)
+            col.frames += 1
+        return col
     for blk in iter_blocks(path):
         col.add_block(blk)
         if progress is not None:
