@@ -104,6 +104,7 @@ class RelaySession:
         self.ended = asyncio.Event()
         self.end_reason = ""
         self._watchdog: asyncio.Task[None] | None = None
+        self._loop_time: Callable[[], float] = time.monotonic
         for leg in self.legs:
             self._key(leg, leg.config.srtp_rx, leg.config.srtp_tx)
 
@@ -115,6 +116,7 @@ class RelaySession:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._loop_time = loop.time
         for i, leg in enumerate(self.legs):
             sock = open_media_socket(leg.config.bind_host, leg.config.bind_port, self.dscp)
             transport, _ = await loop.create_datagram_endpoint(
@@ -191,7 +193,7 @@ class RelaySession:
                 return
             leg.latched = addr
             leg.latched_ssrc = ssrc
-        loop_now = asyncio.get_running_loop().time()
+        loop_now = self._loop_time()
         counters.last_rx = loop_now
         counters.packets_in += 1
         counters.bytes_in += len(data)

@@ -149,6 +149,8 @@ class SrtpContext:
         self.inbound = inbound
         self.replay_window = replay_window
         self.keying = keying
+        self._min_rtp = 12 + keying.profile.tag_length
+        self._min_rtcp = 8 + 4 + keying.profile.tag_length
         self._session = self._make_session(keying)
         self.packets = 0
         self.rejected = 0
@@ -172,6 +174,8 @@ class SrtpContext:
         rollover counter and replay window restart."""
         self._session = self._make_session(keying)
         self.keying = keying
+        self._min_rtp = 12 + keying.profile.tag_length
+        self._min_rtcp = 8 + 4 + keying.profile.tag_length
 
     def _run(self, fn_name: str, data: bytes) -> bytes:
         try:
@@ -199,13 +203,13 @@ class SrtpContext:
     def unprotect(self, srtp: bytes) -> bytes:
         if not self.inbound:
             raise MediaError("outbound SRTP context cannot unprotect")
-        if len(srtp) < 12 + self.keying.profile.tag_length:
+        if len(srtp) < self._min_rtp:
             raise SrtpError("SRTP packet too short", reason="other")
         return self._run("unprotect", srtp)
 
     def unprotect_rtcp(self, srtcp: bytes) -> bytes:
         if not self.inbound:
             raise MediaError("outbound SRTP context cannot unprotect")
-        if len(srtcp) < 8 + 4 + self.keying.profile.tag_length:
+        if len(srtcp) < self._min_rtcp:
             raise SrtpError("SRTCP packet too short", reason="other")
         return self._run("unprotect_rtcp", srtcp)
