@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callward.errors import CallwardError, LocalProtocolError
+from callward.errors import CallwardError, LocalProtocolError, RemoteProtocolError
 from callward.sip import Request, Response, make_response, parse_message
 from callward.sip.timers import Timer, TimerConfig
 from callward.sip.transaction import (
@@ -253,6 +253,8 @@ def test_client_illegal_local_inputs_raise() -> None:
         ClientTransaction.create(request("ACK"))
     with pytest.raises(LocalProtocolError):
         tx.receive(request(), 0.2)  # type: ignore[arg-type]
+    with pytest.raises(RemoteProtocolError):
+        tx.receive(respond(request(), 200).replace(status=700), 0.3)
 
 
 # ------------------------------------------------------------------ non-INVITE client

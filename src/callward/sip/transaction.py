@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from callward.errors import LocalProtocolError
+from callward.errors import LocalProtocolError, RemoteProtocolError
 from callward.sip.message import Headers, Request, Response, make_response
 from callward.sip.timers import TIMER_PRIORITY, Timer, TimerConfig
 
@@ -261,7 +261,8 @@ del S, I
 
 def _response_input(status: int, *, sending: bool) -> TxInput:
     if not 100 <= status <= 699:
-        raise LocalProtocolError(f"status {status} outside 100-699 (RFC 3261 §21)")
+        error = LocalProtocolError if sending else RemoteProtocolError
+        raise error(f"status {status} outside 100-699 (RFC 3261 §21)")
     if status < 200:
         return TxInput.SEND_1XX if sending else TxInput.RECV_1XX
     if status < 300:
