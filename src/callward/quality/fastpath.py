@@ -262,8 +262,13 @@ class RtpCollector:
             z = np.zeros(0, dtype=np.int64)
             return RtpColumns(z, z.astype(np.int32), z.astype(np.int32), z, z.astype(np.int16),
                               z.astype(bool), z.astype(np.int32))  # fmt: skip
+        mixed = bool(self._slow) and bool(self._cols)
         cols = [np.concatenate([p[k] for p in parts]) for k in range(8)]
-        if self._slow and self._cols:
+        self._cols = [tuple(cols)]  # keep one consolidated copy instead of per-chunk pieces
+        self._slow = []
+        del parts
+        if mixed:
             order = np.argsort(cols[7], kind="stable")
             cols = [c[order] for c in cols]
+            self._cols = [tuple(cols)]
         return RtpColumns(*cols[:7])
