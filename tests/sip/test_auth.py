@@ -155,6 +155,21 @@ def test_nonce_counter_replay_window() -> None:
     assert c.accept("n", 1)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 100), max_size=60), st.integers(1, 16))
+def test_nonce_counter_matches_reference_model(counts: list[int], window: int) -> None:
+    """Accept iff positive, never seen, and within ``window`` of the highest seen so far."""
+    c = NonceCounter(window=window)
+    seen: set[int] = set()
+    top = 0
+    for nc in counts:
+        expected = nc > 0 and nc not in seen and nc > top - window
+        assert c.accept("n", nc) is expected
+        if expected:
+            seen.add(nc)
+            top = max(top, nc)
+
+
 # ------------------------------------------------------------------ verifier
 
 
