@@ -67,13 +67,15 @@ def assert_identity(
     headers = req.headers
     if trusted_source and "P-Asserted-Identity" in headers:
         return req
-    headers = headers.remove("P-Asserted-Identity")
+    if "P-Asserted-Identity" in headers:
+        headers = headers.remove("P-Asserted-Identity")
     if authenticated_aor is not None:
         user, _, host = authenticated_aor.partition("@")
         e164 = normalize_number(user, region)
         value = f"<sip:{e164}@{host};user=phone>" if e164 else f"<sip:{user}@{host}>"
         headers = headers.append("P-Asserted-Identity", value)
-        headers = headers.remove("P-Preferred-Identity")  # consumed (RFC 3325 §9.2)
+        if "P-Preferred-Identity" in headers:
+            headers = headers.remove("P-Preferred-Identity")  # consumed (RFC 3325 §9.2)
     return req if headers is req.headers else req.replace(headers=headers)
 
 

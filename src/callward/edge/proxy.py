@@ -81,6 +81,7 @@ class ServerTx:
     tried: int = 0
     hidden_vias: bool = False
     hidden_rr: tuple[str, ...] = ()
+    fwd_set: dict[str, str] = field(default_factory=dict)
     call: CallState | None = None
     forwarded: Request | None = None  # template after our edits, before per-branch changes
 
@@ -604,38 +605,36 @@ class EdgeCore:
                 authenticated_aor=authed,
                 region=self.settings.region_for(tenant),
             )
-        headers = req.headers
         mf = req.max_forwards
-        headers = headers.set("Max-Forwards", str(70 if mf is None else mf - 1))
+        # Header edits are collected and applied once per branch (each Headers edit copies).
+        st.fwd_set = {"Max-Forwards": str(70 if mf is None else mf - 1)}
         if method == "INVITE" and st.initial:
-            timed = self._session_timer_request(st, req, headers, now)
-            if timed is None:
+            if not self._session_timer_request(st, req, st.fwd_set, now):
                 return None
-            headers = timed
             self._call_started(st, req, now)
         elif method == "BYE":
             call = self._calls.pop(req.call_id, None)
             if call is not None:
                 self.metrics.calls_active.dec()
                 self._emit(CallEnded, now, call_id=req.call_id, status=200, reason="bye")
-        return req.replace(headers=headers)
+        return req
 
     def _session_timer_request(
-        self, st: ServerTx, req: Request, headers: Headers, now: float
-    ) -> Headers | None:
+        self, st: ServerTx, req: Request, sets: dict[str, str], now: float
+    ) -> bool:
         """RFC 4028 §8.1: 422 below our Min-SE, raise Min-SE, insert Session-Expires."""
         s = self.settings
         se = parse_session_expires(req)
         if se is not None and se[0] < s.min_se:
             self._respond(st, 422, extra=[("Min-SE", str(s.min_se))])
-            return None
+            return False
         min_se = parse_min_se(req)
         if min_se is None or min_se < s.min_se:
-            headers = headers.set("Min-SE", str(s.min_se))
+            sets["Min-SE"] = str(s.min_se)
         if se is None and s.session_expires > 0:
-            headers = headers.set("Session-Expires", str(max(s.session_expires, s.min_se)))
+            sets["Session-Expires"] = str(max(s.session_expires, s.min_se))
             st.call = CallState(req.call_id, "", "", now, st.source, inserted_se=True)
-        return headers
+        return True
 
     def _call_started(self, st: ServerTx, req: Request, now: float) -> None:
         frm, to = req.from_.uri, req.uri
@@ -683,38 +682,35 @@ class EdgeCore:
     ) -> tuple[Request, bool]:
         """§16.6 steps 2-8 for one target: Request-URI, Route, Record-Route, Via."""
         dest = target.dest
-        headers = base.headers
-        for r in reversed(target.routes):
-            headers = headers.prepend("Route", r)
         hidden = False
         untrusted = self._is_untrusted(dest)
+        drop: tuple[str, ...] = ()
         if untrusted:
             # Topology hiding: the untrusted side sees only us (restored on the way back).
             hidden = True
-            headers = headers.remove("Via")
+            drop = ("Via", "Record-Route")
             if st.initial and base.method in _DIALOG_CREATING:
-                st.hidden_rr = tuple(headers.values("Record-Route"))
-                headers = headers.remove("Record-Route")
-            base = apply_privacy(base.replace(headers=headers))
-            headers = base.headers
+                st.hidden_rr = tuple(base.headers.values("Record-Route"))
+            base = apply_privacy(base)
+        out_if = self.local.iface(dest.transport) or self.local.listen[0]
+        host = f"[{out_if.host}]" if ":" in out_if.host else out_if.host
+        front = [
+            ("Via", f"SIP/2.0/{dest.transport.upper()} {host}:{out_if.port};branch={bid};rport")
+        ]
         if self.settings.record_route and st.initial and base.method in _DIALOG_CREATING:
             in_if = self.local.iface(st.source.transport) or self.local.listen[0]
-            out_if = self.local.iface(dest.transport) or self.local.listen[0]
-            token = None
-            if len(base.vias) == 1 and not untrusted:
-                token = encode_flow_token(self.secret, self.settings.node, st.source)
-            in_rr = _rr(in_if, token)
-            headers = headers.prepend("Record-Route", in_rr)
             if (in_if.transport, in_if.host, in_if.port) != (
                 out_if.transport,
                 out_if.host,
                 out_if.port,
             ):
-                headers = headers.prepend("Record-Route", _rr(out_if, None))  # RFC 5658 double
-        out_if = self.local.iface(dest.transport) or self.local.listen[0]
-        host = f"[{out_if.host}]" if ":" in out_if.host else out_if.host
-        via = f"SIP/2.0/{dest.transport.upper()} {host}:{out_if.port};branch={bid};rport"
-        headers = headers.prepend("Via", via) if not hidden else headers.append("Via", via)
+                front.append(("Record-Route", _rr(out_if, None)))  # RFC 5658 double RR
+            token = None
+            if len(st.request.vias) == 1 and not untrusted:
+                token = encode_flow_token(self.secret, self.settings.node, st.source)
+            front.append(("Record-Route", _rr(in_if, token)))
+        front += [("Route", r) for r in target.routes]
+        headers = _rebuild(base.headers, front, st.fwd_set, drop)
         req = (
             base.replace(headers=headers, uri=target.uri)
             if target.uri
@@ -1086,6 +1082,33 @@ class EdgeCore:
         call = self._calls.get(req.call_id)
         if call is not None:
             self._refresh_session(call, resp, now)
+
+
+def _rebuild(
+    headers: Headers,
+    front: list[tuple[str, str]],
+    sets: dict[str, str],
+    drop: tuple[str, ...] = (),
+) -> Headers:
+    """One copy for all of a forward's edits: ``front`` lines first (our Via, Record-Route,
+    pushed Route: each lands above the existing lines of its name), ``sets`` replace a header
+    in place (or are appended), ``drop`` names are removed."""
+    items = list(front)
+    done: set[str] = set()
+    for name, value in headers:
+        if name in drop:
+            continue
+        new = sets.get(name)
+        if new is not None:
+            if name not in done:
+                items.append((name, new))
+                done.add(name)
+            continue
+        items.append((name, value))
+    for name, value in sets.items():
+        if name not in done:
+            items.append((name, value))
+    return Headers._trusted(items)
 
 
 def _rr(iface: Peer, token: str | None) -> str:
