@@ -208,3 +208,42 @@ def test_srtp_key_mismatch(tmp_path: Path, offer, answer, mismatch: bool) -> Non
         assert [(k, c) for k, c, _ in got] == [("one_way_audio", "srtp_key_mismatch")]
     else:
         assert got == []
+
+
+def test_handover_then_rtp_timeout(tmp_path: Path) -> None:
+    # A moves from Wi-Fi (A_SIG) to cellular (192.0.2.50) after 2 s; media then dies and the
+    # callee hangs up 20 s later.
+    moved = ("192.0.2.50", 40000)
+    sip = sip_call("ho@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=24, bye_from="callee")
+    a1 = media(A_MEDIA, B_MEDIA, count=100)
+    a2 = media(moved, B_MEDIA, start=T0 + 3.1, count=50)
+    b = media(B_MEDIA, A_MEDIA, ssrc=2, count=150)
+    got, rep = kinds(tmp_path, sip, a1, a2, b)
+    assert got == [("rtp_timeout", "handover", "")]
+    assert len(rep.calls[0].handovers) == 1
+
+
+def test_successful_handover_is_not_a_problem(tmp_path: Path) -> None:
+    moved = ("192.0.2.50", 40000)
+    sip = sip_call("ho2@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=6.1)
+    a1 = media(A_MEDIA, B_MEDIA, count=100)
+    a2 = media(moved, B_MEDIA, start=T0 + 3.1, count=150)
+    b = media(B_MEDIA, A_MEDIA, ssrc=2, count=250)
+    got, rep = kinds(tmp_path, sip, a1, a2, b)
+    assert got == [] and len(rep.calls[0].handovers) == 1
+
+
+def test_port_reuse_by_a_later_call(tmp_path: Path) -> None:
+    # Call 1 ends at ~T0+5; call 2 reuses the same media ports at T0+60 with media one-way.
+    s1 = sip_call("c1@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4.2)
+    s2 = sip_call("c2@x", T0 + 60, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4.2)
+    m1 = media(A_MEDIA, B_MEDIA) + media(B_MEDIA, A_MEDIA, ssrc=2)
+    m2 = media(A_MEDIA, B_MEDIA, start=T0 + 61.05, ssrc=9)
+    p = tmp_path / "two.pcap"
+    write_pcap(p, merge(s1, s2, m1, m2))
+    rep = analyze_capture(p)
+    by_id = {c.call_id: c for c in rep.calls}
+    assert by_id["c1@x"].problems == [] and len(by_id["c1@x"].streams) == 2
+    assert [(x.kind, x.direction) for x in by_id["c2@x"].problems] == [
+        ("one_way_audio", "callee->caller")
+    ]

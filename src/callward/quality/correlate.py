@@ -14,6 +14,7 @@ Classifications (``Problem.kind``):
   ``wrong_sdp_address`` (same with a public address);
 - ``call_failed``: the INVITE's final response was ≥ 300 (408/480/486/487/5xx/6xx);
 - ``rtp_timeout``: BYE after media had stopped for ``rtp_timeout_s`` (or a Reason saying so);
+  its cause is ``handover`` when the media had just moved to a new source address;
 - ``session_timer_expiry``: BYE when the RFC 4028 session interval ran out without refresh;
 - ``post_dial_delay``: INVITE to first 18x/2xx longer than ``pdd_warn_s``.
 """
@@ -21,6 +22,7 @@ Classifications (``Problem.kind``):
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,6 +158,7 @@ class Call:
     last_refresh_ts: int | None = None
     streams: list[StreamReport] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    handovers: list[int] = field(default_factory=list)  # capture ns when media changed source
 
     @property
     def pdd_s(self) -> float | None:
@@ -181,6 +184,7 @@ class Call:
             "streams": [
                 f"{s.src}:{s.sport}->{s.dst}:{s.dport}/{s.ssrc:#010x}" for s in self.streams
             ],
+            "handovers": len(self.handovers),
             "problems": [p.as_dict() for p in self.problems],
         }
 
@@ -281,6 +285,21 @@ def _direction(
     return False, "no_packets"
 
 
+def _handovers(mine: list[StreamReport]) -> list[int]:
+    """Times at which media toward one destination switched to a new source address (a phone
+    moving between Wi-Fi and cellular keeps its dialog but sends from a new address)."""
+    out: list[int] = []
+    by_dst: dict[tuple[str, int], list[StreamReport]] = {}
+    for s in mine:
+        by_dst.setdefault((s.dst, s.dport), []).append(s)
+    for group in by_dst.values():
+        group.sort(key=lambda x: x.first_ts_ns)
+        for a, b in itertools.pairwise(group):
+            if a.src != b.src and b.first_ts_ns >= a.last_ts_ns - 1_000_000_000:
+                out.append(b.first_ts_ns)
+    return sorted(out)
+
+
 def classify(
     call: Call,
     streams: list[StreamReport],
@@ -294,11 +313,14 @@ def classify(
         if d:
             addrs.add((d.ip, d.port))
     sig_ips = {call.caller_sig, call.callee_sig, call.answer_sig}
-    for s in streams:
+    # Ports are reused by later calls: a stream belongs to this call only while it lasts.
+    end = (call.bye_ts if call.bye_ts is not None else 1 << 62) + 2_000_000_000
+    during = [s for s in streams if s.first_ts_ns <= end and s.last_ts_ns >= call.invite_ts]
+    for s in during:
         if (s.dst, s.dport) in addrs or (s.src, s.sport) in addrs:
             mine.append(s)
     # Streams from a side's NAT/latched address pair with the call through the other address.
-    for s in streams:
+    for s in during:
         if (
             s not in mine
             and s.src in sig_ips
@@ -306,6 +328,7 @@ def classify(
         ):
             mine.append(s)
     call.streams = mine
+    call.handovers = _handovers(mine)
     p = call.problems
     if call.pdd_s is not None and call.pdd_s > pdd_warn_s:
         p.append(Problem("post_dial_delay", f"{call.pdd_s:.1f} s from INVITE to first response"))
@@ -344,8 +367,10 @@ def classify(
             p.append(Problem("rtp_timeout", "BYE with an RTP timeout reason", "rtp_timeout"))
         elif last_media is not None and (call.bye_ts - last_media) / 1e9 >= rtp_timeout_s:
             gap = (call.bye_ts - last_media) / 1e9
+            # Media that moved to a new address shortly before it died: the handover failed.
+            cause = "handover" if call.handovers else "rtp_timeout"
             p.append(Problem("rtp_timeout", f"BYE {gap:.1f} s after the last RTP packet",
-                             "rtp_timeout"))  # fmt: skip
+                             cause))  # fmt: skip
         elif call.session_expires_s and call.last_refresh_ts is not None:
             since = (call.bye_ts - call.last_refresh_ts) / 1e9
             # RFC 4028 §10: without a refresh the session is torn down by BYE sent
