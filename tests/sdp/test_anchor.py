@@ -3,6 +3,7 @@ for leg A follows what leg B chose. Addresses of the other leg must never leak."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,14 @@ def test_zrtp_passes_through_untouched() -> None:
     hash_line = next(ln for ln in text.splitlines() if ln.startswith("a=zrtp-hash:"))
     assert f"{hash_line}\r\n" in str(offer_b)
     assert offer_b.media[0].proto == "RTP/AVP" and not offer_b.media[0].has("crypto")
+    # Leg B is a ZRTP phone too: its hash must reach leg A untouched in the relay's answer.
+    hash_b = "1.10 " + "cd" * 32
+    answer_b = create_answer(offer_b, replace(PHONE_B, zrtp_hashes=(hash_b,)))
+    streams_b = negotiate(offer_b, answer_b, we_offered=True)
+    relay_a = replace(RELAY_A, zrtp_hashes=streams_b[0].zrtp_hashes)
+    answer_a = create_answer(parse_sdp(text), relay_a, codecs=follow_codecs(streams_b))
+    assert f"a=zrtp-hash:{hash_b}\r\n" in str(answer_a)
+    assert summary(answer_a) == "PCMU/8000 zrtp"
 
 
 def test_dtls_leg_a_becomes_sdes_leg_b_and_ice_is_stripped() -> None:

@@ -272,3 +272,10 @@ def test_answer_without_rtpmap_for_dynamic_pt_uses_the_offers() -> None:
     answer = parse_sdp(_offer("96"))  # legacy answerer: no rtpmap at all
     (stream,) = negotiate(offer, answer, we_offered=True)
     assert str(stream.codec) == "opus/48000/2"
+
+
+def test_zrtp_offer_without_a_zrtp_peer_behind_us_is_not_plain_rtp() -> None:
+    """A ZRTP offer answered by an endpoint that has no ZRTP would be plain RTP: refused."""
+    with pytest.raises(SdpError) as info:
+        create_answer(parse_sdp(_vec("zrtp.sdp")), LOCAL)
+    assert info.value.status_hint == 488 and info.value.warn_code == 302

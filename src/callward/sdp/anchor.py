@@ -11,6 +11,7 @@ Flow (all sans-IO)::
 
     offer_b = anchor_offer(offer_a, relay_b_media, security=policy_b)
     streams_b = negotiate(offer_b, answer_b, we_offered=True)
+    relay_a_media = replace(relay_a_media, zrtp_hashes=streams_b[0].zrtp_hashes)  # if ZRTP
     answer_a = create_answer(offer_a, relay_a_media, codecs=follow_codecs(streams_b),
                              security=policy_a)
     streams_a = negotiate(offer_a, answer_a, we_offered=False)

@@ -277,11 +277,16 @@ def create_answer(
     re-offer (session refresh) does not rekey. Raises SdpError(488) with a Warning-ready
     reason when no stream can be accepted: 305 no common codec, 302 security policy,
     304 media type."""
-    if SecurityMode.DTLS_SRTP in security.preference and local.fingerprint is None:
-        # Without our own certificate we cannot do DTLS; fall back to the other modes.
+    # Without our own certificate we cannot do DTLS; without the other leg's zrtp-hash there is
+    # no ZRTP endpoint behind us and "pass-through" would really be plain RTP. Drop those modes.
+    unable = set()
+    if local.fingerprint is None:
+        unable.add(SecurityMode.DTLS_SRTP)
+    if not local.zrtp_hashes:
+        unable.add(SecurityMode.ZRTP)
+    if unable & set(security.preference):
         security = replace(
-            security,
-            preference=tuple(m for m in security.preference if m is not SecurityMode.DTLS_SRTP),
+            security, preference=tuple(m for m in security.preference if m not in unable)
         )
     answer_media: list[MediaDescription] = []
     first_error: SdpError | None = None
