@@ -3,6 +3,7 @@ through it: Record-Route, 407 on INVITE, in-dialog ACK/BYE routed via the edge."
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
@@ -18,9 +19,18 @@ REALM = "callward.local"
 
 
 def _port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = int(u.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -71,6 +81,51 @@ async def test_register_and_call_through_the_edge(tmp_path: Path, transport: str
         assert incoming.leg.remote_sdp == call.leg.local_sdp
         assert await call.hangup() == 200
         assert await incoming.wait_ended(5) == "bye"
+    finally:
+        await alice.close()
+        await bob.close()
+        await edge.stop()
+
+
+async def test_outbound_flow_keepalive_and_recovery(tmp_path: Path) -> None:
+    """RFC 5626: register over TCP with +sip.instance/reg-id, ping the flow (CRLFCRLF → CRLF
+    from the edge), lose the connection, recover by re-registering, and still be reachable."""
+    edge_mod = pytest.importorskip("callward.edge.app")
+    subs_mod = pytest.importorskip("callward.edge.subscribers")
+    port = _port()
+    cfg = CallwardConfig(
+        edge=EdgeConfig(
+            listen=[f"tcp:127.0.0.1:{port}"],
+            realm=REALM,
+            domains=[REALM],
+            subscribers=f"sqlite:{tmp_path / 'subs.sqlite'}",
+            auth_secret="k" * 32,
+        )
+    )
+    subscribers = subs_mod.SqliteSubscribers(tmp_path / "subs.sqlite")
+    for user in ("alice", "bob"):
+        subscribers.put(subs_mod.Subscriber.from_password(user, REALM, f"pw-{user}"))
+    edge = edge_mod.EdgeNode(cfg, subscribers=subscribers)
+    await edge.start()
+    edge_addr = ("127.0.0.1", port)
+    alice = await Phone.start("alice", transport="tcp", password="pw-alice")
+    bob = await Phone.start("bob", transport="tcp", password="pw-bob", auto_answer=True)
+    instance = "urn:uuid:00000000-0000-4000-8000-00000000b0b0"
+    try:
+        assert (await alice.register(edge_addr, domain=REALM)).status == 200
+        resp = await bob.register(edge_addr, domain=REALM, instance=instance, reg_id=1)
+        assert resp.status == 200
+        assert await bob.keep_alive(timeout=3) is True  # the edge answered the ping
+        first_flow = bob.transport.connection_for(edge_addr)  # type: ignore[attr-defined]
+        assert first_flow is not None
+        await bob.transport.close_connection(first_flow)  # type: ignore[attr-defined]
+        await asyncio.sleep(0.1)
+        assert await bob.keep_alive(timeout=3) is False  # dead flow → re-registered
+        second_flow = bob.transport.connection_for(edge_addr)  # type: ignore[attr-defined]
+        assert second_flow not in (None, first_flow)
+        call = await alice.call(f"sip:bob@{REALM}", dest=edge_addr)
+        assert call.status == 200  # reached over the new flow
+        assert await call.hangup() == 200
     finally:
         await alice.close()
         await bob.close()

@@ -56,7 +56,13 @@ from callward.sip.transaction import (
     make_cancel,
 )
 from callward.sip.transaction_layer import TransactionLayer
-from callward.sip.transport import Address, Transport, TransportLimits, open_transport
+from callward.sip.transport import (
+    Address,
+    StreamTransport,
+    Transport,
+    TransportLimits,
+    open_transport,
+)
 from callward.sip.uri import parse_uri
 from callward.ua.call import ALLOW, CallLeg, CallState, LocalEndpoint, new_branch, new_tag
 from callward.ua.sdp_offer import answer_sdp, offer_sdp
@@ -287,6 +293,8 @@ class Phone:
         self._reg_call_id = secrets.token_hex(12)
         self._reg_tag = new_tag()
         self._reg_cseq = 0
+        self._registration: tuple[Address, int, str, str | None, int | None] | None = None
+        self.flow_timer: float | None = None  # RFC 5626 §5.4 Flow-Timer from the registrar
         self._session_id = secrets.randbelow(2**31)
         self.media_host = "127.0.0.1"
         self.media_port = 0  # the port advertised in our SDP (0: none chosen → 9, discard)
@@ -406,14 +414,29 @@ class Phone:
         return await asyncio.wait_for(self.incoming.get(), timeout)
 
     async def register(
-        self, registrar: Address, *, expires: int = 600, domain: str | None = None
+        self,
+        registrar: Address,
+        *,
+        expires: int = 600,
+        domain: str | None = None,
+        instance: str | None = None,
+        reg_id: int | None = None,
     ) -> Response:
         """REGISTER our Contact for our AOR (§10.2); same Call-ID, increasing CSeq across
-        refreshes (§10.2.4). ``expires=0`` removes the binding."""
+        refreshes (§10.2.4). ``expires=0`` removes the binding. ``instance`` (a ``urn:uuid:``)
+        and ``reg_id`` ask for an RFC 5626 outbound flow: the edge then reaches us over the
+        connection this REGISTER used, which :meth:`keep_alive` keeps open."""
         domain = domain or self._domain or f"{registrar[0]}:{registrar[1]}"
         self.local = LocalEndpoint(
             self.user, domain, self.local.host, self.local.port, self.local.transport, self._display
         )
+        self._registration = (registrar, expires, domain, instance, reg_id)
+        contact = f"{self.local.contact};expires={expires}"
+        outbound = instance is not None and reg_id is not None
+        if instance is not None:
+            contact += f';+sip.instance="<{instance}>"'  # RFC 5626 §4.1
+        if outbound:
+            contact += f";reg-id={reg_id}"
         self._reg_cseq += 1
         items = [
             ("Via", self.local.via(new_branch())),
@@ -422,11 +445,12 @@ class Phone:
             ("To", f"<{self.aor}>"),
             ("Call-ID", self._reg_call_id),
             ("CSeq", f"{self._reg_cseq} REGISTER"),
-            ("Contact", f"{self.local.contact};expires={expires}"),
+            ("Contact", contact),
             ("Expires", str(expires)),
-            ("User-Agent", "callward"),
-            ("Content-Length", "0"),
         ]
+        if outbound:
+            items.append(("Supported", "outbound, path"))
+        items += [("User-Agent", "callward"), ("Content-Length", "0")]
         req = Request(Headers(items), method="REGISTER", uri=parse_uri(f"sip:{domain}"))
         resp = await self.request(req, registrar)
         retry = self._authorized(req, resp, self._reg_cseq + 1)
@@ -434,6 +458,8 @@ class Phone:
             self._reg_cseq += 1
             resp = await self.request(retry, registrar)
         if 200 <= resp.status < 300:
+            flow_timer = (resp.headers.get("Flow-Timer") or "").strip()
+            self.flow_timer = float(flow_timer) if flow_timer.isdigit() else None
             self._publish(
                 RegistrationChanged,
                 aor=self.aor,
@@ -442,6 +468,32 @@ class Phone:
                 reason="unregistered" if expires == 0 else "registered",
             )
         return resp
+
+    async def keep_alive(self, *, timeout: float = 10.0) -> bool:
+        """One RFC 5626 §4.4.1 keep-alive on the registration's connection (CRLFCRLF → CRLF).
+
+        Returns True on a pong. When the flow is dead (no pong, or the connection is gone) the
+        phone registers again, which opens a new flow (§4.4.1 "flow recovery"), and returns
+        False. Only stream transports have flows; UDP needs STUN keep-alives (§4.4.2)."""
+        if self._registration is None:
+            raise LocalProtocolError("keep_alive needs a registration")
+        transport = self.transport
+        if not isinstance(transport, StreamTransport):
+            raise LocalProtocolError(
+                f"CRLF keep-alives need a stream transport, not {transport.name}"
+            )
+        registrar, expires, domain, instance, reg_id = self._registration
+        cid = transport.connection_for(registrar)
+        try:
+            if cid is None:
+                raise TransportError("no connection to the registrar")
+            await transport.ping(cid, timeout)
+            return True
+        except TransportError:
+            await self.register(
+                registrar, expires=expires, domain=domain, instance=instance, reg_id=reg_id
+            )
+            return False
 
     def _authorized(self, req: Request, resp: Response, cseq: int) -> Request | None:
         """The retry of ``req`` answering a 401/407 (§8.1.3.5, §22.2): new branch, CSeq
