@@ -279,3 +279,13 @@ def test_zrtp_offer_without_a_zrtp_peer_behind_us_is_not_plain_rtp() -> None:
     with pytest.raises(SdpError) as info:
         create_answer(parse_sdp(_vec("zrtp.sdp")), LOCAL)
     assert info.value.status_hint == 488 and info.value.warn_code == 302
+
+
+def test_offer_without_media_gets_answer_without_media() -> None:
+    """RFC 3264 §5: zero m= lines is a valid offer; the answer has zero too."""
+    offer = parse_sdp("v=0\r\no=- 1 1 IN IP4 198.51.100.1\r\ns=-\r\nt=0 0\r\n")
+    answer = create_answer(offer, LOCAL)
+    assert answer.media == ()
+    assert negotiate(offer, answer, we_offered=False) == ()
+    with pytest.raises(SdpError, match="no stream"):
+        create_answer(parse_sdp(_offer("0").replace("m=audio 5004", "m=audio 0")), LOCAL)

@@ -305,7 +305,9 @@ def create_answer(
                 raise
             first_error = first_error or exc
             answer_media.append(_reject(md))
-    if all(m.rejected for m in answer_media):
+    # RFC 3264 §5/§6: an offer with no m= lines is valid and gets an answer with none; an
+    # offer whose every stream we refuse is a 488 with the first reason.
+    if offer.media and all(m.rejected for m in answer_media):
         if first_error is not None:
             raise first_error
         raise SdpError("offer has no stream to accept", warn_code=304)
