@@ -14,7 +14,15 @@ from callward.relay.leg import LegConfig, read_dscp
 from callward.relay.session import MediaRelay
 from callward.relay.taps import CollectingTap
 from callward.rtp.packet import parse_rtp
+from callward.rtp.rtcp import (
+    ReceiverReport,
+    ReportBlock,
+    SenderReport,
+    ntp_middle32,
+    serialize_rtcp,
+)
 from callward.rtp.srtp import SrtpContext, SrtpError, SrtpKeying
+from callward.rtp.stats import ntp_from_unix
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -255,5 +263,38 @@ async def test_ipv6_leg_dscp() -> None:
     )
     try:
         assert read_dscp(s.socket("a")) == 46 and s.local_address("a")[0] == "::1"
+    finally:
+        await relay.close_all()
+
+
+async def test_per_leg_rtt_from_rtcp(make_phone) -> None:  # type: ignore[no-untyped-def]
+    alice = await make_phone()
+    bob = await make_phone()
+    relay = MediaRelay()
+    s = await relay.create_session(
+        "call-10",
+        LegConfig("a", remote=alice.address, trusted=True),
+        LegConfig("b", remote=bob.address, trusted=True),
+    )
+    try:
+        ntp = ntp_from_unix(1_800_000_000.25)
+        sr = serialize_rtcp([SenderReport(0xA1, ntp, 0, 10, 1600)])
+        assert alice.transport is not None and bob.transport is not None
+        alice.transport.sendto(sr, s.local_address("a"))
+        await bob.recv()
+        await asyncio.sleep(0.25)
+        # bob claims it held the SR for only 50 ms: the relay must see ~200 ms of "path"
+        block = ReportBlock(0xA1, lsr=ntp_middle32(ntp), dlsr=int(0.05 * 65536))
+        bob.transport.sendto(serialize_rtcp([ReceiverReport(0xB2, (block,))]), s.local_address("b"))
+        await alice.recv()
+        rtt = s.counters[1].rtt_ms
+        assert rtt is not None and 190 <= rtt <= 300
+        stats = {e.leg: e for e in s.stats_events()}
+        assert stats["b"].rtt_ms == pytest.approx(rtt, abs=0.01) and stats["a"].rtt_ms is None
+        # a report echoing an SR the relay never forwarded is ignored
+        stray = ReportBlock(0xA1, lsr=12345, dlsr=0)
+        bob.transport.sendto(serialize_rtcp([ReceiverReport(0xB2, (stray,))]), s.local_address("b"))
+        await alice.recv()
+        assert s.counters[1].rtt_ms == rtt
     finally:
         await relay.close_all()

@@ -70,7 +70,10 @@ class LegCounters:
     no_destination: int = 0
     last_rx: float = 0.0
     payload_type: int | None = None
+    rtt_ms: float | None = None  # relay <-> this leg's peer, from RTCP LSR/DLSR
     stats: dict[int, ReceiverStats] = field(default_factory=dict)
+    # SRs received on this leg and forwarded: (sender SSRC, LSR value) -> arrival time
+    sr_seen: dict[tuple[int, int], float] = field(default_factory=dict)
 
     def note_rtp(self, data: bytes, arrival: float, clock_rate: int) -> None:
         """Update receiver statistics from the (decrypted) RTP header."""

@@ -36,6 +36,7 @@ from callward.events import CallEnded, EventBus, MediaStats
 from callward.relay.leg import DSCP_EF, LegConfig, LegCounters, open_media_socket
 from callward.relay.taps import MediaTap
 from callward.rtp.packet import is_rtcp
+from callward.rtp.rtcp import ReceiverReport, SenderReport, ntp_middle32, parse_rtcp
 from callward.rtp.srtp import SrtpContext, SrtpError, SrtpKeying
 
 __all__ = ["MediaRelay", "RelaySession"]
@@ -199,6 +200,7 @@ class RelaySession:
         counters.bytes_in += len(data)
         if rtcp:
             counters.rtcp_in += 1
+            self._note_rtcp(i, plain, loop_now)
         else:
             counters.note_rtp(plain, loop_now, leg.config.clock_rate)
         if self.taps:
@@ -223,6 +225,28 @@ class RelaySession:
         oc = self.counters[1 - i]
         oc.packets_out += 1
         oc.bytes_out += len(out)
+
+    def _note_rtcp(self, i: int, plain: bytes, now: float) -> None:
+        """Per-leg RTT without clock sync (RFC 3550 §6.4.1 applied at the relay): remember
+        when each SR passed through; when the far peer's report block echoes that SR's LSR,
+        RTT(relay <-> that peer) = (now - time the SR passed) - DLSR."""
+        try:
+            packets = parse_rtcp(plain)
+        except MediaError:
+            return
+        mine, other = self.counters[i], self.counters[1 - i]
+        for pkt in packets:
+            if isinstance(pkt, SenderReport):
+                if len(mine.sr_seen) >= 64:  # bounded
+                    mine.sr_seen.pop(next(iter(mine.sr_seen)))
+                mine.sr_seen[(pkt.ssrc, ntp_middle32(pkt.ntp_timestamp))] = now
+            if isinstance(pkt, SenderReport | ReceiverReport):
+                for block in pkt.reports:
+                    passed = other.sr_seen.get((block.ssrc, block.lsr))
+                    if block.lsr and passed is not None:
+                        rtt = (now - passed) - block.dlsr / 65536.0
+                        if rtt >= 0:
+                            mine.rtt_ms = rtt * 1000.0
 
     @staticmethod
     def _may_latch(leg: _Leg, addr: Address, ssrc: int, *, verified: bool) -> bool:
@@ -270,6 +294,7 @@ class RelaySession:
                     packets=c.packets_in - c.rtcp_in,
                     lost=0 if snap is None else snap.cumulative_lost,
                     jitter_ms=0.0 if snap is None else round(snap.jitter_ms, 3),
+                    rtt_ms=None if c.rtt_ms is None else round(c.rtt_ms, 3),
                     bytes_sent=c.bytes_out,
                     bytes_received=c.bytes_in,
                 )
