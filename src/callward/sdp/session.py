@@ -136,6 +136,9 @@ class OfferAnswerSession:
         self.local_hold = False
         self.last_update: SessionUpdate | None = None
         self._version = 1
+        # Highest o= version handed out, refused offers included: a peer that saw a refused
+        # v+1 must never see a different SDP under the same v+1.
+        self._max_sent = 1
         # Our o= identity is fixed for the session even if our media address moves.
         self._origin = local.origin(1)
         self._rollback_to: tuple[OAState, Callable[[], None]] | None = None
@@ -151,7 +154,7 @@ class OfferAnswerSession:
         """Our o= line: same version when our SDP did not change, else +1 (RFC 3264 §8)."""
         version = self._version
         if self.local_sdp is not None and not _same_body(body, self.local_sdp):
-            version += 1
+            version = max(self._version, self._max_sent) + 1
         return replace(self._origin, session_version=version)
 
     # -- our offers -------------------------------------------------------------------------
@@ -195,6 +198,7 @@ class OfferAnswerSession:
         self._move(_Ev.SEND_OFFER)
         self._rollback_to = (prev_state, undo)
         self.pending_offer = offer
+        self._max_sent = max(self._max_sent, offer.origin.session_version)
         return offer
 
     def _keep_slots(self, fresh: SessionDescription) -> SessionDescription:
@@ -267,6 +271,7 @@ class OfferAnswerSession:
         self._move(_Ev.RECV_OFFER)
         self.local_hold = local_hold
         self._version = answer.origin.session_version
+        self._max_sent = max(self._max_sent, self._version)
         self._commit(answer, offer, streams)
         return answer
 
