@@ -670,3 +670,26 @@ async def test_wss_with_verified_certificate(tmp_path: Path) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_tcp_connection_by_name_is_reused_then_forgotten_when_closed() -> None:
+    b_sink = Sink()
+    a = await TcpTransport.listen("127.0.0.1", 0, Sink())
+    b = await TcpTransport.listen("127.0.0.1", 0, b_sink)
+    try:
+        by_name = ("localhost", b.local_addr[1])
+        first = await a.send(options("z9hG4bK-n1"), by_name)
+        assert await a.send(options("z9hG4bK-n2"), by_name) == first  # reused by name
+        await b_sink.wait(2)
+        (b_cid,) = b.connections
+        await b.close_connection(b_cid)  # the peer drops the connection
+        for _ in range(50):
+            if first is not None and not a.has_connection(first):
+                break
+            await asyncio.sleep(0.02)
+        second = await a.send(options("z9hG4bK-n3"), by_name)  # a fresh one, not the dead one
+        assert second not in (None, first)
+        await b_sink.wait(3)
+    finally:
+        await a.close()
+        await b.close()

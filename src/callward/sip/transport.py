@@ -294,6 +294,7 @@ class _StreamConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.last_activity = 0.0
         self.last_pong: float | None = None
+        self.aliases: list[Address] = []  # other addresses this connection is reused for
         self._idle: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -350,6 +351,8 @@ class _StreamConnection(asyncio.Protocol):
             if buf.startswith(_PING) and not self.outbound:
                 del buf[:4]
                 self.owner.stats.pongs_sent += 1
+                if self.transport is None or self.transport.is_closing():
+                    return
                 self.write(_CRLF)
                 continue
             if buf.startswith(_CRLF) and (self.outbound or (len(buf) > 2 and buf[2] != 13)):
@@ -367,11 +370,11 @@ class _StreamConnection(asyncio.Protocol):
                 return
             del buf[:consumed]
             reply = self.owner._receive(frame, self.peer, self.id)
+            if self.transport is None or self.transport.is_closing():
+                return  # on_message closed us
             if reply is not None:
                 self.owner._tap("out", reply, self.peer, self.id)
                 self.write(reply)
-            if self.transport is None or self.transport.is_closing():
-                return
 
 
 class StreamTransport(Transport):
@@ -425,8 +428,9 @@ class StreamTransport(Transport):
 
     def _unregister(self, conn: _StreamConnection) -> None:
         self._by_id.pop(conn.id, None)
-        if self._by_addr.get(conn.peer) is conn:
-            del self._by_addr[conn.peer]
+        for addr in (conn.peer, *conn.aliases):
+            if self._by_addr.get(addr) is conn:
+                del self._by_addr[addr]
         for fut in self._pong_waiters.pop(conn.id, []):
             if not fut.done():
                 fut.set_exception(TransportError(f"{self.name}: connection {conn.id} closed"))
@@ -481,7 +485,9 @@ class StreamTransport(Transport):
             self._connecting.pop(addr, None)
         if proto.id not in self._by_id:
             raise TransportError(f"{self.name}: connection limit reached")
-        self._by_addr[addr] = proto
+        if addr != proto.peer:  # connected by name: "localhost" → 127.0.0.1
+            proto.aliases.append(addr)
+            self._by_addr[addr] = proto
         fut.set_result(proto)
         return proto.id
 
