@@ -250,6 +250,21 @@ def test_auth_int_covers_the_body_and_uri_must_match() -> None:
     assert v.verify(authed, 1.0).ok
     other_uri = authed.replace(uri=register("sip:evil.example.com").uri)
     assert "Request-URI" in v.verify(other_uri, 1.0).reason
+    assert verifier(algorithms=(A.SHA256,), check_uri=False).verify(other_uri, 1.0).ok
+
+
+def test_digest_uri_compared_by_sip_equivalence() -> None:
+    """§19.1.4: a client that writes the same URI differently (case of host) still matches."""
+    v = verifier(algorithms=(A.MD5,))
+    req = register("sip:EXAMPLE.com")
+    nonce = v.signer.issue(0.0)
+    ch = Challenge("example.com", nonce, A.MD5, ("auth",), v.opaque)
+    for uri, ok in (("sip:example.com", True), ("sip:example.com:5060", False), ("<bad", False)):
+        creds = answer_challenge(
+            ch, username="alice", password="wonderland", method="REGISTER", uri=uri
+        )
+        got = v.verify(req.replace(headers=req.headers.append("Authorization", str(creds))), 1.0)
+        assert got.ok is ok, uri
 
 
 def test_verifier_rejections() -> None:

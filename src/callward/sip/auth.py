@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from callward.errors import AuthError, SipParseError
 from callward.sip.headers import AuthHeader, parse_auth
 from callward.sip.message import Request, Response, make_response
+from callward.sip.uri import SipURI, parse_uri
 
 __all__ = [
     "AuthOutcome",
@@ -375,6 +376,7 @@ class DigestVerifier:
         nonce_ttl: float = 300.0,
         proxy: bool = False,
         require_qop: bool = True,
+        check_uri: bool = True,
         counter: NonceCounter | None = None,
     ) -> None:
         if not algorithms:
@@ -385,6 +387,7 @@ class DigestVerifier:
         self.qop = tuple(qop)
         self.proxy = proxy
         self.require_qop = require_qop and bool(qop)
+        self.check_uri = check_uri
         self.signer = NonceSigner(secret, realm=realm, ttl=nonce_ttl)
         self.counter = counter or NonceCounter()
         self.opaque = hmac.new(secret, b"opaque\x00" + realm.encode(), "sha256").hexdigest()[:24]
@@ -440,8 +443,9 @@ class DigestVerifier:
             return AuthResult(AuthOutcome.FAILED, user, "nonce not issued by us")
         if creds.opaque is not None and creds.opaque != self.opaque:
             return AuthResult(AuthOutcome.FAILED, user, "opaque mismatch")
-        if creds.uri != str(request.uri):
-            # RFC 2617 §3.2.2.5: the digest-uri must name the Request-URI.
+        if self.check_uri and not _same_uri(creds.uri, request):
+            # RFC 7616 §3.4.6 / RFC 2617 §3.2.2.5: the digest-uri must name the Request-URI
+            # (else a captured response could authorize a request for another target).
             return AuthResult(AuthOutcome.FAILED, user, "digest uri differs from Request-URI")
         nc_value = 0
         if creds.qop is not None:
@@ -479,6 +483,17 @@ class DigestVerifier:
         if creds.qop is not None and not self.counter.accept(creds.nonce, nc_value):
             return AuthResult(AuthOutcome.FAILED, user, "nonce-count replayed")
         return AuthResult(AuthOutcome.OK, user)
+
+
+def _same_uri(digest_uri: str, request: Request) -> bool:
+    """Equal text, or equivalent SIP URIs by §19.1.4 (clients re-serialize differently)."""
+    if digest_uri == str(request.uri):
+        return True
+    try:
+        parsed = parse_uri(digest_uri)
+    except SipParseError:
+        return False
+    return isinstance(parsed, SipURI) and parsed.equivalent(request.uri)
 
 
 # ---------------------------------------------------------------- client side
