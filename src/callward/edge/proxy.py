@@ -497,7 +497,9 @@ class EdgeCore:
         if bindings:
             bindings.sort(key=lambda b: -b.q)
             return [self._binding_target(b) for b in bindings], False
-        if st.initial and self.upstreams:
+        if self.upstreams:
+            # Unknown here: the upstream may know (a trunk). In-dialog requests land here when
+            # a UA ignores Record-Route (SIPp's built-in uac): they follow the INVITE's path.
             targets = self._upstream_targets(req, now)
             if targets:
                 return targets, True
@@ -984,8 +986,9 @@ class EdgeCore:
                 dest, uri = dest_for_uri(route), route
             else:
                 bindings = self.location.lookup(f"{user}@{self._aor_domain(uri.host)}", now)
-                if bindings:
-                    t = self._binding_target(bindings[0])
+                ups = [] if bindings else self._upstream_targets(req, now)
+                t = self._binding_target(bindings[0]) if bindings else (ups[0] if ups else None)
+                if t is not None:
                     dest, uri = t.dest, (t.uri or uri)
                     if t.routes:
                         req = req.replace(headers=req.headers.prepend("Route", t.routes[0]))
