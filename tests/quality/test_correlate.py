@@ -247,3 +247,9 @@ def test_port_reuse_by_a_later_call(tmp_path: Path) -> None:
     assert [(x.kind, x.direction) for x in by_id["c2@x"].problems] == [
         ("one_way_audio", "callee->caller")
     ]
+
+
+def test_parse_sdp_normalises_ipv6() -> None:
+    body = b"v=0\r\nc=IN IP6 2001:0db8:0000:0000:0000:0000:0000:0001\r\nm=audio 4000 RTP/AVP 0\r\n"
+    d = parse_sdp(body)
+    assert d is not None and d.ip == "2001:db8::1"

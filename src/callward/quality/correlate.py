@@ -100,6 +100,10 @@ def parse_sdp(body: bytes) -> MediaDesc | None:
     ip = media_ip or sess_ip
     if port is None or ip is None:
         return None
+    try:  # the same spelling as capture addresses (IPv6 compressed, RFC 5952)
+        ip = str(ipaddress.ip_address(ip))
+    except ValueError:
+        pass  # an FQDN stays as written
     return MediaDesc(ip, port, rtpmap, pts, proto, tuple(crypto))
 
 
