@@ -25,12 +25,22 @@ import enum
 import secrets
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from callward.errors import LocalProtocolError, RemoteProtocolError
 from callward.sip.message import Headers, Request, Response, make_response
 from callward.sip.timers import TIMER_PRIORITY, Timer, TimerConfig
+from callward.sip.transaction_events import (
+    AckReceived,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+    TransactionEvent,
+    TransactionKey,
+    TransactionTerminated,
+    TransactionTimeout,
+    TransportFailed,
+)
 
 __all__ = [
     "MAGIC_COOKIE",
@@ -62,85 +72,6 @@ def new_branch(token: Callable[[int], bytes] = secrets.token_bytes) -> str:
     """A globally unique branch with the magic cookie (§8.1.1.7); ``token`` is injectable so
     tests can make branches deterministic."""
     return MAGIC_COOKIE + token(12).hex()
-
-
-@dataclass(frozen=True, slots=True)
-class TransactionKey:
-    """Identity of a transaction. Client side: ``branch`` + CSeq method (§17.1.3); server side
-    adds the top Via sent-by (§17.2.3). ACK maps to INVITE; CANCEL keeps its own key."""
-
-    branch: str
-    method: str
-    sent_by: str = ""
-
-
-# ---------------------------------------------------------------- events (frozen values)
-
-
-@dataclass(frozen=True, slots=True)
-class RequestReceived:
-    """A new request for the TU (retransmissions are absorbed by the server transaction)."""
-
-    request: Request
-    key: TransactionKey
-    peer: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class AckReceived:
-    """An ACK the TU must see: the ACK for a 2xx (its own transaction, §17) or one arriving
-    while the INVITE server transaction is Accepted (RFC 6026 §8.7). ``key`` is None when
-    no server transaction matched."""
-
-    request: Request
-    key: TransactionKey | None
-    peer: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
-    response: Response
-    key: TransactionKey
-
-
-@dataclass(frozen=True, slots=True)
-class StrayResponse:
-    """A response no client transaction matches: a proxy forwards it statelessly (§16.7.9);
-    a UA core sees 2xx retransmissions for INVITE here once Timer M has ended (RFC 6026)."""
-
-    response: Response
-    peer: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class TransactionTimeout:
-    """Timer B, F (client: no final response) or H (server: no ACK) fired."""
-
-    key: TransactionKey
-    timer: Timer
-
-
-@dataclass(frozen=True, slots=True)
-class TransportFailed:
-    """The transport reported a failure sending this transaction's message (§17.1.4, §17.2.4)."""
-
-    key: TransactionKey
-
-
-@dataclass(frozen=True, slots=True)
-class TransactionTerminated:
-    key: TransactionKey
-
-
-TransactionEvent = (
-    RequestReceived
-    | AckReceived
-    | ResponseReceived
-    | StrayResponse
-    | TransactionTimeout
-    | TransportFailed
-    | TransactionTerminated
-)
 
 
 # ---------------------------------------------------------------- states and inputs
