@@ -63,3 +63,23 @@ def test_cold_purge_rewrites_partition_files(tmp_path: Path, codec: RecordCodec)
 def test_empty_cold_store_answers_empty(tmp_path: Path, codec: RecordCodec) -> None:
     cold = ColdCdrStore(tmp_path / "none", codec)
     assert cold.query(CdrQuery(subject="+447700900001")) == [] and cold.count(CdrQuery()) == 0
+
+
+def test_subject_index_is_sorted_and_follows_purges(tmp_path: Path, codec: RecordCodec) -> None:
+    cold = ColdCdrStore(tmp_path / "cold", codec)
+    cdrs = list(synthetic_cdrs(3000, spacing_s=60.0, subjects=40))
+    cold.write(cdrs)
+    for idx in (tmp_path / "cold").glob("day=*/idx-*.parquet"):
+        pns = pq.read_table(idx)["pn"].to_pylist()
+        assert pns == sorted(pns) and pq.read_metadata(idx).num_rows == len(pns)
+    subject = cdrs[7].callee
+    brute = {c.call_id for c in cdrs if subject in (c.caller, c.callee)}
+    assert {c.call_id for c in cold.query(CdrQuery(subject=subject))} == brute
+    gone = sorted(brute)[:3]
+    cold.delete(gone[:2])
+    cold.minimize(gone[2:])
+    assert {c.call_id for c in cold.query(CdrQuery(subject=subject))} == brute - set(gone)
+    idx_ids = set()
+    for idx in (tmp_path / "cold").glob("day=*/idx-*.parquet"):
+        idx_ids |= set(pq.read_table(idx)["call_id"].to_pylist())
+    assert not idx_ids & set(gone)

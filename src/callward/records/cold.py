@@ -4,10 +4,16 @@ Why: hot stores are sized for recent traffic; legal requests reach back years. P
 columnar and compressed (a CDR costs a fraction of its SQLite size) and DuckDB queries it in place
 with the same :class:`~callward.records.rows.CdrQuery` as the hot stores.
 
-Layout: ``<root>/day=YYYY-MM-DD/part-<uuid>.parquet`` (Hive partitioning), so a time-bounded
-query reads only the days it needs. Each file carries Parquet bloom filters on the two pseudonym
-columns: a subject lookup over millions of cold rows then skips every row group that cannot hold
-the subject instead of scanning it.
+Layout (Hive partitioning, so a time-bounded query reads only the days it needs)::
+
+    <root>/day=YYYY-MM-DD/part-<id>.parquet   CDR rows sorted by call_id
+    <root>/day=YYYY-MM-DD/idx-<id>.parquet    (pn, call_id) for caller and callee, sorted by pn
+
+Why a sorted subject index instead of bloom filters: a subscriber calls every day, so their
+pseudonym appears in almost every row group and a per-row-group bloom filter skips almost
+nothing. Sorted files make Parquet's per-row-group min/max statistics exact range indexes:
+``pn = ?`` on the index reads one small row group per file, and the follow-up
+``call_id IN (...)`` on the data files reads one row group per hit.
 
 Purge is a rewrite: files holding affected rows are rewritten without them (or with identifiers
 blanked) to a temporary name and atomically renamed over the original.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,6 +53,8 @@ SCHEMA = pa.schema(
     ]
 )  # fmt: skip
 _IDENT = ("caller_pn", "callee_pn", "caller_enc", "callee_enc")
+INDEX_SCHEMA = pa.schema([("pn", pa.binary()), ("call_id", pa.string())])
+INDEX_ROW_GROUP = 32_768
 
 
 def _add_step(lineage: str, step: str) -> str:
@@ -59,17 +68,21 @@ class ColdCdrStore:
 
     name = "cold"
 
-    def __init__(self, root: Path | str, codec: RecordCodec, row_group_size: int = 131_072):
+    def __init__(self, root: Path | str, codec: RecordCodec, row_group_size: int = 4096):
         self.root = Path(root)
         self.codec = codec
         self.row_group_size = row_group_size
         self.root.mkdir(parents=True, exist_ok=True)
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
 
     def close(self) -> None:
-        pass
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
     def files(self) -> list[Path]:
-        return sorted(self.root.glob("day=*/*.parquet"))
+        return sorted(self.root.glob("day=*/part-*.parquet"))
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -77,37 +90,45 @@ class ColdCdrStore:
         return self.write_rows([self.codec.encode(c) for c in cdrs])
 
     def write_rows(self, rows: Iterable[tuple[Any, ...]], step: str = "moved:cold") -> int:
-        """Write encoded rows, one new file per day present. Returns rows written."""
+        """Write encoded rows, one new data + index file pair per day present."""
         self.codec.cipher.keys.flush()
         by_day: dict[str, list[tuple[Any, ...]]] = {}
         for r in rows:
             by_day.setdefault(r[IDX["day"]], []).append(r)
         n = 0
         for day, group in by_day.items():
+            group.sort(key=lambda r: r[0])
             cols: dict[str, list[Any]] = {c: [] for c in _FILE_COLUMNS}
             for r in group:
                 for c in _FILE_COLUMNS:
                     cols[c].append(r[IDX[c]])
             if step:
                 cols["lineage"] = [_add_step(x, step) for x in cols["lineage"]]
-            self._write_file(self.root / f"day={day}" / f"part-{uuid.uuid4().hex}.parquet", cols)
+            part = uuid.uuid4().hex
+            # index first: a crash leaves an index entry without data (harmless: the follow-up
+            # probe finds nothing), never data that a subject lookup cannot find.
+            self._write_index(self.root / f"day={day}" / f"idx-{part}.parquet", group)
+            self._write_file(self.root / f"day={day}" / f"part-{part}.parquet", cols)
             n += len(group)
         return n
 
-    def _write_file(self, path: Path, cols: dict[str, list[Any]] | pa.Table) -> None:
+    def _write_index(self, path: Path, rows: list[tuple[Any, ...]]) -> None:
+        pairs = [(r[i], r[0]) for r in rows for i in (IDX["caller_pn"], IDX["callee_pn"]) if r[i]]
+        pairs.sort()
+        table = pa.table(
+            {"pn": [p for p, _ in pairs], "call_id": [c for _, c in pairs]}, schema=INDEX_SCHEMA
+        )
+        self._write_file(path, table, INDEX_ROW_GROUP)
+
+    def _write_file(
+        self, path: Path, cols: dict[str, list[Any]] | pa.Table, row_group: int = 0
+    ) -> None:
         table = cols if isinstance(cols, pa.Table) else pa.table(cols, schema=SCHEMA)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         try:
             pq.write_table(
-                table,
-                tmp,
-                compression="zstd",
-                row_group_size=self.row_group_size,
-                bloom_filter_options={
-                    "caller_pn": {"ndv": max(1024, len(table)), "fpp": 0.01},
-                    "callee_pn": {"ndv": max(1024, len(table)), "fpp": 0.01},
-                },
+                table, tmp, compression="zstd", row_group_size=row_group or self.row_group_size
             )
             os.replace(tmp, path)
         except (OSError, pa.ArrowException) as exc:
@@ -116,7 +137,7 @@ class ColdCdrStore:
     # --- reading (DuckDB) ---------------------------------------------------------------------
 
     def _sql(
-        self, q: CdrQuery, what: str, pn: bytes | None, filename: bool = False
+        self, q: CdrQuery, what: str, pn: bytes | None, filename: bool = False, kind: str = "part"
     ) -> tuple[str, list[Any]]:
         where, params = where_clause(q, pn)
         extra: list[str] = []
@@ -129,7 +150,7 @@ class ColdCdrStore:
         if extra:
             where = (where + " AND " if where else " WHERE ") + " AND ".join(extra)
         src = (
-            f"read_parquet('{self.root.as_posix()}/day=*/*.parquet', hive_partitioning=true"
+            f"read_parquet('{self.root.as_posix()}/day=*/{kind}-*.parquet', hive_partitioning=true"
             f"{', filename=true' if filename else ''}, hive_types={{'day': VARCHAR}})"
         )
         return f"SELECT {what} FROM {src}{where}", params
@@ -138,26 +159,40 @@ class ColdCdrStore:
         if not self.files():
             return []
         try:
-            con = duckdb.connect()
-            try:
-                return con.execute(sql, params).fetchall()
-            finally:
-                con.close()
+            with self._lock:
+                if self._con is None:
+                    self._con = duckdb.connect()
+                return self._con.execute(sql, params).fetchall()
         except duckdb.Error as exc:
             raise StoreError(f"{self.root}: cold query failed: {exc}") from None
+
+    def subject_calls(self, q: CdrQuery) -> list[tuple[str, str]]:
+        """(call_id, day) of the subject's CDRs, from the sorted index files."""
+        assert q.subject
+        pn = self.codec.pseudonym(q.subject)
+        sql, params = self._sql(
+            CdrQuery(start_from=q.start_from, start_to=q.start_to), "DISTINCT call_id, day",
+            None, kind="idx",
+        )  # fmt: skip
+        joiner = " AND " if " WHERE " in sql else " WHERE "
+        return [(r[0], r[1]) for r in self._run(f"{sql}{joiner}pn = ?", [*params, pn])]
 
     def rows(self, q: CdrQuery) -> list[tuple[Any, ...]]:
         cols = ", ".join(COLUMNS)
         order = " ORDER BY start_ts, call_id" + (f" LIMIT {int(q.limit)}" if q.limit else "")
         if q.subject:
-            # Two equality probes instead of one OR: each can use its column's bloom filter.
-            pn = self.codec.pseudonym(q.subject)
-            base = CdrQuery(q.tenant, None, q.call_ids, q.start_from, q.start_to, q.disposition)
-            s1, p1 = self._sql(base, cols, None)
-            s2, p2 = self._sql(base, cols, None)
-            j1 = " AND " if " WHERE " in s1 else " WHERE "
-            sql = f"{s1}{j1}caller_pn = ? UNION {s2}{j1}callee_pn = ?{order}"
-            return self._run(sql, [*p1, pn, *p2, pn])
+            hits = self.subject_calls(q)
+            ids = {c for c, _ in hits}
+            if q.call_ids:
+                ids &= set(q.call_ids)
+            if not ids:
+                return []
+            days = sorted({d for c, d in hits if c in ids})
+            base = CdrQuery(q.tenant, None, tuple(sorted(ids)), q.start_from, q.start_to,
+                            q.disposition)  # fmt: skip
+            sql, params = self._sql(base, cols, None)
+            sql += f" AND day IN ({', '.join('?' * len(days))})"
+            return self._run(sql + order, [*params, *days])
         sql, params = self._sql(q, cols, None)
         return self._run(sql + order, params)
 
@@ -197,6 +232,7 @@ class ColdCdrStore:
             if not hits:
                 continue
             affected += hits
+            self._rewrite_index(path, id_arr)
             if minimize:
                 cols = {}
                 for c in table.column_names:
@@ -220,6 +256,21 @@ class ColdCdrStore:
                 else:
                     path.unlink()
         return affected
+
+    def _rewrite_index(self, data_path: Path, id_arr: pa.Array) -> None:
+        """Both purge actions drop the subject index entries of the affected calls (a
+        minimized record no longer has a subject)."""
+        idx = data_path.with_name("idx-" + data_path.name[len("part-") :])
+        if not idx.exists():
+            return
+        table = pq.read_table(idx, schema=INDEX_SCHEMA)
+        kept = table.filter(pc.invert(pc.is_in(table["call_id"], value_set=id_arr)))
+        if len(kept) == len(table):
+            return
+        if len(kept):
+            self._write_file(idx, kept, INDEX_ROW_GROUP)
+        else:
+            idx.unlink()
 
     def delete(self, call_ids: Iterable[str]) -> int:
         return self._rewrite(call_ids, minimize=False)

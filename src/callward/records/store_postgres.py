@@ -5,6 +5,8 @@ per day small, lets queries bounded in time touch only their days (partition pru
 whole-day retention a cheap ``DROP TABLE`` instead of a huge ``DELETE``. Ingest uses ``COPY``
 into a temporary staging table followed by one ``INSERT ... ON CONFLICT DO UPDATE``: COPY is the
 fastest bulk path, and the merge keeps writes idempotent (redelivered CDRs update in place).
+New CDRs (the common case) are first tried with a direct COPY; only a batch that collides with
+existing rows pays for the staging merge.
 The primary key includes ``day`` because a partitioned table's unique constraints must contain the
 partition key; ``day`` is a pure function of ``start_ts`` so (call_id, day) is still one call.
 """
@@ -130,11 +132,31 @@ class PostgresCdrStore:
         return self.write_rows([self.codec.encode(c) for c in cdrs])
 
     def write_rows(self, rows: list[tuple[Any, ...]]) -> int:
-        """COPY into a session staging table, then merge (upsert) into the partitioned table."""
+        """Optimistic COPY straight into the partitioned table (the common case: new CDRs);
+        if any row already exists (a redelivery, a re-emitted CDR) the transaction is rolled
+        back and the batch goes through COPY into a staging table + ON CONFLICT merge."""
         if not rows:
             return 0
         self.codec.cipher.keys.flush()
         self.ensure_partitions({r[IDX["day"]] for r in rows})
+        s = sql.Identifier(self.schema)
+        try:
+            with (
+                self._db.cursor() as cur,
+                cur.copy(sql.SQL("COPY {}.cdr ({}) FROM STDIN").format(s, sql.SQL(_COLS))) as copy,
+            ):
+                for r in rows:
+                    copy.write_row(r)
+            self._db.commit()
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            self._db.rollback()
+        except psycopg.Error as exc:
+            self._db.rollback()
+            raise StoreError(f"PostgreSQL COPY ingest failed: {exc}".strip()) from None
+        return self._merge(rows)
+
+    def _merge(self, rows: list[tuple[Any, ...]]) -> int:
         s = sql.Identifier(self.schema)
         update = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
