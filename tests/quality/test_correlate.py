@@ -253,3 +253,11 @@ def test_parse_sdp_normalises_ipv6() -> None:
     body = b"v=0\r\nc=IN IP6 2001:0db8:0000:0000:0000:0000:0000:0001\r\nm=audio 4000 RTP/AVP 0\r\n"
     d = parse_sdp(body)
     assert d is not None and d.ip == "2001:db8::1"
+
+
+def test_mos_uses_the_dominant_codec_when_stream_starts_with_cn(tmp_path: Path) -> None:
+    p = tmp_path / "cn.pcap"
+    write_pcap(p, rtp_frames(RtpSpec(count=200, pt=8, pt_at={0: 13, 1: 13})))
+    s = analyze_capture(p).streams[0]
+    assert s.payload_type == 13  # as tshark lists it: the first packet's type
+    assert s.codec == "g711A" and s.mos["network"] is not None

@@ -143,11 +143,13 @@ def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) ->
         seq = cols.seq[seg].astype(np.int64)
         st = analyse_stream(t_ms[seg], ets[seg], seq, pts, cols.marker[seg], clock)
         seq_ext = _unwrap_seq(seq)
-        pt0 = int(pts[0])
+        pt0 = int(pts[0])  # reported like tshark: the first packet's payload type
+        # Codec and clock for MOS come from the dominant payload type (not CN/DTMF bursts).
+        main_pt = pt0 if len(uniq) == 1 else int(np.bincount(pts, minlength=128).argmax())
         out.append(
             StreamReport(
                 src=src, sport=sport, dst=dst, dport=dport, ssrc=ssrc, payload_type=pt0,
-                codec=payload_name(pt0, rmap), clock_rate=rate_of[pt0], stats=st,
+                codec=payload_name(main_pt, rmap), clock_rate=rate_of[main_pt], stats=st,
                 burst=burst_metrics(seq_ext), start_ms=float(t_ms[seg[0]]),
                 end_ms=float(t_ms[seg[-1]]), first_ts_ns=int(cols.ts_ns[seg[0]]),
                 last_ts_ns=int(cols.ts_ns[seg[-1]]),

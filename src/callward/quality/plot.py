@@ -43,7 +43,7 @@ def windowed_series(
     np.maximum.at(hi, w, seq)
     exp = np.where(cnt > 0, hi - lo + 1, 0)
     loss = np.where(exp > 0, np.clip(exp - cnt, 0, None) * 100.0 / np.maximum(exp, 1), 0.0)
-    key = codec_for(s.payload_type, s.codec)
+    key = codec_for(-1, s.codec)
     mos = np.full(nw, np.nan)
     if key:
         c = emodel.codec(key)

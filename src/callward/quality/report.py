@@ -114,7 +114,7 @@ def analyze_capture(
             s.rtcp = v.as_dict(s.clock_rate)
     if mos:
         for s in streams:
-            key = codec_for(s.payload_type, s.codec)
+            key = codec_for(-1, s.codec)
             s.mos = stream_mos(
                 key, s.arrival_s, s.rtp_ts, s.seq_ext, s.stats.expected, s.stats.lost,
                 s.clock_rate, base_delay_ms,
