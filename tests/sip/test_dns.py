@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callward.errors import CallwardError, DnsError
-from callward.sip import SipURI, parse_uri
+from callward.sip import SipURI, parse_uri, parse_via
 from callward.sip.dns import (
     DnsAnswer,
     DnsCache,
@@ -212,6 +212,45 @@ def test_server_failure_falls_through() -> None:
         Target("UDP", "2001:db8::3", 5070),
         Target("UDP", "192.0.2.4", 5060),
     ]
+
+
+@pytest.mark.parametrize(
+    ("via", "expected"),
+    [
+        # received + rport value: back to the source address and port (RFC 3581 §4)
+        ("SIP/2.0/UDP pc.example;received=192.0.2.7;rport=40000", [("UDP", "192.0.2.7", 40000)]),
+        # received without rport: sent-by port (or 5060) at the received address (§18.2.2)
+        ("SIP/2.0/UDP pc.example:5070;received=192.0.2.7", [("UDP", "192.0.2.7", 5070)]),
+        ("SIP/2.0/UDP pc.example;received=192.0.2.7", [("UDP", "192.0.2.7", 5060)]),
+        # maddr wins (§18.2.2), with the sent-by port
+        (
+            "SIP/2.0/UDP pc.example:5071;maddr=192.0.2.9;received=192.0.2.7",
+            [("UDP", "192.0.2.9", 5071)],
+        ),
+        ("SIP/2.0/UDP [2001:db8::1]:5072", [("UDP", "2001:db8::1", 5072)]),
+        # a name with a port: A/AAAA only; a bare name: SRV first (RFC 3263 §5)
+        (
+            "SIP/2.0/UDP plain.example:5073",
+            [("UDP", "203.0.113.5", 5073), ("UDP", "2001:db8::5", 5073)],
+        ),
+        ("SIP/2.0/UDP srv.example", [("UDP", "198.51.100.1", 5090)]),
+        ("SIP/2.0/TCP plain.example", [("TCP", "203.0.113.5", 5060), ("TCP", "2001:db8::5", 5060)]),
+    ],
+)
+def test_response_targets(via: str, expected: list[tuple[str, str, int]]) -> None:
+    got = locator().resolve_response(parse_via(via), FakeResolver(ZONE))
+    assert got == [Target(*e) for e in expected]
+
+
+async def test_response_targets_async_and_errors() -> None:
+    got = await locator().resolve_response_async(
+        parse_via("SIP/2.0/UDP srv.example"), AsyncFake(FakeResolver(ZONE))
+    )
+    assert got == [Target("UDP", "198.51.100.1", 5090)]
+    with pytest.raises(DnsError):
+        locator().resolve_response(parse_via("SIP/2.0/FOO 192.0.2.1"), FakeResolver(ZONE))
+    with pytest.raises(DnsError):
+        locator().resolve_response(parse_via("SIP/2.0/UDP gone.invalid"), FakeResolver(ZONE))
 
 
 class ScriptedRng:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from callward.errors import DnsError
+from callward.sip.headers import Via
 from callward.sip.uri import SipURI
 
 __all__ = [
@@ -201,7 +202,9 @@ class ServerLocator:
     # ------------------------------------------------------------ drivers
     def resolve(self, uri: SipURI, resolver: Resolver) -> list[Target]:
         """Run the plan with a synchronous resolver."""
-        plan = self.plan(uri)
+        return self._drive(self.plan(uri), resolver)
+
+    def _drive(self, plan: Plan, resolver: Resolver) -> list[Target]:
         try:
             query = next(plan)
             while True:
@@ -217,7 +220,16 @@ class ServerLocator:
 
     async def resolve_async(self, uri: SipURI, resolver: AsyncResolver) -> list[Target]:
         """Run the plan with an async resolver (same logic, answers awaited)."""
-        plan = self.plan(uri)
+        return await self._drive_async(self.plan(uri), resolver)
+
+    def resolve_response(self, via: Via, resolver: Resolver) -> list[Target]:
+        """Where to send a response over an unreliable transport (see :meth:`response_plan`)."""
+        return self._drive(self.response_plan(via), resolver)
+
+    async def resolve_response_async(self, via: Via, resolver: AsyncResolver) -> list[Target]:
+        return await self._drive_async(self.response_plan(via), resolver)
+
+    async def _drive_async(self, plan: Plan, resolver: AsyncResolver) -> list[Target]:
         try:
             query = next(plan)
             while True:
@@ -289,6 +301,39 @@ class ServerLocator:
                 transport = "TLS" if secure else "UDP"
                 addrs = yield from self._addresses(host)
                 targets = [Target(transport, a, DEFAULT_PORTS[transport]) for a in addrs]
+        return self._finish(targets, host)
+
+    def response_plan(self, via: Via) -> Plan:
+        """RFC 3261 §18.2.2 + RFC 3263 §5 for unreliable transports (a reliable one answers on
+        the request's connection, which is the transport's business): ``maddr`` first, then
+        ``received`` (with the ``rport`` value, RFC 3581), else the sent-by: numeric or with a
+        port → A/AAAA on that port, a bare name → SRV for the Via transport, then A/AAAA on the
+        default port."""
+        transport = via.transport.upper()
+        if transport not in DEFAULT_PORTS:
+            raise DnsError(f"unknown Via transport {transport[:10]!r} (RFC 3261 §18.2.2)")
+        port = via.port
+        rport = via.rport
+        if via.maddr:
+            host = via.maddr
+        elif via.received:
+            host = via.received
+            if rport and rport.isdigit():
+                port = int(rport)  # RFC 3581 §4: back to the source port
+        else:
+            host = via.host
+        numeric = _numeric(host)
+        if numeric is not None:
+            return [Target(transport, numeric, port or DEFAULT_PORTS[transport])]
+        if port is not None:
+            addrs = yield from self._addresses(host)
+            return self._finish([Target(transport, a, port) for a in addrs], host)
+        targets = yield from self._srv(
+            _SRV_PREFIX.get(transport, "_sip._udp") + "." + host, transport
+        )
+        if not targets:
+            addrs = yield from self._addresses(host)
+            targets = [Target(transport, a, DEFAULT_PORTS[transport]) for a in addrs]
         return self._finish(targets, host)
 
     def _finish(self, targets: list[Target], host: str) -> list[Target]:
