@@ -168,3 +168,25 @@ def test_reconciler_grace_timeout_and_late_event() -> None:
     now[0] += 31.0
     rec.due()
     assert rec.assembler.call_ids() == []
+
+
+def test_blind_transfer_new_leg_to_other_party_is_flagged() -> None:
+    """RFC 5589 blind transfer as the edge reports it: after A-B is answered, B REFERs and a new
+    leg c towards C starts; B's leg ends. Hand-computed: answered at 2, ends when c ends (50)."""
+    cid, c_party = "xfer@x", "sip:+447700900333@op.example"
+    evs = [
+        CallStarted(ts=0.0, node="e", seq=1, call_id=cid, leg="a", caller=A, callee=B),
+        CallAnswered(ts=2.0, node="e", seq=2, call_id=cid, leg="a"),
+        CallStarted(ts=10.0, node="e", seq=3, call_id=cid, leg="c", caller=A, callee=c_party),
+        CallEnded(ts=10.5, node="e", seq=4, call_id=cid, leg="b", status=200, reason="refer"),
+        CallAnswered(ts=12.0, node="e", seq=5, call_id=cid, leg="c"),
+        CallEnded(ts=50.0, node="e", seq=6, call_id=cid, leg="c", status=200, reason="bye"),
+        CallEnded(ts=50.0, node="e", seq=7, call_id=cid, leg="a", status=200, reason="bye"),
+    ]
+    asm = CallAssembler()
+    asm.add_many(evs)
+    cdr = asm.build(cid)
+    assert "transferred" in cdr.flags and cdr.callee == B
+    assert cdr.answer_ts == 2.0 and cdr.end_ts == 50.0 and cdr.duration_s == 48.0
+    assert [lg.leg for lg in cdr.legs] == ["a", "b", "c"]
+    assert "missing-start" not in cdr.flags and asm.is_complete(cid)

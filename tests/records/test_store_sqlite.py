@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from callward.errors import StoreError
 from callward.events import CallEnded, CallStarted
 from callward.records.rows import CdrQuery
 from callward.records.schema import Cdr
@@ -74,3 +79,34 @@ def test_journal_is_idempotent_and_sealed(sqlite_store: SqliteCdrStore) -> None:
     raw = sqlite3.connect(sqlite_store.path).execute("SELECT payload FROM event_journal").fetchall()
     assert all("447700900123" not in r[0] for r in raw)
     assert sqlite_store.journal_drop(["j@x"]) == 2
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda c: (
+                st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=6)
+            ),
+            max_leaves=20,
+        ).map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries(
+            {
+                "kind": st.sampled_from(["call_started", "call_ended", "media_stats", "x"]),
+                "ts": st.floats(),
+                "node": st.text(max_size=5),
+                "seq": st.integers(),
+                "caller": st.one_of(st.text(max_size=5), st.just({"sealed": "AAAA"})),
+            }
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
+def test_decode_event_only_raises_store_error(codec, payload: bytes) -> None:
+    try:
+        codec.decode_event(payload)
+    except StoreError:
+        pass

@@ -33,7 +33,7 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from callward.errors import StoreError, TransportError
-from callward.events import Event, event_from_dict, event_to_dict
+from callward.events import Event, event_to_dict
 from callward.records.assembly import Reconciler
 
 __all__ = ["DEFAULT_PREFIX", "CdrConsumer", "JetStreamPublisher", "ensure_stream", "subject_for"]
@@ -140,8 +140,8 @@ class CdrConsumer:
         events: list[Event] = []
         for m in msgs:
             try:
-                events.append(event_from_dict(json.loads(m.data)))
-            except (ValueError, TypeError):
+                events.append(self.store.codec.decode_event(m.data))
+            except StoreError:
                 await m.term()  # poison message: never redeliver, it can never parse
         if msgs:
             await asyncio.to_thread(self.store.journal_append, events)  # commit first ...

@@ -206,14 +206,22 @@ class RecordCodec:
             json.dumps(data, separators=(",", ":")),
         )  # fmt: skip
 
-    def decode_event(self, payload: str) -> Event:
-        data = json.loads(payload)
-        for name in PERSONAL_FIELDS:
-            v = data.get(name)
-            if isinstance(v, dict) and "sealed" in v:
-                opened = self._open(base64.b64decode(v["sealed"]))
-                data[name] = ERASED if opened is None else opened
-        return event_from_dict(data)
+    def decode_event(self, payload: str | bytes) -> Event:
+        """Inverse of :meth:`encode_event`; also decodes plain bus payloads. Raises StoreError."""
+        try:
+            data = json.loads(payload)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            for name in PERSONAL_FIELDS:
+                v = data.get(name)
+                if isinstance(v, dict) and "sealed" in v:
+                    opened = self._open(base64.b64decode(v["sealed"]))
+                    data[name] = ERASED if opened is None else opened
+            return event_from_dict(data)
+        except StoreError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise StoreError(f"event payload unreadable: {type(exc).__name__}") from None
 
 
 class CdrStore(Protocol):
