@@ -65,7 +65,9 @@ class EdgeConfig(_Section):
     location: str = Field("memory", description="'memory' or redis://host:port/db")
     location_prefix: str = "callward"
     auth_secret: str | None = Field(None, description="shared nonce/flow-token key")
-    algorithms: list[str] = Field(default_factory=lambda: ["MD5", "SHA-256"])
+    # Digest challenges offered, in order. SIPp, sipsak and baresip 1.0 (libre) fail when a
+    # SHA-256 challenge is present at all, so the default is MD5; stored HA1s cover both.
+    algorithms: list[str] = Field(default_factory=lambda: ["MD5"])
     nonce_ttl: float = Field(300.0, gt=0)
     min_expires: int = Field(60, ge=1)
     max_expires: int = Field(7200, ge=1)

@@ -132,6 +132,7 @@ def make_core(**kw) -> tuple[EdgeCore, MemoryLocation, SqliteSubscribers]:
         realm="callward.local",
         domains=("callward.local",),
         auth=False,
+        algorithms=("MD5", "SHA-256"),
         t1=0.5,
         blacklist_seconds=30.0,
     )

@@ -31,7 +31,7 @@ class RegistrarPolicy:
     default_expires: int = 3600
     auth: bool = True
     nonce_ttl: float = 300.0
-    algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    algorithms: tuple[str, ...] = ("MD5",)
     node: str = "edge-1"
     node_uri: str = ""
 

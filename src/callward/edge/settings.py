@@ -44,9 +44,10 @@ class EdgeSettings:
     max_expires: int = 7200
     default_expires: int = 3600
     nonce_ttl: float = 300.0
-    # Challenge order. SIPp and sipsak answer only the first challenge and know only MD5, so
-    # MD5 leads by default; put SHA-256 first where every phone supports RFC 8760.
-    algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    # Challenges offered, in order (RFC 8760). SIPp, sipsak and baresip 1.0 fail as soon as a
+    # SHA-256 challenge is present, so MD5 alone by default; ("SHA-256", "MD5") where phones
+    # implement RFC 8760. Both HA1s are stored, so switching is configuration only.
+    algorithms: tuple[str, ...] = ("MD5",)
     t1: float = 0.5  # RFC 3261 §17.1.1.1
     t2: float = 4.0
     timer_c: float = 180.0  # §16.6 step 11: > 3 minutes
