@@ -1,10 +1,16 @@
-"""SIP protocol core (sans-IO): messages, URIs, headers, parser.
+"""SIP protocol core (sans-IO): messages, URIs, headers, parser, transactions, dialogs,
+digest auth and RFC 3263 server location.
 
 Entry points: :func:`parse_message` (bytes → Request | Response) and :func:`serialize`
-(or ``bytes(msg)``) back.
+(or ``bytes(msg)``) back; :class:`TransactionLayer` for RFC 3261 §17; :class:`Dialog` for §12;
+:class:`DigestVerifier` / :func:`authorize` for digest; :class:`ServerLocator` for RFC 3263.
+The asyncio adapters live in ``callward.sip.transport`` and ``callward.sip.dns_resolver``.
 """
 
 from callward.errors import SipParseError
+from callward.sip.auth import AuthOutcome, AuthResult, DigestVerifier, NonceSigner, authorize, ha1
+from callward.sip.dialog import Dialog, DialogId, DialogState
+from callward.sip.dns import DnsCache, ServerLocator, Target
 from callward.sip.headers import (
     AuthHeader,
     CSeq,
@@ -26,6 +32,16 @@ from callward.sip.message import (
     serialize,
 )
 from callward.sip.parser import DEFAULT_LIMITS, ParseLimits, frame_stream, parse_message
+from callward.sip.timers import TimerConfig
+from callward.sip.transaction import (
+    ClientTransaction,
+    ServerTransaction,
+    TransactionKey,
+    make_ack,
+    make_cancel,
+    new_branch,
+)
+from callward.sip.transaction_layer import TransactionLayer
 from callward.sip.uri import URI, AbsoluteURI, SipURI, TelURI, parse_uri
 
 __all__ = [
@@ -34,19 +50,39 @@ __all__ = [
     "URI",
     "AbsoluteURI",
     "AuthHeader",
+    "AuthOutcome",
+    "AuthResult",
     "CSeq",
+    "ClientTransaction",
+    "Dialog",
+    "DialogId",
+    "DialogState",
+    "DigestVerifier",
+    "DnsCache",
     "Headers",
     "NameAddr",
+    "NonceSigner",
     "ParseLimits",
     "Request",
     "Response",
+    "ServerLocator",
+    "ServerTransaction",
     "SipParseError",
     "SipURI",
+    "Target",
     "TelURI",
+    "TimerConfig",
+    "TransactionKey",
+    "TransactionLayer",
     "Via",
+    "authorize",
     "canonical_name",
     "frame_stream",
+    "ha1",
+    "make_ack",
+    "make_cancel",
     "make_response",
+    "new_branch",
     "parse_auth",
     "parse_cseq",
     "parse_message",
