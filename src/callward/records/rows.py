@@ -105,6 +105,20 @@ def _legs_json(legs: tuple[Leg, ...]) -> str:
     )  # fmt: skip
 
 
+_LINEAGE: dict[Lineage, str] = {}
+
+
+def _lineage_json(lin: Lineage) -> str:
+    # Lineages repeat (same nodes, versions, steps) across most CDRs of a deployment: memoize.
+    hit = _LINEAGE.get(lin)
+    if hit is None:
+        hit = _JSON([lin.nodes, lin.events, lin.source_versions, lin.transformations])
+        if len(_LINEAGE) > 4096:
+            _LINEAGE.clear()
+        _LINEAGE[lin] = hit
+    return hit
+
+
 def _legs_from_json(text: str) -> tuple[Leg, ...]:
     out = []
     for v in json.loads(text):
@@ -148,10 +162,7 @@ class RecordCodec:
             self._seal(cdr.caller), self._seal(cdr.callee),
             cdr.packets, cdr.lost, cdr.jitter_ms, cdr.mos_min,
             ",".join(cdr.codecs), ",".join(cdr.flags), _legs_json(cdr.legs),
-            _JSON(
-                [cdr.lineage.nodes, cdr.lineage.events, cdr.lineage.source_versions,
-                 cdr.lineage.transformations]
-            ),
+            _lineage_json(cdr.lineage),
         )  # fmt: skip
 
     def decode(self, row: Sequence[Any], store: str = "") -> Cdr:
