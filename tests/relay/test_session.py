@@ -13,7 +13,7 @@ from callward.events import CallEnded, InProcessBus, MediaStats
 from callward.relay.leg import LegConfig, read_dscp
 from callward.relay.session import MediaRelay
 from callward.relay.taps import CollectingTap
-from callward.rtp.packet import parse_rtp
+from callward.rtp.packet import RtpPacket, parse_rtp
 from callward.rtp.rtcp import (
     ReceiverReport,
     ReportBlock,
@@ -298,3 +298,41 @@ async def test_per_leg_rtt_from_rtcp(make_phone) -> None:  # type: ignore[no-unt
         assert s.counters[1].rtt_ms == rtt
     finally:
         await relay.close_all()
+
+
+async def test_leg_without_rtcp_mux_uses_port_plus_one() -> None:
+    from callward.relay.leg import open_media_pair
+
+    loop = asyncio.get_running_loop()
+    rtp_sock, rtcp_sock = open_media_pair("127.0.0.1", 40000, 49999)
+    bob = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bob.bind(("127.0.0.1", 0))
+    for s_ in (rtp_sock, rtcp_sock, bob):
+        s_.setblocking(False)
+    p = rtp_sock.getsockname()[1]
+    relay = MediaRelay(port_range=(30000, 39999))
+    s = await relay.create_session(
+        "call-11",
+        LegConfig("a", remote=("127.0.0.1", p), trusted=True, rtcp_mux=False),
+        LegConfig("b", remote=bob.getsockname(), trusted=True),
+    )
+    try:
+        a_rtp, a_rtcp = s.local_address("a"), s.local_rtcp_address("a")
+        assert a_rtp[1] % 2 == 0 and a_rtcp[1] == a_rtp[1] + 1 and 30000 <= a_rtp[1] <= 39999
+        assert s.local_rtcp_address("b") == s.local_address("b")  # mux leg: one port
+        rr = serialize_rtcp([ReceiverReport(0xA)])
+        await loop.sock_sendto(rtcp_sock, rr, a_rtcp)  # RTCP from alice's port + 1
+        got = await asyncio.wait_for(loop.sock_recv(bob, 2048), 2)
+        assert got == rr  # forwarded on bob's muxed port
+        sr = serialize_rtcp([SenderReport(0xB, 1 << 32, 0, 0, 0)])
+        await loop.sock_sendto(bob, sr, s.local_address("b"))
+        data, src = await asyncio.wait_for(loop.sock_recvfrom(rtcp_sock, 2048), 2)
+        assert data == sr and src == a_rtcp  # to alice's RTCP port, from the relay's
+        pkt = bytes(RtpPacket(0, 1, 160, 0xB, b"\xff" * 160))
+        await loop.sock_sendto(bob, pkt, s.local_address("b"))
+        data, src = await asyncio.wait_for(loop.sock_recvfrom(rtp_sock, 2048), 2)
+        assert data == pkt and src == a_rtp
+    finally:
+        await relay.close_all()
+        for s_ in (rtp_sock, rtcp_sock, bob):
+            s_.close()

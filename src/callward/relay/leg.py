@@ -8,6 +8,7 @@ session is built, so the relay can never silently downgrade a call to cleartext.
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -16,7 +17,14 @@ from callward.errors import MediaError, PolicyError
 from callward.rtp.srtp import SrtpKeying
 from callward.rtp.stats import ReceiverStats
 
-__all__ = ["DSCP_EF", "LegConfig", "LegCounters", "open_media_socket", "read_dscp"]
+__all__ = [
+    "DSCP_EF",
+    "LegConfig",
+    "LegCounters",
+    "open_media_pair",
+    "open_media_socket",
+    "read_dscp",
+]
 
 #: RFC 3246 / RFC 4594 §4.2: Expedited Forwarding for telephony bearer traffic.
 DSCP_EF = 46
@@ -38,6 +46,11 @@ class LegConfig:
     trusted: bool = False
     latch: bool = True
     clock_rate: int = 8000
+    #: False for peers that did not negotiate rtcp-mux (RFC 5761): RTCP then uses a second
+    #: socket on the RTP port + 1, toward ``remote_rtcp`` or the peer's RTP port + 1
+    #: (RFC 3550 §11; an SDP a=rtcp attribute, RFC 3605, sets ``remote_rtcp``).
+    rtcp_mux: bool = True
+    remote_rtcp: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if (self.srtp_rx is None) != (self.srtp_tx is None):
@@ -48,6 +61,16 @@ class LegConfig:
             )
         if not 0 <= self.bind_port <= 65535:
             raise MediaError(f"leg {self.name}: bad port {self.bind_port}")
+        if not self.rtcp_mux and self.bind_port and (self.bind_port % 2 or self.bind_port > 65534):
+            raise MediaError(f"leg {self.name}: RTP port must be even with RTCP on port + 1")
+
+    @property
+    def rtcp_destination(self) -> tuple[str, int] | None:
+        if self.remote_rtcp is not None:
+            return self.remote_rtcp
+        if self.remote is None:
+            return None
+        return self.remote[0], self.remote[1] + 1
 
     @property
     def secure(self) -> bool:
@@ -112,6 +135,26 @@ def open_media_socket(host: str, port: int, dscp: int = DSCP_EF) -> socket.socke
         sock.close()
         raise
     return sock
+
+
+def open_media_pair(
+    host: str, port_min: int, port_max: int, dscp: int = DSCP_EF, *, attempts: int = 64
+) -> tuple[socket.socket, socket.socket]:
+    """An RTP/RTCP socket pair on an even port and port + 1 from [port_min, port_max]
+    (RFC 3550 §11), trying random even ports so concurrent relays rarely collide."""
+    evens = [p for p in range(port_min + port_min % 2, port_max, 2)]
+    if not evens:
+        raise MediaError(f"no even port pair in {port_min}-{port_max}")
+    for port in random.sample(evens, min(attempts, len(evens))):
+        try:
+            rtp = open_media_socket(host, port, dscp)
+        except OSError:
+            continue
+        try:
+            return rtp, open_media_socket(host, port + 1, dscp)
+        except OSError:
+            rtp.close()
+    raise MediaError(f"no free RTP/RTCP port pair in {port_min}-{port_max}")
 
 
 def read_dscp(sock: socket.socket) -> int:

@@ -33,7 +33,13 @@ from dataclasses import dataclass
 
 from callward.errors import MediaError
 from callward.events import CallEnded, EventBus, MediaStats
-from callward.relay.leg import DSCP_EF, LegConfig, LegCounters, open_media_socket
+from callward.relay.leg import (
+    DSCP_EF,
+    LegConfig,
+    LegCounters,
+    open_media_pair,
+    open_media_socket,
+)
 from callward.relay.taps import MediaTap
 from callward.rtp.packet import is_rtcp
 from callward.rtp.rtcp import ReceiverReport, SenderReport, ntp_middle32, parse_rtcp
@@ -45,12 +51,15 @@ Address = tuple[str, int]
 
 
 class _LegProtocol(asyncio.DatagramProtocol):
-    def __init__(self, session: RelaySession, index: int) -> None:
+    def __init__(self, session: RelaySession, index: int, rtcp_port: bool = False) -> None:
         self.session = session
         self.index = index
+        self.rtcp_port = rtcp_port
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        self.session._on_datagram(self.index, data, (str(addr[0]), int(str(addr[1]))))
+        self.session._on_datagram(
+            self.index, data, (str(addr[0]), int(str(addr[1]))), via_rtcp_port=self.rtcp_port
+        )
 
     def error_received(self, exc: Exception) -> None:  # ICMP port unreachable etc.
         self.session.counters[self.index].no_destination += 1
@@ -65,10 +74,24 @@ class _Leg:
     tx: SrtpContext | None = None
     latched: Address | None = None
     latched_ssrc: int | None = None
+    # the separate RTCP socket of a leg without rtcp-mux
+    rtcp_transport: asyncio.DatagramTransport | None = None
+    rtcp_latched: Address | None = None
+    rtcp_latched_ssrc: int | None = None
 
     @property
     def destination(self) -> Address | None:
         return self.latched or self.config.remote
+
+    @property
+    def rtcp_destination(self) -> Address | None:
+        if self.config.rtcp_mux:
+            return self.destination
+        if self.rtcp_latched is not None:
+            return self.rtcp_latched
+        if self.config.remote_rtcp is None and self.latched is not None:
+            return self.latched[0], self.latched[1] + 1
+        return self.config.rtcp_destination
 
 
 class RelaySession:
@@ -88,8 +111,10 @@ class RelaySession:
         dscp: int = DSCP_EF,
         clock: Callable[[], float] = time.time,
         seq: Callable[[], int] | None = None,
+        port_range: tuple[int, int] = (20000, 29999),
     ) -> None:
         self.call_id = call_id
+        self.port_range = port_range
         self.legs = (_Leg(a), _Leg(b))
         self.counters = (LegCounters(), LegCounters())
         self.bus = bus
@@ -119,12 +144,29 @@ class RelaySession:
         loop = asyncio.get_running_loop()
         self._loop_time = loop.time
         for i, leg in enumerate(self.legs):
-            sock = open_media_socket(leg.config.bind_host, leg.config.bind_port, self.dscp)
+            cfg = leg.config
+            rtcp_sock = None
+            if cfg.rtcp_mux:
+                sock = open_media_socket(cfg.bind_host, cfg.bind_port, self.dscp)
+            elif cfg.bind_port:
+                sock = open_media_socket(cfg.bind_host, cfg.bind_port, self.dscp)
+                try:
+                    rtcp_sock = open_media_socket(cfg.bind_host, cfg.bind_port + 1, self.dscp)
+                except OSError:
+                    sock.close()
+                    raise
+            else:
+                sock, rtcp_sock = open_media_pair(cfg.bind_host, *self.port_range, self.dscp)
             transport, _ = await loop.create_datagram_endpoint(
                 functools.partial(_LegProtocol, self, i), sock=sock
             )
             leg.transport = transport
             leg.sock = sock
+            if rtcp_sock is not None:
+                rtcp_transport, _ = await loop.create_datagram_endpoint(
+                    functools.partial(_LegProtocol, self, i, True), sock=rtcp_sock
+                )
+                leg.rtcp_transport = rtcp_transport
         now = loop.time()
         for c in self.counters:
             c.last_rx = now
@@ -132,6 +174,15 @@ class RelaySession:
 
     def local_address(self, leg: str) -> Address:
         transport = self.legs[self._index(leg)].transport
+        if transport is None:
+            raise MediaError("relay session not started")
+        host, port = transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    def local_rtcp_address(self, leg: str) -> Address:
+        """Where the leg receives RTCP: the RTP address with rtcp-mux, else the + 1 socket."""
+        target = self.legs[self._index(leg)]
+        transport = target.transport if target.config.rtcp_mux else target.rtcp_transport
         if transport is None:
             raise MediaError("relay session not started")
         host, port = transport.get_extra_info("sockname")[:2]
@@ -165,11 +216,13 @@ class RelaySession:
         target.config = dataclasses.replace(target.config, remote=remote)
 
     # -- data path --------------------------------------------------------------------------
-    def _on_datagram(self, i: int, data: bytes, addr: Address) -> None:
+    def _on_datagram(
+        self, i: int, data: bytes, addr: Address, *, via_rtcp_port: bool = False
+    ) -> None:
         leg, other = self.legs[i], self.legs[1 - i]
         counters = self.counters[i]
-        rtcp = is_rtcp(data)
-        if len(data) < 12 or data[0] >> 6 != 2:
+        rtcp = via_rtcp_port or is_rtcp(data)
+        if len(data) < (8 if rtcp else 12) or data[0] >> 6 != 2:
             counters.malformed += 1  # STUN keep-alives and junk land here
             return
         plain = data
@@ -188,7 +241,14 @@ class RelaySession:
                 counters.malformed += 1
                 return
         ssrc = int.from_bytes(plain[4:8] if rtcp else plain[8:12], "big")
-        if leg.latched != addr:
+        if via_rtcp_port:
+            if leg.rtcp_latched != addr:
+                if not self._may_latch_rtcp(leg, addr, ssrc, verified=leg.rx is not None):
+                    counters.foreign += 1
+                    return
+                leg.rtcp_latched = addr
+                leg.rtcp_latched_ssrc = ssrc
+        elif leg.latched != addr:
             if not self._may_latch(leg, addr, ssrc, verified=leg.rx is not None):
                 counters.foreign += 1
                 return
@@ -210,8 +270,11 @@ class RelaySession:
                     tap.on_packet(self.call_id, leg.config.name, plain, rtcp=rtcp, now=now)
                 except Exception:  # a tap must never break media
                     self.tap_errors += 1
-        dest = other.destination
-        if dest is None or other.transport is None:
+        if rtcp and not other.config.rtcp_mux:
+            dest, out_transport = other.rtcp_destination, other.rtcp_transport
+        else:
+            dest, out_transport = other.destination, other.transport
+        if dest is None or out_transport is None:
             counters.no_destination += 1
             return
         out = plain
@@ -221,7 +284,7 @@ class RelaySession:
             except MediaError:
                 counters.malformed += 1
                 return
-        other.transport.sendto(out, dest)
+        out_transport.sendto(out, dest)
         oc = self.counters[1 - i]
         oc.packets_out += 1
         oc.bytes_out += len(out)
@@ -247,6 +310,14 @@ class RelaySession:
                         rtt = (now - passed) - block.dlsr / 65536.0
                         if rtt >= 0:
                             mine.rtt_ms = rtt * 1000.0
+
+    @staticmethod
+    def _may_latch_rtcp(leg: _Leg, addr: Address, ssrc: int, *, verified: bool) -> bool:
+        # RTCP sockets follow the same rule as RTP: first packet, then only verified packets
+        # or the SSRC already followed may move the latch
+        if not leg.config.latch:
+            return addr == leg.config.rtcp_destination
+        return leg.rtcp_latched is None or verified or ssrc == leg.rtcp_latched_ssrc
 
     @staticmethod
     def _may_latch(leg: _Leg, addr: Address, ssrc: int, *, verified: bool) -> bool:
@@ -332,6 +403,8 @@ class RelaySession:
         for leg in self.legs:
             if leg.transport is not None:
                 leg.transport.close()
+            if leg.rtcp_transport is not None:
+                leg.rtcp_transport.close()
         for tap in self.taps:
             try:
                 tap.on_close(self.call_id)
@@ -358,8 +431,10 @@ class MediaRelay:
         rtp_timeout_s: float = 30.0,
         stats_interval_s: float = 5.0,
         dscp: int = DSCP_EF,
+        port_range: tuple[int, int] = (20000, 29999),
     ) -> None:
         self.bus = bus
+        self.port_range = port_range
         self.node = node
         self.rtp_timeout_s = rtp_timeout_s
         self.stats_interval_s = stats_interval_s
@@ -383,6 +458,7 @@ class MediaRelay:
             stats_interval_s=self.stats_interval_s,
             dscp=self.dscp,
             seq=self._seq,
+            port_range=self.port_range,
         )
         await session.start()
         self.sessions[call_id] = session
