@@ -150,3 +150,13 @@ def test_privacy_shred_verify_and_redact(data_dir: Path, tmp_path: Path) -> None
     assert r.exit_code == 0 and "key(s) backed up" in r.stdout
     r = run("privacy", "redact", input="INVITE sip:+447700900111@10.0.0.1 from 192.0.2.9\n")
     assert r.exit_code == 0 and "447700900111" not in r.stdout and "192.0.2.9" not in r.stdout
+
+
+def test_move_cold_then_query_finds_both_tiers(data_dir: Path) -> None:
+    r = run("cdr", "move-cold", "--older-than-days", "30", "--json", "--data-dir", str(data_dir))
+    assert r.exit_code == 0 and json.loads(r.stdout)["moved"] == 20
+    assert list((data_dir / "cold").glob("day=*/part-*.parquet"))
+    r = run("cdr", "query", "--json", *WHO, "--data-dir", str(data_dir))
+    got = json.loads(r.stdout)
+    assert len(got) == 21
+    assert sum("read:cold" in c["lineage"]["transformations"] for c in got) == 20

@@ -187,16 +187,22 @@ def cdr_purge(
 @cdr_app.command("move-cold")
 def cdr_move_cold(
     older_than_days: float | None = typer.Option(None, "--older-than-days"),
+    actor: str = typer.Option("retention-cli", "--actor"),
+    as_json: bool = JSON,
     data_dir: Path | None = DATA_DIR,
     config: Path | None = CONFIG,
 ) -> None:
-    """Move aged CDRs from the hot store to day-partitioned Parquet."""
+    """Move aged CDRs from the hot store to day-partitioned Parquet (audited)."""
     from callward.records.cold import move_aged
 
     rec = _open(data_dir, config)
     days = older_than_days if older_than_days is not None else rec.config.hot_days
-    n = move_aged(rec.store, rec.cold, time.time() - days * 86400.0)
-    typer.echo(f"moved {n} CDR(s) to {rec.cold.root}")
+    cold = rec.cold
+    n = move_aged(rec.store, cold, time.time() - days * 86400.0)
+    if n:
+        rec.audit.record(actor, "move", f"older than {days:g} d", "retention-policy",
+                         detail=json.dumps({"moved": n}))  # fmt: skip
+    _emit({"moved": n, "cold": str(cold.root)}, as_json, [f"moved {n} CDR(s) to {cold.root}"])
     rec.close()
 
 
