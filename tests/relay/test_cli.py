@@ -27,6 +27,10 @@ runner = CliRunner()
         (["relay"], "trusted"),  # two plain legs, neither trusted
         (["relay", "--a-trusted", "--b-trusted", "--b-crypto-rx", "F8 inline:AAAA"], "suite"),
         (["relay", "--a-trusted", "--b-trusted", "--dscp", "99"], "dscp"),
+        (
+            ["relay", "--a-trusted", "--b-trusted", "--a", "127.0.0.1:30001", "--a-no-rtcp-mux"],
+            "even",
+        ),
     ],
 )
 def test_bad_input_exit_2(args: list[str], needle: str) -> None:

@@ -58,6 +58,7 @@ def _leg(
     crypto_rx: str | None,
     crypto_tx: str | None,
     trusted: bool,
+    no_mux: bool = False,
 ) -> tuple[Any, str | None]:
     from callward.relay.leg import LegConfig
     from callward.rtp.srtp import SrtpKeying
@@ -80,6 +81,7 @@ def _leg(
             srtp_rx=rx,
             srtp_tx=tx,
             trusted=trusted,
+            rtcp_mux=not no_mux,
         )
     except CallwardError as exc:
         raise _fail(str(exc)) from None
@@ -103,6 +105,8 @@ def register(app: typer.Typer) -> None:
         b_crypto_tx: str | None = typer.Option(None, "--b-crypto-tx", help="Our key toward b."),
         a_trusted: bool = typer.Option(False, "--a-trusted", help="Allow plain RTP on leg a."),
         b_trusted: bool = typer.Option(False, "--b-trusted", help="Allow plain RTP on leg b."),
+        a_no_mux: bool = typer.Option(False, "--a-no-rtcp-mux", help="Leg a: RTCP on port+1."),
+        b_no_mux: bool = typer.Option(False, "--b-no-rtcp-mux", help="Leg b: RTCP on port+1."),
         timeout: float = typer.Option(30.0, "--timeout", help="RTP timeout in seconds."),
         duration: float | None = typer.Option(None, "--duration", help="Stop after N seconds."),
         dscp: int = typer.Option(46, "--dscp", help="DSCP for media (46 = EF)."),
@@ -114,8 +118,8 @@ def register(app: typer.Typer) -> None:
             raise _fail("--timeout and --duration must be positive")
         if not 0 <= dscp <= 63:
             raise _fail(f"--dscp {dscp}: expected 0-63")
-        leg_a, gen_a = _leg("a", a, a_remote, a_crypto_rx, a_crypto_tx, a_trusted)
-        leg_b, gen_b = _leg("b", b, b_remote, b_crypto_rx, b_crypto_tx, b_trusted)
+        leg_a, gen_a = _leg("a", a, a_remote, a_crypto_rx, a_crypto_tx, a_trusted, a_no_mux)
+        leg_b, gen_b = _leg("b", b, b_remote, b_crypto_rx, b_crypto_tx, b_trusted, b_no_mux)
         try:
             code = asyncio.run(
                 _run(call_id, leg_a, leg_b, gen_a, gen_b, timeout, duration, dscp, as_json)
