@@ -131,9 +131,15 @@ def _rtp_dest(sdp: bytes) -> tuple[str, int]:
 async def test_baresip_calls_us_and_we_hang_up(baresip_dir: tuple[Path, int]) -> None:
     cfg, _ = baresip_dir
     bob = await Phone.start("service", auto_answer=True)
+    wire: list[str] = []
+    bob.transport.add_tap(lambda e: wire.append(f"{e.direction} {e.data[:60]!r}"))
     proc = await start_baresip(cfg, "-e", f"/dial sip:service@127.0.0.1:{bob.local_addr[1]}")
     try:
-        incoming = await asyncio.wait_for(_first_call(bob), 10)
+        try:
+            incoming = await asyncio.wait_for(_first_call(bob), 10)
+        except TimeoutError:
+            log = (cfg / "log.txt").read_text(errors="replace")[-600:]
+            pytest.fail(f"no call from baresip; wire={wire} stats={bob.transport.stats} {log}")
         await incoming.wait_confirmed(10)
         assert incoming.leg.remote_sdp.startswith(b"v=0")
         assert await incoming.hangup() == 200  # a BYE from the UAS side, answered by baresip
