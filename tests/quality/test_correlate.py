@@ -261,3 +261,11 @@ def test_mos_uses_the_dominant_codec_when_stream_starts_with_cn(tmp_path: Path) 
     s = analyze_capture(p).streams[0]
     assert s.payload_type == 13  # as tshark lists it: the first packet's type
     assert s.codec == "g711A" and s.mos["network"] is not None
+
+
+def test_late_offer_caller_media_from_ack(tmp_path: Path) -> None:
+    sip = sip_call("late@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4.2, late_offer=True)
+    got, rep = kinds(tmp_path, sip, media(A_MEDIA, B_MEDIA), media(B_MEDIA, A_MEDIA, ssrc=2))
+    c = rep.calls[0]
+    assert c.offer is not None and (c.offer.ip, c.offer.port) == A_MEDIA
+    assert got == [] and len(c.streams) == 2

@@ -223,6 +223,10 @@ def build_calls(sip: list[Datagram]) -> list[Call]:
                 continue
             if msg.method in ("INVITE", "UPDATE"):
                 c2.last_refresh_ts = d.ts_ns
+            elif msg.method == "ACK" and c2.offer is None and msg.body:
+                # Late offer (RFC 3261 §13.2.1): the 200 carried the offer, the ACK the
+                # caller's answer; either way this is where the caller receives media.
+                c2.offer = parse_sdp(msg.body)
             elif msg.method == "BYE" and c2.bye_ts is None:
                 c2.bye_ts = d.ts_ns
                 c2.bye_from = "caller" if d.src == c2.caller_sig else "callee"

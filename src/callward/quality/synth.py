@@ -333,6 +333,7 @@ def sip_call(
     rate: int = 8000,
     offer_crypto: tuple[int, str] | None = None,
     answer_crypto: tuple[int, str] | None = None,
+    late_offer: bool = False,
 ) -> list[Frame]:
     """The SIP messages of one call over UDP port 5060 between two signalling addresses."""
     a_uri, b_uri = "sip:alice@example.invalid", "sip:bob@example.invalid"
@@ -347,9 +348,9 @@ def sip_call(
         )
 
     se = f"Session-Expires: {session_expires};refresher=uac\n" if session_expires else ""
-    invite = msg(
-        f"INVITE {b_uri} SIP/2.0", "1 INVITE", se, sdp_body(*offer, pt, codec, rate, offer_crypto)
-    )
+    a_sdp = sdp_body(*offer, pt, codec, rate, offer_crypto)
+    # Late offer (RFC 3261 §13.2.1): empty INVITE, the caller's SDP travels in the ACK.
+    invite = msg(f"INVITE {b_uri} SIP/2.0", "1 INVITE", se, "" if late_offer else a_sdp)
     out = [
         sip_frame(t0, caller, 5060, callee, 5060, invite),
         sip_frame(t0 + 0.01, callee, 5060, caller, 5060, msg("SIP/2.0 100 Trying", "1 INVITE")),
@@ -362,8 +363,9 @@ def sip_call(
         body = sdp_body(*answer, pt, codec, rate, answer_crypto) if answer else ""
         out.append(sip_frame(ta, callee, 5060, caller, 5060,
                              msg(f"SIP/2.0 {final_status} OK", "1 INVITE", se, body)))  # fmt: skip
+        ack_body = a_sdp if late_offer else ""
         out.append(sip_frame(ta + 0.01, caller, 5060, callee, 5060,
-                             msg(f"ACK {b_uri} SIP/2.0", "1 ACK")))  # fmt: skip
+                             msg(f"ACK {b_uri} SIP/2.0", "1 ACK", "", ack_body)))  # fmt: skip
         if bye_after_s is not None:
             src, dst = (caller, callee) if bye_from == "caller" else (callee, caller)
             reason = f"Reason: {bye_reason}\n" if bye_reason else ""
