@@ -19,6 +19,7 @@ from callward.quality.capture import (
     iter_datagrams,
     iter_frames,
 )
+from callward.quality.report import analyze_capture
 from callward.quality.synth import (
     Frame,
     RtpSpec,
@@ -197,6 +198,7 @@ def test_fuzz_readers_only_raise_capture_error(tmp_path_factory, kind, junk, cut
     try:
         col = collect(p)
         stream_reports(col)
+        analyze_capture(p)  # the whole `analyze` path: correlation, MOS, alerts
     except CaptureError:
         pass
 

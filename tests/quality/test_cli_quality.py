@@ -83,3 +83,19 @@ def test_analyze_low_mos_stream_raises_alert_exit_1(tmp_path: Path) -> None:
     assert res.exit_code == 1
     alert = json.loads(res.stdout)["streams"][0]["alert"]
     assert alert["level"] == "critical" and alert["cause"] == "loss"
+
+
+def test_plot_series_by_hand(tmp_path: Path) -> None:
+    from callward.quality.analysis import collect, stream_reports
+    from callward.quality.plot import png_bytes, windowed_series
+
+    # 5 s of 20 ms packets, packets 60..69 (the 2nd second's 10 first) lost.
+    p = tmp_path / "w.pcap"
+    write_pcap(p, rtp_frames(RtpSpec(count=250, bursts=[(60, 10)])))
+    s = stream_reports(collect(p))[0]
+    x, _jit, loss, mos = windowed_series(s, 1.0)
+    assert len(x) == 5
+    # window 1 holds seq 50..99 minus 10 lost: expected 50 → 20 %; the others 0 %
+    assert loss[1] == pytest.approx(10 * 100 / 50) and loss[0] == loss[2] == 0
+    assert mos[1] < mos[0]
+    assert png_bytes([s])[:4] == b"\x89PNG"

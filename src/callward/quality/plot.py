@@ -5,6 +5,7 @@ Legends name streams by SSRC only, so a plot shared in a ticket carries no addre
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from callward.quality import emodel
 from callward.quality.analysis import StreamReport
 from callward.quality.playout import codec_for
 
-__all__ = ["plot_streams", "windowed_series"]
+__all__ = ["plot_streams", "png_bytes", "windowed_series"]
 
 
 def windowed_series(
@@ -56,7 +57,16 @@ def windowed_series(
     return starts, jmax, loss, mos
 
 
-def plot_streams(streams: list[StreamReport], out: str | Path, window_s: float = 1.0) -> None:
+def png_bytes(streams: list[StreamReport], window_s: float = 1.0) -> bytes:
+    """The same figure as ``plot_streams`` as PNG bytes (for the dashboard to serve)."""
+    buf = io.BytesIO()
+    plot_streams(streams, buf, window_s)
+    return buf.getvalue()
+
+
+def plot_streams(
+    streams: list[StreamReport], out: str | Path | io.BytesIO, window_s: float = 1.0
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
