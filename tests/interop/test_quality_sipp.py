@@ -129,6 +129,8 @@ def test_sipp_call_analyzed(tmp_path: Path, echo: bool) -> None:
     uas_pid = None
     try:
         time.sleep(1.5)
+        if dump.poll() is not None:
+            pytest.skip("why: dumpcap cannot capture on lo (needs CAP_NET_RAW)")
         uas_cmd = ["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(uas_sip), "-mi",
                    "127.0.0.1", "-mp", str(uas_media), "-nostdin", "-bg", "-m", "1"]  # fmt: skip
         if echo:
