@@ -159,6 +159,26 @@ class KeyStore:
         self._cache[pn] = aead
         return aead
 
+    def prefetch(self, pns: Iterable[str], create: bool = True) -> None:
+        """Load (and, with ``create``, make) the keys of many subjects with one query per 500:
+        bulk ingest then pays no per-subject key-store round trip."""
+        with self._lock:
+            missing = [p for p in set(pns) if p and p not in self._cache]
+            for i in range(0, len(missing), 500):
+                chunk = missing[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT pn, wrapped FROM subject_keys WHERE pn IN ({marks})", chunk
+                ).fetchall()
+                found = {pn: w for pn, w in rows}
+                for pn in chunk:
+                    if pn in found:
+                        self._cache[pn] = AESGCM(self._unwrap(pn, found[pn]))
+                    elif create:
+                        dek = AESGCM.generate_key(bit_length=256)
+                        self._pending.append((pn, self._wrap(pn, dek), time.time()))
+                        self._cache[pn] = AESGCM(dek)
+
     def flush(self) -> None:
         """Persist keys created since the last flush (one transaction)."""
         if not self._pending:

@@ -138,6 +138,15 @@ class RecordCodec:
         """16-byte index key of the subject behind ``identifier``."""
         return self.cipher.pseudonymizer.digest(identifier)
 
+    def prepare(self, cdrs: Sequence[Cdr]) -> None:
+        """Fetch/create the subject keys a batch needs in bulk before encoding it."""
+        if not self.encrypt:
+            return
+        digest = self.cipher.pseudonymizer.digest
+        self.cipher.keys.prefetch(
+            {digest(c.caller).hex() for c in cdrs} | {digest(c.callee).hex() for c in cdrs}
+        )
+
     def _seal(self, value: str) -> bytes | None:
         if not value:
             return None

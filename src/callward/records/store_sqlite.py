@@ -115,22 +115,18 @@ class SqliteCdrStore:
         halves really run in parallel. All batches are committed when this returns."""
         total = 0
         pending: Future[int] | None = None
-        batch: list[tuple[Any, ...]] = []
         encode = self.codec.encode
         try:
-            for cdr in cdrs:
-                batch.append(encode(cdr))
-                if len(batch) >= self.batch_size:
-                    if pending is not None:
-                        total += pending.result()
-                    self.codec.cipher.keys.flush()
-                    pending = self._writer.submit(self._tx, _INSERT, batch)
-                    batch = []
+            for chunk in _chunks(cdrs, self.batch_size):
+                self.codec.prepare(chunk)
+                batch = [encode(c) for c in chunk]
+                if pending is not None:
+                    total += pending.result()
+                self.codec.cipher.keys.flush()
+                pending = self._writer.submit(self._tx, _INSERT, batch)
         finally:
             if pending is not None:
                 total += pending.result()
-        if batch:
-            total += self._tx(_INSERT, batch)
         return total
 
     def write_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
@@ -202,6 +198,17 @@ class SqliteCdrStore:
 
     def journal_drop(self, call_ids: Iterable[str]) -> int:
         return self._tx("DELETE FROM event_journal WHERE call_id = ?", ((c,) for c in call_ids))
+
+
+def _chunks(items: Iterable[Cdr], size: int) -> Iterator[list[Cdr]]:
+    chunk: list[Cdr] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _fields(q: CdrQuery) -> dict[str, Any]:
