@@ -11,15 +11,19 @@ one ``partition`` per header; regexes are anchored and have no nested quantifier
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from callward.errors import SipParseError
-from callward.sip.headers import _CANONICAL
+from callward.sip.headers import _CANONICAL, CSeq, NameAddr, Via
 from callward.sip.message import Headers, Request, Response
-from callward.sip.uri import parse_uri
+from callward.sip.uri import SipURI, parse_uri
 
 __all__ = [
+    "ACCELERATED",
     "DEFAULT_LIMITS",
     "ParseLimits",
     "frame_stream",
@@ -56,6 +60,17 @@ def parse_message(
     data: bytes, *, strict: bool = True, limits: ParseLimits = DEFAULT_LIMITS
 ) -> Request | Response:
     """Parse one complete SIP message (a datagram, or a frame from :func:`frame_stream`)."""
+    if strict and _accelerated_parse is not None:
+        # The C accelerator answers the common well-formed case, or None; then (and for every
+        # error) the pure parser below decides, so results and errors are the same either way.
+        msg = _accelerated_parse(data, limits)
+        if msg is not None:
+            return msg
+    return _parse_pure(data, strict, limits)
+
+
+def _parse_pure(data: bytes, strict: bool, limits: ParseLimits) -> Request | Response:
+    """The reference implementation (and the only one in lenient mode)."""
     if len(data) > limits.max_message_bytes:
         raise SipParseError(
             f"message of {len(data)} bytes exceeds limit {limits.max_message_bytes}",
@@ -414,3 +429,39 @@ def frame_stream(
     if n < end:
         return None, start
     return bytes(buffer[start:end]), end
+
+
+# --- optional C accelerator (src/callward/sip/_speedups.c) -----------------------------------
+# Built by setup.py when a C compiler and Python.h are present; CALLWARD_PURE_PYTHON=1 (at import
+# or at build time) keeps everything in pure Python. The accelerator fills the slots of these
+# classes directly, so it is only enabled when their fields are exactly the ones it knows.
+_ACCEL_FIELDS: dict[type, tuple[str, ...]] = {
+    Request: ("headers", "body", "_cache", "method", "uri", "version"),
+    Response: ("headers", "body", "_cache", "status", "reason", "version"),
+    SipURI: ("host", "user", "password", "port", "params", "headers", "scheme"),
+    NameAddr: ("uri", "display", "params", "angle"),
+    Via: ("transport", "host", "port", "params", "protocol"),
+    CSeq: ("seq", "method"),
+}
+
+
+def _load_accelerator() -> Callable[[bytes, ParseLimits], Request | Response | None] | None:
+    if os.environ.get("CALLWARD_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from callward.sip import _speedups
+    except ImportError:
+        return None
+    for cls, names in _ACCEL_FIELDS.items():
+        slots = {s for k in cls.__mro__ for s in k.__dict__.get("__slots__", ())}
+        if tuple(f.name for f in dataclasses.fields(cls)) != names or slots != set(names):
+            return None
+    if set(Headers.__slots__) != {"_items", "_index"}:
+        return None
+    _speedups.setup(Request, Response, Headers, SipURI, NameAddr, Via, CSeq, _CANONICAL)
+    return _speedups.parse
+
+
+_accelerated_parse = _load_accelerator()
+ACCELERATED: bool = _accelerated_parse is not None
+"""True when strict parsing runs through the compiled accelerator."""

@@ -1,0 +1,22 @@
+"""Optional C accelerator for the SIP parser; everything else is configured in pyproject.toml.
+
+The extension is built when a C compiler and the Python headers (Debian: python3-dev) are
+present. Without them, or with CALLWARD_PURE_PYTHON=1 set, the build silently installs the pure
+Python package, which is the tested reference (tests/sip/test_accelerator.py).
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+ext_modules = []
+if os.environ.get("CALLWARD_PURE_PYTHON", "") in ("", "0"):
+    ext_modules.append(
+        Extension(
+            "callward.sip._speedups",
+            sources=["src/callward/sip/_speedups.c"],
+            optional=True,  # a failed compile is a warning: the pure parser is used
+        )
+    )
+
+setup(ext_modules=ext_modules)
