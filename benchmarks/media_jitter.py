@@ -86,6 +86,12 @@ def main() -> None:
             f"{kind:<12} {ad.mean_delay_ms:>12.1f} ms {100 * ad.late_ratio:>7.2f} "
             f"{fd:>9.1f} ms {100 * fl:>7.2f} {fd / ad.mean_delay_ms:>6.2f} {rate:>11.0f}"
         )
+        fb = AdaptiveBuffer(target_late=0.01).run(arr.tolist(), ts, CLOCK)
+        fd, fl = fixed_for_loss(arr, ts, fb.late_ratio)
+        print(
+            f"{'  +loss fb 1%':<12} {fb.mean_delay_ms:>12.1f} ms {100 * fb.late_ratio:>7.2f} "
+            f"{fd:>9.1f} ms {100 * fl:>7.2f} {fd / fb.mean_delay_ms:>6.2f}"
+        )
     # the trade-off curve of the adaptive buffer (percentile knob) on the handover trace
     s = talkspurts(rng, args.seconds)
     arr = trace("handover", rng, s)

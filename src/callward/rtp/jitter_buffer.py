@@ -155,7 +155,13 @@ class AdaptiveBuffer:
     """Percentile-based adaptive buffer. At each talkspurt start it sets the playout offset to
     the ``percentile`` of the last ``window`` transits plus ``margin_ms``, clamped to
     [``min_delay_ms``, ``max_delay_ms``] above the window's smallest transit, so the expected
-    late-loss is about ``1 - percentile/100`` of packets while delay follows the jitter."""
+    late-loss is about ``1 - percentile/100`` of packets while delay follows the jitter.
+
+    With ``target_late`` set, the buffer also adapts to the late loss it measures: over the
+    last ``window`` packets, a late ratio above the target raises the safety margin by
+    ``margin_step_ms`` at the next plan, one below half the target lowers it again (never
+    below ``margin_ms``, never above ``max_margin_ms``), so heavy-tailed jitter that a
+    percentile underestimates is corrected from experience."""
 
     def __init__(
         self,
@@ -169,6 +175,9 @@ class AdaptiveBuffer:
         warmup: int = 20,
         spurt_gap_factor: float = 1.5,
         resync_s: float | None = 2.0,
+        target_late: float | None = None,
+        margin_step_ms: float = 5.0,
+        max_margin_ms: float = 200.0,
         on_late: LateHook | None = None,
     ) -> None:
         if not 0.0 < percentile <= 100.0:
@@ -177,6 +186,10 @@ class AdaptiveBuffer:
             raise MediaError("window and warmup must be >= 1")
         if not 0 <= min_delay_ms <= max_delay_ms:
             raise MediaError("need 0 <= min_delay_ms <= max_delay_ms")
+        if target_late is not None and not 0.0 < target_late < 1.0:
+            raise MediaError("target_late must be in (0, 1)")
+        if margin_step_ms < 0 or max_margin_ms < margin_ms:
+            raise MediaError("need margin_step_ms >= 0 and max_margin_ms >= margin_ms")
         self.percentile = percentile
         self.margin_ms = margin_ms
         self.window = window
@@ -186,16 +199,20 @@ class AdaptiveBuffer:
         self.warmup = warmup
         self.spurt_gap_factor = spurt_gap_factor
         self.resync_s = resync_s
+        self.target_late = target_late
+        self.margin_step_ms = margin_step_ms
+        self.max_margin_ms = max_margin_ms
         self.on_late = on_late
 
-    def _plan(self, history: deque[float]) -> float:
+    def _plan(self, history: deque[float], margin_ms: float | None = None) -> float:
         floor = min(history)
         if len(history) < self.warmup:
             return floor + self.initial_delay_ms / 1000.0
         ordered = sorted(history)
         # nearest-rank percentile (no interpolation: the answer is an observed transit)
         rank = max(0, min(len(ordered) - 1, -(-len(ordered) * self.percentile // 100) - 1))
-        target = ordered[int(rank)] + self.margin_ms / 1000.0
+        margin = self.margin_ms if margin_ms is None else margin_ms
+        target = ordered[int(rank)] + margin / 1000.0
         lo = floor + self.min_delay_ms / 1000.0
         hi = floor + self.max_delay_ms / 1000.0
         return min(max(target, lo), hi)
@@ -222,10 +239,20 @@ class AdaptiveBuffer:
         # packet arrives, from the transits observed up to then (causal, like a real receiver).
         order = sorted(range(len(transits)), key=lambda i: arrival_s[i])
         chosen = [0.0] * len(transits)
+        margin = self.margin_ms
+        recent_late: deque[bool] = deque(maxlen=self.window)
         for i in order:
             history.append(transits[i])
             seg = keys[i]
             if seg not in plan:
-                plan[seg] = self._plan(history)
+                if self.target_late is not None and len(recent_late) >= self.warmup:
+                    ratio = sum(recent_late) / len(recent_late)
+                    if ratio > self.target_late:
+                        margin = min(self.max_margin_ms, margin + self.margin_step_ms)
+                    elif ratio < self.target_late / 2:
+                        margin = max(self.margin_ms, margin - self.margin_step_ms)
+                plan[seg] = self._plan(history, margin)
             chosen[i] = plan[seg]
+            # lateness is known the moment the packet arrives (its playout time is fixed)
+            recent_late.append(transits[i] > chosen[i])
         return _result(chosen, transits, self.on_late)
