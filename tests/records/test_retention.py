@@ -104,3 +104,19 @@ def test_release_hold(tmp_path: Path, sqlite_store: SqliteCdrStore) -> None:
     with pytest.raises(PolicyError):
         holds.release(h.hold_id, actor="a", reason="again", ticket="t", now=NOW + DAY)
     assert [e.action for e in audit.entries()] == ["hold", "release"]
+
+
+async def test_scheduler_loop_runs_until_stopped(tmp_path: Path, sqlite_store) -> None:
+    import asyncio
+
+    sqlite_store.write(list(synthetic_cdrs(4, start=NOW - 500 * DAY, prefix="s")))
+    audit = AuditLog(tmp_path / "audit.db")
+    sched = PurgeScheduler(sqlite_store, RetentionPolicy(), HoldRegistry(tmp_path / "h.db", audit),
+                           audit, clock=lambda: NOW, interval_s=0.05)  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(sched.run_forever(stop))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert sqlite_store.count(CdrQuery()) == 0
+    assert [e.action for e in audit.entries()] == ["purge"]  # later runs found nothing to do

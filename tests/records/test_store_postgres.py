@@ -95,3 +95,17 @@ def test_journal(pg: PostgresCdrStore) -> None:
     assert pg.journal_append(evs) == 0
     assert sorted(pg.journal_events(["j@x"]), key=lambda e: e.seq) == evs
     assert pg.journal_drop(["j@x"]) == 2
+
+
+def test_shredding_makes_postgres_copies_unreadable(pg: PostgresCdrStore) -> None:
+    cdrs = list(synthetic_cdrs(300, subjects=6))
+    pg.write(cdrs)
+    victim = cdrs[0].caller
+    pg.codec.cipher.shred_subject(victim, "erasure")
+    got = pg.query(CdrQuery(subject=victim))
+    assert got and all("subject-erased" in c.flags for c in got)
+    assert all(victim not in (c.caller, c.callee) for c in got)
+    with psycopg.connect(URL) as con:
+        raw = con.execute(f'SELECT caller_enc, callee_enc FROM "{pg.schema}".cdr').fetchall()
+    number = victim.split(":")[1].split("@")[0].encode()
+    assert all(number not in bytes(b) for row in raw for b in row if b is not None)

@@ -351,8 +351,7 @@ def privacy_verify(
     from callward.privacy.shred import verify_no_plaintext
 
     rec = _open(data_dir, config)
-    rec.store.checkpoint()
-    try:
+    try:  # no checkpoint first: the WAL is scanned as it is, superseded frames included
         found = verify_no_plaintext([rec.store.path, rec.cold.root, *extra], subject)
     except CallwardError as exc:
         raise _fail(str(exc)) from None

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -75,7 +76,11 @@ class AuditLog:
         self.clock = clock
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            # used from worker threads (scheduler, asyncio.to_thread): one lock serializes it
+            self._db = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
+            self._lock = threading.RLock()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, ts REAL NOT NULL,"
@@ -104,6 +109,19 @@ class AuditLog:
         if not actor.strip() or not reason.strip() or not ticket.strip():
             raise PolicyError("CDR access needs an actor, a stated reason and a ticket")
         ids = tuple(sorted(set(records)))
+        with self._lock:
+            return self._append(actor, action, reason, ticket, ids, subject, detail)
+
+    def _append(
+        self,
+        actor: str,
+        action: str,
+        reason: str,
+        ticket: str,
+        ids: tuple[str, ...],
+        subject: str,
+        detail: str,
+    ) -> AuditEntry:
         try:
             self._db.execute("BEGIN IMMEDIATE")  # serializes appenders across processes
             last = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
@@ -132,7 +150,8 @@ class AuditLog:
         os.replace(tmp, self.anchor)
 
     def entries(self) -> list[AuditEntry]:
-        rows = self._db.execute("SELECT * FROM audit ORDER BY rowid").fetchall()
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM audit ORDER BY rowid").fetchall()
         return [
             AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), r[7], r[8],
                        r[9], r[10])

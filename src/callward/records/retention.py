@@ -160,7 +160,7 @@ class HoldRegistry:
         self.audit = audit
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), isolation_level=None)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS holds (hold_id TEXT PRIMARY KEY, body TEXT NOT NULL,"
                 " released REAL)"
@@ -209,7 +209,8 @@ class HoldRegistry:
 
     def active(self, now: float) -> list[LegalHold]:
         out = []
-        for (body,) in self._db.execute("SELECT body FROM holds WHERE released IS NULL"):
+        rows = self._db.execute("SELECT body FROM holds WHERE released IS NULL").fetchall()
+        for (body,) in rows:
             d = json.loads(body)
             d["call_ids"] = tuple(d["call_ids"])
             hold = LegalHold(**d)
