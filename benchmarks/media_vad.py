@@ -39,7 +39,7 @@ def main() -> None:
         subprocess.run(["sox", *parts, str(tmp / "s.wav")], check=True)
         s = wav(tmp / "s.wav")
         s = s[: len(s) // FRAME * FRAME]
-        subprocess.run(["sox", "-n", "-r", "8000", "-b", "16", "-c", "1", str(tmp / "n.wav"),
+        subprocess.run(["sox", "-R", "-n", "-r", "8000", "-b", "16", "-c", "1", str(tmp / "n.wav"),
                         "synth", f"{len(s) / 8000 + 0.1:.3f}", "pinknoise", "vol", "0.05"],
                        check=True)  # fmt: skip
         n = wav(tmp / "n.wav")[: len(s)].astype(np.int32)

@@ -85,7 +85,7 @@ def test_speech_with_noise_saves_bandwidth_without_dropping_speech(tmp_path: Pat
     with wave.open(str(s8)) as w:
         speech = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.int16)
     speech = speech[: len(speech) // FRAME * FRAME]
-    subprocess.run(["sox", "-n", "-r", "8000", "-b", "16", "-c", "1", str(nz), "synth",
+    subprocess.run(["sox", "-R", "-n", "-r", "8000", "-b", "16", "-c", "1", str(nz), "synth",
                     f"{len(speech) / 8000 + 0.1:.3f}", "pinknoise", "vol", "0.01"],
                    check=True, timeout=60)  # fmt: skip
     with wave.open(str(nz)) as w:

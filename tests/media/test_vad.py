@@ -40,7 +40,7 @@ def make_audio(tmp: Path) -> tuple[np.ndarray, np.ndarray]:
     s = read_wav(speech)
     s = s[: len(s) // FRAME * FRAME]
     noise = tmp / "noise.wav"
-    subprocess.run(["sox", "-n", "-r", "8000", "-b", "16", "-c", "1", str(noise), "synth",
+    subprocess.run(["sox", "-R", "-n", "-r", "8000", "-b", "16", "-c", "1", str(noise), "synth",
                     f"{len(s) / 8000 + 0.1:.3f}", "pinknoise", "vol", "0.06"],
                    check=True, timeout=60)  # fmt: skip
     return s, read_wav(noise)[: len(s)]
