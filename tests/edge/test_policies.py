@@ -195,3 +195,39 @@ def test_normalize_number_against_libphonenumber_examples() -> None:
         assert normalize_number(national, region) == e164
     assert normalize_number("alice", "FR") is None
     assert normalize_number("112", "FR") is None  # short code: not rewritten
+
+
+def test_rate_limit_per_source(h) -> None:
+    core, _, _ = h.make_core(rate_limit=10.0, rate_burst=5)
+    net = h.Net(core)
+    answered = 0
+    for i in range(20):
+        out = net.send(h.build("OPTIONS", "sip:127.0.0.1:5060", call_id=f"rl{i}"))
+        answered += len(h.responses(out))
+    assert answered == 5  # the burst; the rest dropped within the same instant
+    net.now += 1.0  # 10 tokens/s refill
+    got = sum(
+        len(h.responses(net.send(h.build("OPTIONS", "sip:127.0.0.1:5060", call_id=f"x{i}"))))
+        for i in range(20)
+    )
+    assert got == 5  # refill is capped by the burst size
+    elsewhere = Peer("udp", "127.0.0.2", 5092)
+    other = net.send(
+        h.build("OPTIONS", "sip:127.0.0.1:5060", call_id="o", src=elsewhere), elsewhere
+    )
+    assert h.responses(other)  # per source: another host is unaffected
+
+
+def test_reconfigure_keeps_calls_and_changes_routes(h) -> None:
+    """SIGHUP reload path: new static routes apply to new calls, a call in progress finishes."""
+    from dataclasses import replace
+
+    core, _, _ = h.make_core(routes=(("bob", "sip:bob@127.0.0.1:5080"),))
+    net = h.Net(core)
+    out = net.send(h.build("INVITE", "sip:bob@callward.local", call_id="hup1"))
+    ((_, inv),) = h.requests(out, "INVITE")
+    core.reconfigure(replace(core.settings, routes=(("bob", "sip:bob@127.0.0.1:5081"),)))
+    out = net.send(h.reply(inv, 200), UAS)
+    assert [r.status for r in h.responses(out)] == [200]  # old transaction completed
+    out = net.send(h.build("INVITE", "sip:bob@callward.local", call_id="hup2"))
+    assert [p.port for p, _ in h.requests(out, "INVITE")] == [5081]

@@ -8,7 +8,9 @@ from callward.edge.flow import Peer
 from callward.events import RegistrationChanged
 
 
-def _digest_header(www: str, user: str, password: str, uri: str, method: str = "REGISTER") -> str:
+def _digest_header(
+    www: str, user: str, password: str, uri: str, method: str = "REGISTER", nc: int = 1
+) -> str:
     """Client side of RFC 7616 written independently with hashlib."""
     params = dict(p.strip().split("=", 1) for p in www[len("Digest ") :].split(", "))
     params = {k: v.strip('"') for k, v in params.items()}
@@ -20,10 +22,10 @@ def _digest_header(www: str, user: str, password: str, uri: str, method: str = "
 
     ha1 = H(f"{user}:{params['realm']}:{password}")
     ha2 = H(f"{method}:{uri}")
-    resp = H(f"{ha1}:{params['nonce']}:00000001:abc:auth:{ha2}")
+    resp = H(f"{ha1}:{params['nonce']}:{nc:08x}:abc:auth:{ha2}")
     return (
         f'Digest username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}", '
-        f'uri="{uri}", response="{resp}", algorithm={alg}, qop=auth, nc=00000001, cnonce="abc"'
+        f'uri="{uri}", response="{resp}", algorithm={alg}, qop=auth, nc={nc:08x}, cnonce="abc"'
     )
 
 
@@ -51,17 +53,20 @@ def test_digest_challenge_then_register_sha256_and_md5(h) -> None:
     chals = r401.headers.get_lines("WWW-Authenticate")
     assert "MD5" in chals[0] and "SHA-256" in chals[1]
     for i, chal in enumerate(chals):
-        auth = _digest_header(chal, "alice", "secret-a", "sip:callward.local")
+        auth = _digest_header(chal, "alice", "secret-a", "sip:callward.local", nc=1 + i)
         out = _register(h, net, cseq=2 + i, extra=(("Authorization", auth),))
         (ok,) = h.responses(out)
         assert ok.status == 200, ok.reason
+    # the same credentials again (same nonce and nonce-count): a replay, refused
+    (r,) = h.responses(_register(h, net, cseq=5, extra=(("Authorization", auth),)))
+    assert r.status == 403
     assert [b.aor for b in loc.lookup("alice@callward.local", net.now)] == ["alice@callward.local"]
     # wrong password → 403, and no binding change
-    bad = _digest_header(chals[0], "alice", "nope", "sip:callward.local")
+    bad = _digest_header(chals[0], "alice", "nope", "sip:callward.local", nc=7)
     (r,) = h.responses(_register(h, net, cseq=9, extra=(("Authorization", bad),)))
     assert r.status == 403
     # bob's credentials cannot register alice's AOR
-    bob = _digest_header(chals[0], "bob", "secret-b", "sip:callward.local")
+    bob = _digest_header(chals[0], "bob", "secret-b", "sip:callward.local", nc=8)
     (r,) = h.responses(_register(h, net, cseq=10, extra=(("Authorization", bob),)))
     assert r.status == 403
     kinds = [e.reason for e in net.events if isinstance(e, RegistrationChanged)]

@@ -99,7 +99,9 @@ def register(app: typer.Typer) -> None:
         )
         try:
             cfg = _load(config, ov)
-            from callward.edge.app import EdgeNode, settings_from_config
+            from callward.edge.app import EdgeNode, configure_logging, settings_from_config
+
+            configure_logging()
 
             def reload() -> Any:
                 return settings_from_config(_load(config, ov))

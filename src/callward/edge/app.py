@@ -10,6 +10,7 @@ import signal
 import ssl
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import structlog
 
@@ -24,9 +25,28 @@ from callward.errors import ConfigError
 from callward.events import EventBus, InProcessBus
 from callward.sip.parser import ParseLimits
 
-__all__ = ["EdgeNode", "settings_from_config"]
+__all__ = ["EdgeNode", "configure_logging", "settings_from_config"]
 
 log = structlog.get_logger("callward.edge")
+
+
+def configure_logging(*, json_logs: bool = True) -> None:
+    """structlog JSON lines with the privacy layer's redaction processor in front of the
+    renderer, so no URI, number or address reaches the log even if a call site passes one."""
+    from callward.privacy.redact import RedactProcessor
+
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            RedactProcessor(),
+            renderer,
+        ]
+    )
 
 
 def settings_from_config(cfg: CallwardConfig) -> EdgeSettings:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from callward.edge.digest import make_challenge, verify
 from callward.edge.flow import Peer
 from callward.edge.location import Binding, LocationStore
 from callward.edge.subscribers import SubscriberStore
 from callward.errors import SipParseError
+from callward.sip.auth import AuthOutcome, DigestAlgorithm, DigestVerifier
 from callward.sip.headers import NameAddr
 from callward.sip.message import Request, Response, make_response
 from callward.sip.uri import SipURI
@@ -65,56 +65,57 @@ class Registrar:
     secret: bytes
     policy: RegistrarPolicy = field(default_factory=RegistrarPolicy)
 
+    def __post_init__(self) -> None:
+        p = self.policy
+        algs = tuple(DigestAlgorithm.parse(a) for a in p.algorithms)
+        # One verifier per header pair (§22.3): 401/Authorization for REGISTER, 407/Proxy-*
+        # for calls. Both share the secret, so nonces and their replay window are per realm.
+        kw = dict(algorithms=algs, qop=("auth",), nonce_ttl=p.nonce_ttl)
+        self._www = DigestVerifier(p.realm, self.secret, self._ha1, **kw)  # type: ignore[arg-type]
+        self._proxy = DigestVerifier(
+            p.realm,
+            self.secret,
+            self._ha1,
+            proxy=True,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def _ha1(self, username: str, realm: str, alg: DigestAlgorithm) -> str | None:
+        if self.subscribers is None:
+            return None
+        sub = self.subscribers.get(username, realm)
+        if sub is None:
+            return None
+        return sub.ha1_for().get(alg.value)
+
     def challenge(
         self, req: Request, now: float, *, stale: bool = False, proxy: bool = False
     ) -> Response:
         """401 (or 407 for the proxy) with one challenge per algorithm (RFC 8760 §2.4)."""
-        p = self.policy
-        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        chals = make_challenge(self.secret, p.realm, now, p.algorithms, stale=stale)
-        return make_response(
-            req, 407 if proxy else 401, to_tag="cw-auth", extra=[(name, str(c)) for c in chals]
-        )
+        verifier = self._proxy if proxy else self._www
+        return verifier.challenge_response(req, now, stale=stale, to_tag="cw-auth")
 
     def authenticate(
         self, req: Request, now: float, *, proxy: bool = False, username: str | None = None
     ) -> tuple[str | None, str, Response | None]:
         """``(username, tenant, None)`` when authenticated, else ``(None, "", challenge-or-403)``.
         ``username`` (when given) must match the credentials' user (§22.4: a user may only
-        register or call as itself)."""
-        p = self.policy
-        header = "Proxy-Authorization" if proxy else "Authorization"
-        try:
-            creds_list = req.auth(header)
-        except SipParseError:
-            return None, "", make_response(req, 400, "Malformed " + header, to_tag="cw-auth")
-        creds = next((c for c in creds_list if (c.get("realm") or "") == p.realm), None)
-        if creds is None or self.subscribers is None:
+        register or call as itself). Verification is :class:`callward.sip.auth.DigestVerifier`
+        (stateless HMAC nonces, nonce-count replay window, digest-uri check)."""
+        verifier = self._proxy if proxy else self._www
+        result = verifier.verify(req, now)
+        if result.outcome is AuthOutcome.MISSING:
             return None, "", self.challenge(req, now, proxy=proxy)
-        user = creds.get("username") or ""
-        sub = self.subscribers.get(user, p.realm)
-        if sub is None:
-            # Same answer as a wrong password: do not reveal which users exist.
-            return None, "", make_response(req, 403, to_tag="cw-auth")
-        verdict = verify(
-            creds,
-            method=req.method,
-            body=req.body,
-            realm=p.realm,
-            secret=self.secret,
-            now=now,
-            nonce_ttl=p.nonce_ttl,
-            ha1_for=sub.ha1_for(),
-        )
-        if verdict.stale:
+        if result.outcome is AuthOutcome.STALE:
             return None, "", self.challenge(req, now, stale=True, proxy=proxy)
-        if not verdict.ok:
-            if verdict.reason == "nonce":
+        if not result.ok or result.username is None:
+            if result.reason == "nonce not issued by us":
                 return None, "", self.challenge(req, now, proxy=proxy)
             return None, "", make_response(req, 403, to_tag="cw-auth")
-        if username is not None and username != user:
+        if username is not None and username != result.username:
             return None, "", make_response(req, 403, "Credentials Do Not Match AOR", to_tag="x")
-        return user, sub.tenant, None
+        sub = self.subscribers.get(result.username, self.policy.realm) if self.subscribers else None
+        return result.username, (sub.tenant if sub is not None else "default"), None
 
     def handle(self, req: Request, source: Peer, now: float, *, first_hop: bool) -> RegistrarResult:
         """Process one REGISTER whose Request-URI names one of our domains."""

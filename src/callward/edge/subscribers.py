@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from callward.edge.digest import ha1
 from callward.errors import StoreError
+from callward.sip.auth import DigestAlgorithm, ha1
 
 __all__ = [
     "PostgresSubscribers",
@@ -41,8 +41,8 @@ class Subscriber:
         return cls(
             username,
             realm,
-            ha1(username, realm, password, "MD5"),
-            ha1(username, realm, password, "SHA-256"),
+            ha1(DigestAlgorithm.MD5, username, realm, password),
+            ha1(DigestAlgorithm.SHA256, username, realm, password),
             tenant,
         )
 
