@@ -693,3 +693,25 @@ async def test_tcp_connection_by_name_is_reused_then_forgotten_when_closed() -> 
     finally:
         await a.close()
         await b.close()
+
+
+async def test_tcp_buffer_limit_counts_only_unframed_bytes() -> None:
+    # 20 pipelined messages (~6.5 kB) in one write exceed a 3000-byte buffer limit, but each
+    # message is complete: all are delivered and the connection stays open.
+    sink = Sink()
+    t = await TcpTransport.listen(
+        "127.0.0.1", 0, sink, limits=TransportLimits(max_buffer_bytes=3000)
+    )
+    try:
+        blob = b"".join(options(f"z9hG4bK-p{i}") for i in range(20))
+        assert len(blob) > 3000
+        reader, writer = await raw_tcp(t.local_addr)
+        writer.write(blob)
+        await writer.drain()
+        await sink.wait(20)
+        assert t.stats.closed_abusive == 0 and len(t.connections) == 1
+        writer.write(b"\r\n\r\n")
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"  # still alive
+        writer.close()
+    finally:
+        await t.close()

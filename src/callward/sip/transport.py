@@ -194,6 +194,11 @@ class Transport(abc.ABC):
         """Send over an existing connection (RFC 5626 flow); TransportError if it is gone."""
         raise TransportError(f"{self.name} has no connections")
 
+    def send_nowait(self, data: bytes, addr: Address, connection_id: str | None = None) -> bool:
+        """Send at once when no I/O wait is needed (UDP, or an open connection: by id, else
+        to ``addr``); False when the caller must ``await send()`` (connect first)."""
+        return False
+
     def has_connection(self, connection_id: str) -> bool:
         return False
 
@@ -266,11 +271,15 @@ class UdpTransport(Transport):
         return self
 
     async def send(self, data: bytes, addr: Address) -> str | None:
+        self.send_nowait(data, addr)
+        return None
+
+    def send_nowait(self, data: bytes, addr: Address, connection_id: str | None = None) -> bool:
         if self._sock is None or self._sock.is_closing():
             raise TransportError("udp: transport is closed")
         self._tap("out", data, addr, None)
         self._sock.sendto(data, addr)
-        return None
+        return True
 
     async def close(self) -> None:
         if self._sock is not None:
@@ -340,11 +349,17 @@ class _StreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._touch()
-        buf = self.buffer
-        buf += data
-        if len(buf) > self.owner.limits.max_buffer_bytes:
+        self.buffer += data
+        self._drain()
+        # The limit applies to what stays unframed: one read may carry many pipelined messages.
+        if len(self.buffer) > self.owner.limits.max_buffer_bytes and not self._closing():
             self.abort()
-            return
+
+    def _closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def _drain(self) -> None:
+        buf = self.buffer
         while buf:
             # RFC 5626 §4.4.1 keep-alives: a double CRLF is a ping (answered with one CRLF by the
             # side that accepted the connection); a lone CRLF is a pong, or noise before a message.
@@ -502,6 +517,15 @@ class StreamTransport(Transport):
             raise TransportError(f"{self.name}: no connection {connection_id} (flow failed)")
         self._tap("out", data, conn.peer, conn.id)
         conn.write(data)
+
+    def send_nowait(self, data: bytes, addr: Address, connection_id: str | None = None) -> bool:
+        conn = self._by_id.get(connection_id) if connection_id is not None else None
+        conn = conn or self._by_addr.get(addr)
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            return False
+        self._tap("out", data, conn.peer, conn.id)
+        conn.write(data)
+        return True
 
     async def ping(self, connection_id: str, timeout: float = 10.0) -> None:
         """RFC 5626 §4.4.1 keep-alive from the connecting side: send CRLFCRLF and wait for the

@@ -288,6 +288,7 @@ class Phone:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._pumping = False
+        self._send_busy = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._seq = itertools.count(1)
         self._reg_call_id = secrets.token_hex(12)
@@ -557,7 +558,8 @@ class Phone:
             while True:
                 out = self.layer.datagrams_to_send()
                 for t in out:
-                    self._outq.put_nowait((t.data, t.peer, t.key))
+                    if not self._send_now(t.data, t.peer):
+                        self._outq.put_nowait((t.data, t.peer, t.key))
                 ev = self.layer.next_event()
                 if ev is None and not out:
                     break
@@ -577,10 +579,21 @@ class Phone:
         self.layer.handle_timer(self.now())
         self._pump()
 
+    def _send_now(self, data: bytes, peer: Peer) -> bool:
+        """Fast path: UDP or an open connection, and nothing queued ahead (order matters on a
+        stream). Anything needing a connect or failing goes through :meth:`_send_loop`."""
+        if self._send_busy or not self._outq.empty():
+            return False
+        try:
+            return self.transport.send_nowait(data, peer[0], peer[1])
+        except TransportError:
+            return False
+
     async def _send_loop(self) -> None:
         """One writer so messages leave in the order the core produced them."""
         while True:
             data, peer, key = await self._outq.get()
+            self._send_busy = True
             addr, cid = peer
             try:
                 if cid is not None and self.transport.has_connection(cid):
@@ -591,6 +604,8 @@ class Phone:
                 if key is not None:
                     self.layer.transport_error(key, self.now())
                     self._pump()
+            finally:
+                self._send_busy = self._outq.qsize() > 0
 
     def _spawn(self, coro: Any) -> None:
         task = self._loop.create_task(coro)
