@@ -269,3 +269,27 @@ def test_late_offer_caller_media_from_ack(tmp_path: Path) -> None:
     c = rep.calls[0]
     assert c.offer is not None and (c.offer.ip, c.offer.port) == A_MEDIA
     assert got == [] and len(c.streams) == 2
+
+
+@pytest.mark.parametrize("mss,retransmit", [(1400, False), (100, False), (333, True)])
+def test_sip_over_tcp(tmp_path: Path, mss: int, retransmit: bool) -> None:
+    from callward.quality.synth import sip_frames_over_tcp
+
+    sip = sip_call("tcp@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4.2)
+    tcp = sip_frames_over_tcp(sip, mss=mss, retransmit=retransmit)
+    got, rep = kinds(tmp_path, tcp, media(A_MEDIA, B_MEDIA))
+    c = rep.calls[0]
+    assert c.final_status == 200 and c.offer is not None and c.answer is not None
+    assert got == [("one_way_audio", "no_packets", "callee->caller")]
+
+
+def test_tcp_reassembler_gap_and_garbage() -> None:
+    from callward.quality.tcpsip import TcpSipReassembler
+
+    r = TcpSipReassembler()
+    flow = ("10.0.0.1", 5060, "10.0.0.2", 5060)
+    msg = b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    assert r.feed(flow, 100, 0x18, b"garbage mid-stream") == []
+    assert r.feed(flow, 500, 0x18, msg[:30]) == []
+    assert r.feed(flow, 530 + 7, 0x18, msg[37:]) == []  # a hole: the partial message is dropped
+    assert r.feed(flow, 1000, 0x18, msg + msg) == [msg, msg]

@@ -29,6 +29,8 @@ __all__ = [
     "FrameBlock",
     "LinkType",
     "Reassembler",
+    "decode_ip",
+    "decode_tcp",
     "decode_udp",
     "iter_blocks",
     "iter_datagrams",
@@ -446,13 +448,14 @@ def _ip_from_link(linktype: int, data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode_udp(
+def decode_ip(
     linktype: int, data: bytes, reasm: Reassembler | None = None
-) -> tuple[str, int, str, int, bytes] | None:
-    """(src, sport, dst, dport, payload) of a UDP frame, or None for anything else.
+) -> tuple[int, str, str, bytes] | None:
+    """(IP protocol, src, dst, transport bytes) of an IPv4/IPv6 frame, or None.
 
-    Truncated or malformed frames return None: a capture of real traffic is full of them and
-    one bad frame must not stop an analysis.
+    IPv4 fragments are reassembled when ``reasm`` is given (else skipped). Truncated or
+    malformed frames return None: real captures are full of them and one bad frame must not
+    stop an analysis.
     """
     link = _ip_from_link(linktype, data)
     if link is None:
@@ -463,7 +466,8 @@ def decode_udp(
             return None
         ihl = (data[off] & 0x0F) * 4
         total = (data[off + 2] << 8) | data[off + 3]
-        if ihl < 20 or total < ihl or data[off + 9] != 17:
+        proto = data[off + 9]
+        if ihl < 20 or total < ihl:
             return None
         end = min(len(data), off + total)
         src_b, dst_b = data[off + 12 : off + 16], data[off + 16 : off + 20]
@@ -474,14 +478,13 @@ def decode_udp(
                 return None
             ident = (data[off + 4] << 8) | data[off + 5]
             whole = reasm.add(
-                (src_b, dst_b, 17, ident), (frag & 0x1FFF) * 8, bool(frag & 0x2000), l4
+                (src_b, dst_b, proto, ident), (frag & 0x1FFF) * 8, bool(frag & 0x2000), l4
             )
             if whole is None:
                 return None
             l4 = whole
-        src = ".".join(map(str, src_b))
-        dst = ".".join(map(str, dst_b))
-    elif et == 0x86DD:
+        return proto, ".".join(map(str, src_b)), ".".join(map(str, dst_b)), l4
+    if et == 0x86DD:
         if len(data) < off + 40:
             return None
         nh = data[off + 6]
@@ -493,20 +496,38 @@ def decode_udp(
                 break
             nh = data[pos]
             pos += (data[pos + 1] + 1) * 8
-        if nh != 17:
-            return None
-        l4 = data[pos : off + 40 + plen]
         src = str(ipaddress.IPv6Address(data[off + 8 : off + 24]))
         dst = str(ipaddress.IPv6Address(data[off + 24 : off + 40]))
-    else:
+        return nh, src, dst, data[pos : off + 40 + plen]
+    return None
+
+
+def decode_udp(
+    linktype: int, data: bytes, reasm: Reassembler | None = None
+) -> tuple[str, int, str, int, bytes] | None:
+    """(src, sport, dst, dport, payload) of a UDP frame, or None for anything else."""
+    ip = decode_ip(linktype, data, reasm)
+    if ip is None or ip[0] != 17 or len(ip[3]) < 8:
         return None
-    if len(l4) < 8:
-        return None
+    _p, src, dst, l4 = ip
     sport = (l4[0] << 8) | l4[1]
     dport = (l4[2] << 8) | l4[3]
     ulen = (l4[4] << 8) | l4[5]
     payload = l4[8:ulen] if 8 <= ulen <= len(l4) else l4[8:]
     return src, sport, dst, dport, payload
+
+
+def decode_tcp(linktype: int, data: bytes) -> tuple[str, int, str, int, int, int, bytes] | None:
+    """(src, sport, dst, dport, seq, flags, payload) of a TCP segment (RFC 9293 §3.1)."""
+    ip = decode_ip(linktype, data)
+    if ip is None or ip[0] != 6 or len(ip[3]) < 20:
+        return None
+    _p, src, dst, l4 = ip
+    hl = (l4[12] >> 4) * 4
+    if hl < 20 or hl > len(l4):
+        return None
+    seq = int.from_bytes(l4[4:8], "big")
+    return src, (l4[0] << 8) | l4[1], dst, (l4[2] << 8) | l4[3], seq, l4[13], l4[hl:]
 
 
 def iter_datagrams(path: str | Path) -> Iterator[Datagram]:

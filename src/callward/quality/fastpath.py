@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from callward.quality.capture import Datagram, FrameBlock, LinkType, Reassembler, decode_udp
+from callward.quality.capture import (
+    Datagram,
+    FrameBlock,
+    LinkType,
+    Reassembler,
+    decode_tcp,
+    decode_udp,
+)
+from callward.quality.tcpsip import TcpSipReassembler
 
 __all__ = ["RtpCollector", "RtpColumns", "looks_like_rtp", "looks_like_sip"]
 
@@ -82,6 +90,7 @@ class RtpCollector:
     _cols: list[tuple[np.ndarray, ...]] = field(default_factory=list)
     _slow: list[tuple[int, int, int, int, int, bool, int, int]] = field(default_factory=list)
     _reasm: Reassembler = field(default_factory=Reassembler)
+    _tcp: TcpSipReassembler = field(default_factory=TcpSipReassembler)
 
     def _id(self, key: tuple[str, int, str, int, int]) -> int:
         i = self._ids.get(key)
@@ -210,8 +219,10 @@ class RtpCollector:
         )
 
     def _slow_frame(self, blk: FrameBlock, i: int) -> None:
-        d = decode_udp(int(blk.linktypes[i]), blk.frame(i), self._reasm)
+        frame = blk.frame(i)
+        d = decode_udp(int(blk.linktypes[i]), frame, self._reasm)
         if d is None:
+            self._tcp_frame(int(blk.linktypes[i]), frame, int(blk.ts_ns[i]))
             return
         ts = int(blk.ts_ns[i])
         src, sport, dst, dport, payload = d
@@ -227,6 +238,14 @@ class RtpCollector:
         self.add_datagram(
             Datagram(ts, src, sport, dst, dport, payload), self.frames - len(blk.offsets) + i
         )
+
+    def _tcp_frame(self, linktype: int, frame: bytes, ts: int) -> None:
+        t = decode_tcp(linktype, frame)
+        if t is None:
+            return
+        src, sport, dst, dport, seq, flags, payload = t
+        for msg in self._tcp.feed((src, sport, dst, dport), seq, flags, payload):
+            self.sip.append(Datagram(ts, src, sport, dst, dport, msg))
 
     def add_datagram(self, d: Datagram, order: int) -> None:
         """One decoded datagram (slow path, HEP, live feed)."""

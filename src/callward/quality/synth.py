@@ -18,6 +18,7 @@ __all__ = [
     "Frame",
     "RtpSpec",
     "ethernet_ipv4_udp",
+    "ethernet_ipv4_tcp",
     "ethernet_ipv6_udp",
     "ipv4_fragments",
     "iter_bulk_rtp",
@@ -27,6 +28,7 @@ __all__ = [
     "sdp_body",
     "sip_call",
     "sip_frame",
+    "sip_frames_over_tcp",
     "write_pcap",
     "write_pcapng",
 ]
@@ -378,4 +380,39 @@ def sip_call(
                              msg(f"SIP/2.0 {final_status} Failed", "1 INVITE")))  # fmt: skip
         out.append(sip_frame(ta + 0.01, caller, 5060, callee, 5060,
                              msg(f"ACK {b_uri} SIP/2.0", "1 ACK")))  # fmt: skip
+    return out
+
+
+def ethernet_ipv4_tcp(
+    src: str, sport: int, dst: str, dport: int, seq: int, payload: bytes, flags: int = 0x18
+) -> bytes:
+    """Ethernet + IPv4 + a 20-byte TCP header (RFC 9293 §3.1; checksum left 0: not checked)."""
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, 0, 5 << 4, flags, 65535, 0, 0)
+    return _MAC + b"\x08\x00" + ipv4_packet(src, dst, 6, tcp + payload)
+
+
+def sip_frames_over_tcp(
+    frames: list[Frame], mss: int = 1400, retransmit: bool = False
+) -> list[Frame]:
+    """Re-send the SIP payloads of UDP ``frames`` as TCP segments (one connection per
+    direction, segments of at most ``mss`` bytes, optionally every segment sent twice)."""
+    seqs: dict[tuple[str, int, str, int], int] = {}
+    out: list[Frame] = []
+    for f in frames:
+        ip = f.data[14:]
+        ihl = (ip[0] & 0x0F) * 4
+        src, dst = ".".join(map(str, ip[12:16])), ".".join(map(str, ip[16:20]))
+        sport, dport = struct.unpack("!HH", ip[ihl : ihl + 4])
+        payload = ip[ihl + 8 :]
+        key = (src, sport, dst, dport)
+        if key not in seqs:
+            seqs[key] = 1000
+            out.append(Frame(f.ts, ethernet_ipv4_tcp(src, sport, dst, dport, 999, b"", 0x02)))
+        for k in range(0, len(payload), mss):
+            chunk = payload[k : k + mss]
+            seg = ethernet_ipv4_tcp(src, sport, dst, dport, seqs[key], chunk)
+            out.append(Frame(f.ts, seg))
+            if retransmit:
+                out.append(Frame(f.ts + 0.0001, seg))
+            seqs[key] += len(chunk)
     return out
