@@ -336,3 +336,20 @@ async def test_leg_without_rtcp_mux_uses_port_plus_one() -> None:
         await relay.close_all()
         for s_ in (rtp_sock, rtcp_sock, bob):
             s_.close()
+
+
+async def test_hold_suspends_rtp_timeout() -> None:
+    bus = InProcessBus()
+    ended: list[object] = []
+    bus.subscribe(lambda e: ended.append(e) if isinstance(e, CallEnded) else None)
+    relay = MediaRelay(bus=bus, rtp_timeout_s=0.4, stats_interval_s=10)
+    s = await relay.create_session(
+        "call-12", LegConfig("a", trusted=True), LegConfig("b", trusted=True)
+    )
+    s.set_hold(True)
+    await asyncio.sleep(1.0)  # silent well past rtp_timeout_s, but on hold
+    assert not s.ended.is_set() and ended == []
+    s.set_hold(False)
+    await asyncio.wait_for(s.ended.wait(), 3)
+    assert s.end_reason == "rtp-timeout" and len(ended) == 1
+    await relay.close_all()

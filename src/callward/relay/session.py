@@ -112,6 +112,7 @@ class RelaySession:
         clock: Callable[[], float] = time.time,
         seq: Callable[[], int] | None = None,
         port_range: tuple[int, int] = (20000, 29999),
+        hold_timeout_s: float = 3600.0,
     ) -> None:
         self.call_id = call_id
         self.port_range = port_range
@@ -131,6 +132,8 @@ class RelaySession:
         self.end_reason = ""
         self._watchdog: asyncio.Task[None] | None = None
         self._loop_time: Callable[[], float] = time.monotonic
+        self.on_hold = False
+        self.hold_timeout_s = hold_timeout_s
         for leg in self.legs:
             self._key(leg, leg.config.srtp_rx, leg.config.srtp_tx)
 
@@ -207,6 +210,14 @@ class RelaySession:
     def rekey(self, leg: str, *, rx: SrtpKeying, tx: SrtpKeying) -> None:
         """New SDES keys for one leg (re-INVITE, RFC 4568 §7.1.4); the other leg is untouched."""
         self._key(self.legs[self._index(leg)], rx, tx)
+
+    def set_hold(self, on_hold: bool) -> None:
+        """Signalling put the call on hold (a=sendonly/inactive, RFC 3264 §8.4): silence is
+        then expected, so the RTP timeout becomes ``hold_timeout_s`` until resumed."""
+        self.on_hold = on_hold
+        now = self._loop_time()
+        for c in self.counters:  # the silence clock restarts at each change
+            c.last_rx = max(c.last_rx, now)
 
     def update_remote(self, leg: str, remote: Address) -> None:
         """A re-INVITE moved the peer (handover): forget the latch, use the new SDP address."""
@@ -342,7 +353,8 @@ class RelaySession:
                     next_stats = now + self.stats_interval_s
                     await self.publish_stats()
                 idle = now - max(c.last_rx for c in self.counters)
-                if idle >= self.rtp_timeout_s:
+                limit = self.hold_timeout_s if self.on_hold else self.rtp_timeout_s
+                if idle >= limit:
                     await self._end("rtp-timeout")
         except asyncio.CancelledError:
             pass
