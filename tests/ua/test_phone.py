@@ -357,3 +357,20 @@ async def test_caller_cancels_a_ringing_call(transport: str) -> None:
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_ended_calls_are_forgotten_after_64_t1() -> None:
+    t1 = 0.02
+    bob = await Phone.start("bob", auto_answer=True, timers=TimerConfig(t1=t1, t2=0.08))
+    alice = await Phone.start("alice", timers=TimerConfig(t1=t1, t2=0.08))
+    try:
+        call = await alice.call(f"sip:bob@127.0.0.1:{bob.local_addr[1]}")
+        (incoming,) = bob.calls.values()
+        await incoming.wait_confirmed(5)
+        assert await call.hangup() == 200
+        assert call.call_id in alice.calls  # still there for late retransmissions
+        await asyncio.sleep(64 * t1 + 0.3)
+        assert not alice.calls and not bob.calls
+    finally:
+        await alice.close()
+        await bob.close()

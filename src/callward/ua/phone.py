@@ -730,6 +730,9 @@ class Phone:
             return
         call.ended_at = self.now()
         call._ended.set()
+        # Forget the call once late retransmissions can no longer arrive (64*T1, §17.1.2.2),
+        # so a long-running phone does not grow without bound.
+        self._loop.call_later(64 * self.layer.timers.t1, self._forget, call)
         self._publish(
             CallEnded,
             call_id=call.call_id,
@@ -737,6 +740,10 @@ class Phone:
             status=call.status,
             reason=call.end_reason,
         )
+
+    def _forget(self, call: Call) -> None:
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
 
     def _publish_answered(self, call: Call) -> None:
         self._publish(CallAnswered, call_id=call.call_id, leg="a" if call.leg.outgoing else "b")
