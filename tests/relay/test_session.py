@@ -352,4 +352,6 @@ async def test_hold_suspends_rtp_timeout() -> None:
     s.set_hold(False)
     await asyncio.wait_for(s.ended.wait(), 3)
     assert s.end_reason == "rtp-timeout" and len(ended) == 1
+    await asyncio.sleep(0)
+    assert "call-12" not in relay.sessions  # the relay dropped the ended session
     await relay.close_all()

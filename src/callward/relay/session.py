@@ -452,6 +452,7 @@ class MediaRelay:
         self.stats_interval_s = stats_interval_s
         self.dscp = dscp
         self.sessions: dict[str, RelaySession] = {}
+        self._reapers: set[asyncio.Task[None]] = set()
         self._seq = itertools.count(1).__next__
 
     async def create_session(
@@ -474,7 +475,16 @@ class MediaRelay:
         )
         await session.start()
         self.sessions[call_id] = session
+        # a session that ends on its own (RTP timeout) frees its slot
+        task = asyncio.create_task(self._reap(call_id, session))
+        self._reapers.add(task)
+        task.add_done_callback(self._reapers.discard)
         return session
+
+    async def _reap(self, call_id: str, session: RelaySession) -> None:
+        await session.ended.wait()
+        if self.sessions.get(call_id) is session:
+            del self.sessions[call_id]
 
     async def close(self, call_id: str, reason: str = "bye") -> None:
         session = self.sessions.pop(call_id, None)
@@ -484,3 +494,7 @@ class MediaRelay:
     async def close_all(self) -> None:
         for call_id in list(self.sessions):
             await self.close(call_id, "shutdown")
+        for task in list(self._reapers):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
