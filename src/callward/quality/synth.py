@@ -17,8 +17,8 @@ from pathlib import Path
 __all__ = [
     "Frame",
     "RtpSpec",
-    "ethernet_ipv4_udp",
     "ethernet_ipv4_tcp",
+    "ethernet_ipv4_udp",
     "ethernet_ipv6_udp",
     "ipv4_fragments",
     "iter_bulk_rtp",
