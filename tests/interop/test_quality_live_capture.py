@@ -6,6 +6,7 @@ records it; our analyser and tshark read the same file and must agree field by f
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -39,8 +40,14 @@ def _tshark_rows(path: Path) -> dict[tuple, tuple]:
 def test_live_loopback_capture_matches_tshark(tmp_path: Path) -> None:
     if shutil.which("dumpcap") is None or shutil.which("tshark") is None:
         pytest.skip("why: dumpcap/tshark not installed")
+    # A port in a range no Wireshark dissector claims, so tshark's RTP heuristic sees it.
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx.bind(("127.0.0.1", 0))
+    for cand in range(41000 + os.getpid() % 500 * 2, 42000, 2):
+        try:
+            rx.bind(("127.0.0.1", cand))
+            break
+        except OSError:
+            continue
     dport = rx.getsockname()[1]
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.bind(("127.0.0.1", 0))
