@@ -50,7 +50,12 @@ def test_live_loopback_capture_matches_tshark(tmp_path: Path) -> None:
             continue
     dport = rx.getsockname()[1]
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    tx.bind(("127.0.0.1", 0))
+    for cand in range(42000 + os.getpid() % 500 * 2, 43000, 2):
+        try:
+            tx.bind(("127.0.0.1", cand))
+            break
+        except OSError:
+            continue
     out = tmp_path / "live.pcapng"
     cap = subprocess.Popen(
         ["dumpcap", "-q", "-i", "lo", "-f", f"udp port {dport}", "-w", str(out), "-a", "duration:20"],
