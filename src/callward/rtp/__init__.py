@@ -36,6 +36,7 @@ from callward.rtp.rtcp import (
     parse_rtcp,
     serialize_rtcp,
 )
+from callward.rtp.session import RtpSession, rtcp_interval
 from callward.rtp.srtp import SrtpContext, SrtpError, SrtpKeying, SrtpProfile
 from callward.rtp.stats import ReceiverSnapshot, ReceiverStats, ntp_from_unix, rtt_from_report
 
@@ -58,6 +59,7 @@ __all__ = [
     "RtcpType",
     "RtpExtension",
     "RtpPacket",
+    "RtpSession",
     "Sdes",
     "SdesChunk",
     "SdesItem",
@@ -78,6 +80,7 @@ __all__ = [
     "parse_rtcp",
     "parse_rtp",
     "parse_telephone_event",
+    "rtcp_interval",
     "rtt_from_report",
     "serialize_rtcp",
 ]
