@@ -39,6 +39,11 @@ def _hostport(text: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _fmt(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _keying(text: str | None, what: str) -> Any:
     from callward.rtp.srtp import SrtpKeying
 
@@ -151,8 +156,8 @@ async def _run(
     started: dict[str, Any] = {
         "event": "relay_started",
         "call_id": call_id,
-        "a": "{}:{}".format(*session.local_address("a")),
-        "b": "{}:{}".format(*session.local_address("b")),
+        "a": _fmt(session.local_address("a")),
+        "b": _fmt(session.local_address("b")),
         "a_crypto_tx": gen_a,
         "b_crypto_tx": gen_b,
     }
