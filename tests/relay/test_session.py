@@ -355,3 +355,23 @@ async def test_hold_suspends_rtp_timeout() -> None:
     await asyncio.sleep(0)
     assert "call-12" not in relay.sessions  # the relay dropped the ended session
     await relay.close_all()
+
+
+async def test_many_sessions_release_their_sockets() -> None:
+    import os
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    relay = MediaRelay()
+    before = fds()
+    for i in range(40):
+        await relay.create_session(
+            f"load-{i}",
+            LegConfig("a", srtp_rx=keys(), srtp_tx=keys()),
+            LegConfig("b", trusted=True, rtcp_mux=i % 2 == 0),
+        )
+    assert fds() >= before + 40 * 2
+    await relay.close_all()
+    await asyncio.sleep(0)
+    assert fds() <= before and relay.sessions == {}

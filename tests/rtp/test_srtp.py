@@ -217,3 +217,13 @@ def test_unprotect_garbage_never_crashes(data: bytes) -> None:
             fn(data)
         except MediaError:
             pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=120))
+def test_sdes_parse_never_crashes(suite: str, params: str) -> None:
+    try:
+        k = SrtpKeying.from_sdes(suite, params)
+    except MediaError:
+        return
+    assert SrtpKeying.from_sdes(k.profile.value, k.inline) == k
