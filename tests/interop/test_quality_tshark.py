@@ -112,6 +112,13 @@ SCENARIOS = {
                                     marker_at=[150], jitter_ms=10, seed=13)],
     "multi_wrap": [RtpSpec(count=140_000, seq0=60000, loss=0.003, jitter_ms=8, payload_len=4,
                            bursts=[(5535, 3), (71071, 2)])],
+    "decoys_on_claimed_ports": [
+        RtpSpec(count=100),
+        RtpSpec(count=50, sport=40400, dport=53, ssrc=99),  # DNS claims it: no RTP stream
+        RtpSpec(count=50, sport=40600, dport=4789, ssrc=97),  # VXLAN claims it too
+        RtpSpec(count=50, sport=40500, dport=3478, ssrc=98),  # STUN rejects it: RTP stream
+        RtpSpec(count=50, sport=40700, dport=5060, ssrc=96),  # SIP rejects it: RTP stream
+    ],
     "vlan": [RtpSpec(count=300, vlan=42, jitter_ms=5, loss=0.02)],
     "ipv6": [RtpSpec(count=300, ipv6=True, src="2001:db8::1", dst="2001:db8::2", jitter_ms=5,
                      loss=0.02)],
