@@ -2,6 +2,7 @@
 SIPp uac, compared with SIPp's own C++ uas answering the same SIPp uac, in the same run.
 
     .venv/bin/python benchmarks/sip_transport_uas.py [--calls 400] [--rate 400] [--transport udp]
+        [--repeat 3]
 
 The uac is the same binary with the same arguments in both runs; only the answering side
 changes. Failed calls are reported too: a fast but lossy UAS is not a result.
@@ -23,9 +24,33 @@ from callward.ua.phone import Phone
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = int(u.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+async def wait_listening(port: int, transport: str) -> None:
+    """SIPp needs a moment to bind; over TCP poll until it accepts."""
+    if transport == "udp":
+        await asyncio.sleep(0.5)
+        return
+    for _ in range(100):
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        w.close()
+        return
 
 
 async def run_uac(
@@ -68,7 +93,7 @@ async def peer(calls: int, rate: int, transport: str, cwd: Path) -> tuple[float,
     uas = await asyncio.create_subprocess_exec(
         *args, cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
-    await asyncio.sleep(0.3)
+    await wait_listening(port, transport)
     try:
         return await run_uac(port, calls, rate, transport, cwd)
     finally:
@@ -81,14 +106,19 @@ async def main() -> int:
     ap.add_argument("--calls", type=int, default=400)
     ap.add_argument("--rate", type=int, default=400, help="offered calls/s")
     ap.add_argument("--transport", choices=["udp", "tcp"], default="udp")
+    ap.add_argument("--repeat", type=int, default=1, help="best of N runs per side (noise)")
     a = ap.parse_args()
     if shutil.which("sipp") is None:
         print("sipp not installed (Debian sip-tester)", file=sys.stderr)
         return 2
-    results = {}
-    for name, fn in (("sipp uas", peer), ("callward uas", ours)):
-        with tempfile.TemporaryDirectory() as tmp:
-            results[name] = await fn(a.calls, a.rate, a.transport, Path(tmp))
+    results: dict[str, tuple[float, int, int]] = {}
+    for _ in range(a.repeat):
+        for name, fn in (("sipp uas", peer), ("callward uas", ours)):
+            with tempfile.TemporaryDirectory() as tmp:
+                run = await fn(a.calls, a.rate, a.transport, Path(tmp))
+            best = results.get(name)
+            if best is None or run[1] / run[0] > best[1] / best[0]:
+                results[name] = run
     print(f"{a.calls} calls offered at {a.rate}/s over {a.transport.upper()} by sipp -sn uac")
     for name, (elapsed, ok, failed) in results.items():
         print(
@@ -96,6 +126,9 @@ async def main() -> int:
         )
     ours_rate = results["callward uas"][1] / results["callward uas"][0]
     peer_rate = results["sipp uas"][1] / results["sipp uas"][0]
+    if peer_rate == 0:
+        print("  sipp uas completed no calls: no ratio", file=sys.stderr)
+        return 1
     print(f"  ratio callward/sipp: {ours_rate / peer_rate:.2f}")
     return 0
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
+import errno
 import itertools
 import secrets
 import socket
@@ -212,34 +214,21 @@ class Transport(abc.ABC):
 # --------------------------------------------------------------------------------------------
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, owner: UdpTransport) -> None:
-        self.owner = owner
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        owner = self.owner
-        source = _addr(addr)
-        if data.strip(b"\r\n") == b"":  # RFC 5626 §4.4.1 CRLF keep-alive on a datagram: ignore
-            return
-        reply = owner._receive(data, source, None)
-        if reply is not None and owner._sock is not None:
-            owner._tap("out", reply, source, None)
-            owner._sock.sendto(reply, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and friends: the transaction layer times out instead (§17.1.4).
-        pass
-
-
 class UdpTransport(Transport):
-    """Connectionless SIP over UDP (§18.1.1). Retransmission belongs to the transaction layer."""
+    """Connectionless SIP over UDP (§18.1.1). Retransmission belongs to the transaction layer.
+
+    A raw non-blocking socket read with ``loop.add_reader``: each wake-up drains up to
+    ``_BATCH`` datagrams, where asyncio's datagram transport pays one event-loop iteration (an
+    epoll call) per datagram, which dominated the cost of a call under load."""
 
     name = "udp"
     reliable = False
+    _BATCH = 64
 
     def __init__(self, on_message: OnMessage, limits: TransportLimits) -> None:
         super().__init__(on_message, limits)
-        self._sock: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     async def listen(
@@ -253,37 +242,78 @@ class UdpTransport(Transport):
         self = cls(on_message, limits or TransportLimits())
         loop = asyncio.get_running_loop()
         try:
-            sock, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(host, port)
-            )
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            family, _, _, _, sockaddr = infos[0]
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except (OSError, IndexError) as exc:
+            raise TransportError(f"udp: cannot resolve {host}:{port}: {exc}") from None
+        try:
+            sock.setblocking(False)
+            if self.limits.udp_receive_buffer:
+                # A burst (a registration storm after a network flap) must queue in the kernel,
+                # not be dropped: each drop costs the peer a 500 ms retransmission (Timer A/E).
+                with contextlib.suppress(OSError):  # capped by net.core.rmem_max
+                    sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_RCVBUF, self.limits.udp_receive_buffer
+                    )
+            sock.bind(sockaddr)
         except OSError as exc:
+            sock.close()
             raise TransportError(f"udp: cannot bind {host}:{port}: {exc.strerror}") from None
-        self._sock = sock
-        raw = sock.get_extra_info("socket")
-        if raw is not None and self.limits.udp_receive_buffer:
-            # A burst (a registration storm after a network flap) must queue in the kernel,
-            # not be dropped: each drop costs the peer a 500 ms retransmission (Timer A/E).
-            try:
-                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.limits.udp_receive_buffer)
-            except OSError:
-                pass  # capped by net.core.rmem_max; the default still works
-        self.local_addr = _addr(sock.get_extra_info("sockname"))
+        self._sock, self._loop = sock, loop
+        self.local_addr = _addr(sock.getsockname())
+        loop.add_reader(sock.fileno(), self._readable)
         return self
+
+    def _readable(self) -> None:
+        sock = self._sock
+        for _ in range(self._BATCH):
+            if sock is None or sock.fileno() < 0:
+                return
+            try:
+                data, addr = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # an ICMP error queued on the socket (§17.1.4: the timers decide)
+            if data.strip(b"\r\n") == b"":  # RFC 5626 §4.4.1 CRLF keep-alive: ignore
+                continue
+            source = _addr(addr)
+            reply = self._receive(data, source, None)
+            if reply is not None:
+                self._tap("out", reply, source, None)
+                self._sendto(reply, addr)
+            sock = self._sock
+
+    def _sendto(self, data: bytes, addr: Any) -> None:
+        if self._sock is None:
+            raise TransportError("udp: transport is closed")
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            pass  # kernel buffer full: UDP may drop; the transaction layer retransmits
+        except OSError as exc:
+            if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                return  # an earlier ICMP error reported late: not about this datagram
+            raise TransportError(f"udp: send failed: {exc.strerror}") from None
 
     async def send(self, data: bytes, addr: Address) -> str | None:
         self.send_nowait(data, addr)
         return None
 
     def send_nowait(self, data: bytes, addr: Address, connection_id: str | None = None) -> bool:
-        if self._sock is None or self._sock.is_closing():
+        if self._sock is None:
             raise TransportError("udp: transport is closed")
         self._tap("out", data, addr, None)
-        self._sock.sendto(data, addr)
+        self._sendto(data, addr)
         return True
 
     async def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
 
 
 # --------------------------------------------------------------------------------------------
