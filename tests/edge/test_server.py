@@ -227,3 +227,54 @@ async def test_dead_upstream_fails_over_then_blacklisted() -> None:
             p.transport.close()
         await a.stop()
         await b.stop()
+
+
+async def test_events_reach_the_bus_in_order() -> None:
+    from callward.events import (
+        CallAnswered,
+        CallEnded,
+        CallStarted,
+        InProcessBus,
+        RegistrationChanged,
+    )
+
+    bus = InProcessBus()
+    got: list = []
+    bus.subscribe(got.append)
+    port = _port()
+    uas = await _phone()
+    node = EdgeNode(_cfg("ev", port, routes={"bob": f"sip:bob@127.0.0.1:{uas.port}"}), bus=bus)
+    await node.start()
+    alice = await _phone()
+    try:
+        alice.send(
+            _msg("REGISTER", "sip:callward.local", alice, call_id="r", to="sip:alice@callward.local",
+                 frm="sip:alice@callward.local", extra="Expires: 300\n"),
+            port,
+        )  # fmt: skip
+        await alice.expect(lambda m: isinstance(m, Response) and m.status == 200)
+        alice.send(
+            _msg("INVITE", "sip:bob@callward.local", alice, call_id="ev1",
+                 to="sip:bob@callward.local", frm="sip:alice@callward.local"),
+            port,
+        )  # fmt: skip
+        inv = await uas.expect(lambda m: isinstance(m, Request) and m.method == "INVITE")
+        uas.send(_answer(inv, 200), port)
+        ok = await alice.expect(lambda m: isinstance(m, Response) and m.status == 200)
+        rr = ok.headers.values("Record-Route")
+        bye = _msg("BYE", f"sip:bob@127.0.0.1:{uas.port}", alice, call_id="ev1", cseq=2,
+                   to="sip:bob@callward.local", frm="sip:alice@callward.local",
+                   extra="".join(f"Route: {r}\n" for r in rr))  # fmt: skip
+        alice.send(
+            bye.replace("To: <sip:bob@callward.local>", "To: <sip:bob@callward.local>;tag=callee"),
+            port,
+        )
+        await uas.expect(lambda m: isinstance(m, Request) and m.method == "BYE")
+        await asyncio.sleep(0.2)
+        kinds = [type(e) for e in got]
+        assert kinds == [RegistrationChanged, CallStarted, CallAnswered, CallEnded]
+        assert got[-1].reason == "bye" and [e.seq for e in got] == sorted(e.seq for e in got)
+    finally:
+        for p in (alice, uas):
+            p.transport.close()
+        await node.stop()

@@ -38,19 +38,20 @@ class Peer:
 
 
 def encode_flow_token(secret: bytes, node: str, peer: Peer) -> str:
-    """A URI-user-safe token (base32, no padding) that names ``peer`` on ``node``."""
+    """A URI-user-safe token (base64url: unreserved characters only, §25.1) that names
+    ``peer`` on ``node``. SIP compares user parts case-sensitively, so base64 is safe."""
     raw = f"{node}|{peer.transport}|{peer.host}|{peer.port}|{peer.conn}".encode()
     mac = hmac.new(secret, raw, hashlib.sha256).digest()[:10]
-    return "f" + base64.b32encode(mac + raw).decode().rstrip("=").lower()
+    return "f" + base64.urlsafe_b64encode(mac + raw).decode().rstrip("=")
 
 
 def decode_flow_token(secret: bytes, token: str) -> tuple[str, Peer] | None:
     """``(node, peer)`` for a genuine token, None for anything else (never raises)."""
     if not token.startswith("f") or len(token) > 400:
         return None
-    text = token[1:].upper()
+    text = token[1:]
     try:
-        blob = base64.b32decode(text + "=" * (-len(text) % 8))
+        blob = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (ValueError, TypeError):
         return None
     mac, raw = blob[:10], blob[10:]
