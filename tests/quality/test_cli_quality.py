@@ -99,3 +99,22 @@ def test_plot_series_by_hand(tmp_path: Path) -> None:
     assert loss[1] == pytest.approx(10 * 100 / 50) and loss[0] == loss[2] == 0
     assert mos[1] < mos[0]
     assert png_bytes([s])[:4] == b"\x89PNG"
+
+
+def test_analyze_tenant_thresholds_from_config(tmp_path: Path) -> None:
+    # 3 % random loss on G.711 with PLC: MOS ≈ 4.0 — fine by default, an alert for a tenant
+    # whose warn threshold is 4.3.
+    p = tmp_path / "m.pcap"
+    write_pcap(p, rtp_frames(RtpSpec(count=800, loss=0.03, seed=7)))
+    cfg = tmp_path / "callward.yaml"
+    cfg.write_text("quality:\n  tenants:\n    gold: {mos_warn: 4.3, mos_critical: 2.0}\n")
+    assert runner.invoke(app, ["analyze", str(p), "--json", "--config", str(cfg)]).exit_code == 0
+    res = runner.invoke(
+        app, ["analyze", str(p), "--json", "--config", str(cfg), "--tenant", "gold"]
+    )
+    assert res.exit_code == 1
+    assert json.loads(res.stdout)["streams"][0]["alert"]["level"] == "warn"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("quality: {mos_warn: high}\n")
+    res = runner.invoke(app, ["analyze", str(p), "--config", str(bad)])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1

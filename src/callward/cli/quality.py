@@ -54,16 +54,22 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="print JSON"),
         plot: Path | None = typer.Option(None, "--plot", help="write a PNG of jitter/loss/MOS"),
         no_mos: bool = typer.Option(False, "--no-mos", help="stream statistics only"),
+        config: Path | None = typer.Option(None, "--config", help="callward.yaml"),
+        tenant: str = typer.Option("default", "--tenant", help="whose MOS thresholds apply"),
     ) -> None:
         """Streams, loss, jitter, MOS per playout model and call root causes of a capture.
 
         Exit 1 when a call problem is classified, 2 when the capture cannot be read.
         """
-        from callward.config import QualityConfig
-        from callward.quality.alerts import Thresholds
+        from callward.config import load_config
+        from callward.quality.alerts import thresholds_for
         from callward.quality.report import analyze_capture
 
-        cfg = QualityConfig()
+        try:
+            cfg = load_config(config).quality  # YAML + CALLWARD_QUALITY__* overrides
+        except CallwardError as exc:
+            raise _fail(str(exc)) from None
+        th = thresholds_for(cfg, tenant)
         progress = None
         if sys.stderr.isatty() and not json_out:
             # A spinner with a frame count on a terminal; silent when piped (design.md).
@@ -78,14 +84,13 @@ def register(app: typer.Typer) -> None:
                     rep = analyze_capture(
                         capture, base_delay_ms=cfg.base_delay_ms, rtp_timeout_s=cfg.rtp_timeout_s,
                         pdd_warn_s=cfg.pdd_warn_s, mos=not no_mos,
-                        thresholds=Thresholds(cfg.mos_warn, cfg.mos_critical),
-                        progress=lambda k: progress.advance(task, k),
+                        thresholds=th, progress=lambda k: progress.advance(task, k),
                     )  # fmt: skip
             else:
                 rep = analyze_capture(
                     capture, base_delay_ms=cfg.base_delay_ms, rtp_timeout_s=cfg.rtp_timeout_s,
                     pdd_warn_s=cfg.pdd_warn_s, mos=not no_mos,
-                    thresholds=Thresholds(cfg.mos_warn, cfg.mos_critical),
+                    thresholds=th,
                 )  # fmt: skip
         except CallwardError as exc:
             raise _fail(str(exc)) from None
