@@ -278,3 +278,61 @@ async def test_events_reach_the_bus_in_order() -> None:
         for p in (alice, uas):
             p.transport.close()
         await node.stop()
+
+
+class ZoneResolver:
+    """An RFC 3263 zone in a dict (the AsyncResolver seam of callward.sip.dns)."""
+
+    def __init__(self, records: dict) -> None:
+        self.records = records
+        self.asked: list[tuple[str, str]] = []
+
+    async def query(self, name: str, rdtype: str):
+        from callward.sip.dns import DnsAnswer
+
+        self.asked.append((name, rdtype))
+        return DnsAnswer(tuple(self.records.get((name, rdtype), ())), ttl=60.0)
+
+
+async def test_rfc3263_srv_upstreams_fail_over_in_priority_order() -> None:
+    from callward.sip.dns import SrvRecord
+
+    pa, pb, dead = _port(), _port(), _port()
+    uas = await _phone()
+    zone = ZoneResolver(
+        {
+            ("_sip._udp.trunk.example", "SRV"): [
+                SrvRecord(10, 0, dead, "a.trunk.example"),
+                SrvRecord(20, 0, pb, "b.trunk.example"),
+            ],
+            ("a.trunk.example", "A"): ["127.0.0.1"],
+            ("b.trunk.example", "A"): ["127.0.0.1"],
+        }
+    )
+    a = EdgeNode(_cfg("a", pa, upstreams=["sip:carol@trunk.example"], t1=0.05), dns_resolver=zone)
+    b = EdgeNode(
+        _cfg("b", pb, domains=["trunk.example"],
+             routes={"carol": f"sip:carol@127.0.0.1:{uas.port}"})
+    )  # fmt: skip
+    await a.start()
+    await b.start()
+    caller = await _phone()
+    try:
+        assert ("_sip._udp.trunk.example", "SRV") in zone.asked
+        caller.send(
+            _msg("INVITE", "sip:dave@elsewhere.example", caller, call_id="srv1",
+                 to="sip:dave@elsewhere.example", frm="sip:bob@callward.local"),
+            pa,
+        )  # fmt: skip
+        # priority 10 is dead: after Timer B (3.2 s) the priority-20 target gets it
+        inv = await uas.expect(lambda m: isinstance(m, Request) and m.method == "INVITE", 8)
+        assert [v.port for v in inv.vias[:2]] == [pb, pa]
+        uas.send(_answer(inv, 200), pb)
+        final = await caller.expect(lambda m: isinstance(m, Response) and m.status >= 200)
+        assert final.status == 200
+        assert a.metrics.failovers._value.get() == 1
+    finally:
+        for p in (uas, caller):
+            p.transport.close()
+        await a.stop()
+        await b.stop()

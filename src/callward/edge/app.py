@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import signal
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -15,15 +17,18 @@ from typing import Any
 import structlog
 
 from callward.config import CallwardConfig, EdgeConfig
+from callward.edge.flow import Peer
 from callward.edge.location import LocationStore, open_location
 from callward.edge.metrics import EdgeMetrics
 from callward.edge.proxy import EdgeCore
 from callward.edge.server import EdgeServer
 from callward.edge.settings import EdgeSettings, parse_listen
 from callward.edge.subscribers import SubscriberStore, open_subscribers
-from callward.errors import ConfigError
+from callward.errors import ConfigError, DnsError
 from callward.events import EventBus, InProcessBus
+from callward.sip.dns import AsyncResolver, ServerLocator
 from callward.sip.parser import ParseLimits
+from callward.sip.uri import SipURI, parse_uri
 
 __all__ = ["EdgeNode", "configure_logging", "settings_from_config"]
 
@@ -88,6 +93,14 @@ def settings_from_config(cfg: CallwardConfig) -> EdgeSettings:
     )
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def _secret(e: EdgeConfig) -> bytes | None:
     """Nodes sharing a location store must share this key (nonces and flow tokens)."""
     if e.auth_secret is None:
@@ -107,6 +120,7 @@ class EdgeNode:
         location: LocationStore | None = None,
         subscribers: SubscriberStore | None = None,
         reload: Callable[[], EdgeSettings] | None = None,
+        dns_resolver: AsyncResolver | None = None,
     ) -> None:
         self.cfg = cfg
         self.settings = settings if settings is not None else settings_from_config(cfg)
@@ -130,6 +144,7 @@ class EdgeNode:
         if e.tls_cert and e.tls_key:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(e.tls_cert, e.tls_key)
+        self._locator = ServerLocator(clock=time.time)
         self.server = EdgeServer(
             self.core,
             self.bus,
@@ -139,10 +154,48 @@ class EdgeNode:
         )
         self._reload = reload
         self._metrics_server: object | None = None
+        self._dns_resolver = dns_resolver
+        self._dns_task: asyncio.Task[None] | None = None
+        self.dns_refresh = 30.0
+
+    def _named_upstreams(self) -> list[tuple[str, SipURI]]:
+        out = []
+        for text in self.settings.upstreams:
+            uri = parse_uri(text)
+            if isinstance(uri, SipURI) and not _is_ip(uri.param("maddr") or uri.host):
+                out.append((text, uri))
+        return out
+
+    async def resolve_upstreams(self) -> None:
+        """RFC 3263 (NAPTR → SRV → A/AAAA, TTL-cached) for upstreams given by name; the
+        ordered targets become the failover list of that upstream."""
+        named = self._named_upstreams()
+        if not named:
+            return
+        if self._dns_resolver is None:
+            from callward.sip.dns_resolver import DnsPythonResolver
+
+            self._dns_resolver = DnsPythonResolver()
+        for text, uri in named:
+            try:
+                targets = await self._locator.resolve_async(uri, self._dns_resolver)
+            except DnsError as exc:
+                log.warning("edge.dns_failed", error=str(exc)[:120])
+                continue
+            peers = [Peer(t.transport.lower(), t.host, t.port) for t in targets]
+            self.core.set_resolved(text, peers)
+
+    async def _dns_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.dns_refresh)
+            await self.resolve_upstreams()
 
     async def start(self) -> None:
         await self.server.start()
         loop = asyncio.get_running_loop()
+        await self.resolve_upstreams()
+        if self._named_upstreams():
+            self._dns_task = loop.create_task(self._dns_loop())
         if self._reload is not None:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -168,9 +221,15 @@ class EdgeNode:
         new = replace(new, listen=self.settings.listen)
         self.settings = new
         self.core.reconfigure(new)
+        with contextlib.suppress(RuntimeError):  # re-resolve upstreams named by DNS
+            task = asyncio.get_running_loop().create_task(self.resolve_upstreams())
+            self.server._tasks.add(task)
+            task.add_done_callback(self.server._tasks.discard)
         log.info("edge.reloaded", routes=len(new.routes), upstreams=len(new.upstreams))
 
     async def stop(self) -> None:
+        if self._dns_task is not None:
+            self._dns_task.cancel()
         await self.server.stop()
         srv = self._metrics_server
         if srv is not None:

@@ -129,6 +129,7 @@ class EdgeCore:
         self._calls: dict[str, CallState] = {}
         self._blacklist: dict[tuple[str, str, int], float] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._resolved: dict[str, list[Peer]] = {}
         self._now = 0.0
         self.settings = settings
         self.reconfigure(settings)
@@ -532,24 +533,28 @@ class EdgeCore:
         assert isinstance(uri, SipURI)
         return Target(uri, dest_for_uri(uri), label="contact")
 
+    def set_resolved(self, upstream: str, peers: list[Peer]) -> None:
+        """RFC 3263 result for a configured upstream URI (resolved by the I/O layer): its
+        targets, in failover order, replace the URI's own host:port."""
+        self._resolved[upstream] = peers
+
     def _upstream_targets(self, req: Request, now: float) -> list[Target]:
         traversed = self._traversed(req)
         out: list[Target] = []
-        for up in self.upstreams:
+        for text, up in zip(self.settings.upstreams, self.upstreams, strict=True):
             if not isinstance(up, SipURI):
                 continue
-            dest = dest_for_uri(up)
-            if (dest.host.lower(), dest.port) in traversed:
-                continue  # never back into a node the request already passed
-            if self._blacklist.get((dest.transport, dest.host, dest.port), 0.0) > now:
-                continue
-            routes: tuple[str, ...] = ()
-            if up.user is None:
-                # An outbound proxy: loose-route through it, Request-URI unchanged (§16.6.6).
-                routes = (f"<{up.with_params((*up.params, ('lr', None)))}>",)
-                out.append(Target(None, dest, routes=routes, failover=True, label="upstream"))
-            else:
-                out.append(Target(up, dest, failover=True, label="upstream"))
+            for dest in self._resolved.get(text) or [dest_for_uri(up)]:
+                if (dest.host.lower(), dest.port) in traversed:
+                    continue  # never back into a node the request already passed
+                if self._blacklist.get((dest.transport, dest.host, dest.port), 0.0) > now:
+                    continue
+                if up.user is None:
+                    # An outbound proxy: loose-route through it, Request-URI unchanged (§16.6.6).
+                    routes = (f"<{up.with_params((*up.params, ('lr', None)))}>",)
+                    out.append(Target(None, dest, routes=routes, failover=True, label="upstream"))
+                else:
+                    out.append(Target(up, dest, failover=True, label="upstream"))
         return out
 
     def _register(self, st: ServerTx, req: Request, now: float) -> None:
