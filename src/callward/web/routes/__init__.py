@@ -1,0 +1,1 @@
+"""HTTP routes: ``api`` (REST under /api/v1, plus /metrics) and ``dashboard`` (HTML)."""

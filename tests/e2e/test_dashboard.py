@@ -1,0 +1,168 @@
+"""The dashboard in a real browser: `callward web` started as a user would (subprocess, free
+port on 127.0.0.1), driven by headless Chromium (Debian package) through Playwright.
+
+Checks what a person sees: the calls table shows keyed pseudonyms and never the numbers that
+were stored, the per-call charts are drawn, the audit badge reports an intact chain, and the
+planner form returns the byte count that the RFC 3550/3711 header arithmetic gives by hand.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from callward.records.schema import Cdr, Leg, Lineage
+from callward.records.service import open_records
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+NUMBERS = ["+447700900111", "+447700900222", "+447700900333"]  # Ofcom drama range
+T0 = 1_767_225_600.0
+
+
+def _callward() -> str:
+    local = Path(sys.executable).with_name("callward")
+    found = str(local) if local.exists() else shutil.which("callward")
+    if found is None:
+        pytest.skip("why: the callward console script is not installed (pip install -e .)")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _fill(data_dir: Path) -> None:
+    rec = open_records(data_dir)
+    cdrs = []
+    for i in range(6):
+        a, b = NUMBERS[i % 3], NUMBERS[(i + 1) % 3]
+        mos = [4.3, 3.4, 2.8][i % 3]
+        leg = Leg("a", ("edge-1",), T0 + i, T0 + i + 2, T0 + i + 90, 200, "bye", ("PCMU/8000",),
+                  0, 4500, 45 * (i % 3), 5.0 + 10 * i, mos)  # fmt: skip
+        cdrs.append(
+            Cdr(call_id=f"e2e-{i}", tenant="default", caller=f"sip:{a}@ims.example", callee=b,
+                start_ts=T0 + 60 * i, answer_ts=T0 + 60 * i + 2, end_ts=T0 + 60 * i + 90,
+                status=200, disposition="answered", legs=(leg,), codecs=("PCMU/8000",),
+                packets=4500, lost=45 * (i % 3), jitter_ms=5.0 + 10 * i, mos_min=mos,
+                lineage=Lineage(("edge-1",), 4, (2,), ("assembled:v2",)))
+        )  # fmt: skip
+    rec.store.write(cdrs)
+    rec.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    data = tmp_path / "var"
+    _fill(data)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [_callward(), "web", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/api/v1/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError(f"callward web exited: {proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
+            if time.monotonic() > deadline:
+                raise AssertionError("callward web did not answer /api/v1/health within 30 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"why: {CHROMIUM} not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="why: playwright not installed")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server + "/", wait_until="domcontentloaded", timeout=20_000)
+
+            # calls table: six rows, pseudonyms, never the stored numbers
+            rows = page.locator("#calls-table tbody tr")
+            assert rows.count() == 6
+            table = page.locator("#calls-table").inner_text()
+            for n in NUMBERS:
+                assert n not in table and n[1:] not in table
+            assert not re.search(r"\d{9,}", table)  # no long digit run (MSISDN-like) at all
+            assert len(re.findall(r"pn:[0-9a-f]{12}", table)) == 12
+            assert rows.first.locator("td").nth(2).inner_text().startswith("e2e-5")  # newest first
+
+            # charts: MOS/jitter/loss, one bar per call
+            assert page.locator("svg.chart").count() == 3
+            assert page.locator("svg.chart rect.bar").count() == 18
+
+            # audit badge: the page load itself was recorded, and the chain verifies
+            badge = page.locator("#audit-status")
+            badge.filter(has_text="intact").wait_for(timeout=10_000)
+            assert re.search(r"intact \(\d+ entr(y|ies)\)", badge.inner_text())
+
+            # planner: G.711 at 30 ms over IPv6 with SRTP 80-bit tags, 2 minutes.
+            # By hand: 240 B payload + RTP 12 + UDP 8 + IPv6 40 + tag 10 = 310 B;
+            # 33.333 pkt/s -> 10333.3 B/s, + 5 % RTCP (RFC 3550 §6.2) = 10850 B/s.
+            page.select_option("select[name=codec]", "pcma")
+            page.fill("input[name=ptime_ms]", "30")
+            page.select_option("select[name=ip_version]", "6")
+            page.fill("input[name=minutes]", "2")
+            page.click("#plan-form button[type=submit]")
+            result = page.locator("#plan-table")
+            result.wait_for(timeout=10_000)
+            text = result.inner_text()
+            per_min = round(310 * (1000 / 30) * 1.05 * 60)
+            assert f"{per_min:,}" in text, text
+            assert f"{2 * 2 * per_min / 1e6:.3f} MB" in text, text
+
+            # a refused value shows the API's one-line error, not a broken page
+            page.fill("input[name=ptime_ms]", "7")
+            page.click("#plan-form button[type=submit]")
+            page.locator("#plan-result .error").wait_for(timeout=10_000)
+            assert "ptime_ms" in page.locator("#plan-result .error").inner_text()
+
+            shot = tmp_path / "dashboard.png"  # kept by pytest under its basetemp for a look
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert errors == []
+        finally:
+            browser.close()
