@@ -83,6 +83,38 @@ def _unique_pairs(k1: np.ndarray, k2: np.ndarray) -> tuple[list[tuple[int, int]]
     return [(int(a), int(b)) for a, b in uq.tolist()], inv2.reshape(-1)
 
 
+_HDR = 40  # IPv4 (no options) 20 + UDP 8 + RTP fixed header 12
+
+
+def _header_rows(b: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """(len(starts), 40) copy of the bytes at each start.
+
+    Equally spaced starts (a run of equal-sized records: the usual RTP capture) are read
+    through a strided view, a single memcpy-like copy; otherwise one fancy-index gather.
+    """
+    m = len(starts)
+    if m == 0:
+        return np.zeros((0, _HDR), dtype=np.uint8)
+    if m > 1:
+        d = int(starts[1] - starts[0])
+        if d > 0 and bool((np.diff(starts) == d).all()):
+            view = np.lib.stride_tricks.as_strided(
+                b[int(starts[0]) :], shape=(m, _HDR), strides=(d, 1), writeable=False
+            )
+            return view.copy()
+    return b[starts[:, None] + np.arange(_HDR)]
+
+
+def _be16(h: np.ndarray, col: int) -> np.ndarray:
+    out: np.ndarray = (h[:, col].astype(np.int64) << 8) | h[:, col + 1]
+    return out
+
+
+def _be32(h: np.ndarray, col: int) -> np.ndarray:
+    out: np.ndarray = np.ascontiguousarray(h[:, col : col + 4]).view(">u4").ravel()
+    return out
+
+
 @dataclass(slots=True)
 class RtpColumns:
     """Per-packet RTP header columns for the whole capture, in capture order."""
@@ -127,7 +159,6 @@ class RtpCollector:
             self.first_ts_ns = int(blk.ts_ns[0])
         self.frames += n
         b = np.frombuffer(blk.buf, dtype=np.uint8)
-        blen = len(b)
         off = blk.offsets
         ln = blk.lengths
         lt = blk.linktypes
@@ -155,59 +186,37 @@ class RtpCollector:
         l3[raw] = 0
         cand = np.flatnonzero(l3 >= 0)
         ip = off[cand] + l3[cand]
-        ok = ip + 20 <= blen
+        ok = ip + _HDR <= off[cand] + ln[cand]  # IPv4 + UDP + RTP fixed headers captured
         cand, ip = cand[ok], ip[ok]
-        vihl = b[ip]
-        frag = ((b[ip + 6].astype(np.int64) << 8) | b[ip + 7]) & 0x3FFF
-        fast = (vihl == 0x45) & (b[ip + 9] == 17) & (frag == 0)
-        fcand, fip = cand[fast], ip[fast]
-        udp = fip + 20
-        ulen = (b[udp + 4].astype(np.int64) << 8) | b[udp + 5]
-        fit = (udp + 8 + 12 <= off[fcand] + ln[fcand]) & (ulen >= 20)
-        fcand, fip, udp, ulen = fcand[fit], fip[fit], udp[fit], ulen[fit]
-        r = udp + 8
-        b0 = b[r]
-        b1 = b[r + 1]
+        # One (m, 40) matrix of the IPv4/UDP/RTP headers, then every field is a column.
+        h = _header_rows(b, ip)
+        frag = _be16(h, 6) & 0x3FFF
+        ulen = _be16(h, 24)
+        fast = (h[:, 0] == 0x45) & (h[:, 9] == 17) & (frag == 0) & (ulen >= 20)
+        b0 = h[:, 28]
+        b1 = h[:, 29]
         ptv = b1 & 0x7F
-        is_rtp = ((b0 >> 6) == 2) & ~((ptv >= 72) & (ptv <= 76))
-        sp = (b[udp].astype(np.int64) << 8) | b[udp + 1]
-        dp = (b[udp + 2].astype(np.int64) << 8) | b[udp + 3]
-        claimed = np.isin(sp, _CLAIMED) | np.isin(dp, _CLAIMED)
+        is_rtp = fast & ((b0 >> 6) == 2) & ~((ptv >= 72) & (ptv <= 76))
+        sp = _be16(h, 20)
+        dp = _be16(h, 22)
+        claimed = fast & (np.isin(sp, _CLAIMED) | np.isin(dp, _CLAIMED))
         handled = np.zeros(n, dtype=bool)
-        handled[fcand[is_rtp | claimed]] = True  # claimed ports: not RTP, not SIP-over-UDP 5060
-        handled[fcand[claimed & _sip_first_byte(b0)]] = False  # SIP on 5060 still goes slow
-        is_rtp &= ~claimed
+        handled[cand[is_rtp | claimed]] = True  # claimed ports: neither RTP nor worth decoding
+        handled[cand[claimed & _sip_first_byte(b0)]] = False  # ... unless it may be SIP
+        sel = is_rtp & ~claimed
         # Everything else: reference decoder (IPv6, fragments, options, SIP, HEP, short).
         rest = np.flatnonzero(~handled)
         for i in rest.tolist():
             self._slow_frame(blk, i)
-        sel = is_rtp
         if not sel.any():
             return
-        fc = fcand[sel]
-        fi = fip[sel]
-        uu = udp[sel]
-        rr = r[sel]
-        src = (
-            (b[fi + 12].astype(np.uint64) << 24)
-            | (b[fi + 13].astype(np.uint64) << 16)
-            | (b[fi + 14].astype(np.uint64) << 8)
-            | b[fi + 15]
-        )
-        dst = (
-            (b[fi + 16].astype(np.uint64) << 24)
-            | (b[fi + 17].astype(np.uint64) << 16)
-            | (b[fi + 18].astype(np.uint64) << 8)
-            | b[fi + 19]
-        )
-        sport = (b[uu].astype(np.uint64) << 8) | b[uu + 1]
-        dport = (b[uu + 2].astype(np.uint64) << 8) | b[uu + 3]
-        ssrc = (
-            (b[rr + 8].astype(np.uint64) << 24)
-            | (b[rr + 9].astype(np.uint64) << 16)
-            | (b[rr + 10].astype(np.uint64) << 8)
-            | b[rr + 11]
-        )
+        fc = cand[sel]
+        hs = h[sel]
+        src = _be32(hs, 12).astype(np.uint64)
+        dst = _be32(hs, 16).astype(np.uint64)
+        sport = sp[sel].astype(np.uint64)
+        dport = dp[sel].astype(np.uint64)
+        ssrc = _be32(hs, 36).astype(np.uint64)
         # Group by (src, sport, dst, dport, ssrc): two 64-bit words then unique.
         k1 = (src << np.uint64(32)) | dst
         k2 = (sport << np.uint64(48)) | (dport << np.uint64(32)) | ssrc
@@ -223,13 +232,8 @@ class RtpCollector:
                 c & 0xFFFFFFFF,
             )
             ids[j] = self._id(key)
-        seq = (b[rr + 2].astype(np.int32) << 8) | b[rr + 3]
-        rts = (
-            (b[rr + 4].astype(np.int64) << 24)
-            | (b[rr + 5].astype(np.int64) << 16)
-            | (b[rr + 6].astype(np.int64) << 8)
-            | b[rr + 7]
-        )
+        seq = _be16(hs, 30).astype(np.int32)
+        rts = _be32(hs, 32).astype(np.int64)
         self._cols.append(
             (
                 blk.ts_ns[fc],
