@@ -374,3 +374,34 @@ async def test_ended_calls_are_forgotten_after_64_t1() -> None:
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_uac_re_acks_every_retransmitted_2xx() -> None:
+    """§13.2.2.4: the UAC core answers each 2xx retransmission with the same ACK."""
+    raw = udp_socket()
+    alice = await Phone.start("alice")
+    loop = asyncio.get_running_loop()
+    try:
+        task = asyncio.create_task(alice.call(f"sip:bob@127.0.0.1:{raw.getsockname()[1]}"))
+        data, addr = await asyncio.wait_for(loop.sock_recvfrom(raw, 65535), 5)
+        invite = parse_message(data)
+        assert isinstance(invite, Request)
+        vias = "".join(f"Via: {v}\r\n" for v in invite.headers.values("Via"))
+        ok = (
+            f"SIP/2.0 200 OK\r\n{vias}From: {invite.headers.get('From')}\r\n"
+            f"To: {invite.headers.get('To')};tag=uas\r\nCall-ID: {invite.call_id}\r\n"
+            f"CSeq: {invite.cseq}\r\nContact: <sip:bob@127.0.0.1:{raw.getsockname()[1]}>\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        acks = []
+        for _ in range(3):  # the 2xx and two retransmissions (as if our ACKs were lost)
+            await loop.sock_sendto(raw, ok, addr)
+            got, _ = await asyncio.wait_for(loop.sock_recvfrom(raw, 65535), 5)
+            acks.append(got)
+        call = await task
+        assert call.status == 200
+        assert all(a.startswith(b"ACK sip:bob@127.0.0.1") for a in acks)
+        assert len(set(acks)) == 1  # byte-identical ACKs (same branch: one ACK "transaction")
+    finally:
+        raw.close()
+        await alice.close()
