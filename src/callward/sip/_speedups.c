@@ -22,6 +22,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <stdint.h>
 #include <string.h>
 
 /* ---- character classes (RFC 3261 §25.1) ---- */
@@ -135,7 +136,7 @@ typedef struct {
 
 #define NAME_SLOTS 512
 static NameEntry names_tab[NAME_SLOTS];
-static PyObject *S_VIA, *S_FROM, *S_TO, *S_CONTACT, *S_CSEQ, *S_VERSION, *S_SIP, *S_SIPS,
+static PyObject *S_CALLID, *S_VIA, *S_FROM, *S_TO, *S_CONTACT, *S_CSEQ, *S_VERSION, *S_SIP, *S_SIPS,
     *EMPTY_TUPLE;
 
 static unsigned name_hash(const char *s, Py_ssize_t n) {
@@ -471,7 +472,9 @@ static PyObject *fast_via(const char *p, Py_ssize_t n) {
         v[4] = PyUnicode_New(a + 1 + (ve - vs), 127);
         if (v[4] != NULL) {
             Py_UCS1 *o = PyUnicode_1BYTE_DATA(v[4]);
-            for (Py_ssize_t j = 0; j < a; j++) o[j] = (Py_UCS1)((p[j] >= 'a' && p[j] <= 'z') ? p[j] - 32 : p[j]);
+            for (Py_ssize_t j = 0; j < a; j++) {
+                o[j] = (Py_UCS1)((p[j] >= 'a' && p[j] <= 'z') ? p[j] - 32 : p[j]);
+            }
             o[a] = '/';
             memcpy(o + a + 1, p + vs, (size_t)(ve - vs));
         }
@@ -594,8 +597,12 @@ static int split_list(const char *p, Py_ssize_t n, Py_ssize_t *st, Py_ssize_t *e
 }
 
 /* ---- limits ---- */
-static PyObject *last_limits = NULL;
-static Py_ssize_t L_MSG, L_HDRS, L_HDR_BYTES, L_BODY;
+typedef struct {
+    Py_ssize_t msg, hdrs, hdr_bytes, body;
+} Limits;
+
+static PyObject *last_limits = NULL; /* ParseLimits is frozen: its values can be cached */
+static Limits last_values;
 
 static int read_limit(PyObject *limits, const char *name, Py_ssize_t *out) {
     PyObject *v = PyObject_GetAttrString(limits, name);
@@ -607,18 +614,17 @@ static int read_limit(PyObject *limits, const char *name, Py_ssize_t *out) {
     return 0;
 }
 
-static int load_limits(PyObject *limits) {
-    if (limits == last_limits) return 0;
-    Py_ssize_t a, b, c, d;
-    if (read_limit(limits, "max_message_bytes", &a) < 0 ||
-        read_limit(limits, "max_headers", &b) < 0 ||
-        read_limit(limits, "max_header_bytes", &c) < 0 ||
-        read_limit(limits, "max_body_bytes", &d) < 0)
+static int load_limits(PyObject *limits, Limits *out) {
+    if (limits == last_limits) {
+        *out = last_values;
+        return 0;
+    }
+    if (read_limit(limits, "max_message_bytes", &out->msg) < 0 ||
+        read_limit(limits, "max_headers", &out->hdrs) < 0 ||
+        read_limit(limits, "max_header_bytes", &out->hdr_bytes) < 0 ||
+        read_limit(limits, "max_body_bytes", &out->body) < 0)
         return -1;
-    L_MSG = a;
-    L_HDRS = b;
-    L_HDR_BYTES = c;
-    L_BODY = d;
+    last_values = *out;
     Py_INCREF(limits);
     Py_XSETREF(last_limits, limits);
     return 0;
@@ -631,10 +637,10 @@ typedef struct {
     Py_ssize_t s, e; /* value bounds within the head */
 } Span;
 
-static PyObject *parse_impl(PyObject *data) {
+static PyObject *parse_impl(PyObject *data, const Limits *lim) {
     const char *d = PyBytes_AS_STRING(data);
     Py_ssize_t n = PyBytes_GET_SIZE(data);
-    if (n > L_MSG) return NULL;
+    if (n > lim->msg) return NULL;
     Py_ssize_t start = 0;
     while (start < n && (d[start] == '\r' || d[start] == '\n')) start++;
     /* header/body boundary: the first CRLF CRLF */
@@ -652,8 +658,22 @@ static PyObject *parse_impl(PyObject *data) {
     if (sep < 0) return NULL;
     const char *h = d + start;
     Py_ssize_t hn = sep - start;
-    for (Py_ssize_t i = 0; i < hn; i++) {
-        if ((unsigned char)h[i] >= 0x80) return NULL; /* UTF-8 header text: pure path */
+    /* UTF-8 header text goes to the pure path; checked a word at a time */
+    {
+        Py_ssize_t i = 0;
+        for (; i + 8 <= hn; i += 8) {
+            uint64_t w;
+            memcpy(&w, h + i, 8);
+            if (w & 0x8080808080808080ULL) return NULL;
+        }
+        for (; i < hn; i++) {
+            if ((unsigned char)h[i] >= 0x80) return NULL;
+        }
+    }
+    /* every LF must end a CRLF (a bare LF is an error or lenient-mode input) */
+    for (const char *lf = memchr(h, '\n', (size_t)hn); lf != NULL;
+         lf = memchr(lf + 1, '\n', (size_t)(hn - (lf + 1 - h)))) {
+        if (lf == h || lf[-1] != '\r') return NULL;
     }
     Py_ssize_t eol = -1;
     for (Py_ssize_t i = 0; i < hn; i++) {
@@ -672,6 +692,7 @@ static PyObject *parse_impl(PyObject *data) {
     PyObject *method = NULL, *ruri = NULL, *reason = NULL;
     int counts[NKINDS] = {0};
     Span first[NKINDS];
+    Py_ssize_t first_idx[NKINDS];
     Span via_lines[MAX_LIST_LINES], contact_lines[MAX_LIST_LINES];
     int nvia = 0, ncontact = 0;
 
@@ -690,7 +711,8 @@ static PyObject *parse_impl(PyObject *data) {
         k++;
         while (k < hn && (h[k] == ' ' || h[k] == '\t')) k++;
         Py_ssize_t vs = k;
-        while (k < hn && h[k] != '\r' && h[k] != '\n') k++;
+        const char *cr = memchr(h + k, '\r', (size_t)(hn - k));
+        k = cr == NULL ? hn : cr - h;
         Py_ssize_t le = k, next;
         if (k < hn) {
             if (h[k] != '\r' || k + 1 >= hn || h[k + 1] != '\n') goto done;
@@ -701,7 +723,7 @@ static PyObject *parse_impl(PyObject *data) {
         }
         Py_ssize_t ve = le;
         while (ve > vs && (h[ve - 1] == ' ' || h[ve - 1] == '\t')) ve--;
-        if (le - ls > L_HDR_BYTES || ++nlines > L_HDRS) goto done;
+        if (le - ls > lim->hdr_bytes || ++nlines > lim->hdrs) goto done;
 
         /* canonical name (headers._CANONICAL; compact forms expanded) and index key */
         Py_ssize_t nl = ne - ls;
@@ -782,6 +804,7 @@ static PyObject *parse_impl(PyObject *data) {
             if (counts[kind] == 0) {
                 first[kind].s = vs;
                 first[kind].e = ve;
+                first_idx[kind] = nlines - 1;
             }
             counts[kind]++;
             if (kind == K_VIA_) {
@@ -803,7 +826,7 @@ static PyObject *parse_impl(PyObject *data) {
 
     /* body framing (parser._frame_body) */
     Py_ssize_t bs = sep + 4, blen = n - bs;
-    if (blen > L_BODY) goto done;
+    if (blen > lim->body) goto done;
     if (counts[K_CLEN]) {
         Span s = first[K_CLEN];
         if (s.e == s.s || s.e - s.s > 10) goto done;
@@ -954,6 +977,8 @@ static PyObject *parse_impl(PyObject *data) {
         if (body == NULL || cache == NULL) goto done;
         if (PyDict_SetItem(cache, S_VIA, vias) < 0 || PyDict_SetItem(cache, S_FROM, from) < 0 ||
             PyDict_SetItem(cache, S_TO, to) < 0 ||
+            PyDict_SetItem(cache, S_CALLID,
+                           PyTuple_GET_ITEM(PyList_GET_ITEM(items, first_idx[K_CALLID]), 1)) < 0 ||
             (contacts != NULL && PyDict_SetItem(cache, S_CONTACT, contacts) < 0) ||
             PyDict_SetItem(cache, S_CSEQ, cseq) < 0)
             goto done;
@@ -1002,11 +1027,12 @@ static PyObject *sp_parse(PyObject *self, PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     if (!ready || !PyBytes_CheckExact(args[0])) Py_RETURN_NONE;
-    if (load_limits(args[1]) < 0) {
+    Limits lim;
+    if (load_limits(args[1], &lim) < 0) {
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    PyObject *r = parse_impl(args[0]);
+    PyObject *r = parse_impl(args[0], &lim);
     if (r == NULL) {
         /* Outside the fast subset, or out of memory: the pure parser decides either way. */
         PyErr_Clear();
@@ -1088,6 +1114,7 @@ static struct PyModuleDef moduledef = {
 PyMODINIT_FUNC PyInit__speedups(void) {
     init_tables();
     S_VIA = PyUnicode_InternFromString("via");
+    S_CALLID = PyUnicode_InternFromString("call-id");
     S_FROM = PyUnicode_InternFromString("from");
     S_TO = PyUnicode_InternFromString("to");
     S_CONTACT = PyUnicode_InternFromString("contact");
@@ -1096,8 +1123,11 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     S_SIP = PyUnicode_InternFromString("sip");
     S_SIPS = PyUnicode_InternFromString("sips");
     EMPTY_TUPLE = PyTuple_New(0);
-    if (!S_VIA || !S_FROM || !S_TO || !S_CONTACT || !S_CSEQ || !S_VERSION || !S_SIP || !S_SIPS ||
+    if (!S_VIA || !S_CALLID || !S_FROM || !S_TO || !S_CONTACT || !S_CSEQ || !S_VERSION || !S_SIP || !S_SIPS ||
         !EMPTY_TUPLE)
         return NULL;
-    return PyModule_Create(&moduledef);
+    PyObject *m = PyModule_Create(&moduledef);
+    /* parser.py enables the module only when this matches: a stale build falls back to pure */
+    if (m != NULL && PyModule_AddIntConstant(m, "API_VERSION", 2) < 0) Py_CLEAR(m);
+    return m;
 }

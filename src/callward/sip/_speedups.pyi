@@ -2,6 +2,8 @@
 
 from callward.sip.message import Request, Response
 
+API_VERSION: int
+
 def parse(data: bytes, limits: object, /) -> Request | Response | None: ...
 def setup(
     request: type,

@@ -232,7 +232,11 @@ class Message:
 
     @property
     def call_id(self) -> str:
-        return self._require("Call-ID").strip()
+        v = self._cache.get("call-id")
+        if v is None:
+            v = self._require("Call-ID").strip()
+            self._cache["call-id"] = v
+        return v
 
     @property
     def cseq(self) -> CSeq:

@@ -445,6 +445,9 @@ _ACCEL_FIELDS: dict[type, tuple[str, ...]] = {
 }
 
 
+_ACCEL_API = 2
+
+
 def _load_accelerator() -> Callable[[bytes, ParseLimits], Request | Response | None] | None:
     if os.environ.get("CALLWARD_PURE_PYTHON", "") not in ("", "0"):
         return None
@@ -452,6 +455,8 @@ def _load_accelerator() -> Callable[[bytes, ParseLimits], Request | Response | N
         from callward.sip import _speedups
     except ImportError:
         return None
+    if getattr(_speedups, "API_VERSION", None) != _ACCEL_API:
+        return None  # built from another version of _speedups.c: reinstall to rebuild
     for cls, names in _ACCEL_FIELDS.items():
         slots = {s for k in cls.__mro__ for s in k.__dict__.get("__slots__", ())}
         if tuple(f.name for f in dataclasses.fields(cls)) != names or slots != set(names):
