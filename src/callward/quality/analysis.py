@@ -131,7 +131,7 @@ def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) ->
         src, sport, dst, dport, ssrc = keys[sid]
         rmap = rtpmap_for((src, sport, dst, dport)) if rtpmap_for else None
         pts = cols.pt[seg].astype(np.int64)
-        uniq = np.unique(pts)
+        uniq = pts[:1] if bool((pts == pts[0]).all()) else np.unique(pts)
         rate_of = {int(p): clock_rate_for(int(p), rmap) for p in uniq}
         if len(uniq) == 1:
             clock = np.full(len(seg), rate_of[int(uniq[0])], dtype=np.int64)
