@@ -236,7 +236,9 @@ def render_ladder(demo: Demo, console: Console) -> None:
         lo, hi = min(a, b), max(a, b)
         span = hi - lo - 1
         if span > 2:
-            label = f" {e.label} "[: span - 2]
+            label = f" {e.label} "
+            if len(label) > span - 2:  # keep a dash and the arrow head visible
+                label = f" {e.label[: max(0, span - 6)]}… "
             left = (span - len(label)) // 2
             arrow = "─" * left + label + "─" * (span - left - len(label))
             if e.transport == "rtp":
