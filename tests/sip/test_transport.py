@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from callward.errors import TransportError
-from callward.sip import Request, Response
+from callward.sip import ParseLimits, Request, Response
 from callward.sip.transport import (
     TcpTransport,
     TlsTransport,
@@ -713,5 +713,48 @@ async def test_tcp_buffer_limit_counts_only_unframed_bytes() -> None:
         writer.write(b"\r\n\r\n")
         assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"  # still alive
         writer.close()
+    finally:
+        await t.close()
+
+
+async def test_tls_partial_writes_and_garbage_close(tmp_path: Path) -> None:
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+    sink = Sink()
+    srv = await TlsTransport.listen("127.0.0.1", 0, sink, server_ssl=server_ctx)
+    try:
+        reader, writer = await asyncio.open_connection(
+            *srv.local_addr, ssl=client_ctx, server_hostname="localhost"
+        )
+        data = options("z9hG4bK-tls-slow", b"abc")
+        for i in range(0, len(data), 7):  # many small TLS records
+            writer.write(data[i : i + 7])
+            await writer.drain()
+        await sink.wait(1)
+        assert sink.items[0][0].body == b"abc"
+        writer.write(b"GARBAGE WITHOUT FRAMING\r\n\r\n")  # no Content-Length on a stream
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert srv.stats.closed_abusive == 1
+        writer.close()
+    finally:
+        await srv.close()
+
+
+async def test_ws_hostile_messages() -> None:
+    sink = Sink()
+    limits = TransportLimits(parse=ParseLimits(max_message_bytes=2000))
+    t = await WsTransport.listen("127.0.0.1", 0, sink, limits=limits)
+    url = f"ws://127.0.0.1:{t.local_addr[1]}"
+    try:
+        async with ws_connect(url, subprotocols=["sip"]) as ws:  # type: ignore[list-item]
+            await ws.send(b"\x00\xff junk")  # not SIP, not answerable: dropped
+            await ws.send(options("z9hG4bK-ws-ok").decode())
+            await sink.wait(1)
+            assert t.stats.malformed == 1
+        async with ws_connect(url, subprotocols=["sip"]) as ws:  # type: ignore[list-item]
+            await ws.send("x" * 5000)  # beyond max_size: the server closes (1009)
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+        assert len(sink.items) == 1
     finally:
         await t.close()
