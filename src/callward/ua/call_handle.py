@@ -1,0 +1,191 @@
+"""The asyncio handle on one call: await its outcome, ring, answer, reject, cancel, hang up.
+
+The state lives in the sans-IO :class:`~callward.ua.call.CallLeg`; this class adds waiting and
+the two timing duties RFC 3261 gives the UA core rather than the transaction layer: the 2xx
+retransmission until ACK over UDP (§13.3.1.4) and the CANCEL that waits for a provisional (§9.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from callward.errors import LocalProtocolError
+from callward.sip.message import Response
+from callward.sip.transaction import TransactionKey, make_cancel
+from callward.sip.transport import Address
+from callward.ua.call import CallLeg, CallState
+
+if TYPE_CHECKING:
+    from callward.ua.phone import Phone
+
+__all__ = ["Call", "Peer"]
+
+Peer = tuple[Address, str | None]  # where to send: address, and the connection id if any
+
+
+class Call:
+    """Handle on one call: await its outcome, answer, ring, reject or hang up."""
+
+    def __init__(self, phone: Phone, leg: CallLeg, peer: Peer) -> None:
+        self.phone = phone
+        self.leg = leg
+        self.peer = peer
+        self.server_key: TransactionKey | None = None
+        loop = asyncio.get_running_loop()
+        self.started_at = loop.time()
+        self.ringing_at: float | None = None  # first 18x (UAC: received, UAS: sent)
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self._acked = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._provisional = asyncio.Event()
+        self._invite_task: asyncio.Task[int] | None = None
+
+    @property
+    def call_id(self) -> str:
+        return self.leg.call_id
+
+    @property
+    def state(self) -> CallState:
+        return self.leg.state
+
+    @property
+    def status(self) -> int:
+        return self.leg.status
+
+    @property
+    def setup_time(self) -> float | None:
+        """Seconds from INVITE sent/received to 2xx received/ACK received."""
+        return None if self.answered_at is None else self.answered_at - self.started_at
+
+    @property
+    def end_reason(self) -> str:
+        return self.leg.end_reason
+
+    async def wait_ended(self, timeout: float | None = None) -> str:
+        await asyncio.wait_for(self._ended.wait(), timeout)
+        return self.leg.end_reason
+
+    async def wait_final(self, timeout: float | None = None) -> int:
+        """UAC: the INVITE's final status (200 answered, 4xx-6xx, 408 timeout, 487 cancelled)."""
+        if self._invite_task is None:
+            raise LocalProtocolError("only an outgoing call has an INVITE to wait for")
+        return await asyncio.wait_for(asyncio.shield(self._invite_task), timeout)
+
+    async def cancel(self, timeout: float = 32.0) -> int:
+        """UAC: CANCEL the pending INVITE (§9.1) once a provisional response has arrived (a
+        CANCEL must not overtake the INVITE), then return the INVITE's final status: normally
+        487; when the 2xx won the race the call is hung up with BYE instead (§9.1)."""
+        if self._invite_task is None or self._invite_task.done():
+            raise LocalProtocolError("no pending INVITE to cancel")
+        await asyncio.wait_for(self._provisional.wait(), timeout)
+        if not self._invite_task.done():
+            assert self.leg.invite is not None
+            self.leg.end_reason = "cancel"
+            cancel = make_cancel(self.leg.invite)
+            await asyncio.wait_for(self.phone.request(cancel, self.peer[0]), timeout)
+        status = await self.wait_final(timeout)
+        if 200 <= status < 300:
+            await self.hangup(timeout)
+        return status
+
+    async def wait_confirmed(self, timeout: float | None = None) -> None:
+        """UAS: until the ACK for our 2xx arrives."""
+        await asyncio.wait_for(self._acked.wait(), timeout)
+
+    # -------------------------------------------------------------- UAS side
+    async def ring(self) -> None:
+        if self.ringing_at is None:
+            self.ringing_at = asyncio.get_running_loop().time()
+        self._respond(self.leg.make_response(180))
+
+    async def answer(self, sdp: bytes | None = None, *, wait_ack: float | None = 32.0) -> None:
+        """Send 200 OK (with an SDP answer) and, over UDP, retransmit it until the ACK arrives
+        (§13.3.1.4: T1 doubling up to T2, give up after 64*T1 and send BYE)."""
+        if sdp is None:
+            sdp = self.phone.make_answer(self.leg.remote_sdp)
+            if sdp is None:
+                await self.reject(488)
+                return
+        resp = self.leg.make_response(200, sdp)
+        self._respond(resp)
+        self.phone._publish_answered(self)
+        if not self.phone.transport.reliable:
+            timers = self.phone.layer.timers
+            interval, waited = timers.t1, 0.0
+            while not self._acked.is_set() and waited < 64 * timers.t1:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._acked.wait(), interval)
+                    break
+                waited += interval
+                interval = min(interval * 2, timers.t2)
+                if not self._acked.is_set() and self.leg.state is CallState.ANSWERED:
+                    self.phone.layer.send_stateless(resp, self.peer)
+                    self.phone._pump()
+            if not self._acked.is_set() and self.leg.state is CallState.ANSWERED:
+                self.leg.end_reason = "no-ack"
+                await self.hangup()
+                return
+        if wait_ack is not None:
+            await self.wait_confirmed(wait_ack)
+
+    async def reject(self, status: int = 486) -> None:
+        self._respond(self.leg.make_response(status))
+        self.phone._end(self)
+
+    def _respond(self, resp: Response) -> None:
+        if self.server_key is None:
+            raise LocalProtocolError("only an incoming call can be answered")
+        self.phone.layer.send_response(self.server_key, resp, self.phone.now())
+        self.phone._pump()
+
+    def _on_ack(self) -> None:
+        if self.leg.state in (CallState.ANSWERED, CallState.CONFIRMED):
+            first = self.leg.state is CallState.ANSWERED
+            self.leg.on_ack()
+            if first:
+                self.answered_at = asyncio.get_running_loop().time()
+            self._acked.set()
+
+    # -------------------------------------------------------------- UAC side
+    def _on_provisional(self, resp: Response) -> None:
+        self._provisional.set()
+        if resp.status > 100 and self.ringing_at is None:
+            self.ringing_at = asyncio.get_running_loop().time()
+        self.leg.on_response(resp)
+
+    def _on_final(self, resp: Response) -> None:
+        if resp.status < 300 and resp.headers:
+            self.leg.on_response(resp)
+            self.answered_at = asyncio.get_running_loop().time()
+            self._send_ack()
+            self.phone._publish_answered(self)
+        elif not resp.headers:  # synthesized 408/503
+            self.leg.status = resp.status
+            self.leg.timed_out("timeout" if resp.status == 408 else "transport-error")
+            self.phone._end(self)
+        else:
+            self.leg.on_response(resp)
+            self.phone._end(self)
+
+    def _send_ack(self) -> None:
+        ack = self.leg.ack or self.leg.make_ack()
+        self.peer = (self.leg.next_hop(), self.peer[1])
+        self.phone.layer.send_stateless(ack, self.peer)
+        self.phone._pump()
+
+    # -------------------------------------------------------------- both
+    async def hangup(self, timeout: float = 32.0) -> int:
+        """Send BYE in the dialog (§15.1.1) and wait for its final response; returns its status.
+        An unanswered outgoing call is ended with :meth:`cancel` instead."""
+        if self.leg.state is CallState.TERMINATED:
+            return 0
+        if self.leg.state not in (CallState.CONFIRMED, CallState.ANSWERED):
+            raise LocalProtocolError(f"cannot hang up a call in state {self.leg.state.value}")
+        bye = self.leg.make_bye()
+        self.leg.on_bye(self.leg.end_reason or "bye")
+        self.phone._end(self)
+        resp = await asyncio.wait_for(self.phone.request(bye, self.leg.next_hop()), timeout)
+        return resp.status
