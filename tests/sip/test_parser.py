@@ -223,3 +223,26 @@ class TestStreamFraming:
     def test_oversized_header_section_is_fatal(self) -> None:
         with pytest.raises(SipParseError):
             frame_stream(b"OPTIONS sip:x SIP/2.0\r\n" + b"X: y\r\n" * 20000)
+
+
+def test_accelerator_is_built_where_a_toolchain_exists() -> None:
+    """setup.py compiles src/callward/sip/_speedups.c when a C compiler and Python.h exist
+    (Debian: python3-dev); `pip install -e .` must then put it in use. Without them the pure
+    parser is used, which is correct but ~9x slower (docs/benchmarks.md)."""
+    import os
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
+    from callward.sip import parser
+
+    if os.environ.get("CALLWARD_PURE_PYTHON", "") not in ("", "0"):
+        pytest.skip("why: CALLWARD_PURE_PYTHON is set")
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    header = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if shutil.which(cc) is None or not header.exists():
+        pytest.skip(f"why: no C compiler ({cc}) or no {header} (install python3-dev)")
+    assert parser.ACCELERATED, (
+        "a C toolchain is present but callward.sip._speedups is not in use: "
+        "reinstall with `.venv/bin/pip install -e .` to build it"
+    )
