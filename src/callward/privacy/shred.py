@@ -251,11 +251,13 @@ class FieldCipher:
     _pool: bytes = field(default=b"", init=False, repr=False)
     _pos: int = field(default=0, init=False, repr=False)
 
-    def seal(self, identifier: str) -> bytes | None:
-        """Encrypt ``identifier`` (None for an empty one) under its own subject's key."""
+    def seal(self, identifier: str, pn_raw: bytes | None = None) -> bytes | None:
+        """Encrypt ``identifier`` (None for an empty one) under its own subject's key;
+        ``pn_raw`` is its 16-byte pseudonym when the caller has already computed it."""
         if not identifier:
             return None
-        pn_raw = self.pseudonymizer.digest(identifier)
+        if pn_raw is None:
+            pn_raw = self.pseudonymizer.digest(identifier)
         aead = self.keys.aead(pn_raw.hex(), create=True)
         assert aead is not None
         nonce = self._nonce()

@@ -105,18 +105,21 @@ def _legs_json(legs: tuple[Leg, ...]) -> str:
     )  # fmt: skip
 
 
-_LINEAGE: dict[Lineage, str] = {}
+_LINEAGE: dict[int, tuple[Lineage, str]] = {}
 
 
 def _lineage_json(lin: Lineage) -> str:
-    # Lineages repeat (same nodes, versions, steps) across most CDRs of a deployment: memoize.
-    hit = _LINEAGE.get(lin)
-    if hit is None:
-        hit = _JSON([lin.nodes, lin.events, lin.source_versions, lin.transformations])
-        if len(_LINEAGE) > 4096:
-            _LINEAGE.clear()
-        _LINEAGE[lin] = hit
-    return hit
+    # Lineage objects are often shared by many CDRs (one per assembly run or generator):
+    # memoize by identity, holding a reference so the id cannot be reused while cached
+    # (hashing the nested tuples on every row cost more than the encoding it saves).
+    hit = _LINEAGE.get(id(lin))
+    if hit is not None and hit[0] is lin:
+        return hit[1]
+    text = _JSON([lin.nodes, lin.events, lin.source_versions, lin.transformations])
+    if len(_LINEAGE) > 4096:
+        _LINEAGE.clear()
+    _LINEAGE[id(lin)] = (lin, text)
+    return text
 
 
 def _legs_from_json(text: str) -> tuple[Leg, ...]:
@@ -147,12 +150,12 @@ class RecordCodec:
             {digest(c.caller).hex() for c in cdrs} | {digest(c.callee).hex() for c in cdrs}
         )
 
-    def _seal(self, value: str) -> bytes | None:
+    def _seal(self, value: str, pn: bytes | None = None) -> bytes | None:
         if not value:
             return None
         if not self.encrypt:
             return _PLAIN + value.encode()
-        return self.cipher.seal(value)
+        return self.cipher.seal(value, pn)
 
     def _open(self, blob: bytes | None) -> str | None:
         if blob is None:
@@ -163,12 +166,12 @@ class RecordCodec:
         return self.cipher.open(blob)
 
     def encode(self, cdr: Cdr) -> tuple[Any, ...]:
-        pn = self.pseudonym
+        digest = self.cipher.pseudonymizer.digest
+        a, b = digest(cdr.caller), digest(cdr.callee)
         return (
             cdr.call_id, cdr.tenant, cdr.schema_version, day_of(cdr.start_ts), cdr.start_ts,
-            cdr.answer_ts, cdr.end_ts, cdr.status, cdr.disposition,
-            pn(cdr.caller) or None, pn(cdr.callee) or None,
-            self._seal(cdr.caller), self._seal(cdr.callee),
+            cdr.answer_ts, cdr.end_ts, cdr.status, cdr.disposition, a or None, b or None,
+            self._seal(cdr.caller, a), self._seal(cdr.callee, b),
             cdr.packets, cdr.lost, cdr.jitter_ms, cdr.mos_min,
             ",".join(cdr.codecs), ",".join(cdr.flags), _legs_json(cdr.legs),
             _lineage_json(cdr.lineage),
