@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from callward.quality.synth import RtpSpec, rtp_frames, write_pcap
 from callward.records.schema import Cdr, Leg, Lineage
 from callward.records.service import open_records
 
@@ -158,6 +159,18 @@ def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
             page.click("#plan-form button[type=submit]")
             page.locator("#plan-result .error").wait_for(timeout=10_000)
             assert "ptime_ms" in page.locator("#plan-result .error").inner_text()
+
+            # capture analysis: upload a pcap written by the quality area's synthetic writer
+            # (500 packets, 25 dropped) and get the per-stream table and the PNG plot
+            pcap = tmp_path / "call.pcap"
+            write_pcap(pcap, rtp_frames(RtpSpec(count=500, bursts=[(200, 25)])))
+            page.set_input_files("input[name=capture]", str(pcap))
+            page.click("#capture-form button[type=submit]")
+            page.locator("#capture-plot").wait_for(timeout=30_000)
+            cap = page.locator("#capture-table").inner_text()
+            assert "0x11223344" in cap and "10.0.0." not in cap
+            assert re.search(r"\b475\b\s+25\b", cap), cap  # packets, lost
+            assert page.eval_on_selector("#capture-plot", "img => img.naturalWidth") > 300
 
             shot = tmp_path / "dashboard.png"  # kept by pytest under its basetemp for a look
             page.screenshot(path=str(shot), full_page=True)

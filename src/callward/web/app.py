@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callward import __version__
 from callward.config import CallwardConfig
-from callward.errors import CallwardError, ConfigError, StoreError
+from callward.errors import CallwardError, CaptureError, ConfigError, StoreError
 from callward.records.audit import AuditLog
 from callward.records.service import Records
 from callward.web.metrics import WebMetrics
@@ -126,7 +126,7 @@ def create_app(
     metrics: WebMetrics | None = None,
 ) -> FastAPI:
     """The web app over an opened :class:`~callward.records.service.Records`."""
-    from callward.web.routes import api, dashboard
+    from callward.web.routes import api, captures, dashboard
 
     state = WebState(
         config=config,
@@ -157,6 +157,7 @@ def create_app(
     )
     app.state.web = state
     app.include_router(api.router)
+    app.include_router(captures.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
@@ -176,8 +177,8 @@ def create_app(
         if isinstance(exc, StoreError):
             log.warning("store unavailable: %s", type(exc).__name__)
             return _error(503, "CDR store unavailable; try again later")
-        # ConfigError: a value the planner/config refused (422); PolicyError and the rest: 400.
-        return _error(422 if isinstance(exc, ConfigError) else 400, str(exc))
+        # ConfigError/CaptureError: a value or file we could not use (422); the rest: 400.
+        return _error(422 if isinstance(exc, ConfigError | CaptureError) else 400, str(exc))
 
     @app.middleware("http")
     async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:

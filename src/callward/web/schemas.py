@@ -16,6 +16,7 @@ __all__ = [
     "CallDetail",
     "CallRow",
     "CallsPage",
+    "CaptureAnalysis",
     "Codec",
     "ErrorBody",
     "Health",
@@ -182,6 +183,34 @@ class PlanResponse(_Out):
     bytes_one_direction: int
     bytes_both_directions: int
     keepalive: dict[str, object] | None
+
+
+class SeriesOut(_Out):
+    t_s: list[float] = Field(description="window start, seconds from the stream's first packet")
+    jitter_ms: list[float | None]
+    loss_pct: list[float | None]
+    mos: list[float | None] = Field(description="network MOS per window; null: no G.113 values")
+
+
+class StreamOut(_Out):
+    ssrc: str
+    codec: str
+    packets: int
+    lost: int
+    loss_pct: float
+    max_jitter_ms: float
+    mos: dict[str, float | None] = Field(description="MOS per playout model")
+    alert: dict[str, object] | None
+    window_s: float
+    series: SeriesOut
+
+
+class CaptureAnalysis(_Out):
+    frames: int
+    streams: list[StreamOut] = Field(description="named by SSRC only: no address or port")
+    calls: int
+    problems: list[str]
+    plot_png_base64: str | None
 
 
 class AuditHead(_Out):

@@ -29,7 +29,7 @@ def _charts(rows: list[dict[str, Any]], warn: float, critical: float) -> list[st
         bar_chart(
             Series(
                 "MOS",
-                "MOS",
+                "",
                 [r["mos"] for r in rows],
                 1.0,
                 4.5,

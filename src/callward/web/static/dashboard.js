@@ -88,7 +88,71 @@ async function submitPlan(ev) {
   }
 }
 
+function fmt(v, digits) {
+  return v === null || v === undefined ? "–" : Number(v).toFixed(digits);
+}
+
+function showCapture(out, body) {
+  const parts = [];
+  const head = el("p", `${body.frames} frames, ${body.streams.length} RTP streams, ` +
+    `${body.calls} SIP calls` + (body.problems.length ? `; problems: ${body.problems.join(", ")}` : ""));
+  parts.push(head);
+  if (body.streams.length) {
+    const table = el("table");
+    table.id = "capture-table";
+    const hr = el("tr");
+    for (const h of ["SSRC", "codec", "packets", "lost", "loss %", "max jitter ms",
+      "MOS network", "MOS adaptive", "alert"]) hr.append(el("th", h));
+    table.append(hr);
+    for (const s of body.streams) {
+      const tr = el("tr");
+      const cells = [s.ssrc, s.codec, s.packets, s.lost, fmt(s.loss_pct, 2), fmt(s.max_jitter_ms, 1),
+        fmt(s.mos.network, 2), fmt(s.mos.adaptive, 2), s.alert ? `${s.alert.level} (${s.alert.cause})` : ""];
+      for (const c of cells) tr.append(el("td", String(c)));
+      table.append(tr);
+    }
+    parts.push(table);
+  }
+  if (body.plot_png_base64) {
+    const img = el("img");
+    img.id = "capture-plot";
+    img.alt = "per-stream jitter, loss and MOS over time";
+    img.src = "data:image/png;base64," + body.plot_png_base64;
+    parts.push(img);
+  }
+  out.replaceChildren(...parts);
+}
+
+async function submitCapture(ev) {
+  ev.preventDefault();
+  const out = document.getElementById("capture-result");
+  const f = new FormData(ev.target);
+  const file = f.get("capture");
+  if (!file || !file.size) {
+    out.replaceChildren(el("p", "choose a capture file first", "error"));
+    return;
+  }
+  out.replaceChildren(el("p", "analysing…"));
+  const q = new URLSearchParams({ window_s: f.get("window_s") || "1", plot: "true" });
+  try {
+    const r = await fetch("/api/v1/quality/analyze?" + q, {
+      method: "POST",
+      headers: { "Content-Type": "application/octet-stream", Accept: "application/json" },
+      body: file,
+    });
+    const body = await r.json();
+    if (!r.ok) {
+      out.replaceChildren(el("p", body.error || r.statusText, "error"));
+      return;
+    }
+    showCapture(out, body);
+  } catch (err) {
+    out.replaceChildren(el("p", String(err), "error"));
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("capture-form").addEventListener("submit", submitCapture);
   document.getElementById("plan-form").addEventListener("submit", submitPlan);
   document.getElementById("audit-verify").addEventListener("click", verifyAudit);
   verifyAudit();
