@@ -1,7 +1,7 @@
 """Packets/s of `callward analyze` (stream statistics) vs `tshark -z rtp,streams`, same capture.
 
 Usage: .venv/bin/python benchmarks/quality_analyze.py [--packets 1000000] [--streams 50]
-       [--format pcap|pcapng]
+       [--format pcap|pcapng] [--repeat 3]
 
 Generates an interleaved multi-stream G.729 capture with 1 % random loss and timing jitter,
 runs tshark and our analyser on it in the same run (each in its own process so peak RSS is
@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=50)
     ap.add_argument("--keep", type=Path, default=None, help="reuse/keep the capture here")
     ap.add_argument("--format", choices=["pcap", "pcapng"], default="pcap")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per tool; the best is kept")
     a = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     path = a.keep or Path(tmp.name) / f"bulk.{a.format}"
@@ -76,11 +77,18 @@ def main() -> None:
         writer = write_pcap if a.format == "pcap" else write_pcapng
         writer(path, iter_bulk_rtp(a.packets, a.streams))
     size_mb = os.path.getsize(path) / 1e6
-    ts_s, ts_lost, ts_rss = run_tshark(path)
-    ours = run_ours(path, mos=False)
-    full = run_ours(path, mos=True)
+    # Best of --repeat runs per tool, interleaved, so a burst of load from other jobs on the
+    # shared machine does not decide the ratio.
+    ts_runs, our_runs, full_runs = [], [], []
+    for _ in range(a.repeat):
+        ts_runs.append(run_tshark(path))
+        our_runs.append(run_ours(path, mos=False))
+        full_runs.append(run_ours(path, mos=True))
+    ts_s, ts_lost, ts_rss = min(ts_runs, key=lambda r: r[0])
+    ours = min(our_runs, key=lambda r: r["seconds"])
+    full = min(full_runs, key=lambda r: r["seconds"])
     n = ours["packets"]
-    same = ours["lost"] == ts_lost
+    same = all(r["lost"] == ts_lost for r in our_runs + full_runs)
     print(f"capture: {a.format}, {n} RTP packets, {a.streams} streams, {size_mb:.0f} MB")
     rows = [
         ("tshark -z rtp,streams", ts_s, ts_rss),
