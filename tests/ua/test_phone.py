@@ -405,3 +405,31 @@ async def test_uac_re_acks_every_retransmitted_2xx() -> None:
     finally:
         raw.close()
         await alice.close()
+
+
+async def test_cancel_racing_auto_answer_is_clean() -> None:
+    """Found by the fuzz test: a CANCEL landing before the auto-answer task runs must end the
+    call with 487, and the late ring/answer must not blow up in a background task."""
+    errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _l, c: errors.append(c))
+    bob = await Phone.start("bob", auto_answer=True)
+    raw = udp_socket()
+    port = raw.getsockname()[1]
+    try:
+        cancel = (
+            f"CANCEL sip:bob@127.0.0.1:{bob.local_addr[1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKrace\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:raw@127.0.0.1>;tag=r1\r\nTo: <sip:bob@127.0.0.1>\r\n"
+            "Call-ID: raw-z9hG4bKrace\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        raw.sendto(invite_from(raw, bob.local_addr, "z9hG4bKrace") + b"", bob.local_addr)
+        raw.sendto(cancel, bob.local_addr)
+        got = await recv_until(raw, lambda o: any(m.startswith(b"SIP/2.0 487") for m in o))
+        assert any(m.startswith(b"SIP/2.0 487") for m in got)
+        await asyncio.sleep(0.2)
+        (call,) = bob.calls.values()
+        assert call.end_reason == "cancel"
+    finally:
+        raw.close()
+        await bob.close()
+    assert not errors, errors

@@ -97,6 +97,9 @@ class Call:
 
     # -------------------------------------------------------------- UAS side
     async def ring(self) -> None:
+        """Send 180 Ringing (LocalProtocolError once the call was cancelled or answered)."""
+        if self.leg.state not in (CallState.INCOMING, CallState.RINGING):
+            raise LocalProtocolError(f"cannot ring a call in state {self.leg.state.value}")
         if self.ringing_at is None:
             self.ringing_at = asyncio.get_running_loop().time()
         self._respond(self.leg.make_response(180))

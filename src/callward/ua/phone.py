@@ -554,8 +554,13 @@ class Phone:
             self._answer(key, req, 501, extra=[("Allow", ALLOW)])
 
     async def _auto_answer(self, call: Call) -> None:
-        await call.ring()
-        await call.answer()
+        try:
+            await call.ring()
+            await call.answer()
+        except LocalProtocolError:
+            pass  # the caller cancelled (or the call ended) before we could answer
+        except TimeoutError:
+            pass  # no ACK: answer() already hung up
 
     # ------------------------------------------------------------------ events
     def _end(self, call: Call) -> None:
