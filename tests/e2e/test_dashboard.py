@@ -112,6 +112,7 @@ def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"why: {CHROMIUM} not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="why: playwright not installed")
+    data_dir = tmp_path / "var"  # the server fixture's records
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -160,6 +161,22 @@ def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
             page.locator("#plan-result .error").wait_for(timeout=10_000)
             assert "ptime_ms" in page.locator("#plan-result .error").inner_text()
 
+            # call detail: needs a reason and a ticket; the read then shows legs and lineage
+            page.click("button.open-call[data-call-id='e2e-2']")
+            assert page.input_value("#detail-form input[name=call_id]") == "e2e-2"
+            page.click("#detail-form button[type=submit]")
+            page.locator("#detail-result .error").wait_for(timeout=10_000)
+            assert "X-Callward-Ticket" in page.locator("#detail-result .error").inner_text()
+            page.fill("#detail-form input[name=reason]", "customer reports choppy audio")
+            page.fill("#detail-form input[name=ticket]", "INC-7")
+            page.click("#detail-form button[type=submit]")
+            page.locator("#detail-legs").wait_for(timeout=10_000)
+            legs = page.locator("#detail-legs").inner_text()
+            assert "edge-1" in legs and "2.80" in legs
+            summary = page.locator("#detail-summary").inner_text()
+            assert "critical" in summary and "served:web" in summary
+            assert not any(n in summary for n in NUMBERS)
+
             # capture analysis: upload a pcap written by the quality area's synthetic writer
             # (500 packets, 25 dropped) and get the per-stream table and the PNG plot
             pcap = tmp_path / "call.pcap"
@@ -179,3 +196,13 @@ def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
             assert errors == []
         finally:
             browser.close()
+    # the detail read is in the audit trail with who/why/ticket (checked in the store itself)
+    rec = open_records(data_dir)
+    try:
+        reads = [e for e in rec.audit.entries() if e.ticket == "INC-7"]
+        assert [(e.actor, e.reason, e.records) for e in reads] == [
+            ("web:anonymous", "customer reports choppy audio", ("e2e-2",))
+        ]
+        assert rec.audit.verify() == []
+    finally:
+        rec.close()

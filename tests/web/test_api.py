@@ -102,7 +102,12 @@ def test_pagination_property(
 def test_call_detail_needs_reason_and_ticket(records: Records, client: TestClient) -> None:
     records.store.write([make_cdr(1)])
     before = len(records.audit.entries())
-    for headers in ({}, {"X-Callward-Reason": "x"}, {"X-Callward-Ticket": "T-1"}):
+    for headers in (
+        {},
+        {"X-Callward-Reason": "x"},
+        {"X-Callward-Ticket": "T-1"},
+        {"X-Callward-Reason": "", "X-Callward-Ticket": ""},
+    ):
         r = client.get("/api/v1/calls/call-0001", headers=headers)
         assert r.status_code == 400
         assert list(r.json()) == ["error"] and "\n" not in r.json()["error"]

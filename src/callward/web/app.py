@@ -104,7 +104,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     errors = exc.errors()
     for err in errors:
         loc = [str(p) for p in err.get("loc", ())]
-        if loc[:1] == ["header"] and loc[-1].lower() in AUDIT_HEADERS and err["type"] == "missing":
+        empty = err["type"] in ("missing", "string_too_short")  # an empty header is no reason
+        if loc[:1] == ["header"] and loc[-1].lower() in AUDIT_HEADERS and empty:
             return 400, (
                 "missing headers X-Callward-Reason and X-Callward-Ticket: every CDR read needs"
                 " a stated reason and a ticket (recorded in the audit trail)"

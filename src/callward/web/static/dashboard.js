@@ -151,7 +151,85 @@ async function submitCapture(ev) {
   }
 }
 
+function kv(pairs) {
+  const table = el("table", undefined, "kv");
+  for (const [k, v] of pairs) {
+    const tr = el("tr");
+    tr.append(el("th", k), el("td", v === null || v === undefined ? "–" : String(v)));
+    table.append(tr);
+  }
+  return table;
+}
+
+function showDetail(out, d) {
+  const q = d.quality;
+  const summary = kv([
+    ["call id", d.call_id],
+    ["caller → callee", `${d.caller} → ${d.callee}`],
+    ["start (UTC)", d.start_utc],
+    ["disposition", `${d.disposition} ${d.status}`],
+    ["duration s", d.duration_s],
+    ["MOS (worst leg)", fmt(d.mos, 2)],
+    ["quality", q.level ? `${q.level}: ${q.cause}` : "ok"],
+    ["lineage", d.lineage.transformations.join(" → ")],
+  ]);
+  summary.id = "detail-summary";
+  const legs = el("table");
+  legs.id = "detail-legs";
+  const hr = el("tr");
+  for (const h of ["leg", "nodes", "status", "reason", "codecs", "packets", "lost", "loss %",
+    "jitter ms", "MOS"]) hr.append(el("th", h));
+  legs.append(hr);
+  for (const lg of d.legs) {
+    const tr = el("tr");
+    for (const c of [lg.leg, lg.nodes.join(", "), lg.status, lg.reason, lg.codecs.join(", "),
+      lg.packets, lg.lost, fmt(lg.loss_pct, 2), fmt(lg.jitter_ms, 1), fmt(lg.mos, 2)]) {
+      tr.append(el("td", String(c ?? "–")));
+    }
+    legs.append(tr);
+  }
+  out.replaceChildren(summary, legs);
+}
+
+async function submitDetail(ev) {
+  ev.preventDefault();
+  const out = document.getElementById("detail-result");
+  const f = new FormData(ev.target);
+  const id = String(f.get("call_id") || "").trim();
+  if (!id) {
+    out.replaceChildren(el("p", "enter or click a call id", "error"));
+    return;
+  }
+  out.replaceChildren(el("p", "loading…"));
+  try {
+    const r = await fetch("/api/v1/calls/" + encodeURIComponent(id), {
+      headers: {
+        Accept: "application/json",
+        "X-Callward-Reason": String(f.get("reason") || ""),
+        "X-Callward-Ticket": String(f.get("ticket") || ""),
+      },
+    });
+    const body = await r.json();
+    if (!r.ok) {
+      out.replaceChildren(el("p", body.error || r.statusText, "error"));
+      return;
+    }
+    showDetail(out, body);
+  } catch (err) {
+    out.replaceChildren(el("p", String(err), "error"));
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const detail = document.getElementById("detail-form");
+  detail.addEventListener("submit", submitDetail);
+  for (const b of document.querySelectorAll("button.open-call")) {
+    b.addEventListener("click", () => {
+      detail.elements.call_id.value = b.dataset.callId;
+      detail.scrollIntoView({ behavior: "smooth", block: "nearest" });
+      detail.elements.reason.focus();
+    });
+  }
   document.getElementById("capture-form").addEventListener("submit", submitCapture);
   document.getElementById("plan-form").addEventListener("submit", submitPlan);
   document.getElementById("audit-verify").addEventListener("click", verifyAudit);
