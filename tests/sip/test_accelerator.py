@@ -227,16 +227,17 @@ def test_edge_responses_agree(data: bytes) -> None:
 
 
 _TEMPLATE = (
-    "{method} {scheme}:{user}@{host}{port}{params} {version}\r\n"
+    "{method} {scheme}:{user}@{host}{port}{uparams} {version}\r\n"
     "Via: SIP/2.0/{transport}{via_sep}{host}{port};branch=z9hG4bK{branch}{params}{via2}\r\n"
     "From: {display}<sip:{user}@{host}>{params}\r\n"
     "To: <sip:b@h>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {cseq_method}\r\n"
-    "Max-Forwards: {max_forwards}\r\nContact: {display}<sip:c@{host}{port}>{params}{contact2}\r\n"
+    "Max-Forwards: {max_forwards}\r\nContact: {display}<sip:c@{host}{port}{uparams}>{params}{contact2}\r\n"
     "Content-Length: {clen}\r\n\r\nv=0\r\n"
 )
 _GOOD = {
     "method": "INVITE", "scheme": "sip", "user": "alice", "host": "example.com", "port": ":5060",
-    "params": ";lr", "version": "SIP/2.0", "transport": "UDP", "via_sep": " ", "branch": "1",
+    "uparams": ";lr", "params": ";lr", "version": "SIP/2.0", "transport": "UDP", "via_sep": " ",
+    "branch": "1",
     "via2": "", "display": '"A" ', "call_id": "abc@h", "cseq": "1", "cseq_method": "INVITE",
     "max_forwards": "70", "contact2": "", "clen": "5",
 }  # fmt: skip
@@ -248,13 +249,18 @@ _EDGES = {
              "0", "a.-b"],
     "port": [":65536", ":65535", ":123456", ":", ": 5060", ":x", ":0", ":00001", ""],
     "params": [";x=", ";=x", ";;", "; tag=1", ';x="q"', ";a=%4", ";x=[::1", ";", ";a b", "",
-               ";a=%41;b", ";[x]=[y]"],
+               ";a=%41;b", ";[x]=[y]",
+               ';+sip.instance="<urn:uuid:1-2>"', ';m="a;b,c"', ';x="a\\"b"', ';x="open',
+               ';x="a"b', ';x=""', ';x="a\\', ';reg-id=1;+sip.instance="<u>";ob'],
+    "uparams": [";x=", ";=x", ";;", "; tag=1", ';x="q"', ";a=%4", ";x=[::1", ";", "", ";a=%41;b",
+                ";[x]=[y]", ";a=b=c", ";a%3d=1", ";=", ";a:b=/"],
     "version": ["sip/2.0", "SIP/2.1", "SIP/2.0 ", "SIP/20"],
     "transport": ["", "U/D", "tcp", "WSS"],
     "via_sep": ["  ", " / ", "\t", "", " :"],
     "branch": ["", " x", "=", "a.b", "[::1]"],
     "via2": [",", ", ", ",x", ", SIP/2.0/TCP h2", ",SIP/2.0/UDP h3:1;rport", ',"a,b"'],
-    "display": ['"x', "<", '"a\\', "a:b ", '"a"b ', "", "Bob Smith ", '""', '"\\"" '],
+    "display": ['"x', "<", '"a\\', "a:b ", '"a"b ', "", "Bob Smith ", '""', '"\\"" ',
+                '"a<b" ', '"a>b" ', '"a\\"b" '],
     "call_id": ["a b", "", "a\tb", "x"],
     "cseq": ["2147483648", "2147483647", "12345678901", "1234567890", " 1", "1x", "0009", "1  "],
     "cseq_method": ["ACK", "", "invite"],
@@ -272,6 +278,16 @@ def test_single_field_edges_agree(field: str) -> None:
         check(_TEMPLATE.format(**{**_GOOD, field: value}).encode())
 
 
+@pytest.mark.parametrize(
+    ("first", "second"), [("display", "params"), ("contact2", "params"), ("via2", "params")]
+)
+def test_field_pairs_agree(first: str, second: str) -> None:
+    """Interactions: a quoted display or a list split next to quoted parameter values."""
+    for a in _EDGES[first]:
+        for b in _EDGES[second]:
+            check(_TEMPLATE.format(**{**_GOOD, first: a, second: b}).encode())
+
+
 def test_fast_path_covers_common_forms() -> None:
     """Forms a proxy sees all day must not fall back (which would only cost speed)."""
     base = (
@@ -280,6 +296,8 @@ def test_fast_path_covers_common_forms() -> None:
         'z9hG4bK3\r\nFrom: Bob <sips:bob%40x@example.com;user=phone>;tag=1\r\nt: "A\\"B" '
         "<sip:+15551234567;phone-context=x@gw.example.com:5060;user=phone>\r\ni: abc\r\n"
         "CSeq: 7 {method}\r\nm: <sip:b@[::1]:5070;ob>;expires=60, <sip:c@h>;q=0.5\r\n"
+        'Contact: <sip:d@192.0.2.4;transport=tcp>;reg-id=1;+sip.instance="<urn:uuid:0-1>"\r\n'
+        'Record-Route: "a<b" <sip:p.example.net;lr>\r\n'
         "X-Custom-Header:  spaced value  \r\nl: 2\r\n\r\nok"
     )
     for start, method in (

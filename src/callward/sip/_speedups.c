@@ -8,11 +8,12 @@
  *   parse(data, limits) returns either exactly the Request/Response that the pure strict
  *   parser returns, with the same typed-header cache filled in, or None. It never raises a
  *   parse error: anything outside a conservative subset of RFC 3261 (non-ASCII header
- *   section, line folding, quoted parameter values, tel: URIs, URI headers, addr-spec without
- *   <>, any error at all) returns None and the pure Python parser, which stays the reference,
- *   decides and names the rule. Each accepted form is a subset of what the pure code's fast
- *   regexes accept (uri._FAST_SIP_RE, headers._VIA_RE, _NAME_ADDR_FAST_RE, _PARAMS_FAST_RE,
- *   _CSEQ_RE, parser._LINE_RE) and is split the same way.
+ *   section, line folding, whitespace inside parameters, tel: URIs, URI headers, addr-spec
+ *   without <>, any error at all) returns None and the pure Python parser, which stays the
+ *   reference, decides and names the rule. Each accepted form is a subset of what the pure
+ *   code accepts (uri._FAST_SIP_RE, headers._VIA_RE, _NAME_ADDR_FAST_RE, _PARAMS_FAST_RE or
+ *   _split_semicolons for quoted parameter values, _CSEQ_RE, parser._LINE_RE) and is split
+ *   the same way.
  *
  * Objects are built without running the dataclass __init__: setup() reads the slot offsets of
  * each class's member descriptors (checked to be plain object slots) and parse() fills every
@@ -370,35 +371,77 @@ static PyObject *fast_uri(const char *p, Py_ssize_t n) {
     return make(&K_URI, v);
 }
 
-/* generic-params without whitespace or quotes (headers._PARAMS_FAST_RE's common case):
- * token ["=" (token / "[" IPv6 "]")] *(";" ...). Text excludes the leading ';'. */
+/* generic-params without whitespace: token ["=" (token / "[" IPv6 "]" / quoted-string)], ';'
+ * separated; text excludes the leading ';'. Without quotes this is headers._PARAMS_FAST_RE's
+ * common case; with quotes the pure code takes _split_semicolons, which for this subset splits
+ * the same way and keeps the quotes in the value. */
+#define MAX_PARAMS 32
 static PyObject *header_params(const char *p, Py_ssize_t n) {
     if (n == 0) {
         Py_INCREF(EMPTY_TUPLE);
         return EMPTY_TUPLE;
     }
+    Py_ssize_t st[MAX_PARAMS], eq[MAX_PARAMS], en[MAX_PARAMS];
+    int count = 0;
     Py_ssize_t k = 0;
     for (;;) {
+        if (count == MAX_PARAMS) return NULL;
+        st[count] = k;
         Py_ssize_t e = span(p, k, n, C_TOKEN);
         if (e == k) return NULL;
         k = e;
+        eq[count] = -1;
         if (k < n && p[k] == '=') {
-            k++;
+            eq[count] = k++;
             if (k < n && p[k] == '[') {
                 e = span(p, k + 1, n, C_IPV6);
                 if (e == k + 1 || e >= n || p[e] != ']') return NULL;
                 k = e + 1;
+            } else if (k < n && p[k] == '"') {
+                for (k++;; k++) {
+                    if (k >= n) return NULL;
+                    if (p[k] == '\\') {
+                        if (++k >= n) return NULL;
+                    } else if (p[k] == '"') {
+                        break;
+                    }
+                }
+                k++;
             } else {
                 e = span(p, k, n, C_TOKEN);
                 if (e == k) return NULL;
                 k = e;
             }
         }
+        en[count++] = k;
         if (k == n) break;
         if (p[k] != ';') return NULL;
         k++;
     }
-    return split_params(p, n);
+    PyObject *t = PyTuple_New(count);
+    if (t == NULL) return NULL;
+    for (int i = 0; i < count; i++) {
+        PyObject *name, *val;
+        if (eq[i] < 0) {
+            name = mkstr(p + st[i], en[i] - st[i]);
+            val = Py_None;
+            Py_INCREF(val);
+        } else {
+            name = mkstr(p + st[i], eq[i] - st[i]);
+            val = mkstr(p + eq[i] + 1, en[i] - eq[i] - 1);
+        }
+        PyObject *pair = (name == NULL || val == NULL) ? NULL : PyTuple_New(2);
+        if (pair == NULL) {
+            Py_XDECREF(name);
+            Py_XDECREF(val);
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, val);
+        PyTuple_SET_ITEM(t, i, pair);
+    }
+    return t;
 }
 
 /* Via value (headers._VIA_RE): protocol-name "/" version "/" transport SP+ host [":" port]
@@ -526,7 +569,14 @@ static PyObject *fast_name_addr(const char *p, Py_ssize_t n) {
         params = EMPTY_TUPLE;
         Py_INCREF(params);
     } else if (p[k] == ';') {
-        if (memchr(p + k, '"', (size_t)(n - k)) != NULL) return NULL;
+        if (memchr(p + k, '"', (size_t)(n - k)) != NULL && ds >= 0) {
+            /* quoted parameter values: the pure code parses this name-addr with its slow path,
+             * which finds the first '<' and '>' of the whole value and checks a quoted display
+             * only for its closing quote; keep to displays where that reads the same */
+            for (Py_ssize_t j = ds + 1; j < de - 1; j++) {
+                if (p[j] == '<' || p[j] == '>' || p[j] == '"' || p[j] == '\\') return NULL;
+            }
+        }
         params = header_params(p + k + 1, n - k - 1);
         if (params == NULL) return NULL;
     } else {
@@ -1128,6 +1178,6 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     /* parser.py enables the module only when this matches: a stale build falls back to pure */
-    if (m != NULL && PyModule_AddIntConstant(m, "API_VERSION", 2) < 0) Py_CLEAR(m);
+    if (m != NULL && PyModule_AddIntConstant(m, "API_VERSION", 3) < 0) Py_CLEAR(m);
     return m;
 }
