@@ -293,3 +293,12 @@ def test_tcp_reassembler_gap_and_garbage() -> None:
     assert r.feed(flow, 500, 0x18, msg[:30]) == []
     assert r.feed(flow, 530 + 7, 0x18, msg[37:]) == []  # a hole: the partial message is dropped
     assert r.feed(flow, 1000, 0x18, msg + msg) == [msg, msg]
+
+
+def test_call_legs_carry_direction_and_mos(tmp_path: Path) -> None:
+    sip = sip_call("legs@x", T0, A_SIG, B_SIG, A_MEDIA, B_MEDIA, bye_after_s=4.2)
+    _, rep = kinds(tmp_path, sip, media(A_MEDIA, B_MEDIA, loss=0.1, seed=3),
+                   media(B_MEDIA, A_MEDIA, ssrc=2))  # fmt: skip
+    legs = {leg["direction"]: leg for leg in rep.calls[0].as_dict()["legs"]}
+    assert set(legs) == {"caller->callee", "callee->caller"}
+    assert legs["caller->callee"]["mos_network"] < legs["callee->caller"]["mos_network"]

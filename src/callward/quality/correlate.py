@@ -176,6 +176,22 @@ class Call:
                 m.update(d.rtpmap)
         return m
 
+    def _leg(self, s: StreamReport) -> dict[str, Any]:
+        """Direction and MOS of one of the call's streams (what each party hears)."""
+        to = (s.dst, s.dport)
+        if self.answer and to == (self.answer.ip, self.answer.port):
+            direction = "caller->callee"
+        elif self.offer and to == (self.offer.ip, self.offer.port):
+            direction = "callee->caller"
+        else:
+            direction = "latched"
+        return {
+            "ssrc": f"{s.ssrc:#010x}",
+            "direction": direction,
+            "mos_network": _mos_of(s, "network"),
+            "mos_adaptive": _mos_of(s, "adaptive"),
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "call_id": self.call_id,
@@ -188,9 +204,15 @@ class Call:
             "streams": [
                 f"{s.src}:{s.sport}->{s.dst}:{s.dport}/{s.ssrc:#010x}" for s in self.streams
             ],
+            "legs": [self._leg(s) for s in self.streams],
             "handovers": len(self.handovers),
             "problems": [p.as_dict() for p in self.problems],
         }
+
+
+def _mos_of(s: StreamReport, model: str) -> float | None:
+    m = s.mos.get(model) if s.mos else None
+    return None if m is None else m["mos"]
 
 
 def _session_expires(v: str | None) -> float | None:
