@@ -118,3 +118,17 @@ def test_analyze_tenant_thresholds_from_config(tmp_path: Path) -> None:
     bad.write_text("quality: {mos_warn: high}\n")
     res = runner.invoke(app, ["analyze", str(p), "--config", str(bad)])
     assert res.exit_code == 2 and res.stderr.count("\n") == 1
+
+
+def test_redacted_summary_has_no_addresses_or_uris(tmp_path: Path) -> None:
+    from callward.quality.report import analyze_capture, redacted_summary
+
+    p = tmp_path / "c.pcap"
+    sip = sip_call("secret-call@x", T0, "192.0.2.1", "192.0.2.2", ("192.0.2.1", 4000),
+                   ("192.0.2.2", 4002), bye_after_s=2.1)  # fmt: skip
+    rtp = rtp_frames(RtpSpec(src="192.0.2.1", sport=4000, dst="192.0.2.2", dport=4002,
+                             start=T0 + 1.05, count=50))  # fmt: skip
+    write_pcap(p, merge(sip, rtp))
+    text = json.dumps(redacted_summary(analyze_capture(p)))
+    assert "192.0.2" not in text and "sip:" not in text and "secret-call" not in text
+    assert '"problems": ["one_way_audio"]' in text
