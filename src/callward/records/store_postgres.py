@@ -24,6 +24,7 @@ from callward.errors import StoreError
 from callward.events import Event
 from callward.records.rows import COLUMNS, IDX, CdrQuery, RecordCodec, day_of, where_clause
 from callward.records.schema import Cdr
+from callward.records.store_sqlite import gc_paused
 
 __all__ = ["PostgresCdrStore"]
 
@@ -129,7 +130,10 @@ class PostgresCdrStore:
         return sorted(self._days)
 
     def write(self, cdrs: Iterable[Cdr]) -> int:
-        return self.write_rows([self.codec.encode(c) for c in cdrs])
+        batch = list(cdrs)
+        with gc_paused():
+            self.codec.prepare(batch)
+            return self.write_rows([self.codec.encode(c) for c in batch])
 
     def write_rows(self, rows: list[tuple[Any, ...]]) -> int:
         """Optimistic COPY straight into the partitioned table (the common case: new CDRs);
