@@ -190,3 +190,20 @@ def test_blind_transfer_new_leg_to_other_party_is_flagged() -> None:
     assert cdr.answer_ts == 2.0 and cdr.end_ts == 50.0 and cdr.duration_s == 48.0
     assert [lg.leg for lg in cdr.legs] == ["a", "b", "c"]
     assert "missing-start" not in cdr.flags and asm.is_complete(cid)
+
+
+def test_media_only_legs_do_not_block_completion() -> None:
+    """A relay may report media for a leg name the edge never signals (e.g. 'b'): the call is
+    still complete when every signaled leg ended, and its media is still counted."""
+    cid = "media@x"
+    evs = [
+        CallStarted(ts=0.0, node="e", seq=1, call_id=cid, leg="a", caller=A, callee=B),
+        CallAnswered(ts=1.0, node="e", seq=2, call_id=cid, leg="a"),
+        MediaStats(ts=9.0, node="r", seq=1, call_id=cid, leg="b", ssrc=5, packets=400, mos=4.0),
+        CallEnded(ts=10.0, node="e", seq=3, call_id=cid, leg="a", status=200),
+    ]
+    asm = CallAssembler()
+    asm.add_many(evs)
+    assert asm.is_complete(cid)
+    cdr = asm.build(cid)
+    assert cdr.disposition == "answered" and cdr.end_ts == 10.0 and cdr.packets == 400

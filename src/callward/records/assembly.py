@@ -129,9 +129,10 @@ class CallAssembler:
         self._calls.pop(call_id, None)
 
     def is_complete(self, call_id: str) -> bool:
-        """Every leg that appeared has ended, and the call has a start."""
+        """Every signaling leg that appeared has ended, and the call has a start. Legs known
+        only from MediaStats (a relay naming its media legs differently) never block it."""
         evs = self._calls[call_id].events.values()
-        legs = {e.leg for e in evs}
+        legs = {e.leg for e in evs if not isinstance(e, MediaStats)}
         ended = {e.leg for e in evs if isinstance(e, CallEnded)}
         started = any(isinstance(e, CallStarted) for e in evs)
         return started and legs <= ended
@@ -164,7 +165,8 @@ class CallAssembler:
             if s.leg != "a" and s.callee != callee and answer_ts is not None and s.ts > answer_ts:
                 flags.add("transferred")
         start_ts = min((lg.started for lg in legs if lg.started is not None), default=evs[0].ts)
-        all_ended = all(lg.ended is not None for lg in legs)
+        signaling = {e.leg for e in evs if not isinstance(e, MediaStats)}
+        all_ended = all(lg.ended is not None for lg in legs if lg.leg in signaling)
         end_ts = max((lg.ended for lg in legs if lg.ended is not None), default=None)
         if not all_ended:
             end_ts = None
