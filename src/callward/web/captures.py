@@ -11,14 +11,18 @@ legend of ``plot_streams``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from callward.config import QualityConfig
 from callward.quality.alerts import Thresholds
+from callward.quality.analysis import StreamReport
 from callward.quality.plot import plot_streams, windowed_series
 from callward.quality.report import analyze_capture
 
@@ -27,6 +31,19 @@ __all__ = ["MAX_CAPTURE_BYTES", "MAX_POINTS", "analyze_upload"]
 MAX_CAPTURE_BYTES = 32 * 1024 * 1024
 MAX_POINTS = 600  # per series: a 10-minute call at 1 s windows; longer calls widen the window
 _PLOT_LOCK = threading.Lock()  # pyplot keeps global state: one figure at a time
+
+
+def _in_arrival_order(s: StreamReport) -> StreamReport:
+    """The stream with its packet columns sorted by capture time.
+
+    A capture file's records need not be in time order (merged or edited files); RFC 3550
+    A.8 jitter is defined over packets in arrival order, and ``windowed_series`` indexes its
+    windows from the first element, so out-of-order records are sorted first (stable)."""
+    t = s.arrival_s
+    if len(t) < 2 or bool(np.all(np.diff(t) >= 0)):
+        return s
+    idx = np.argsort(t, kind="stable")
+    return dataclasses.replace(s, arrival_s=t[idx], rtp_ts=s.rtp_ts[idx], seq_ext=s.seq_ext[idx])
 
 
 def _num(v: float) -> float | None:
@@ -47,8 +64,9 @@ def analyze_upload(
             pdd_warn_s=cfg.pdd_warn_s,
             thresholds=Thresholds(cfg.mos_warn, cfg.mos_critical),
         )
+        ordered = [_in_arrival_order(s) for s in rep.streams[:50]]
         streams = []
-        for s in rep.streams[:50]:
+        for s in ordered:
             span = float(s.arrival_s[-1] - s.arrival_s[0]) if len(s.arrival_s) else 0.0
             w = max(window_s, span / MAX_POINTS)
             t, jit, loss, mos = windowed_series(s, w)
@@ -79,9 +97,9 @@ def analyze_upload(
             "problems": sorted({p.kind for c in rep.calls for p in c.problems}),
             "plot_png_base64": None,
         }
-        if plot and rep.streams:
+        if plot and ordered:
             png = Path(tmp) / "plot.png"
             with _PLOT_LOCK:
-                plot_streams(rep.streams, png, window_s)
+                plot_streams(ordered, png, window_s)
             out["plot_png_base64"] = base64.b64encode(png.read_bytes()).decode()
     return out
