@@ -137,7 +137,7 @@ class ColdCdrStore:
     # --- reading (DuckDB) ---------------------------------------------------------------------
 
     def _sql(
-        self, q: CdrQuery, what: str, pn: bytes | None, filename: bool = False, kind: str = "part"
+        self, q: CdrQuery, what: str, pn: bytes | None, filename: bool = False
     ) -> tuple[str, list[Any]]:
         where, params = where_clause(q, pn)
         extra: list[str] = []
@@ -150,7 +150,7 @@ class ColdCdrStore:
         if extra:
             where = (where + " AND " if where else " WHERE ") + " AND ".join(extra)
         src = (
-            f"read_parquet('{self.root.as_posix()}/day=*/{kind}-*.parquet', hive_partitioning=true"
+            f"read_parquet('{self.root.as_posix()}/day=*/part-*.parquet', hive_partitioning=true"
             f"{', filename=true' if filename else ''}, hive_types={{'day': VARCHAR}})"
         )
         return f"SELECT {what} FROM {src}{where}", params
@@ -167,15 +167,25 @@ class ColdCdrStore:
             raise StoreError(f"{self.root}: cold query failed: {exc}") from None
 
     def subject_calls(self, q: CdrQuery) -> list[tuple[str, str]]:
-        """(call_id, day) of the subject's CDRs, from the sorted index files."""
+        """(call_id, day) of the subject's CDRs, from the sorted index files. The index has no
+        timestamps: a time window narrows it by day partition only, and the data probe
+        applies the exact bounds."""
         assert q.subject
         pn = self.codec.pseudonym(q.subject)
-        sql, params = self._sql(
-            CdrQuery(start_from=q.start_from, start_to=q.start_to), "DISTINCT call_id, day",
-            None, kind="idx",
-        )  # fmt: skip
-        joiner = " AND " if " WHERE " in sql else " WHERE "
-        return [(r[0], r[1]) for r in self._run(f"{sql}{joiner}pn = ?", [*params, pn])]
+        src = (
+            f"read_parquet('{self.root.as_posix()}/day=*/idx-*.parquet', hive_partitioning=true,"
+            " hive_types={'day': VARCHAR})"
+        )
+        where: list[str] = ["pn = ?"]
+        params: list[Any] = [pn]
+        if q.start_from is not None:
+            where.append("day >= ?")
+            params.append(day_of(q.start_from))
+        if q.start_to is not None:
+            where.append("day <= ?")
+            params.append(day_of(q.start_to))
+        sql = f"SELECT DISTINCT call_id, day FROM {src} WHERE {' AND '.join(where)}"
+        return [(r[0], r[1]) for r in self._run(sql, params)]
 
     def rows(self, q: CdrQuery) -> list[tuple[Any, ...]]:
         cols = ", ".join(COLUMNS)
