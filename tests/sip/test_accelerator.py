@@ -232,14 +232,14 @@ _TEMPLATE = (
     "From: {display}<sip:{user}@{host}>{params}\r\n"
     "To: <sip:b@h>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {cseq_method}\r\n"
     "Max-Forwards: {max_forwards}\r\nContact: {display}<sip:c@{host}{port}{uparams}>{params}{contact2}\r\n"
-    "Content-Length: {clen}\r\n\r\nv=0\r\n"
+    "X-Note: {note}\r\nContent-Length: {clen}\r\n\r\nv=0\r\n"
 )
 _GOOD = {
     "method": "INVITE", "scheme": "sip", "user": "alice", "host": "example.com", "port": ":5060",
     "uparams": ";lr", "params": ";lr", "version": "SIP/2.0", "transport": "UDP", "via_sep": " ",
     "branch": "1",
     "via2": "", "display": '"A" ', "call_id": "abc@h", "cseq": "1", "cseq_method": "INVITE",
-    "max_forwards": "70", "contact2": "", "clen": "5",
+    "max_forwards": "70", "contact2": "", "clen": "5", "note": "hi",
 }  # fmt: skip
 _EDGES = {
     "method": ["INV ITE", "", "A:B", "X-Y", "invite"],
@@ -251,7 +251,8 @@ _EDGES = {
     "params": [";x=", ";=x", ";;", "; tag=1", ';x="q"', ";a=%4", ";x=[::1", ";", ";a b", "",
                ";a=%41;b", ";[x]=[y]",
                ';+sip.instance="<urn:uuid:1-2>"', ';m="a;b,c"', ';x="a\\"b"', ';x="open',
-               ';x="a"b', ';x=""', ';x="a\\', ';reg-id=1;+sip.instance="<u>";ob'],
+               ';x="a"b', ';x=""', ';x="a\\', ';reg-id=1;+sip.instance="<u>";ob',
+               ';x="ü"', ";x=ü", ";tag=1\xa0", ";ü=1", ';x="\u2028"'],
     "uparams": [";x=", ";=x", ";;", "; tag=1", ';x="q"', ";a=%4", ";x=[::1", ";", "", ";a=%41;b",
                 ";[x]=[y]", ";a=b=c", ";a%3d=1", ";=", ";a:b=/"],
     "version": ["sip/2.0", "SIP/2.1", "SIP/2.0 ", "SIP/20"],
@@ -260,8 +261,10 @@ _EDGES = {
     "branch": ["", " x", "=", "a.b", "[::1]"],
     "via2": [",", ", ", ",x", ", SIP/2.0/TCP h2", ",SIP/2.0/UDP h3:1;rport", ',"a,b"'],
     "display": ['"x', "<", '"a\\', "a:b ", '"a"b ', "", "Bob Smith ", '""', '"\\"" ',
-                '"a<b" ', '"a>b" ', '"a\\"b" '],
-    "call_id": ["a b", "", "a\tb", "x"],
+                '"a<b" ', '"a>b" ', '"a\\"b" ', '"Jürgen" ', "Jürgen ", '"\xa0x" ', '"ü\\"" ',
+                "\xa0"],
+    "call_id": ["a b", "", "a\tb", "x", "é@h", "\xa0x", "x\xa0"],
+    "note": ["ünïcode ☎", "\xa0", "", "\x00", "a\x7fb", "\u0085", "a\u2028b"],
     "cseq": ["2147483648", "2147483647", "12345678901", "1234567890", " 1", "1x", "0009", "1  "],
     "cseq_method": ["ACK", "", "invite"],
     "max_forwards": ["256", "255", "x", "", "0", "00070", "12345678901"],
@@ -286,6 +289,14 @@ def test_field_pairs_agree(first: str, second: str) -> None:
     for a in _EDGES[first]:
         for b in _EDGES[second]:
             check(_TEMPLATE.format(**{**_GOOD, first: a, second: b}).encode())
+
+
+@pytest.mark.parametrize("junk", [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc3\xa9", b"\xe2\x82"])
+def test_header_bytes_that_are_not_utf8_agree(junk: bytes) -> None:
+    """RFC 3261 §25: the header section is UTF-8; invalid sequences anywhere are rejected."""
+    good = _TEMPLATE.format(**_GOOD).encode()
+    for marker in (b"hi", b'"A"', b"INVITE\r\n", b"<sip:b"):
+        check(good.replace(marker, marker[:1] + junk + marker[1:], 1))
 
 
 def test_fast_path_covers_common_forms() -> None:

@@ -7,9 +7,9 @@
  * Contract (tests/sip/test_accelerator.py checks it differentially against the pure code):
  *   parse(data, limits) returns either exactly the Request/Response that the pure strict
  *   parser returns, with the same typed-header cache filled in, or None. It never raises a
- *   parse error: anything outside a conservative subset of RFC 3261 (non-ASCII header
- *   section, line folding, whitespace inside parameters, tel: URIs, URI headers, addr-spec
- *   without <>, any error at all) returns None and the pure Python parser, which stays the
+ *   parse error: anything outside a conservative subset of RFC 3261 (UTF-8 outside quoted
+ *   strings and raw header values, line folding, whitespace inside parameters, tel: URIs, URI
+ *   headers, addr-spec without <>, any error at all) returns None and the pure Python parser, which stays the
  *   reference, decides and names the rule. Each accepted form is a subset of what the pure
  *   code accepts (uri._FAST_SIP_RE, headers._VIA_RE, _NAME_ADDR_FAST_RE, _PARAMS_FAST_RE or
  *   _split_semicolons for quoted parameter values, _CSEQ_RE, parser._LINE_RE) and is split
@@ -170,7 +170,17 @@ static int kind_of(const char *key, Py_ssize_t n) {
 }
 
 /* ---- small helpers ---- */
+/* Set per parse when the header section holds UTF-8 (already validated as a whole): only
+ * quoted strings, reason phrases and raw header values can contain it, since every other
+ * scanner here accepts ASCII classes only. */
+static int utf8_head = 0;
+
 static inline PyObject *mkstr(const char *p, Py_ssize_t n) {
+    if (utf8_head) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if ((unsigned char)p[i] >= 0x80) return PyUnicode_DecodeUTF8(p, n, "strict");
+        }
+    }
     PyObject *s = PyUnicode_New(n, 127);
     if (s != NULL && n) memcpy(PyUnicode_1BYTE_DATA(s), p, (size_t)n);
     return s;
@@ -187,11 +197,14 @@ static inline PyObject *mkstr_upper(const char *p, Py_ssize_t n) {
     return s;
 }
 
-/* Printable ASCII only: no controls, no tabs. Values that pass need no Unicode-aware strip. */
+/* No control characters, no tabs: the scanners below then see only ' ' as whitespace. Bytes
+ * >= 0x80 (UTF-8) pass here but only quoted strings accept them; where the pure code strips
+ * Unicode whitespace (str.strip at a value's or list item's ends), the byte after or before is
+ * never accepted here, so such input falls back rather than being read differently. */
 static inline int plain(const char *p, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
-        if (c < 0x20 || c > 0x7e) return 0;
+        if (c < 0x20 || c == 0x7f) return 0;
     }
     return 1;
 }
@@ -708,17 +721,23 @@ static PyObject *parse_impl(PyObject *data, const Limits *lim) {
     if (sep < 0) return NULL;
     const char *h = d + start;
     Py_ssize_t hn = sep - start;
-    /* UTF-8 header text goes to the pure path; checked a word at a time */
+    /* ASCII (the usual case) is checked a word at a time; otherwise the header section must
+     * be valid UTF-8 as a whole, as the pure parser decodes it (RFC 3261 §25 UTF8-NONASCII) */
     {
+        int high = 0;
         Py_ssize_t i = 0;
-        for (; i + 8 <= hn; i += 8) {
+        for (; i + 8 <= hn && !high; i += 8) {
             uint64_t w;
             memcpy(&w, h + i, 8);
-            if (w & 0x8080808080808080ULL) return NULL;
+            high = (w & 0x8080808080808080ULL) != 0;
         }
-        for (; i < hn; i++) {
-            if ((unsigned char)h[i] >= 0x80) return NULL;
+        for (; i < hn && !high; i++) high = (unsigned char)h[i] >= 0x80;
+        if (high) {
+            PyObject *text = PyUnicode_DecodeUTF8(h, hn, "strict");
+            if (text == NULL) return NULL;
+            Py_DECREF(text);
         }
+        utf8_head = high;
     }
     /* every LF must end a CRLF (a bare LF is an error or lenient-mode input) */
     for (const char *lf = memchr(h, '\n', (size_t)hn); lf != NULL;
@@ -1178,6 +1197,6 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     /* parser.py enables the module only when this matches: a stale build falls back to pure */
-    if (m != NULL && PyModule_AddIntConstant(m, "API_VERSION", 3) < 0) Py_CLEAR(m);
+    if (m != NULL && PyModule_AddIntConstant(m, "API_VERSION", 4) < 0) Py_CLEAR(m);
     return m;
 }

@@ -445,7 +445,7 @@ _ACCEL_FIELDS: dict[type, tuple[str, ...]] = {
 }
 
 
-_ACCEL_API = 3
+_ACCEL_API = 4
 
 
 def _load_accelerator() -> Callable[[bytes, ParseLimits], Request | Response | None] | None:
