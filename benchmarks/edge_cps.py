@@ -212,7 +212,7 @@ def register_memory(n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rates", default="100,200,300,400,600,800,1200,1600")
+    ap.add_argument("--rates", default="100,200,300,400,500,600,800,1000,1200,1600")
     ap.add_argument("--reg-rates", default="200,400,800,1200,1600,2400")
     ap.add_argument("--seconds", type=float, default=4.0, help="per step")
     ap.add_argument("--contacts", type=int, default=100_000)

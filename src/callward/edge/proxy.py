@@ -172,6 +172,11 @@ class EdgeCore:
         except SipParseError as exc:
             self._malformed(data, source, exc)
             return
+        self.receive_message(msg, source, now)
+
+    def receive_message(self, msg: Request | Response, source: Peer, now: float) -> None:
+        """Entry for transports that parse themselves (WebSocket via ``sip.transport``)."""
+        self._now = now
         try:
             if isinstance(msg, Request):
                 self.metrics.request(msg.method)

@@ -27,9 +27,11 @@ import structlog
 
 from callward.edge.flow import Peer
 from callward.edge.proxy import EdgeCore
-from callward.errors import ConfigError, SipParseError
+from callward.errors import ConfigError, SipParseError, TransportError
 from callward.events import Event, EventBus
+from callward.sip.message import Request, Response
 from callward.sip.parser import frame_stream
+from callward.sip.transport import TransportLimits, WsTransport
 
 __all__ = ["EdgeServer"]
 
@@ -38,33 +40,67 @@ log = structlog.get_logger("callward.edge")
 UDP_BUFFER_BYTES = 8 * 1024 * 1024
 
 
-class _Udp(asyncio.DatagramProtocol):
+class _Udp:
+    """A non-blocking UDP socket read with ``loop.add_reader``, draining everything queued per
+    wake-up (asyncio's datagram transport reads one datagram per loop iteration, so under a
+    backlog the retransmission timers fired before the responses already waiting in the
+    kernel were read: spurious retransmissions, then a storm)."""
+
     def __init__(self, server: EdgeServer, local: Peer) -> None:
         self.server = server
         self.local = local
-        self.transport: asyncio.DatagramTransport | None = None
+        family = socket.AF_INET6 if ":" in local.host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        # A burst that arrives while the loop is busy must wait in the kernel, not be dropped:
+        # a drop costs a 500 ms retransmission and more load (the default ~200 KiB overflowed
+        # at 300 calls/s). SO_RCVBUFFORCE needs CAP_NET_ADMIN; else the sysctl cap applies.
+        for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+            if opt is None:
+                continue
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER_BYTES)
+                break
+            except OSError:
+                continue
+        try:
+            self.sock.bind((local.host, local.port))
+        except OSError:
+            self.sock.close()
+            raise
+        self.closed = False
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # A burst that arrives while the loop is busy must wait in the kernel, not be
-            # dropped: a drop costs a 500 ms retransmission and more load (measured: the
-            # default ~200 KiB overflowed at 300 calls/s). FORCE needs CAP_NET_ADMIN.
-            for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
-                if opt is None:
-                    continue
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER_BYTES)
-                    break
-                except OSError:
-                    continue
+    def _readable(self) -> None:
+        self.drain()
+        self.server.flush()
 
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.server.deliver(data, Peer("udp", addr[0], addr[1]))
+    def drain(self, budget: int = 512) -> None:
+        """Hand every queued datagram (up to ``budget``) to the core; the caller flushes."""
+        server = self.server
+        for _ in range(budget):
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ICMP port unreachable reported on a later read: ignore
+                continue
+            server.receive(data, Peer("udp", addr[0], addr[1]))
 
-    def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.
-        return
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            return  # a full send buffer drops like the network would; timers retransmit
+        except OSError:
+            return
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class _Stream(asyncio.Protocol):
@@ -157,15 +193,15 @@ class EdgeServer:
         self._events: collections.deque[Event] = collections.deque()
         self._publisher: asyncio.Task[None] | None = None
         self.bound: list[Peer] = []
+        self.ws: WsTransport | None = None
+        self._ws_ids: dict[str, int] = {}
+        self._ws_cids: dict[int, str] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for p in self.core.settings.listen:
             if p.transport == "udp":
-                _, proto = await loop.create_datagram_endpoint(
-                    functools.partial(_Udp, self, p), local_addr=(p.host, p.port)
-                )
-                self.udp[p.host] = proto
+                self.udp[p.host] = _Udp(self, p)
                 self.bound.append(p)
             elif p.transport in ("tcp", "tls"):
                 ctx = None
@@ -178,8 +214,21 @@ class EdgeServer:
                 )
                 self.servers.append(srv)
                 self.bound.append(p)
+            elif p.transport == "ws":
+                # RFC 7118 via the shared adapter; it parses, we route.
+                self.ws = await WsTransport.listen(
+                    p.host,
+                    p.port,
+                    self._on_ws_message,
+                    limits=TransportLimits(
+                        max_connections=self.max_connections,
+                        idle_timeout=self.idle_timeout,
+                        parse=self.core.settings.limits,
+                    ),
+                )
+                self.bound.append(p)
             else:
-                raise ConfigError(f"listen {p.transport}: transport not supported by this edge yet")
+                raise ConfigError(f"listen {p.transport}: transport not supported by this edge")
         self._idle_task = loop.create_task(self._reap_idle())
         log.info("edge.started", node=self.core.settings.node, listeners=len(self.bound))
 
@@ -188,9 +237,10 @@ class EdgeServer:
             self._timer.cancel()
         if self._idle_task is not None:
             self._idle_task.cancel()
+        if self.ws is not None:
+            await self.ws.close()
         for proto in self.udp.values():
-            if proto.transport is not None:
-                proto.transport.close()
+            proto.close()
         for srv in self.servers:
             srv.close()
         for c in list(self.conns.values()):
@@ -204,12 +254,15 @@ class EdgeServer:
 
     # ------------------------------------------------------------------ data path
     def deliver(self, data: bytes, peer: Peer) -> None:
+        self.receive(data, peer)
+        self.flush()
+
+    def receive(self, data: bytes, peer: Peer) -> None:
         try:
             self.core.receive(data, peer, time.time())
         except Exception:  # the edge must never die on one message; count it and go on
             self.core.metrics.reject("internal-error")
             log.exception("edge.internal_error", transport=peer.transport)
-        self.flush()
 
     def flush(self) -> None:
         out, events = self.core.take()
@@ -249,6 +302,8 @@ class EdgeServer:
     def _fire(self) -> None:
         self._timer = None
         self._timer_at = float("inf")
+        for proto in self.udp.values():
+            proto.drain()  # answers already received must stop retransmissions first
         try:
             self.core.handle_timer(time.time())
         except Exception:
@@ -259,10 +314,13 @@ class EdgeServer:
     def _send(self, peer: Peer, data: bytes) -> None:
         if peer.transport == "udp":
             proto = next(iter(self.udp.values()), None)
-            if proto is None or proto.transport is None:
+            if proto is None or proto.closed:
                 self.core.flow_failed(peer, time.time())
                 return
-            proto.transport.sendto(data, (peer.host, peer.port))
+            proto.sendto(data, (peer.host, peer.port))
+            return
+        if peer.transport == "ws":
+            self._send_ws(peer, data)
             return
         conn = self.conns.get(peer.conn) if peer.conn else None
         if conn is None:
@@ -282,6 +340,46 @@ class EdgeServer:
             return
         self.pending[key] = [data]
         task = asyncio.get_running_loop().create_task(self._connect(peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_ws_message(
+        self, msg: Request | Response, addr: tuple[str, int], name: str, cid: str | None
+    ) -> None:
+        conn = self._ws_ids.get(cid or "")
+        if conn is None:
+            conn = next(self.conn_ids)
+            self._ws_ids[cid or ""] = conn
+            self._ws_cids[conn] = cid or ""
+        try:
+            self.core.receive_message(msg, Peer("ws", addr[0], addr[1], conn), time.time())
+        except Exception:
+            self.core.metrics.reject("internal-error")
+            log.exception("edge.internal_error", transport="ws")
+        self.flush()
+
+    def _send_ws(self, peer: Peer, data: bytes) -> None:
+        ws = self.ws
+        if ws is None:
+            self.core.flow_failed(peer, time.time())
+            return
+        cid = self._ws_cids.get(peer.conn) if peer.conn else None
+        if cid is not None and not ws.has_connection(cid):
+            cid = None
+            if peer.conn:  # that flow is gone (RFC 5626 §5.3)
+                asyncio.get_running_loop().call_soon(self._fail, peer)
+                return
+
+        async def go() -> None:
+            try:
+                if cid is not None:
+                    await ws.send_to_connection(data, cid)
+                else:
+                    await ws.send(data, (peer.host, peer.port))
+            except TransportError:
+                self._fail(peer)
+
+        task = asyncio.get_running_loop().create_task(go())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
