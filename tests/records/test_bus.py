@@ -133,3 +133,35 @@ async def test_consumer_killed_mid_stream_loses_and_duplicates_nothing(tmp_path:
             await js.delete_stream(stream)
         finally:
             await nc.close()
+
+
+async def test_cli_consume_and_jetstream_dedup(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from callward.cli import app
+
+    try:
+        nc = await nats.connect(URL, connect_timeout=2, max_reconnect_attempts=1)
+    except Exception:
+        pytest.skip("why: NATS JetStream not reachable on 127.0.0.1:4222")
+    run = uuid.uuid4().hex[:10]
+    stream, prefix = f"CWTEST_{run}", f"cwtest.{run}.callward.events"
+    js = nc.jetstream()
+    try:
+        await ensure_stream(js, stream, prefix, memory=True)
+        pub = JetStreamPublisher(js, prefix)
+        events = [e for i in range(5) for e in call_events(i, "beta")]
+        for ev in events + events[:7]:  # a publisher retry: same Nats-Msg-Id, deduped by JetStream
+            await pub.publish(ev)
+        info = await js.stream_info(stream)
+        assert info.state.messages == len(events)
+        args = ["cdr", "consume", "--nats", URL, "--stream", stream, "--prefix", prefix,
+                "--idle-exit", "1.5", "--data-dir", str(tmp_path / "var")]  # fmt: skip
+        r = await asyncio.to_thread(CliRunner().invoke, app, args)
+        assert r.exit_code == 0, r.output
+        assert f"acked {len(events)} event(s), wrote 5 CDR(s)" in r.stdout
+    finally:
+        try:
+            await js.delete_stream(stream)
+        finally:
+            await nc.close()

@@ -45,7 +45,7 @@ def _open(data_dir: Path | None, config: Path | None) -> Any:
 
     try:
         cfg = load_config(config)
-        return open_records(data_dir or cfg.storage.data_dir, cfg.records)
+        return open_records(data_dir or cfg.storage.data_dir, cfg.records, cfg.storage.postgres_url)
     except CallwardError as exc:
         raise _fail(str(exc)) from None
 
@@ -203,6 +203,56 @@ def cdr_move_cold(
         rec.audit.record(actor, "move", f"older than {days:g} d", "retention-policy",
                          detail=json.dumps({"moved": n}))  # fmt: skip
     _emit({"moved": n, "cold": str(cold.root)}, as_json, [f"moved {n} CDR(s) to {cold.root}"])
+    rec.close()
+
+
+@cdr_app.command("consume")
+def cdr_consume(
+    nats_url: str | None = typer.Option(None, "--nats", help="default: storage.nats_url"),
+    stream: str = typer.Option("CALLWARD_EVENTS", "--stream"),
+    prefix: str = typer.Option("callward.events", "--prefix"),
+    durable: str = typer.Option("cdr-writer", "--durable"),
+    idle_exit: float | None = typer.Option(None, "--idle-exit", help="stop after N idle s"),
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Consume events from NATS JetStream and write CDRs (durable, ack after commit)."""
+    import asyncio
+
+    from callward.config import load_config
+    from callward.records.bus import CdrConsumer, connect, ensure_stream
+
+    url = nats_url or load_config(config).storage.nats_url
+    if not url:
+        raise _fail("no NATS URL: pass --nats or set storage.nats_url")
+    rec = _open(data_dir, config)
+
+    async def run() -> CdrConsumer:
+        nc = await connect(url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, stream, prefix)
+            cfg = rec.config
+            consumer = CdrConsumer(
+                js, stream, durable, rec.store, prefix=prefix,
+                grace_s=cfg.grace_s, timeout_s=cfg.timeout_s,
+            )  # fmt: skip
+            consumer.recover()
+            await consumer.run(asyncio.Event(), idle_exit_s=idle_exit)
+            return consumer
+        finally:
+            await nc.close()
+
+    import nats
+
+    try:
+        done = asyncio.run(run())
+    except (CallwardError, OSError, nats.errors.Error) as exc:
+        raise _fail(f"NATS consumer: {exc}") from None
+    except KeyboardInterrupt:
+        rec.close()
+        return
+    typer.echo(f"acked {done.acked} event(s), wrote {done.written} CDR(s)")
     rec.close()
 
 

@@ -55,7 +55,13 @@ def msg_id(event: Event) -> str:
 async def ensure_stream(
     js: Any, name: str, prefix: str = DEFAULT_PREFIX, memory: bool = False
 ) -> None:
-    """Create (or keep) the stream holding ``<prefix>.>``."""
+    """Create the stream holding ``<prefix>.>`` unless it exists (an operator's existing
+    stream, with its own storage and limits, is kept as it is)."""
+    try:
+        await js.stream_info(name)
+        return
+    except nats.js.errors.NotFoundError:
+        pass
     cfg = StreamConfig(
         name=name,
         subjects=[f"{prefix}.>"],
@@ -64,8 +70,8 @@ async def ensure_stream(
     )
     try:
         await js.add_stream(cfg)
-    except nats.js.errors.BadRequestError:
-        await js.update_stream(cfg)
+    except nats.errors.Error as exc:
+        raise TransportError(f"JetStream stream {name}: cannot create: {exc}") from None
 
 
 @dataclass

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from callward.config import RecordsConfig
 from callward.events import Event
@@ -49,7 +49,7 @@ class Records:
     data_dir: Path
     keys: KeyStore
     codec: RecordCodec
-    store: SqliteCdrStore
+    store: Any  # SqliteCdrStore (embedded) or PostgresCdrStore
     audit: AuditLog
     holds: HoldRegistry
     config: RecordsConfig
@@ -78,7 +78,13 @@ class Records:
         self.keys.close()
 
 
-def open_records(data_dir: Path | str = "var", config: RecordsConfig | None = None) -> Records:
+def open_records(
+    data_dir: Path | str = "var",
+    config: RecordsConfig | None = None,
+    postgres_url: str | None = None,
+) -> Records:
+    """Open the records area; with ``postgres_url`` the hot store is PostgreSQL (schema
+    ``callward``) instead of ``data_dir/cdr.db``. Keys, audit and holds stay in ``data_dir``."""
     d = Path(data_dir)
     cfg = config or RecordsConfig()
     keys = KeyStore(d / "keys.db", load_or_create_key(d / "keys" / "master.key"))
@@ -89,11 +95,19 @@ def open_records(data_dir: Path | str = "var", config: RecordsConfig | None = No
         data_dir=d,
         keys=keys,
         codec=codec,
-        store=SqliteCdrStore(d / "cdr.db", codec, batch_size=cfg.batch_size),
+        store=_hot_store(d, codec, cfg, postgres_url),
         audit=audit,
         holds=HoldRegistry(d / "holds.db", audit),
         config=cfg,
     )
+
+
+def _hot_store(d: Path, codec: RecordCodec, cfg: RecordsConfig, url: str | None) -> Any:
+    if url:
+        from callward.records.store_postgres import PostgresCdrStore
+
+        return PostgresCdrStore(url, codec)
+    return SqliteCdrStore(d / "cdr.db", codec, batch_size=cfg.batch_size)
 
 
 @dataclass
