@@ -160,3 +160,25 @@ def test_move_cold_then_query_finds_both_tiers(data_dir: Path) -> None:
     got = json.loads(r.stdout)
     assert len(got) == 21
     assert sum("read:cold" in c["lineage"]["transformations"] for c in got) == 20
+
+
+def test_import_accepts_every_schema_version(data_dir: Path, tmp_path: Path) -> None:
+    v1 = {"call_id": "old-1", "tenant": "t", "caller": "tel:+447700900444", "callee": BOB,
+          "start_ts": 1_700_000_000.0, "answer_ts": 1_700_000_004.0, "end_ts": 1_700_000_064.0,
+          "status": 200, "disposition": "answered", "node": "edge-0"}  # fmt: skip
+    v2 = {"schema_version": 2, "call_id": "new-1", "tenant": "t", "caller": BOB, "callee": "x@y",
+          "start_ts": 1_700_000_100.0, "answer_ts": None, "end_ts": 1_700_000_101.0,
+          "status": 486, "disposition": "busy", "legs": [], "lineage": {"nodes": ["e"]}}  # fmt: skip
+    f = tmp_path / "in.jsonl"
+    f.write_text(json.dumps(v1) + "\n" + json.dumps(v2) + "\n")
+    r = run("cdr", "import", str(f), "--json", "--data-dir", str(data_dir))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"imported": 2, "by_version": {"1": 1, "2": 1}}
+    r = run("cdr", "query", "--subject", "+447700900444", "--json", "--reveal", *WHO,
+            "--data-dir", str(data_dir))  # fmt: skip
+    (old,) = json.loads(r.stdout)
+    assert old["schema_version"] == 2 and old["legs"][0]["nodes"] == ["edge-0"]
+    assert "migrated:v1->v2" in old["lineage"]["transformations"]
+    f.write_text('{"schema_version": 7, "call_id": "z"}\n')
+    r = run("cdr", "import", str(f), "--data-dir", str(data_dir))
+    assert r.exit_code == 2 and "in.jsonl:1" in r.stderr

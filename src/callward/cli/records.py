@@ -206,6 +206,41 @@ def cdr_move_cold(
     rec.close()
 
 
+@cdr_app.command("import")
+def cdr_import(
+    file: Path = typer.Argument(..., help="JSON lines, one CDR per line, any schema version"),
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Import CDRs written by any schema version (v1 records are migrated to v2)."""
+    from callward.records.schema import read_cdr
+
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise _fail(f"{file}: cannot read: {exc.strerror}") from None
+    cdrs = []
+    versions: dict[int, int] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            cdrs.append(read_cdr(data))
+        except (ValueError, CallwardError) as exc:
+            raise _fail(f"{file}:{n}: not a CDR: {exc}") from None
+        v = int(data.get("schema_version", 1))
+        versions[v] = versions.get(v, 0) + 1
+    rec = _open(data_dir, config)
+    n = rec.store.write(cdrs)
+    rec.close()
+    per = ", ".join(f"v{k}: {v}" for k, v in sorted(versions.items()))
+    _emit({"imported": n, "by_version": versions}, as_json, [f"imported {n} CDR(s) ({per})"])
+
+
 @cdr_app.command("consume")
 def cdr_consume(
     nats_url: str | None = typer.Option(None, "--nats", help="default: storage.nats_url"),
