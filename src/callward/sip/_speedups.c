@@ -186,6 +186,31 @@ static inline PyObject *mkstr(const char *p, Py_ssize_t n) {
     return s;
 }
 
+/* Words that recur in nearly every message (parameter names, methods): shared interned
+ * strings save an allocation each; equal strings either way. */
+static const char *const COMMON_WORDS[] = {
+    "tag", "branch", "lr", "rport", "received", "transport", "expires", "maddr", "ttl", "user",
+    "q", "ob", "reg-id", "udp", "tcp", "tls", "ws", "wss", "phone", "method",
+    "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "SUBSCRIBE", "NOTIFY", "PRACK",
+    "UPDATE", "INFO", "MESSAGE", "REFER", "PUBLISH",
+};
+#define N_COMMON (sizeof COMMON_WORDS / sizeof COMMON_WORDS[0])
+static PyObject *common_objs[N_COMMON];
+static unsigned char common_len[N_COMMON];
+
+static inline PyObject *mkword(const char *p, Py_ssize_t n) {
+    if (n <= 9) {
+        for (size_t i = 0; i < N_COMMON; i++) {
+            if (common_len[i] == n && COMMON_WORDS[i][0] == p[0] &&
+                memcmp(COMMON_WORDS[i], p, (size_t)n) == 0) {
+                Py_INCREF(common_objs[i]);
+                return common_objs[i];
+            }
+        }
+    }
+    return mkstr(p, n);
+}
+
 static inline PyObject *mkstr_upper(const char *p, Py_ssize_t n) {
     PyObject *s = PyUnicode_New(n, 127);
     if (s == NULL) return NULL;
@@ -266,10 +291,10 @@ static PyObject *split_params(const char *p, Py_ssize_t n) {
         while (e < n && p[e] != ';') e++;
         Py_ssize_t eq = i;
         while (eq < e && p[eq] != '=') eq++;
-        PyObject *name = mkstr(p + i, eq - i);
+        PyObject *name = mkword(p + i, eq - i);
         PyObject *val;
         if (eq < e) {
-            val = mkstr(p + eq + 1, e - eq - 1);
+            val = mkword(p + eq + 1, e - eq - 1);
         } else {
             val = Py_None;
             Py_INCREF(val);
@@ -436,11 +461,11 @@ static PyObject *header_params(const char *p, Py_ssize_t n) {
     for (int i = 0; i < count; i++) {
         PyObject *name, *val;
         if (eq[i] < 0) {
-            name = mkstr(p + st[i], en[i] - st[i]);
+            name = mkword(p + st[i], en[i] - st[i]);
             val = Py_None;
             Py_INCREF(val);
         } else {
-            name = mkstr(p + st[i], eq[i] - st[i]);
+            name = mkword(p + st[i], eq[i] - st[i]);
             val = mkstr(p + eq[i] + 1, en[i] - eq[i] - 1);
         }
         PyObject *pair = (name == NULL || val == NULL) ? NULL : PyTuple_New(2);
@@ -934,7 +959,7 @@ static PyObject *parse_impl(PyObject *data, const Limits *lim) {
         k = span(h, k, s.e, C_TOKEN);
         if (k == cm_s || k != s.e) goto done;
         cm_e = k;
-        PyObject *v[2] = {PyLong_FromLongLong(seq), mkstr(h + cm_s, cm_e - cm_s)};
+        PyObject *v[2] = {PyLong_FromLongLong(seq), mkword(h + cm_s, cm_e - cm_s)};
         cseq = make(&K_CSEQ, v);
         if (cseq == NULL) goto done;
     }
@@ -1022,7 +1047,7 @@ static PyObject *parse_impl(PyObject *data, const Limits *lim) {
             /* Max-Forwards: digits, value 0..255 (§20.22) */
             Span s = first[K_MAXFWD];
             if (s.e == s.s || s.e - s.s > 10) goto done;
-            long mf = 0;
+            long long mf = 0;
             for (Py_ssize_t j = s.s; j < s.e; j++) {
                 if (!C_DIGIT[(unsigned char)h[j]]) goto done;
                 mf = mf * 10 + (h[j] - '0');
@@ -1031,7 +1056,7 @@ static PyObject *parse_impl(PyObject *data, const Limits *lim) {
         }
         ruri = fast_uri(h + a + 1, b - a - 1);
         if (ruri == NULL) goto done;
-        method = mkstr(h, a);
+        method = mkword(h, a);
         if (method == NULL) goto done;
     }
 
@@ -1192,6 +1217,11 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     S_SIP = PyUnicode_InternFromString("sip");
     S_SIPS = PyUnicode_InternFromString("sips");
     EMPTY_TUPLE = PyTuple_New(0);
+    for (size_t i = 0; i < N_COMMON; i++) {
+        common_objs[i] = PyUnicode_InternFromString(COMMON_WORDS[i]);
+        common_len[i] = (unsigned char)strlen(COMMON_WORDS[i]);
+        if (common_objs[i] == NULL) return NULL;
+    }
     if (!S_VIA || !S_CALLID || !S_FROM || !S_TO || !S_CONTACT || !S_CSEQ || !S_VERSION || !S_SIP || !S_SIPS ||
         !EMPTY_TUPLE)
         return NULL;
