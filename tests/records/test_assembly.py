@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from hypothesis import given, settings
@@ -168,6 +169,9 @@ def test_reconciler_grace_timeout_and_late_event() -> None:
     now[0] += 31.0
     rec.due()
     assert rec.assembler.call_ids() == []
+    # a straggler for a forgotten call must not produce a partial CDR that would overwrite it
+    assert not rec.observe(dataclasses.replace(late, seq=10))
+    assert rec.due() == [] and rec.late_events == 1
 
 
 def test_blind_transfer_new_leg_to_other_party_is_flagged() -> None:

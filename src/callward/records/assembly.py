@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -265,8 +266,21 @@ class Reconciler:
     forget_s: float = 600.0
     assembler: CallAssembler = field(default_factory=CallAssembler)
     forgotten: list[str] = field(default_factory=list)  # drained by journal-backed consumers
+    closed_max: int = 200_000
+    late_events: int = 0
+    _closed: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def is_closed(self, call_id: str) -> bool:
+        return call_id in self._closed
 
     def observe(self, event: Event) -> bool:
+        """Add an event. Events for a call already written and forgotten are dropped (and
+        counted in ``late_events``): rebuilt from a lone straggler, the CDR would overwrite the
+        complete one in the store with a partial one."""
+        call_id = getattr(event, "call_id", "")
+        if call_id and call_id in self._closed:
+            self.late_events += 1
+            return False
         return self.assembler.add(event, self.clock())
 
     def due(self) -> list[Cdr]:
@@ -280,6 +294,9 @@ class Reconciler:
                 if quiet >= self.forget_s:
                     self.assembler.forget(call_id)
                     self.forgotten.append(call_id)
+                    self._closed[call_id] = None
+                    if len(self._closed) > self.closed_max:
+                        self._closed.popitem(last=False)
                 continue
             if self.assembler.is_complete(call_id):
                 if quiet >= self.grace_s:

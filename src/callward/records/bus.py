@@ -150,6 +150,12 @@ class CdrConsumer:
             except StoreError:
                 await m.term()  # poison message: never redeliver, it can never parse
         if msgs:
+            # stragglers of calls already written and forgotten are acked but not journaled:
+            # after a restart they would rebuild a partial CDR over the complete one
+            closed = self.reconciler.is_closed
+            keep = [e for e in events if not closed(getattr(e, "call_id", ""))]
+            self.reconciler.late_events += len(events) - len(keep)
+            events = keep
             await asyncio.to_thread(self.store.journal_append, events)  # commit first ...
             if self.on_journaled is not None:
                 self.on_journaled(len(msgs))
