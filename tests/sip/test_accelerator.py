@@ -335,3 +335,21 @@ def test_pure_python_is_forced_by_environment() -> None:
     assert out.stdout.split() == ["False", "True"]
     assert parser._accelerated_parse is not None
     assert Path(parser.__file__).with_name("_speedups.c").exists()
+
+
+def test_limits_are_read_per_call_unless_frozen() -> None:
+    """Only a (frozen) ParseLimits is cached by identity; another limits object may change."""
+
+    class Mutable:
+        max_message_bytes = 65535
+        max_headers = 256
+        max_header_bytes = 8192
+        max_body_bytes = 60000
+
+    limits = Mutable()
+    assert check(MIX[0], limits)  # type: ignore[arg-type]
+    limits.max_headers = 3
+    assert not check(MIX[0], limits)  # type: ignore[arg-type]
+    with pytest.raises(SipParseError) as info:
+        parse_message(MIX[0], limits=limits)  # type: ignore[arg-type]
+    assert info.value.rule == "limit max_headers"

@@ -689,7 +689,9 @@ typedef struct {
     Py_ssize_t msg, hdrs, hdr_bytes, body;
 } Limits;
 
-static PyObject *last_limits = NULL; /* ParseLimits is frozen: its values can be cached */
+/* A frozen ParseLimits can be cached by identity; any other object is read on every call. */
+static PyObject *limits_type = NULL;
+static PyObject *last_limits = NULL;
 static Limits last_values;
 
 static int read_limit(PyObject *limits, const char *name, Py_ssize_t *out) {
@@ -703,7 +705,7 @@ static int read_limit(PyObject *limits, const char *name, Py_ssize_t *out) {
 }
 
 static int load_limits(PyObject *limits, Limits *out) {
-    if (limits == last_limits) {
+    if (limits == last_limits && limits != NULL) {
         *out = last_values;
         return 0;
     }
@@ -712,9 +714,11 @@ static int load_limits(PyObject *limits, Limits *out) {
         read_limit(limits, "max_header_bytes", &out->hdr_bytes) < 0 ||
         read_limit(limits, "max_body_bytes", &out->body) < 0)
         return -1;
-    last_values = *out;
-    Py_INCREF(limits);
-    Py_XSETREF(last_limits, limits);
+    if ((PyObject *)Py_TYPE(limits) == limits_type) {
+        last_values = *out;
+        Py_INCREF(limits);
+        Py_XSETREF(last_limits, limits);
+    }
     return 0;
 }
 
@@ -1168,11 +1172,14 @@ static int add_name(PyObject *lower, PyObject *canonical) {
 
 static PyObject *sp_setup(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *req, *resp, *hdrs, *uri, *na, *via, *cseq, *canonical;
-    if (!PyArg_ParseTuple(args, "OOOOOOOO!", &req, &resp, &hdrs, &uri, &na, &via, &cseq,
-                          &PyDict_Type, &canonical))
+    PyObject *req, *resp, *hdrs, *uri, *na, *via, *cseq, *canonical, *ltype;
+    if (!PyArg_ParseTuple(args, "OOOOOOOO!O!", &req, &resp, &hdrs, &uri, &na, &via, &cseq,
+                          &PyDict_Type, &canonical, &PyType_Type, &ltype))
         return NULL;
     ready = 0;
+    Py_INCREF(ltype);
+    Py_XSETREF(limits_type, ltype);
+    Py_CLEAR(last_limits);
     if (load_cls(&K_REQ, req, F_REQ, 6) < 0 || load_cls(&K_RESP, resp, F_RESP, 6) < 0 ||
         load_cls(&K_HDRS, hdrs, F_HDRS, 2) < 0 || load_cls(&K_URI, uri, F_URI, 7) < 0 ||
         load_cls(&K_NA, na, F_NA, 4) < 0 || load_cls(&K_VIA, via, F_VIA, 5) < 0 ||
@@ -1196,7 +1203,7 @@ static PyMethodDef methods[] = {
     {"parse", (PyCFunction)(void (*)(void))sp_parse, METH_FASTCALL,
      "parse(data, limits) -> Request | Response | None (None: use the pure parser)"},
     {"setup", sp_setup, METH_VARARGS,
-     "setup(Request, Response, Headers, SipURI, NameAddr, Via, CSeq, canonical_names)"},
+     "setup(Request, Response, Headers, SipURI, NameAddr, Via, CSeq, canonical_names, ParseLimits)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1227,6 +1234,6 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     /* parser.py enables the module only when this matches: a stale build falls back to pure */
-    if (m != NULL && PyModule_AddIntConstant(m, "API_VERSION", 4) < 0) Py_CLEAR(m);
+    if (m != NULL && PyModule_AddIntConstant(m, "API_VERSION", 5) < 0) Py_CLEAR(m);
     return m;
 }

@@ -14,5 +14,6 @@ def setup(
     via: type,
     cseq: type,
     canonical: dict[str, str],
+    limits_type: type,
     /,
 ) -> None: ...

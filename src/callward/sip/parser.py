@@ -445,7 +445,7 @@ _ACCEL_FIELDS: dict[type, tuple[str, ...]] = {
 }
 
 
-_ACCEL_API = 4
+_ACCEL_API = 5
 
 
 def _load_accelerator() -> Callable[[bytes, ParseLimits], Request | Response | None] | None:
@@ -463,7 +463,9 @@ def _load_accelerator() -> Callable[[bytes, ParseLimits], Request | Response | N
             return None
     if set(Headers.__slots__) != {"_items", "_index"}:
         return None
-    _speedups.setup(Request, Response, Headers, SipURI, NameAddr, Via, CSeq, _CANONICAL)
+    _speedups.setup(
+        Request, Response, Headers, SipURI, NameAddr, Via, CSeq, _CANONICAL, ParseLimits
+    )
     return _speedups.parse
 
 
