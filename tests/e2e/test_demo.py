@@ -1,4 +1,9 @@
-"""`callward demo` run exactly as a user would: a subprocess, from the installed entry point."""
+"""`callward demo` run exactly as a user would: a subprocess, from the installed entry point.
+
+References used below, all independent of our code: the RFC 3665 call flows written out by
+hand, the packet size of G.711/20 ms over SRTP computed from the RFC header sizes, the
+expected RFC 3550 jitter of a uniform random delay (J/3), and binomial bounds on the loss.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+NUMBERS = ("+447700900123", "+447700900456")  # the demo's fictitious subscribers
 
 
 def callward() -> str:
@@ -24,52 +32,153 @@ def callward() -> str:
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [callward(), "demo", *args], capture_output=True, text=True, timeout=40, check=False
+        [callward(), "demo", *args], capture_output=True, text=True, timeout=45, check=False
     )
 
 
-def test_demo_prints_a_ladder_and_exits_0() -> None:
+def run_json(tmp_path: Path, *args: str) -> dict[str, Any]:
+    proc = run("--json", "--data-dir", str(tmp_path / "var"), *args)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report: dict[str, Any] = json.loads(proc.stdout)
+    assert report["ok"] is True, report["failure"]
+    for number in NUMBERS:  # privacy: numbers only masked/pseudonymized in the report
+        assert number not in proc.stdout and number[1:] not in proc.stdout
+        assert number not in proc.stderr and number[1:] not in proc.stderr
+    return report
+
+
+def sip_flow(report: dict[str, Any], phone: str) -> list[tuple[str, str, str]]:
+    return [
+        (e["from"], e["to"], e["label"])
+        for e in report["ladder"]
+        if e["transport"] != "rtp" and phone in (e["from"], e["to"])
+    ]
+
+
+def test_demo_prints_a_ladder_and_summary_and_exits_0(tmp_path: Path) -> None:
     start = time.monotonic()
-    proc = run()
+    proc = run("--data-dir", str(tmp_path / "var"))
     elapsed = time.monotonic() - start
-    assert proc.returncode == 0, proc.stderr
-    assert elapsed < 20
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert elapsed < 30
     lines = proc.stdout.splitlines()
     order = [
         next(i for i, ln in enumerate(lines) if needle in ln)
-        for needle in ("INVITE", "180 Ringing", "200 OK (SDP)", "ACK", "BYE")
+        for needle in ("REGISTER", "401", "INVITE", "407", "180 Ringing", "200 OK (SDP)", "BYE")
     ]
-    assert order == sorted(order)  # the basic call flow of RFC 3665 §3.1, in that order
-    bye = order[-1]
-    assert any("200 OK" in ln for ln in lines[bye + 1 :])  # BYE answered
-    assert "callward demo summary" in proc.stdout and "ok" in proc.stdout
+    assert order == sorted(order)
+    out = proc.stdout
+    for needle in ("SRTP", "MOS", "bytes/min", "CDR", "audit", "verified", "callward web"):
+        assert needle in out, needle
+    for number in NUMBERS:
+        assert number not in out and number[1:] not in out
+    assert "+44770090****" in out  # masked, as the privacy rules want it shown
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_demo_json_follows_rfc3665_basic_call(transport: str) -> None:
-    proc = run("--json", "--transport", transport, "--rtp-packets", "10")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
-    sip = [(e["from"], e["to"], e["label"]) for e in report["ladder"] if e["transport"] != "rtp"]
-    # RFC 3665 §3.1 (Successful Session Establishment), written out by hand; our UAS also sends
-    # 100 Trying (RFC 3261 §17.2.1) before ringing.
-    assert sip == [
-        ("alice", "bob", "INVITE (SDP)"),
-        ("bob", "alice", "100 Trying"),
-        ("bob", "alice", "180 Ringing"),
-        ("bob", "alice", "200 OK (SDP)"),
-        ("alice", "bob", "ACK"),
-        ("alice", "bob", "BYE"),
-        ("bob", "alice", "200 OK"),
+def test_demo_json_without_impairment(tmp_path: Path, transport: str) -> None:
+    report = run_json(
+        tmp_path, "--transport", transport, "--loss", "0", "--jitter", "0", "--seconds", "1"
+    )
+    # RFC 3665 §2.1 (registration with digest) and §3.2 (call through a proxy that challenges
+    # the INVITE with 407), written out by hand; the proxy also sends 100 Trying (§16.2).
+    reg = lambda p: [  # noqa: E731
+        (p, "edge", "REGISTER"),
+        ("edge", p, "401 Unauthorized"),
+        (p, "edge", "REGISTER"),
+        ("edge", p, "200 OK"),
     ]
-    assert report["ok"] is True and report["transport"] == transport
-    assert report["summary"]["RTP alice → bob"] == "10/10 packets"
-    assert report["summary"]["RTP bob → alice"] == "10/10 packets"
+    assert sip_flow(report, "alice") == [
+        *reg("alice"),
+        ("alice", "edge", "INVITE (SDP)"),
+        ("edge", "alice", "100 Trying"),
+        ("edge", "alice", "407 Proxy Authentication Required"),
+        ("alice", "edge", "ACK"),
+        ("alice", "edge", "INVITE (SDP)"),
+        ("edge", "alice", "100 Trying"),
+        ("edge", "alice", "180 Ringing"),
+        ("edge", "alice", "200 OK (SDP)"),
+        ("alice", "edge", "ACK"),
+        ("alice", "edge", "BYE"),
+        ("edge", "alice", "200 OK"),
+    ]
+    assert sip_flow(report, "bob") == [
+        *reg("bob"),
+        ("edge", "bob", "INVITE (SDP)"),
+        ("bob", "edge", "100 Trying"),
+        ("bob", "edge", "180 Ringing"),
+        ("bob", "edge", "200 OK (SDP)"),
+        ("edge", "bob", "ACK"),
+        ("edge", "bob", "BYE"),
+        ("bob", "edge", "200 OK"),
+    ]
     times = [e["t_ms"] for e in report["ladder"]]
     assert times == sorted(times)
+    assert report["media"]["security"] == "srtp-sdes"
+    assert report["media"]["suite"] == "AES_CM_128_HMAC_SHA1_80"
+    assert {(leg["from"], leg["to"]) for leg in report["legs"]} == {
+        ("alice", "bob"),
+        ("bob", "alice"),
+    }
+    for leg in report["legs"]:
+        assert leg["sent"] == 50 and leg["dropped_by_shim"] == 0 and leg["srtp_rejected"] == 0
+        assert leg["lost"] == 0 and leg["loss_pct"] == 0
+        # RFC 3550 A.1: the first packet of a source is on probation and not counted.
+        assert leg["sent"] - 1 <= leg["received"] == leg["expected"]
+        assert leg["jitter_ms"] < 8  # only the host's scheduling noise
+        assert 4.0 < leg["mos"] <= 4.5
+    # Per packet: 160 B of G.711 + 12 RTP (RFC 3550 §5.1) + 10 auth tag (RFC 3711 §4.2,
+    # HMAC-SHA1-80) + 8 UDP + 20 IPv4, 50 packets per second, 60 seconds.
+    by_hand = (160 + 12 + 10 + 8 + 20) * 50 * 60
+    usage = report["usage"]["bytes_per_minute"]
+    assert usage["actual"] == by_hand and usage["planned"] == by_hand
+    assert usage["planned_with_rtcp"] > by_hand
+    cdr = report["cdr"]
+    assert cdr["id"] and cdr["disposition"] == "answered" and cdr["status"] == 200
+    assert cdr["packets"] == sum(leg["received"] for leg in report["legs"])
+    assert cdr["lost"] == 0 and cdr["codecs"] == ["PCMU/8000"]
+    assert cdr["caller"] == "+44770090****" and len(cdr["caller_pseudonym"]) == 16
+    audit = report["audit"]
+    assert audit["verified"] is True and audit["problems"] == []
+    assert audit["action"] == "read" and audit["records"] == 1 and audit["reason"]
+    assert report["dashboard"]["command"].startswith("callward web --data-dir")
 
 
-def test_demo_bad_transport_is_exit_2_with_one_line() -> None:
-    proc = run("--transport", "carrier-pigeon")
+def test_demo_loss_and_jitter_are_measured_by_the_receivers(tmp_path: Path) -> None:
+    report = run_json(tmp_path, "--loss", "10", "--jitter", "30", "--seconds", "4", "--seed", "7")
+    for leg in report["legs"]:
+        assert leg["sent"] == 200
+        # Binomial(200, 0.1): mean 20, sd 4.2; 3-20 % is beyond 3 sd either side.
+        assert 3.0 <= leg["loss_pct"] <= 20.0
+        # Every drop is the shim's (loopback loses nothing); a drop at the very end of the
+        # stream is invisible to RFC 3550 A.3 (it never raises the highest sequence seen).
+        assert leg["dropped_by_shim"] - 2 <= leg["lost"] <= leg["dropped_by_shim"]
+        # Uniform extra delay U(0, J) per packet: E|U1 - U2| = J/3 = 10 ms, which is what the
+        # A.8 estimator converges to; wide bounds for its 1/16 smoothing and host noise.
+        assert 4.0 <= leg["jitter_ms"] <= 25.0
+        assert leg["transit_max_ms"] <= 30 + 50  # J plus generous scheduling slack
+        assert leg["mos"] < 4.3  # 10 % loss costs quality even with G.711 PLC (Bpl 25.1)
+    assert report["cdr"]["lost"] == sum(leg["lost"] for leg in report["legs"])
+    assert report["cdr"]["mos_min"] == min(leg["mos"] for leg in report["legs"])
+
+
+def test_same_seed_same_losses_and_audit_chain_grows(tmp_path: Path) -> None:
+    args = ("--loss", "20", "--jitter", "0", "--seconds", "1", "--seed", "3")
+    first = run_json(tmp_path, *args)
+    second = run_json(tmp_path, *args)
+    assert [leg["dropped_by_shim"] for leg in first["legs"]] == [
+        leg["dropped_by_shim"] for leg in second["legs"]
+    ]
+    assert second["audit"]["seq"] == first["audit"]["seq"] + 1
+    assert second["audit"]["verified"] is True
+    assert second["cdr"]["id"] != first["cdr"]["id"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--transport", "carrier-pigeon"), ("--loss", "150"), ("--seconds", "60")],
+)
+def test_demo_bad_input_is_exit_2_with_one_line(args: tuple[str, ...]) -> None:
+    proc = run(*args)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "callward:" in proc.stderr

@@ -1,33 +1,74 @@
-"""``callward demo``: a real call between two user agents over loopback, drawn as a ladder.
+"""``callward demo``: a secured call between two phones through a callward edge, on loopback.
+
+What runs (all in this process, embedded defaults, 127.0.0.1 only):
+
+1. an :class:`~callward.edge.app.EdgeNode` (registrar + proxy, digest auth against a SQLite
+   subscriber table) publishing call events on an :class:`~callward.events.InProcessBus`;
+2. a records sink on that bus that assembles the edge's CallStarted/Answered/Ended (and the
+   phones' MediaStats) into a CDR in the SQLite hot store under ``--data-dir``;
+3. two phones that REGISTER with digest (RFC 3261 §22), call each other through the edge
+   (407 challenge, Record-Route) and exchange SDES-SRTP (RFC 4568, RFC 3711) G.711 media
+   through a seeded loss/jitter shim on each sender;
+4. a summary: the call flow ladder, per-leg loss/jitter from the receivers' RFC 3550 statistics
+   with an E-model MOS (ITU-T G.107), bytes per minute on the wire against the data-usage
+   planner, the CDR read back through the audited query API, and the audit chain verified.
 
 The demo is a list of steps (async functions over one :class:`Demo`), so later capabilities
-(edge, registration, SRTP, quality, CDRs) are added by writing a step and appending it to
-:data:`DEFAULT_STEPS`. Every SIP message is observed on the wire through transport taps, so the
-ladder and the byte counts are what was really sent, not what we meant to send.
+are added by writing a step and appending it to :data:`DEFAULT_STEPS`. Every SIP message is
+observed on the wire through transport taps, so the ladder and the byte counts are what was
+really sent. Subscriber numbers are fictitious (Ofcom's +44 7700 900xxx drama range) and are
+shown masked or pseudonymized only; the ladder shows request methods and status lines only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import structlog
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from callward.config import CallwardConfig, EdgeConfig
+from callward.errors import CallwardError
+from callward.events import InProcessBus, MediaStats
+from callward.quality.emodel import quick
+from callward.records.audit import AuditedReader
+from callward.records.rows import CdrQuery
+from callward.records.service import CdrSink, Records, open_records
+from callward.rtp.srtp import SrtpKeying, SrtpProfile
 from callward.sip.transport import WireEvent
+from callward.ua.impairment import Impairment, ImpairmentShim
 from callward.ua.media import RtpEndpoint
 from callward.ua.phone import Call, Phone
-from callward.ua.sdp_offer import audio_endpoint
+from callward.ua.sdp_offer import SRTP_SUITE
+from callward.usage.planner import MediaChoice, plan_call
 
 __all__ = ["DEFAULT_STEPS", "Demo", "LadderEntry", "register", "run_demo"]
 
-DEMO_TIMEOUT = 15.0  # seconds; the whole demo must finish well under 20 s
+DEMO_TIMEOUT = 25.0  # seconds; the whole demo must finish well under 30 s
+REALM = "callward.local"
+IP_UDP_OVERHEAD = 28  # IPv4 header (20) + UDP header (8) per packet, not seen by a socket
+PTIME_MS = 20
+# Fictitious subscribers: numbers from Ofcom's range reserved for drama (07700 900000-900999).
+SUBSCRIBERS = {"alice": "+447700900123", "bob": "+447700900456"}
+
+
+def mask_number(number: str) -> str:
+    """Keep the country/network prefix, hide the subscriber part: +44770090****."""
+    keep = max(0, len(number) - 4)
+    return number[:keep] + "*" * (len(number) - keep)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +88,33 @@ class Demo:
     """State shared by the steps: participants, what went over the wire, summary rows."""
 
     transport: str = "udp"
-    rtp_packets: int = 25
+    seconds: float = 3.0
+    loss_pct: float = 2.0
+    jitter_ms: float = 30.0
+    seed: int = 1
+    data_dir: Path | None = None
     lanes: list[str] = field(default_factory=list)
     phones: dict[str, Phone] = field(default_factory=dict)
     rtp: dict[str, RtpEndpoint] = field(default_factory=dict)
     calls: dict[str, Call] = field(default_factory=dict)
     ladder: list[LadderEntry] = field(default_factory=list)
     summary: list[tuple[str, str]] = field(default_factory=list)
+    legs: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)
+    cdr: dict[str, Any] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)
+    media: dict[str, Any] = field(default_factory=dict)
+    dashboard: dict[str, str] = field(default_factory=dict)
     ok: bool = True
     failure: str = ""
     t0: float = 0.0
+    edge: Any = None
+    edge_addr: tuple[str, int] = ("127.0.0.1", 0)
+    bus: InProcessBus = field(default_factory=InProcessBus)
+    records: Records | None = None
+    sink: CdrSink | None = None
+    names: dict[tuple[str, int], str] = field(default_factory=dict)
+    default_peer: str | None = None
     _received: dict[bytes, list[str]] = field(default_factory=dict)
     _sent: list[tuple[float, str, WireEvent]] = field(default_factory=list)
 
@@ -68,15 +126,30 @@ class Demo:
             self.lanes.append(name)
 
     def watch(self, name: str, phone: Phone) -> None:
-        """Record what ``phone`` sends and receives; the ladder pairs them up later."""
+        """Record what ``phone`` sends and receives; the ladder pairs them up later. Messages
+        from an unwatched node we know by address (the edge) become arrows on receipt."""
 
         def tap(ev: WireEvent) -> None:
             if ev.direction == "out":
                 self._sent.append((self.now(), name, ev))
-            else:
-                self._received.setdefault(ev.data, []).append(name)
+                return
+            self._received.setdefault(ev.data, []).append(name)
+            src = self.peer_name((ev.remote[0], int(ev.remote[1])))
+            if src is not None:
+                self.ladder.append(
+                    LadderEntry(self.now(), src, name, _label(ev.data), len(ev.data), ev.transport)
+                )
 
         phone.transport.add_tap(tap)
+
+    def peer_name(self, addr: tuple[str, int]) -> str | None:
+        """The lane of an unwatched sender: by address, else ``default_peer``. Over TCP the
+        edge may open a new connection from an ephemeral port, so every address that is not
+        one of our phones is the edge (the only other SIP node in the demo)."""
+        if addr in self.names:
+            return self.names[addr]
+        phones = {(p.local_addr[0], int(p.local_addr[1])) for p in self.phones.values()}
+        return self.default_peer if addr not in phones else None
 
     def note(self, src: str, dst: str, label: str, size: int = 0, kind: str = "rtp") -> None:
         """Add a non-SIP row (media, events) to the ladder."""
@@ -90,7 +163,9 @@ class Demo:
         """Merge the SIP messages seen on the wire with the notes, in time order."""
         for t, src, ev in self._sent:
             receivers = self._received.get(ev.data)
-            dst = receivers.pop(0) if receivers else f"{ev.remote[0]}:{ev.remote[1]}"
+            remote = (ev.remote[0], int(ev.remote[1]))
+            peer = self.peer_name(remote)
+            dst = receivers.pop(0) if receivers else peer or f"{remote[0]}:{remote[1]}"
             self.add_lane(dst)
             self.ladder.append(
                 LadderEntry(t, src, dst, _label(ev.data), len(ev.data), ev.transport)
@@ -101,6 +176,7 @@ class Demo:
 
 
 def _label(data: bytes) -> str:
+    """Method or status line only: no URI, so no subscriber number reaches the ladder."""
     first = data.split(b"\r\n", 1)[0].decode("utf-8", "replace")
     text = first[8:] if first.startswith("SIP/2.0 ") else first.split(" ", 1)[0]
     _head, _, body = data.partition(b"\r\n\r\n")
@@ -110,22 +186,81 @@ def _label(data: bytes) -> str:
 Step = Callable[[Demo], Awaitable[None]]
 
 
+def _free_port(transport: str) -> int:
+    kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 # ----------------------------------------------------------------------------- steps
+async def start_edge(demo: Demo) -> None:
+    """The edge with digest auth over a SQLite subscriber table, and the CDR sink on its bus."""
+    from callward.edge.app import EdgeNode
+    from callward.edge.subscribers import SqliteSubscribers, Subscriber
+
+    assert demo.data_dir is not None
+    demo.records = open_records(demo.data_dir)
+    demo.sink = CdrSink(demo.records.store, grace_s=0.0)
+    demo.bus.subscribe(demo.sink.handle)
+    subs_path = demo.data_dir / "demo-subscribers.sqlite"
+    subscribers = SqliteSubscribers(subs_path)
+    for name, number in SUBSCRIBERS.items():
+        subscribers.put(Subscriber.from_password(number, REALM, f"demo-secret-{name}"))
+    for _ in range(5):  # another process may take the port between probe and bind
+        port = _free_port(demo.transport)
+        cfg = CallwardConfig(
+            edge=EdgeConfig(
+                listen=[f"{demo.transport}:127.0.0.1:{port}"],
+                realm=REALM,
+                domains=[REALM],
+                subscribers=f"sqlite:{subs_path}",
+                auth_secret="demo-" + "k" * 32,
+            )
+        )
+        edge = EdgeNode(cfg, subscribers=subscribers, bus=demo.bus)
+        try:
+            await edge.start()
+        except OSError:
+            await edge.stop()
+            continue
+        demo.edge, demo.edge_addr = edge, ("127.0.0.1", port)
+        demo.names[demo.edge_addr] = demo.default_peer = "edge"
+        return
+    demo.fail("could not bind the edge on 127.0.0.1")
+
+
 async def start_phones(demo: Demo) -> None:
-    """Two phones on ephemeral 127.0.0.1 ports, each with an RTP port for its SDP."""
-    for name, auto in (("alice", False), ("bob", True)):
-        phone = await Phone.start(name, transport=demo.transport, auto_answer=auto, node=name)
+    """Two phones that require SDES-SRTP, each with an RTP port for its SDP; both REGISTER
+    with digest (401 challenge, then credentials, RFC 3261 §22.2)."""
+    for name in ("alice", "bob"):
+        demo.add_lane(name)
+        if name == "alice":
+            demo.add_lane("edge")
+        phone = await Phone.start(
+            SUBSCRIBERS[name],
+            transport=demo.transport,
+            auto_answer=name == "bob",
+            node=f"ua-{name}",
+            password=f"demo-secret-{name}",
+        )
+        phone.media_security = "srtp"
         rtp = await RtpEndpoint.open("127.0.0.1")
         phone.media_port = rtp.local_addr[1]
         demo.phones[name], demo.rtp[name] = phone, rtp
-        demo.add_lane(name)
         demo.watch(name, phone)
+    for name, phone in demo.phones.items():
+        resp = await phone.register(demo.edge_addr, domain=REALM, expires=300)
+        if resp.status != 200:
+            demo.fail(f"{name} could not register: {resp.status}")
+            return
 
 
 async def place_call(demo: Demo) -> None:
-    """alice INVITEs bob; bob rings and answers; alice ACKs (RFC 3261 §13)."""
+    """alice INVITEs bob's AOR via the edge; the edge challenges (407), alice retries with
+    credentials, the edge forwards to bob's registered contact; bob rings and answers."""
     alice, bob = demo.phones["alice"], demo.phones["bob"]
-    call = await alice.call(f"sip:bob@127.0.0.1:{bob.local_addr[1]}")
+    call = await alice.call(f"sip:{SUBSCRIBERS['bob']}@{REALM}", dest=demo.edge_addr)
     demo.calls["alice"] = call
     if call.status != 200:
         demo.fail(f"call failed with {call.status}")
@@ -140,33 +275,152 @@ async def place_call(demo: Demo) -> None:
         demo.summary.append(("post-dial delay (INVITE → 180)", f"{pdd:.1f} ms"))
 
 
+def _keying(crypto: Any) -> SrtpKeying:
+    return SrtpKeying(SrtpProfile(crypto.suite), crypto.master_key, crypto.master_salt)
+
+
 async def exchange_media(demo: Demo) -> None:
-    """Both sides send paced G.711 RTP to the address the other's SDP gave (RFC 3264)."""
+    """Both phones send paced G.711 as SRTP, keyed from the a=crypto lines of the offer and
+    answer (RFC 4568 §6.1: each side's line keys what that side sends), through the shim."""
     if "bob" not in demo.calls:
         return
-    a_call, b_call = demo.calls["alice"], demo.calls["bob"]
-    a_to, b_to = audio_endpoint(a_call.leg.remote_sdp), audio_endpoint(b_call.leg.remote_sdp)
-    if a_to is None or b_to is None:
-        demo.fail("no usable audio in SDP")
-        return
-    n = demo.rtp_packets
-    pt = a_to.payload_types[0] if a_to.payload_types else 0
-    demo.note("alice", "bob", f"RTP PCMU ×{n} ⇄ 20 ms", 0)
+    streams = {name: demo.calls[name].negotiated() for name in ("alice", "bob")}
+    for name, s in streams.items():
+        if s is None or s.local_crypto is None or s.remote_crypto is None:
+            demo.fail(f"{name}: offer/answer agreed on no SDES-SRTP audio stream")
+            return
+        demo.rtp[name].secure(_keying(s.local_crypto), _keying(s.remote_crypto))
+        impairment = Impairment(demo.loss_pct, demo.jitter_ms)
+        demo.rtp[name].impairment = ImpairmentShim.seeded(impairment, demo.seed, name)
+    a, b = streams["alice"], streams["bob"]
+    assert a is not None and b is not None
+    n = max(1, round(demo.seconds * 1000 / PTIME_MS))
+    demo.media = {
+        "security": str(a.security),
+        "suite": a.local_crypto.suite if a.local_crypto else "",
+        "codec": f"{a.codec.name}/{a.codec.clock_rate}",
+        "packets_each_way": n,
+        "ptime_ms": PTIME_MS,
+    }
+    demo.note("alice", "bob", f"SRTP {a.codec.name} ×{n} ⇄ {demo.seconds:g} s", 0)
     await asyncio.gather(
-        demo.rtp["alice"].send_audio((a_to.host, a_to.port), n, pt),
-        demo.rtp["bob"].send_audio((b_to.host, b_to.port), n, pt),
+        demo.rtp["alice"].send_audio((a.remote_address, a.remote_port), n, a.codec.payload_type),
+        demo.rtp["bob"].send_audio((b.remote_address, b.remote_port), n, b.codec.payload_type),
     )
-    await asyncio.sleep(0.05)  # the last packets in flight on loopback
-    a, b = demo.rtp["alice"].counters, demo.rtp["bob"].counters
-    demo.summary.append(("RTP alice → bob", f"{b.packets_received}/{a.packets_sent} packets"))
-    demo.summary.append(("RTP bob → alice", f"{a.packets_received}/{b.packets_sent} packets"))
-    demo.summary.append(("RTP bytes (both ways)", f"{a.bytes_sent + b.bytes_sent}"))
-    if b.packets_received < a.packets_sent or a.packets_received < b.packets_sent:
-        demo.fail("RTP packets lost on loopback")
+    await asyncio.sleep(demo.jitter_ms / 1000 + 0.1)  # delayed packets still in flight
+    for src, dst in (("alice", "bob"), ("bob", "alice")):
+        demo.legs.append(_leg_report(demo, src, dst))
+    await _publish_media_stats(demo)
+    _usage(demo)
+    if any(leg["received"] == 0 for leg in demo.legs):
+        demo.fail("no SRTP packet was accepted on one leg")
+
+
+def _leg_report(demo: Demo, src: str, dst: str) -> dict[str, Any]:
+    """One direction as its receiver measured it (RFC 3550 A.3 loss, A.8 jitter), the one-way
+    transit from the sender's due time to arrival (same clock: same process), and the E-model
+    MOS for G.711 with PLC at the measured loss and a mouth-to-ear delay of packetization plus
+    the 95th percentile transit (a jitter buffer deep enough to play 95 % of packets on time;
+    the maximum would let one packet delayed by a busy host decide the figure)."""
+    tx, rx = demo.rtp[src], demo.rtp[dst]
+    stats = rx.stats.get(tx.ssrc)
+    snap = stats.snapshot() if stats is not None else None
+    transit = [
+        (t - tx.sent_at[seq]) * 1000
+        for ssrc, seq, t in rx.arrivals
+        if ssrc == tx.ssrc and seq in tx.sent_at
+    ]
+    expected = snap.expected if snap else 0
+    lost = max(0, snap.cumulative_lost) if snap else 0
+    loss_pct = 100.0 * lost / expected if expected else 0.0
+    mean_transit = sum(transit) / len(transit) if transit else 0.0
+    max_transit = max(transit, default=0.0)
+    p95 = sorted(transit)[int(0.95 * (len(transit) - 1))] if transit else 0.0
+    delay = PTIME_MS + p95
+    mos = quick("g711", min(loss_pct, 100.0), min(delay, 10_000.0)).mos
+    return {
+        "from": src,
+        "to": dst,
+        "sent": tx.counters.packets_sent,
+        "dropped_by_shim": tx.counters.dropped,
+        "received": snap.received if snap else 0,
+        "expected": expected,
+        "lost": lost,
+        "loss_pct": round(loss_pct, 2),
+        "jitter_ms": round(snap.jitter_ms, 2) if snap else 0.0,
+        "transit_mean_ms": round(mean_transit, 2),
+        "transit_p95_ms": round(p95, 2),
+        "transit_max_ms": round(max_transit, 2),
+        "mouth_to_ear_ms": round(delay, 1),
+        "mos": round(mos, 2),
+        "srtp_rejected": rx.counters.invalid,
+        "_ssrc": tx.ssrc,
+    }
+
+
+async def _publish_media_stats(demo: Demo) -> None:
+    """Each phone reports what it received (RFC 3550 §6.4.1 style counters) on the bus, so
+    the CDR carries packets, loss, jitter and MOS. Sent before the BYE so the CDR written
+    when the call ends already has them."""
+    call_id = demo.calls["alice"].call_id
+    for seq, leg in enumerate(demo.legs, 1):
+        rx = demo.rtp[leg["to"]]
+        await demo.bus.publish(
+            MediaStats(
+                ts=time.time(),
+                node=f"ua-{leg['to']}",
+                seq=seq,
+                call_id=call_id,
+                leg="a",
+                ssrc=leg["_ssrc"],
+                codec=demo.media.get("codec", ""),
+                packets=leg["received"],
+                lost=leg["lost"],
+                jitter_ms=leg["jitter_ms"],
+                mos=leg["mos"],
+                bytes_sent=rx.counters.bytes_sent,
+                bytes_received=rx.counters.bytes_received,
+            )
+        )
+
+
+def _usage(demo: Demo) -> None:
+    """Bytes per minute each phone put on the air, against the planner. A socket sees UDP
+    payloads only, so 28 bytes of IPv4 + UDP header are added per packet. The demo sends no
+    RTCP, so the planner's media-only figure (rtcp=False) is the like-for-like comparison;
+    its RTCP-inclusive figure (5 % of session bandwidth, RFC 3550 §6.2) is shown beside it."""
+    media_only = plan_call(MediaChoice(codec="pcmu", srtp=SRTP_SUITE, rtcp=False))
+    with_rtcp = plan_call(MediaChoice(codec="pcmu", srtp=SRTP_SUITE))
+    per_phone: list[dict[str, Any]] = []
+    for name in ("alice", "bob"):
+        c = demo.rtp[name].counters
+        wire = c.bytes_sent + IP_UDP_OVERHEAD * c.packets_sent
+        minutes = c.packets_sent * PTIME_MS / 1000 / 60
+        per_phone.append(
+            {
+                "phone": name,
+                "packets": c.packets_sent,
+                "udp_payload_bytes": c.bytes_sent,
+                "wire_bytes": wire,
+                "bytes_per_minute": round(wire / minutes) if minutes else 0,
+            }
+        )
+    actual = sum(p["bytes_per_minute"] for p in per_phone) / len(per_phone)
+    planned = media_only.bytes_per_minute
+    demo.usage = {
+        "bytes_per_minute": {
+            "actual": round(actual),
+            "planned": round(planned),
+            "planned_with_rtcp": round(with_rtcp.bytes_per_minute),
+            "ratio": round(actual / planned, 4) if planned else None,
+        },
+        "per_phone": per_phone,
+        "method": "UDP payload bytes sent + 28 B IPv4/UDP header per packet",
+    }
 
 
 async def hang_up(demo: Demo) -> None:
-    """alice sends BYE; bob answers 200 (RFC 3261 §15)."""
+    """alice sends BYE via the edge; bob answers 200 (RFC 3261 §15)."""
     call = demo.calls.get("alice")
     if call is None or "bob" not in demo.calls:
         return
@@ -176,13 +430,103 @@ async def hang_up(demo: Demo) -> None:
     await demo.calls["bob"].wait_ended(5)
 
 
-DEFAULT_STEPS: tuple[Step, ...] = (start_phones, place_call, exchange_media, hang_up)
+async def read_cdr(demo: Demo) -> None:
+    """Wait for the CDR the sink wrote from the edge's events, read it back through the
+    audited query API (reason + ticket), and verify the audit hash chain."""
+    call = demo.calls.get("alice")
+    if call is None or demo.records is None or demo.sink is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3.0
+    while call.call_id not in demo.sink.written and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    if call.call_id not in demo.sink.written:
+        demo.fail("no CDR was written for the call")
+        return
+    records = demo.records
+    reader = AuditedReader(records.store, records.audit, actor="callward-demo")
+    ticket = f"DEMO-{int(time.time())}"
+    found = await asyncio.to_thread(
+        reader.query,
+        CdrQuery(call_ids=(call.call_id,)),
+        "demo: show the CDR of the call just made",
+        ticket,
+    )
+    if len(found) != 1:
+        demo.fail(f"CDR query returned {len(found)} records")
+        return
+    cdr = found[0]
+    pseudonym = records.codec.pseudonym
+    demo.cdr = {
+        "id": cdr.call_id,
+        "caller": mask_number(SUBSCRIBERS["alice"]),
+        "callee": mask_number(SUBSCRIBERS["bob"]),
+        "caller_pseudonym": pseudonym(cdr.caller).hex()[:16] if cdr.caller else "",
+        "callee_pseudonym": pseudonym(cdr.callee).hex()[:16] if cdr.callee else "",
+        "disposition": cdr.disposition,
+        "status": cdr.status,
+        "duration_s": round(cdr.duration_s, 2),
+        "codecs": list(cdr.codecs),
+        "packets": cdr.packets,
+        "lost": cdr.lost,
+        "jitter_ms": round(cdr.jitter_ms, 2),
+        "mos_min": cdr.mos_min,
+        "flags": list(cdr.flags),
+        "store": str(records.data_dir / "cdr.db"),
+    }
+    entry = records.audit.entries()[-1]
+    problems = records.audit.verify()
+    demo.audit = {
+        "seq": entry.seq,
+        "actor": entry.actor,
+        "action": entry.action,
+        "reason": entry.reason,
+        "ticket": entry.ticket,
+        "records": len(entry.records),
+        "hash": entry.hash,
+        "verified": not problems,
+        "problems": problems,
+    }
+    if problems:
+        demo.fail("audit chain does not verify")
+    demo.dashboard = {
+        "command": f"callward web --data-dir {records.data_dir}",
+        "url": "http://127.0.0.1:8080/",
+        "api": f"http://127.0.0.1:8080/api/v1/calls/{cdr.call_id}",
+    }
+
+
+DEFAULT_STEPS: tuple[Step, ...] = (
+    start_edge,
+    start_phones,
+    place_call,
+    exchange_media,
+    hang_up,
+    read_cdr,
+)
+
+
+def _quiet_logs() -> None:
+    """Library logs go to stderr through the privacy redaction processor, warnings only, so
+    stdout stays the report (and valid JSON with --json)."""
+    from callward.edge.app import configure_logging
+
+    configure_logging(json_logs=True)
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        cache_logger_on_first_use=False,
+    )
 
 
 async def run_demo(demo: Demo, steps: tuple[Step, ...] = DEFAULT_STEPS) -> Demo:
     """Run ``steps`` in order (bounded by DEMO_TIMEOUT), then close everything."""
     demo.t0 = asyncio.get_running_loop().time()
     started = time.perf_counter()
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if demo.data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="callward-demo-")
+        demo.data_dir = Path(tmp.name)
     try:
         async with asyncio.timeout(DEMO_TIMEOUT):
             for step in steps:
@@ -191,11 +535,20 @@ async def run_demo(demo: Demo, steps: tuple[Step, ...] = DEFAULT_STEPS) -> Demo:
                     break
     except TimeoutError:
         demo.fail(f"demo did not finish within {DEMO_TIMEOUT:.0f} s")
+    except CallwardError as exc:
+        demo.fail(f"{type(exc).__name__}: {exc}")
     finally:
         for phone in demo.phones.values():
             await phone.close()
         for rtp in demo.rtp.values():
             rtp.close()
+        if demo.edge is not None:
+            await demo.edge.stop()
+        if demo.records is not None:
+            demo.records.close()
+        if tmp is not None:
+            tmp.cleanup()
+            demo.dashboard = {}  # nothing left to browse
     demo.build_ladder()
     _add_wire_summary(demo)
     demo.summary.append(("demo wall time", f"{time.perf_counter() - started:.2f} s"))
@@ -214,7 +567,7 @@ def _add_wire_summary(demo: Demo) -> None:
 
 
 # ----------------------------------------------------------------------------- rendering
-_GAP = 32  # characters between two lanes
+_GAP = 26  # characters between two lanes (three lanes fit 80 columns)
 _STAMP = 11  # width of the time column
 
 
@@ -228,6 +581,7 @@ def render_ladder(demo: Demo, console: Console) -> None:
         start = max(0, x - len(name) // 2)
         header[start : start + len(name)] = list(name)
     console.print(Text(" " * _STAMP + "".join(header).rstrip(), style="bold"))
+    colors = {lanes[0]: "green"} if lanes else {}
     for e in demo.ladder:
         row = [" "] * width
         for x in pos.values():
@@ -249,19 +603,93 @@ def render_ladder(demo: Demo, console: Console) -> None:
                 arrow = "◀" + arrow[1:]
             row[lo + 1 : hi] = list(arrow)
         line = Text(f"{e.t * 1000:8.1f} ms".rjust(_STAMP), style="dim")
-        style = "cyan" if e.transport == "rtp" else ("green" if e.src == lanes[0] else "yellow")
+        style = "cyan" if e.transport == "rtp" else colors.get(e.src, "yellow")
+        if e.src == "edge":
+            style = "magenta"
         line.append("".join(row).rstrip(), style=style)
         console.print(line, no_wrap=True, crop=False)
 
 
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title, title_justify="left", show_header=True)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    return table
+
+
 def render_summary(demo: Demo, console: Console) -> None:
-    table = Table(title="callward demo summary", show_header=True)
-    table.add_column("what")
-    table.add_column("value", justify="right")
+    if demo.legs:
+        media = demo.media
+        legs = _table(
+            f"media: {media.get('codec', '')} {media.get('security', '')} "
+            f"{media.get('suite', '')}; loss {demo.loss_pct:g} %, jitter ≤ {demo.jitter_ms:g} ms,"
+            f" seed {demo.seed}",
+            "leg", "sent", "shim drop", "rcvd", "lost", "jitter", "delay", "MOS",
+        )  # fmt: skip
+        for leg in demo.legs:
+            legs.add_row(
+                f"{leg['from']}→{leg['to']}",
+                str(leg["sent"]),
+                str(leg["dropped_by_shim"]),
+                str(leg["received"]),
+                f"{leg['lost']} {leg['loss_pct']:.1f}%",
+                f"{leg['jitter_ms']:.1f} ms",
+                f"{leg['mouth_to_ear_ms']:.0f} ms",
+                f"{leg['mos']:.2f}",
+            )
+        console.print(legs)
+        console.print(
+            "  lost/jitter: receiver's RFC 3550 A.3/A.8 statistics; delay: 20 ms packetization"
+            " + 95th percentile one-way transit;\n  MOS: ITU-T G.107 E-model, G.711 with PLC",
+            style="dim",
+        )  # fmt: skip
+    if demo.usage:
+        u = demo.usage["bytes_per_minute"]
+        usage = _table("data usage per minute, one direction", "", "bytes/min", "vs planner")
+        for p in demo.usage["per_phone"]:
+            ratio = p["bytes_per_minute"] / u["planned"] if u["planned"] else 0.0
+            usage.add_row(f"{p['phone']} sent (measured)", f"{p['bytes_per_minute']:,}",
+                          f"{ratio:.3f}")  # fmt: skip
+        usage.add_row("planner: PCMU+SRTP-80, IPv4, no RTCP", f"{u['planned']:,}", "1.000")
+        usage.add_row("planner: same + RTCP at 5 %", f"{u['planned_with_rtcp']:,}", "")
+        console.print(usage)
+        console.print(f"  measured: {demo.usage['method']}", style="dim")
+    if demo.cdr:
+        c = demo.cdr
+        cdr = _table("CDR (read back through the audited query API)", "field", "value")  # fmt: skip
+        cdr.add_row("id (Call-ID)", c["id"])
+        cdr.add_row("caller / callee", f"{c['caller']} → {c['callee']}")
+        cdr.add_row("pseudonyms", f"{c['caller_pseudonym']} → {c['callee_pseudonym']}")
+        cdr.add_row("disposition", f"{c['disposition']} ({c['status']})")
+        cdr.add_row("duration", f"{c['duration_s']:.2f} s")
+        cdr.add_row("codecs", ", ".join(c["codecs"]))
+        cdr.add_row(
+            "packets / lost / jitter", f"{c['packets']} / {c['lost']} / {c['jitter_ms']} ms"
+        )
+        cdr.add_row("MOS (min)", str(c["mos_min"]))
+        cdr.add_row("flags", ", ".join(c["flags"]) or "none")
+        console.print(cdr)
+    if demo.audit:
+        a = demo.audit
+        audit = _table("audit entry for that read", "field", "value")
+        audit.add_row("seq / actor / action", f"{a['seq']} / {a['actor']} / {a['action']}")
+        audit.add_row("reason", a["reason"])
+        audit.add_row("ticket", a["ticket"])
+        audit.add_row("records", str(a["records"]))
+        audit.add_row("hash", a["hash"][:32] + "…")
+        verified = "[green]verified[/green]" if a["verified"] else "[red]BROKEN[/red]"
+        audit.add_row("hash chain", verified)
+        console.print(audit)
+    table = _table("callward demo summary", "what", "value")
     for key, value in demo.summary:
         table.add_row(key, value)
     table.add_row("result", "[green]ok[/green]" if demo.ok else f"[red]{demo.failure}[/red]")
     console.print(table)
+    if demo.dashboard:
+        console.print(
+            f"dashboard: run [bold]{demo.dashboard['command']}[/bold] and open "
+            f"{demo.dashboard['url']}"
+        )
 
 
 def report_json(demo: Demo) -> dict[str, Any]:
@@ -269,6 +697,7 @@ def report_json(demo: Demo) -> dict[str, Any]:
         "ok": demo.ok,
         "failure": demo.failure or None,
         "transport": demo.transport,
+        "impairment": {"loss_pct": demo.loss_pct, "jitter_ms": demo.jitter_ms, "seed": demo.seed},
         "lanes": demo.lanes,
         "ladder": [
             {
@@ -281,6 +710,12 @@ def report_json(demo: Demo) -> dict[str, Any]:
             }
             for e in demo.ladder
         ],
+        "media": demo.media,
+        "legs": [{k: v for k, v in leg.items() if not k.startswith("_")} for leg in demo.legs],
+        "usage": demo.usage,
+        "cdr": demo.cdr or None,
+        "audit": demo.audit or None,
+        "dashboard": demo.dashboard or None,
         "summary": dict(demo.summary),
     }
 
@@ -290,20 +725,41 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo_command(
-        transport: str = typer.Option("udp", help="SIP transport: udp, tcp or ws"),
-        rtp_packets: int = typer.Option(25, min=0, max=500, help="RTP packets each way (20 ms)"),
+        transport: str = typer.Option("udp", help="SIP transport: udp or tcp"),
+        loss: float = typer.Option(2.0, "--loss", help="packet loss on each sender, percent"),
+        jitter: float = typer.Option(30.0, "--jitter", help="max extra delay per packet, ms"),
+        seconds: float = typer.Option(3.0, "--seconds", help="seconds of media (1-10)"),
+        seed: int = typer.Option(1, "--seed", help="impairment RNG seed (reproducible runs)"),
+        data_dir: Path = typer.Option(
+            Path("var"), "--data-dir", help="where the CDR store, keys and audit trail live"
+        ),
         json_out: bool = typer.Option(False, "--json", help="print the report as JSON"),
     ) -> None:
-        """A UA-to-UA call over loopback (INVITE/180/200/ACK, RTP, BYE) as a ladder diagram."""
-        if transport not in ("udp", "tcp", "ws"):
-            typer.echo(f"callward: --transport {transport!r}: expected udp, tcp or ws", err=True)
+        """Two phones register with an edge, call through it with SRTP under loss/jitter,
+        and the CDR, audit entry and data usage are shown."""
+        if transport not in ("udp", "tcp"):
+            typer.echo(f"callward: --transport {transport!r}: expected udp or tcp", err=True)
             raise typer.Exit(2)
-        demo = asyncio.run(run_demo(Demo(transport=transport, rtp_packets=rtp_packets)))
+        if not 1.0 <= seconds <= 10.0:
+            typer.echo(f"callward: --seconds {seconds:g}: expected 1 to 10", err=True)
+            raise typer.Exit(2)
+        try:
+            Impairment(loss, jitter)
+        except CallwardError as exc:
+            typer.echo(f"callward: {exc}", err=True)
+            raise typer.Exit(2) from None
+        _quiet_logs()
+        demo = Demo(transport=transport, seconds=seconds, loss_pct=loss, jitter_ms=jitter,
+                    seed=seed, data_dir=data_dir)  # fmt: skip
+        demo = asyncio.run(run_demo(demo))
         if json_out:
             typer.echo(json.dumps(report_json(demo), indent=2))
         else:
             console = Console()
-            console.rule(f"callward demo: alice calls bob over {transport.upper()} on 127.0.0.1")
+            console.rule(
+                f"callward demo: alice calls bob through the edge over {transport.upper()}"
+                " on 127.0.0.1"
+            )
             render_ladder(demo, console)
             render_summary(demo, console)
         if not demo.ok:

@@ -12,10 +12,12 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from callward.errors import LocalProtocolError
+from callward.sdp import NegotiatedStream
 from callward.sip.message import Response
 from callward.sip.transaction import TransactionKey, make_cancel
 from callward.sip.transport import Address
 from callward.ua.call import CallLeg, CallState
+from callward.ua.sdp_offer import negotiated_audio
 
 if TYPE_CHECKING:
     from callward.ua.phone import Phone
@@ -54,6 +56,15 @@ class Call:
     @property
     def status(self) -> int:
         return self.leg.status
+
+    def negotiated(self) -> NegotiatedStream | None:
+        """The audio stream agreed by offer/answer (address, codec, SDES keys per direction);
+        None until both SDP bodies are known or when they agree on no audio."""
+        if not self.leg.local_sdp or not self.leg.remote_sdp:
+            return None
+        return negotiated_audio(
+            self.leg.local_sdp, self.leg.remote_sdp, we_offered=self.leg.outgoing
+        )
 
     @property
     def setup_time(self) -> float | None:

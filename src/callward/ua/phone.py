@@ -132,6 +132,9 @@ class Phone:
         self._session_id = secrets.randbelow(2**31)
         self.media_host = "127.0.0.1"
         self.media_port = 0  # the port advertised in our SDP (0: none chosen → 9, discard)
+        # "rtp": offer plain RTP/AVP (lab peers, SIPp); "srtp": offer SDES-SRTP and refuse plain
+        # offers with 488. Either way an SDES offer is answered with SDES (sdp_offer.py).
+        self.media_security = "rtp"
 
     @classmethod
     async def start(
@@ -193,10 +196,21 @@ class Phone:
 
     # ------------------------------------------------------------------ public API
     def make_offer(self) -> bytes:
-        return offer_sdp(self.media_host, self.media_port or 9, self._session_id)
+        return offer_sdp(
+            self.media_host,
+            self.media_port or 9,
+            self._session_id,
+            srtp=self.media_security == "srtp",
+        )
 
     def make_answer(self, offer: bytes) -> bytes | None:
-        return answer_sdp(offer, self.media_host, self.media_port or 9, self._session_id)
+        return answer_sdp(
+            offer,
+            self.media_host,
+            self.media_port or 9,
+            self._session_id,
+            require_srtp=self.media_security == "srtp",
+        )
 
     async def call(
         self,
