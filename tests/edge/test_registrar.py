@@ -146,3 +146,15 @@ def test_nat_contact_fixup_sends_to_source(h, net) -> None:
     out = net.send(h.build("INVITE", "sip:alice@callward.local", src=h.BOB, call_id="c-n"), h.BOB)
     ((peer, inv),) = h.requests(out, "INVITE")
     assert peer == natted and inv.uri.host == "192.168.1.20"
+
+
+def test_call_to_a_dead_flow_gets_430(h, net) -> None:
+    """RFC 5626 §5.3: the connection the phone registered on is gone → 430 Flow Failed."""
+    tcp = Peer("tcp", "127.0.0.1", 40009, conn=11)
+    (r,) = h.responses(_register(h, net, contact="<sip:alice@10.0.0.7;transport=tcp>", src=tcp))
+    assert r.status == 200
+    out = net.send(h.build("INVITE", "sip:alice@callward.local", src=h.BOB, call_id="df"), h.BOB)
+    assert [p for p, _ in h.requests(out, "INVITE")] == [tcp]
+    net.core.flow_failed(tcp, net.now)
+    out = net._drain()
+    assert [m.status for _, m in out if m.status >= 200] == [430]

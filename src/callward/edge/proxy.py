@@ -777,7 +777,10 @@ class EdgeCore:
         """Timer B/F (no answer: 408, §16.8), Timer C (CANCEL, then 408), or transport error."""
         if b.state == 1 and b.invite and not transport_error:
             self._send_cancel(b, now)
-        synthetic = make_response(b.request, 408 if not transport_error else 503)
+        # RFC 5626 §5.3: a registered flow that is gone is 430 Flow Failed (the phone will
+        # re-register); any other transport error is a 503 that triggers failover.
+        status = 408 if not transport_error else (430 if b.target.label == "flow" else 503)
+        synthetic = make_response(b.request, status)
         if b.target.failover:
             self._blacklist_dest(b.target.dest, now)
         self._final(b, synthetic, now, synthetic_only=True)
