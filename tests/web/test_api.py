@@ -28,7 +28,7 @@ from callward.records import CdrQuery
 from callward.records.service import Records
 from callward.usage.planner import CODECS, SRTP_TAG_BYTES
 from callward.web.schemas import PlanRequest
-from callward.web.settings import WebSettings
+from callward.web.settings import Principal, WebSettings
 
 HEADERS = {"X-Callward-Reason": "customer complaint: choppy audio", "X-Callward-Ticket": "INC-42"}
 MSISDN_RE = re.compile(r"\+?447700900\d{3}")
@@ -413,3 +413,29 @@ def test_store_failure_is_503_not_500(records: Records, client: TestClient, tmp_
     records.store._db.close()  # the store goes away under the app
     r = client.get("/api/v1/calls")
     assert r.status_code == 503 and "error" in r.json()
+
+
+def test_tenant_scoped_principals(records: Records, make_client: Callable[..., TestClient]) -> None:
+    records.store.write(
+        [make_cdr(1, tenant="acme"), make_cdr(2, tenant="globex"), make_cdr(3, tenant="acme")]
+    )
+    tokens = {
+        "acme": Principal(actor="acme-support", tenants=("acme",)),
+        "both": Principal(actor="noc", tenants=("acme", "globex")),
+    }
+    c = make_client(WebSettings(tokens=tokens))
+    acme = {"Authorization": "Bearer acme"}
+    ids = [x["call_id"] for x in c.get("/api/v1/calls", headers=acme).json()["calls"]]
+    assert ids == ["call-0003", "call-0001"]
+    assert c.get("/api/v1/calls?tenant=globex", headers=acme).status_code == 403
+    # another tenant's record does not exist for this principal; the attempt is audited
+    r = c.get("/api/v1/calls/call-0002", headers={**acme, **HEADERS})
+    assert r.status_code == 404
+    e = records.audit.entries()[-1]
+    assert e.actor == "acme-support" and e.records == () and json.loads(e.detail)["denied"]
+    assert c.get("/api/v1/calls/call-0001", headers={**acme, **HEADERS}).status_code == 200
+    s = c.get("/api/v1/quality/summary", headers=acme).json()
+    assert s["calls"] == 2
+    both = {"Authorization": "Bearer both"}
+    assert c.get("/api/v1/calls", headers=both).status_code == 400  # must choose a tenant
+    assert len(c.get("/api/v1/calls?tenant=globex", headers=both).json()["calls"]) == 1

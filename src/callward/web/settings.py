@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from callward.errors import ConfigError
+from callward.errors import ConfigError, PolicyError
 
 __all__ = ["ANONYMOUS", "Principal", "Role", "WebSettings", "load_web_settings"]
 
@@ -38,10 +38,29 @@ class Principal(BaseModel):
 
     actor: str = Field(min_length=1, max_length=200, description="name recorded in the audit")
     role: Role = Role.VIEWER
+    tenants: tuple[str, ...] = Field(
+        (), description="tenants whose CDRs this principal may read; empty = all"
+    )
 
     @property
     def may_reveal(self) -> bool:
         return self.role is Role.INVESTIGATOR
+
+    def may_read(self, tenant: str) -> bool:
+        return not self.tenants or tenant in self.tenants
+
+    def scope(self, tenant: str | None) -> str | None:
+        """The tenant filter a query of this principal runs with; PolicyError when the
+        principal asks for a tenant it may not read or must name one of several."""
+        if tenant is not None:
+            if not self.may_read(tenant):
+                raise PolicyError(f"tenant {tenant[:100]!r}: not readable by {self.actor}")
+            return tenant
+        if not self.tenants:
+            return None
+        if len(self.tenants) == 1:
+            return self.tenants[0]
+        raise PolicyError(f"tenant: choose one of {', '.join(self.tenants)} with ?tenant=")
 
 
 ANONYMOUS = Principal(actor="web:anonymous", role=Role.VIEWER)

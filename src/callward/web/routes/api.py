@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from callward import __version__
+from callward.errors import PolicyError
 from callward.records.rows import CdrQuery
 from callward.usage.planner import MediaChoice, plan_call, plan_keepalive
 from callward.web.app import WebState
@@ -83,6 +84,13 @@ OptTicket = Annotated[str | None, Header(alias="X-Callward-Ticket", min_length=1
 Tenant = Annotated[str | None, Query(min_length=1, max_length=100)]
 
 
+def _scope(who: Principal, tenant: str | None) -> str | None:
+    try:
+        return who.scope(tenant)
+    except PolicyError as exc:
+        raise HTTPException(403 if tenant is not None else 400, str(exc)) from None
+
+
 def _check_reveal(who: Principal, reveal: bool, reason: str | None, ticket: str | None) -> None:
     if not reveal:
         return
@@ -117,7 +125,11 @@ def list_calls(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One audited page of recent calls (used by the API and the dashboard)."""
     page = recent_calls(
-        state.records.store, limit=limit, now=state.clock(), cursor=cursor, tenant=tenant
+        state.records.store,
+        limit=limit,
+        now=state.clock(),
+        cursor=cursor,
+        tenant=_scope(who, tenant),
     )
     ids = [c.call_id for c in page.calls]
     _audit(
@@ -186,9 +198,13 @@ def _read_call(
 ) -> dict[str, Any]:
     store = state.records.tiered
     found = store.query(CdrQuery(call_ids=(call_id,), limit=1))
+    # another tenant's record is "not found" to this principal; the attempt is still audited
+    denied = bool(found) and not who.may_read(found[0].tenant)
+    if denied:
+        found = []
     _audit(
         state, who, reason.strip(), ticket.strip(), [c.call_id for c in found],
-        endpoint="call", store=store.name, count=len(found), revealed=reveal,
+        endpoint="call", store=store.name, count=len(found), revealed=reveal, denied=denied,
     )  # fmt: skip
     state.metrics.cdr_reads.labels("call").inc()
     if not found:
@@ -218,7 +234,7 @@ async def get_quality_summary(
 
 
 def _quality_summary(state: WebState, who: Principal, n: int, tenant: str | None) -> dict[str, Any]:
-    page = recent_calls(state.records.store, limit=n, now=state.clock(), tenant=tenant)
+    page = recent_calls(state.records.store, limit=n, now=state.clock(), tenant=_scope(who, tenant))
     cfg = state.config.quality
     alerts: list[dict[str, Any]] = []
     by_level = {"warn": 0, "critical": 0}
