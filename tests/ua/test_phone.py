@@ -448,3 +448,30 @@ async def test_cancel_racing_auto_answer_is_clean() -> None:
         raw.close()
         await bob.close()
     assert not errors, errors
+
+
+async def test_srtp_phones_cross_sdes_keys_and_refuse_plain_offers() -> None:
+    """RFC 4568 §6.1: each side's a=crypto keys what that side sends, so the caller's sending
+    key is the callee's receiving key. A phone that requires SRTP answers a plain offer 488."""
+    bob = await Phone.start("bob", auto_answer=True)
+    bob.media_security = "srtp"
+    alice = await Phone.start("alice")
+    try:
+        alice.media_security = "srtp"
+        call = await alice.call(f"sip:bob@127.0.0.1:{bob.local_addr[1]}")
+        assert call.status == 200 and b"RTP/SAVP" in call.leg.local_sdp
+        (incoming,) = bob.calls.values()
+        await incoming.wait_confirmed(5)
+        mine, theirs = call.negotiated(), incoming.negotiated()
+        assert mine is not None and theirs is not None
+        assert mine.local_crypto is not None and mine.remote_crypto is not None
+        assert mine.local_crypto == theirs.remote_crypto
+        assert mine.remote_crypto == theirs.local_crypto
+        assert mine.local_crypto.master_key != mine.remote_crypto.master_key
+        assert await call.hangup() == 200
+        alice.media_security = "rtp"
+        plain = await alice.call(f"sip:bob@127.0.0.1:{bob.local_addr[1]}")
+        assert plain.status == 488 and plain.negotiated() is None
+    finally:
+        await alice.close()
+        await bob.close()

@@ -1,11 +1,21 @@
-"""The tiny offer/answer of the UA, checked against SDP written by hand (RFC 4566 examples)."""
+"""The UA's offer/answer, checked against SDP written by hand (RFC 4566 and RFC 4568
+examples) and keys decoded independently with base64."""
 
 from __future__ import annotations
+
+import base64
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callward.ua.sdp_offer import AudioEndpoint, answer_sdp, audio_endpoint, offer_sdp
+from callward.ua.sdp_offer import (
+    AudioEndpoint,
+    answer_sdp,
+    audio_endpoint,
+    negotiated_audio,
+    offer_sdp,
+)
 
 # Shaped like RFC 4566 §5 / RFC 3264 §10.1 examples: session c=, media c= override, video first.
 OFFER = (
@@ -41,3 +51,59 @@ def test_no_acceptable_codec_or_no_audio() -> None:
 def test_never_crashes(data: bytes) -> None:
     audio_endpoint(data)
     answer_sdp(data, "127.0.0.1", 1, 1)
+
+
+# RFC 4568 §8.1's example offer line, without its MKI (the phone does not use MKIs).
+SDES_KEY = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"
+SDES_OFFER = (
+    b"v=0\r\no=alice 2890844526 2890844526 IN IP4 192.0.2.1\r\ns=-\r\n"
+    b"c=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 49170 RTP/SAVP 0\r\n"
+    b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + SDES_KEY.encode() + b"|2^20\r\n"
+)
+CRYPTO = re.compile(rb"a=crypto:(\d+) (\S+) inline:([A-Za-z0-9+/=]+)\r\n")
+
+
+def test_sdes_offer_is_answered_with_a_fresh_key_of_the_same_tag_and_suite() -> None:
+    answer = answer_sdp(SDES_OFFER, "127.0.0.1", 4000, 7)
+    assert answer is not None
+    assert b"m=audio 4000 RTP/SAVP 0\r\n" in answer  # RFC 4568 §7.1.2: same profile
+    ((tag, suite, key),) = CRYPTO.findall(answer)
+    assert (tag, suite) == (b"1", b"AES_CM_128_HMAC_SHA1_80")
+    assert len(base64.b64decode(key)) == 30 and key.decode() != SDES_KEY  # 16 B key + 14 salt
+    # From the answerer's side: it receives with the offerer's key, sends with its own.
+    stream = negotiated_audio(answer, SDES_OFFER, we_offered=False)
+    assert stream is not None and stream.local_crypto is not None
+    assert stream.remote_crypto is not None
+    material = base64.b64decode(SDES_KEY)
+    assert stream.remote_crypto.master_key == material[:16]
+    assert stream.remote_crypto.master_salt == material[16:]
+    assert stream.local_crypto.master_key == base64.b64decode(key)[:16]
+    assert (stream.remote_address, stream.remote_port) == ("192.0.2.1", 49170)
+
+
+def test_sdes_offer_and_answer_between_two_phones_cross_keys() -> None:
+    offer = offer_sdp("127.0.0.1", 5004, 1, srtp=True)
+    assert b"m=audio 5004 RTP/SAVP 0 8\r\n" in offer and len(CRYPTO.findall(offer)) == 1
+    answer = answer_sdp(offer, "127.0.0.1", 6004, 2, require_srtp=True)
+    assert answer is not None
+    caller = negotiated_audio(offer, answer, we_offered=True)
+    callee = negotiated_audio(answer, offer, we_offered=False)
+    assert caller is not None and callee is not None
+    assert caller.local_crypto == callee.remote_crypto != caller.remote_crypto
+    assert caller.remote_port == 6004 and callee.remote_port == 5004
+    assert caller.codec.name == callee.codec.name == "PCMU"
+
+
+def test_unusable_security_is_refused() -> None:
+    assert answer_sdp(SDES_OFFER.replace(b"_80", b"_32"), "127.0.0.1", 1, 1) is None
+    assert answer_sdp(OFFER, "127.0.0.1", 1, 1, require_srtp=True) is None  # plain offer
+    no_crypto = b"\r\n".join(ln for ln in SDES_OFFER.split(b"\r\n") if b"crypto" not in ln)
+    assert answer_sdp(no_crypto, "127.0.0.1", 1, 1) is None  # SAVP without a=crypto
+    assert negotiated_audio(b"garbage", SDES_OFFER, we_offered=True) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200))
+def test_sdes_answer_never_crashes(tail: bytes) -> None:
+    answer_sdp(SDES_OFFER + tail, "127.0.0.1", 1, 1)
+    negotiated_audio(SDES_OFFER, SDES_OFFER + tail, we_offered=True)
