@@ -336,3 +336,37 @@ async def test_rfc3263_srv_upstreams_fail_over_in_priority_order() -> None:
             p.transport.close()
         await a.stop()
         await b.stop()
+
+
+async def test_tcp_connection_limit_and_framing_errors_close() -> None:
+    port = _port()
+    cfg = CallwardConfig(
+        edge=EdgeConfig(listen=[f"tcp:127.0.0.1:{port}"], auth=False, max_connections=2)
+    )
+    node = EdgeNode(cfg)
+    await node.start()
+    conns = []
+    try:
+        for _ in range(3):
+            conns.append(await asyncio.open_connection("127.0.0.1", port))
+        # the third is over the limit: closed by the edge at once
+        assert await asyncio.wait_for(conns[2][0].read(100), 5) == b""
+        reader, writer = conns[0]
+        writer.write(
+            f"OPTIONS sip:127.0.0.1:{port};transport=tcp SIP/2.0\r\n".encode()
+            + b"Via: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKlim\r\nMax-Forwards: 70\r\n"
+            b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: lim\r\nCSeq: 1 OPTIONS\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"SIP/2.0 200")
+        # a stream without Content-Length cannot be framed (§18.3): the edge closes it
+        r2, w2 = conns[1]
+        w2.write(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bKx\r\n\r\n")
+        assert await asyncio.wait_for(r2.read(100), 5) == b""
+        assert node.metrics.rejected.labels("connection-limit")._value.get() == 1
+        assert node.metrics.rejected.labels("framing")._value.get() == 1
+    finally:
+        for _, w in conns:
+            w.close()
+        await node.stop()

@@ -175,14 +175,22 @@ def _provision(tmp_path: Path, user: str, password: str) -> str:
     return db
 
 
-def test_sipp_register_scenario_with_digest(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["u1", "t1"], ids=["udp", "tcp"])
+def test_sipp_register_scenario_with_digest(tmp_path: Path, transport: str) -> None:
     _need("sipp")
     db = _provision(tmp_path, "alice", "s3cret")
     port = free_port()
-    with edge(tmp_path, "--listen", f"udp:127.0.0.1:{port}", "--subscribers", db):
+    with edge(
+        tmp_path,
+        "--listen", f"udp:127.0.0.1:{port}",
+        "--listen", f"tcp:127.0.0.1:{port}",
+        "--subscribers", db,
+    ):  # fmt: skip
         res = subprocess.run(
             [
                 "sipp",
+                "-t",
+                transport,
                 f"127.0.0.1:{port}",
                 "-sf",
                 str(SCENARIOS / "edge_register.xml"),
