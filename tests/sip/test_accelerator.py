@@ -205,8 +205,10 @@ def test_edge_requests_agree(data: bytes) -> None:
 
 @st.composite
 def edge_response(draw: st.DrawFn) -> bytes:
-    status = draw(mostly(["200 OK", "100", "180 Ringing", "200  OK", "401 Un\tauthorized"],
-                         ["099 x", "700 x", "20 OK", "200OK", "486 \x01", "2000 OK"]))  # fmt: skip
+    status = draw(mostly(["200 OK", "100", "180 Ringing", "200  OK", "401 Un\tauthorized",
+                          "200 Ökay ☎"],
+                         ["099 x", "700 x", "20 OK", "200OK", "486 \x01", "2000 OK",
+                          "200 a\u0085", "200 \x7f"]))  # fmt: skip
     version = draw(mostly(["SIP/2.0"], ["sip/2.0", "SIP/2.1", "SIP/2.0 ", "SIP/20"]))
     head = (
         f"{version} {status}\r\n"
