@@ -139,3 +139,15 @@ def test_wrong_master_key_cannot_unwrap(tmp_path: Path) -> None:
     codec2 = RecordCodec(FieldCipher(other, Pseudonymizer(PN_KEY)))
     with pytest.raises(PolicyError):
         SqliteCdrStore(tmp_path / "cdr.db", codec2).query(CdrQuery(limit=1))
+
+
+def test_key_files_are_private(tmp_path: Path) -> None:
+    import stat
+
+    from callward.privacy import load_or_create_key
+
+    key = load_or_create_key(tmp_path / "keys" / "master.key")
+    assert len(key) == 32 and load_or_create_key(tmp_path / "keys" / "master.key") == key
+    KeyStore(tmp_path / "keys.db", key).close()
+    for p in (tmp_path / "keys" / "master.key", tmp_path / "keys.db"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600

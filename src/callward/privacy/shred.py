@@ -101,6 +101,8 @@ class KeyStore:
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
             )
+            if str(self.path) != ":memory:":
+                os.chmod(self.path, 0o600)  # wrapped keys: defence in depth
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA journal_mode=DELETE")
             self._db.execute(
