@@ -83,3 +83,37 @@ def test_sqlite_and_cold_agree_with_brute_force(stores, q: CdrQuery) -> None:
     assert hot.count(dataclasses.replace(q, limit=None)) == len(
         brute(dataclasses.replace(q, limit=None))
     )
+
+
+@pytest.fixture(scope="module")
+def pg_store(stores):
+    import uuid
+
+    import psycopg
+
+    from callward.records.store_postgres import PostgresCdrStore
+
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error:
+        pytest.skip("why: PostgreSQL not reachable on 127.0.0.1:5432")
+    hot, _ = stores
+    schema = f"cw_eq_{uuid.uuid4().hex[:10]}"
+    store = PostgresCdrStore(url, hot.codec, schema=schema)
+    store.write(CDRS)
+    yield store
+    store.close()
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.mark.services
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(queries)
+def test_postgres_agrees_with_brute_force(pg_store, q: CdrQuery) -> None:
+    assert [c.call_id for c in pg_store.query(q)] == brute(q)
+    unlimited = dataclasses.replace(q, limit=None)
+    assert pg_store.count(unlimited) == len(brute(unlimited))
