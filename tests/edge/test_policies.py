@@ -231,3 +231,19 @@ def test_reconfigure_keeps_calls_and_changes_routes(h) -> None:
     assert [r.status for r in h.responses(out)] == [200]  # old transaction completed
     out = net.send(h.build("INVITE", "sip:bob@callward.local", call_id="hup2"))
     assert [p.port for p, _ in h.requests(out, "INVITE")] == [5081]
+
+
+def test_unsupervised_call_tracking_expires(h) -> None:
+    """A call whose BYE never passes the edge (no Record-Route honoured) is forgotten after
+    UNSUPERVISED_CALL_LIMIT, with a CallEnded so the CDR closes."""
+    from callward.edge.proxy import UNSUPERVISED_CALL_LIMIT
+
+    core, _, _ = h.make_core(routes=(("bob", "sip:bob@127.0.0.1:5080"),), session_expires=0)
+    net = h.Net(core)
+    out = net.send(h.build("INVITE", "sip:bob@callward.local", call_id="lost"))
+    ((_, inv),) = h.requests(out, "INVITE")
+    net.send(h.reply(inv, 200), UAS)
+    assert core.metrics.calls_active._value.get() == 1
+    net.tick(UNSUPERVISED_CALL_LIMIT + 1)
+    assert [e.reason for e in net.events if isinstance(e, CallEnded)] == ["untracked"]
+    assert core.metrics.calls_active._value.get() == 0

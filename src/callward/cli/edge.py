@@ -110,6 +110,12 @@ def register(app: typer.Typer) -> None:
         except CallwardError as exc:
             raise _fail(str(exc)) from None
         try:
+            import uvloop  # "where available" (not a dependency)
+
+            uvloop.install()
+        except ImportError:
+            pass
+        try:
             asyncio.run(_serve(node_obj))
         except CallwardError as exc:
             raise _fail(str(exc)) from None

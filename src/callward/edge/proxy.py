@@ -53,6 +53,8 @@ from callward.sip.uri import SipURI, parse_uri
 
 __all__ = ["EdgeCore"]
 
+# Calls without RFC 4028 supervision are forgotten after this long (seconds).
+UNSUPERVISED_CALL_LIMIT = 12 * 3600.0
 _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _AUTH_METHODS = frozenset({"INVITE", "MESSAGE", "SUBSCRIBE", "REFER", "PUBLISH"})
 _ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, UPDATE, INFO, MESSAGE, REFER"
@@ -670,6 +672,7 @@ class EdgeCore:
         if req.call_id not in self._calls:
             self.metrics.calls_active.inc()
         self._calls[req.call_id] = call
+        self._timer(now + UNSUPERVISED_CALL_LIMIT, "call", req.call_id)
         self._emit(
             CallStarted,
             now,
@@ -1053,7 +1056,17 @@ class EdgeCore:
 
     def _call_timer(self, call_id: str, now: float) -> None:
         call = self._calls.get(call_id)
-        if call is None or not call.session_expires or now < call.expires_at:
+        if call is None:
+            return
+        if not call.session_expires:
+            if now - call.started >= UNSUPERVISED_CALL_LIMIT:
+                # No session timer and no BYE seen (peers that do not honour Record-Route
+                # end calls directly): stop tracking so state and the gauge cannot leak.
+                del self._calls[call_id]
+                self.metrics.calls_active.dec()
+                self._emit(CallEnded, now, call_id=call_id, status=200, reason="untracked")
+            return
+        if now < call.expires_at:
             return
         # RFC 4028 §10: no refresh within the interval: the session is dead. Tear it down.
         del self._calls[call_id]

@@ -108,7 +108,7 @@ def loop_hash(req: Request) -> str:
         frm,
         req.call_id,
         str(req.cseq.seq),
-        "|".join(req.headers.values("Route")),
+        "|".join(req.headers.get_lines("Route")),  # raw lines: same input, same hash
         "|".join(req.headers.get_lines("Proxy-Require")),
         "|".join(req.headers.get_lines("Proxy-Authorization")),
     )
