@@ -28,7 +28,7 @@ from callward.errors import CallwardError, PolicyError
 from callward.quality import emodel
 from callward.quality.alerts import dominant_cause, thresholds_for
 from callward.quality.playout import codec_for
-from callward.records.rows import ERASED, CdrQuery
+from callward.records.rows import COLUMNS, ERASED, CdrQuery
 from callward.records.schema import Cdr, Leg
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
 
 MOS_BINS: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5)  # G.107 MOS-CQE 1..4.5
 _MAX_CURSOR = 1024
+_TS, _ID = COLUMNS.index("start_ts"), COLUMNS.index("call_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +91,14 @@ def _window_start(
         if got >= want or frm <= floor:
             break
         too_few, span = frm, span * 4
-    if got > 4 * want and too_few is not None:  # a burst: bisect back towards ~want rows
-        lo, hi = frm, too_few
+    if got > 2 * want:  # a burst (or a dense first window): bisect back towards ~want rows
+        lo, hi = frm, too_few if too_few is not None else ref
         for _ in range(40):
             mid = (lo + hi) / 2
             m = n(mid)
             if m >= want:
                 lo, got = mid, m
-                if m <= 4 * want:
+                if m <= 2 * want:
                     break
             else:
                 hi = mid
@@ -111,20 +112,23 @@ def recent_calls(
     """The ``limit`` newest calls strictly before ``cursor`` (newest first) and the next cursor."""
     before = decode_cursor(cursor) if cursor is not None else None
     end = math.nextafter(before[0], math.inf) if before else None
-    oldest = store.query(CdrQuery(tenant=tenant, start_to=end, limit=1))
+    oldest = store.rows(CdrQuery(tenant=tenant, start_to=end, limit=1))
     if not oldest:
         return Page([], None)
+    floor = float(oldest[0][_TS])
     ties = 0
     if before is not None:
         ties = int(store.count(CdrQuery(tenant=tenant, start_from=before[0], start_to=end)))
-    ref = before[0] if before is not None else now
-    frm = _window_start(store, tenant, end, ref, oldest[0].start_ts, limit + 1 + ties)
-    found = store.query(CdrQuery(tenant=tenant, start_from=frm, start_to=end))
+    ref = before[0] if before is not None else max(now, floor)
+    frm = _window_start(store, tenant, end, ref, floor, limit + 1 + ties)
+    # Select on raw rows and decode only the page: decoding opens sealed identifiers.
+    found = store.rows(CdrQuery(tenant=tenant, start_from=frm, start_to=end))
+    keyed = [((float(r[_TS]), str(r[_ID])), r) for r in found]
     if before is not None:
-        found = [c for c in found if (c.start_ts, c.call_id) < before]
-    found.sort(key=lambda c: (c.start_ts, c.call_id), reverse=True)
-    page = found[:limit]
-    more = len(found) > limit or (frm > oldest[0].start_ts and len(page) == limit)
+        keyed = [kr for kr in keyed if kr[0] < before]
+    keyed.sort(key=lambda kr: kr[0], reverse=True)
+    page = [store.codec.decode(r, store.name) for _, r in keyed[:limit]]
+    more = len(keyed) > limit or (frm > floor and len(page) == limit)
     return Page(page, encode_cursor(page[-1]) if more and page else None)
 
 
