@@ -60,9 +60,11 @@ def parse_message(
     data: bytes, *, strict: bool = True, limits: ParseLimits = DEFAULT_LIMITS
 ) -> Request | Response:
     """Parse one complete SIP message (a datagram, or a frame from :func:`frame_stream`)."""
-    if strict and _accelerated_parse is not None:
+    if _accelerated_parse is not None:
         # The C accelerator answers the common well-formed case, or None; then (and for every
         # error) the pure parser below decides, so results and errors are the same either way.
+        # What it accepts is strictly valid, and lenient mode reads such a message the same way
+        # (it merely skips the typed-header validation, which the accelerator has done).
         msg = _accelerated_parse(data, limits)
         if msg is not None:
             return msg
