@@ -126,6 +126,7 @@ def test_topology_hiding_toward_untrusted_peer(h) -> None:
             vias=internal,
             extra=(
                 ("Record-Route", "<sip:10.1.2.3;lr>"),
+                ("Contact", '<sip:alice@10.9.8.7:5060>;+sip.instance="<urn:x>"'),
                 ("Privacy", "id"),
                 ("P-Asserted-Identity", "<sip:+15550001111@callward.local>"),
             ),
@@ -135,10 +136,36 @@ def test_topology_hiding_toward_untrusted_peer(h) -> None:
     text = bytes(inv).decode()
     assert "10.1.2.3" not in text and "P-Asserted-Identity" not in text
     assert len(inv.vias) == 1
+    assert "10.9.8.7" not in text  # Contact sealed: the outside targets the edge
+    (sealed,) = inv.contacts
+    assert sealed.uri.host == "127.0.0.1" and sealed.uri.port == 5060
+    assert sealed.param("+sip.instance") == '"<urn:x>"'
     out = net.send(h.reply(inv, 200), UAS)
     (ok,) = h.responses(out)
     assert [v.host for v in ok.vias] == ["127.0.0.1", "10.1.2.3"]  # restored for the inside
     assert ok.headers.values("Record-Route")[-1] == "<sip:10.1.2.3;lr>"
+    # The outside's BYE to the sealed Contact reaches the real one; a forged token does not.
+    bye = h.build(
+        "BYE",
+        str(sealed.uri),
+        src=UAS,
+        from_="<sip:bob@callward.local>",
+        from_tag="tb",
+        to="<sip:alice@callward.local>",
+        to_tag="fa",
+        call_id="th",
+        cseq=9,
+        extra=(("Route", inv.headers.values("Record-Route")[0]),),
+    )
+    out = net.send(bye, UAS)
+    ((peer, fwd),) = h.requests(out, "BYE")
+    # the hidden internal route set is put back and the Contact unsealed: via 10.1.2.3
+    assert str(fwd.uri) == "sip:alice@10.9.8.7:5060"
+    assert (peer.host, peer.port) == ("10.1.2.3", 5060)
+    assert fwd.headers.values("Route") == ["<sip:10.1.2.3;lr>"]
+    forged = bye.replace(sealed.uri.user.encode(), b"c" + b"A" * 40)
+    out = net.send(forged.replace(b"CSeq: 9", b"CSeq: 10").replace(b"z9hG4bKt", b"z9hG4bKf"), UAS)
+    assert not [m for _, m in h.requests(out, "BYE") if "10.9.8.7" in str(m.uri)]
 
 
 def test_identity_asserted_for_authenticated_caller(h) -> None:

@@ -39,6 +39,7 @@ class CallState:
     refresher: str = ""
     inserted_se: bool = False  # we added Session-Expires to the INVITE (RFC 4028 §8.1)
     uac_timer: bool = False  # the caller said Supported: timer
+    hidden_routes: tuple[str, ...] = ()  # internal Record-Route values hidden from outside
 
 
 def parse_session_expires(msg: Message) -> tuple[int, str] | None:

@@ -14,7 +14,13 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-__all__ = ["Peer", "decode_flow_token", "encode_flow_token"]
+__all__ = [
+    "Peer",
+    "decode_contact_token",
+    "decode_flow_token",
+    "encode_contact_token",
+    "encode_flow_token",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,4 +67,30 @@ def decode_flow_token(secret: bytes, token: str) -> tuple[str, Peer] | None:
         node, transport, host, port, conn = raw.decode().split("|")
         return node, Peer(transport, host, int(port), int(conn))
     except ValueError:
+        return None
+
+
+def encode_contact_token(secret: bytes, uri: str) -> str:
+    """Topology hiding: an internal Contact URI sealed into a URI user part (HMAC-signed so an
+    outsider cannot make the edge forward to an address of its choosing)."""
+    raw = uri.encode()
+    mac = hmac.new(secret, b"contact\x00" + raw, hashlib.sha256).digest()[:10]
+    return "c" + base64.urlsafe_b64encode(mac + raw).decode().rstrip("=")
+
+
+def decode_contact_token(secret: bytes, token: str) -> str | None:
+    if not token.startswith("c") or len(token) > 1200:
+        return None
+    text = token[1:]
+    try:
+        blob = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError):
+        return None
+    mac, raw = blob[:10], blob[10:]
+    expected = hmac.new(secret, b"contact\x00" + raw, hashlib.sha256).digest()[:10]
+    if not hmac.compare_digest(mac, expected):
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
         return None

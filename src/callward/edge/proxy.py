@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callward.edge.calls import CallState, parse_min_se, parse_session_expires, sdp_summary
-from callward.edge.flow import Peer, decode_flow_token, encode_flow_token
+from callward.edge.flow import (
+    Peer,
+    decode_contact_token,
+    decode_flow_token,
+    encode_contact_token,
+    encode_flow_token,
+)
 from callward.edge.identity import apply_privacy, assert_identity, normalize_number
 from callward.edge.location import Binding, LocationStore
 from callward.edge.metrics import EdgeMetrics
@@ -419,6 +425,14 @@ class EdgeCore:
 
     def _process(self, st: ServerTx, now: float) -> None:
         req, flow, flow_node = self._pop_routes(st.request, st.source)
+        if not st.initial and "Route" not in req.headers and self._is_untrusted(st.source):
+            call = self._calls.get(req.call_id)
+            if call is not None and call.hidden_routes:
+                # The outside only knows us; put back the internal route set we hid.
+                items = [("Route", r) for r in call.hidden_routes]
+                uri = req.uri
+                sealed = self._unseal_contact(uri.user or "") if isinstance(uri, SipURI) else None
+                req = req.replace(headers=_rebuild(req.headers, items, {}), uri=sealed or uri)
         targets: list[Target]
         serial = False
         routes = req.headers.values("Route")
@@ -489,6 +503,9 @@ class EdgeCore:
                 self._respond(st, 404)
             return None
         user = uri.user_unescaped or ""
+        sealed = self._unseal_contact(user)
+        if sealed is not None:
+            return [Target(sealed, dest_for_uri(sealed), label="contact")], False
         route = self.routes.get(user)
         if route is not None and isinstance(route, SipURI):
             return [Target(route, dest_for_uri(route), label="route")], False
@@ -544,6 +561,31 @@ class EdgeCore:
         """RFC 3263 result for a configured upstream URI (resolved by the I/O layer): its
         targets, in failover order, replace the URI's own host:port."""
         self._resolved[upstream] = peers
+
+    def _hidden_contacts(self, msg: Request | Response, iface: Peer) -> str:
+        """Topology hiding: each Contact becomes ``sip:<sealed original>@<this edge>`` (header
+        parameters kept), so the untrusted side targets us and we unseal on the way in."""
+        host = f"[{iface.host}]" if ":" in iface.host else iface.host
+        transport = "" if iface.transport == "udp" else f";transport={iface.transport}"
+        out = []
+        for na in msg.contacts:
+            token = encode_contact_token(self.secret, str(na.uri))
+            uri = f"sip:{token}@{host}:{iface.port}{transport}"
+            params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in na.params)
+            out.append(f"<{uri}>{params}")
+        return ", ".join(out)
+
+    def _unseal_contact(self, user: str) -> SipURI | None:
+        if not user.startswith("c") or len(user) < 20:
+            return None
+        text = decode_contact_token(self.secret, user)
+        if text is None:
+            return None
+        try:
+            uri = parse_uri(text)
+        except SipParseError:
+            return None
+        return uri if isinstance(uri, SipURI) else None
 
     def _upstream_targets(self, req: Request, now: float) -> list[Target]:
         traversed = self._traversed(req)
@@ -706,6 +748,9 @@ class EdgeCore:
             drop = ("Via", "Record-Route")
             if st.initial and base.method in _DIALOG_CREATING:
                 st.hidden_rr = tuple(base.headers.values("Record-Route"))
+                call = self._calls.get(base.call_id)
+                if call is not None:
+                    call.hidden_routes = st.hidden_rr
             base = apply_privacy(base)
         out_if = self.local.iface(dest.transport) or self.local.listen[0]
         host = f"[{out_if.host}]" if ":" in out_if.host else out_if.host
@@ -725,7 +770,10 @@ class EdgeCore:
                 token = encode_flow_token(self.secret, self.settings.node, st.source)
             front.append(("Record-Route", _rr(in_if, token)))
         front += [("Route", r) for r in target.routes]
-        headers = _rebuild(base.headers, front, st.fwd_set, drop)
+        sets = st.fwd_set
+        if untrusted and "Contact" in base.headers:
+            sets = {**sets, "Contact": self._hidden_contacts(base, out_if)}
+        headers = _rebuild(base.headers, front, sets, drop)
         req = (
             base.replace(headers=headers, uri=target.uri)
             if target.uri
@@ -929,6 +977,10 @@ class EdgeCore:
             if st.hidden_rr and "Record-Route" in headers:
                 for rr in st.hidden_rr:
                     headers = headers.append("Record-Route", rr)
+        if "Contact" in headers and self._is_untrusted(st.source):
+            iface = self.local.iface(st.source.transport) or self.local.listen[0]
+            hidden = self._hidden_contacts(resp.replace(headers=headers), iface)
+            headers = headers.set("Contact", hidden)
         out = resp.replace(headers=headers)
         if retransmit:
             self._send(st.source, bytes(out))
@@ -998,7 +1050,10 @@ class EdgeCore:
         elif isinstance(uri, SipURI) and self.local.is_local_uri(uri):
             user = uri.user_unescaped or ""
             route = self.routes.get(user)
-            if isinstance(route, SipURI):
+            sealed = self._unseal_contact(user)
+            if sealed is not None:
+                dest, uri = dest_for_uri(sealed), sealed
+            elif isinstance(route, SipURI):
                 dest, uri = dest_for_uri(route), route
             else:
                 bindings = self.location.lookup(f"{user}@{self._aor_domain(uri.host)}", now)
