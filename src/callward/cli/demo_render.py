@@ -71,10 +71,13 @@ def _table(title: str, *columns: str) -> Table:
 def render_summary(demo: Demo, console: Console) -> None:
     if demo.legs:
         media = demo.media
-        legs = _table(
+        console.print(
             f"media: {media.get('codec', '')} {media.get('security', '')} "
-            f"{media.get('suite', '')}; loss {demo.loss_pct:g} %, jitter ≤ {demo.jitter_ms:g} ms,"
-            f" seed {demo.seed}",
+            f"{media.get('suite', '')}\nimpairment on each sender: loss {demo.loss_pct:g} %, "
+            f"extra delay U(0, {demo.jitter_ms:g} ms), seed {demo.seed}"
+        )
+        legs = _table(
+            "per leg, as its receiver measured it",
             "leg", "sent", "shim drop", "rcvd", "lost", "jitter", "delay", "MOS",
         )  # fmt: skip
         for leg in demo.legs:
@@ -90,10 +93,11 @@ def render_summary(demo: Demo, console: Console) -> None:
             )
         console.print(legs)
         console.print(
-            "  lost/jitter: receiver's RFC 3550 A.3/A.8 statistics; delay: 20 ms packetization"
-            " + 95th percentile one-way transit;\n  MOS: ITU-T G.107 E-model, G.711 with PLC",
+            "  lost, jitter: receiver's RFC 3550 A.3 / A.8 statistics\n"
+            "  delay: 20 ms packetization + 95th percentile one-way transit\n"
+            "  MOS: ITU-T G.107 E-model, G.711 with PLC",
             style="dim",
-        )  # fmt: skip
+        )
     if demo.usage:
         u = demo.usage["bytes_per_minute"]
         usage = _table("data usage per minute, one direction", "", "bytes/min", "vs planner")
