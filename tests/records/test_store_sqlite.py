@@ -6,6 +6,7 @@ import dataclasses
 import json
 import sqlite3
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,3 +111,20 @@ def test_decode_event_only_raises_store_error(codec, payload: bytes) -> None:
         codec.decode_event(payload)
     except StoreError:
         pass
+
+
+def test_parallel_writer_process_commits_everything(tmp_path, codec) -> None:
+    from callward.records.bulk_writer import BulkWriter
+
+    cdrs = list(synthetic_cdrs(1200, subjects=30))
+    store = SqliteCdrStore(tmp_path / "par.db", codec, batch_size=100, parallel=True)
+    assert store.write(cdrs) == 1200
+    proc = store._writer._proc  # type: ignore[union-attr]
+    assert [c.call_id for c in store.query(CdrQuery())] == [c.call_id for c in cdrs]
+    store.close()
+    assert proc.poll() is not None  # the child exited with the store
+    bad = BulkWriter(str(tmp_path / "par.db"), "INSERT INTO nope VALUES (?)")
+    bad.submit([(1,)])
+    with pytest.raises(StoreError, match="nope"):
+        bad.drain()
+    bad.close()
