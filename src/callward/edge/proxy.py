@@ -17,53 +17,45 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
-from dataclasses import dataclass, field
 from typing import Any
 
-from callward.edge.calls import CallState, parse_min_se, parse_session_expires, sdp_summary
+from callward.edge.branches import Branch, BranchMixin, ServerTx, _rebuild
+from callward.edge.calls import CallState
 from callward.edge.flow import (
     Peer,
-    decode_contact_token,
     decode_flow_token,
-    encode_contact_token,
-    encode_flow_token,
 )
-from callward.edge.identity import apply_privacy, assert_identity, normalize_number
-from callward.edge.location import Binding, LocationStore
+from callward.edge.identity import assert_identity
+from callward.edge.location import LocationStore
 from callward.edge.metrics import EdgeMetrics
 from callward.edge.registrar import Registrar, RegistrarPolicy
 from callward.edge.routing import (
     LocalIdentity,
     Target,
-    best_response,
     branch_loop_hash,
     dest_for_uri,
     loop_hash,
     make_branch,
 )
+from callward.edge.sessions import UNSUPERVISED_CALL_LIMIT, SessionMixin
 from callward.edge.settings import EdgeSettings
 from callward.edge.subscribers import SubscriberStore
+from callward.edge.targets import ALLOW, TargetMixin
 from callward.errors import SipParseError
 from callward.events import (
-    CallAnswered,
     CallEnded,
-    CallStarted,
     Event,
     RegistrationChanged,
     SecurityAlert,
 )
-from callward.sip.headers import NameAddr, Via, parse_name_addr
+from callward.sip.headers import parse_name_addr
 from callward.sip.message import Headers, Request, Response, make_response
 from callward.sip.parser import parse_message
 from callward.sip.uri import SipURI, parse_uri
 
-__all__ = ["EdgeCore"]
+__all__ = ["UNSUPERVISED_CALL_LIMIT", "EdgeCore"]
 
-# Calls without RFC 4028 supervision are forgotten after this long (seconds).
-UNSUPERVISED_CALL_LIMIT = 12 * 3600.0
-_DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _AUTH_METHODS = frozenset({"INVITE", "MESSAGE", "SUBSCRIBE", "REFER", "PUBLISH"})
-_ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, UPDATE, INFO, MESSAGE, REFER"
 
 
 def _reason(text: str) -> str:
@@ -71,46 +63,7 @@ def _reason(text: str) -> str:
     return clean[:200]
 
 
-@dataclass(slots=True, eq=False)
-class ServerTx:
-    key: tuple[str, str, str]
-    request: Request
-    source: Peer
-    created: float
-    invite: bool
-    lhash: str
-    initial: bool
-    last: bytes | None = None
-    final_status: int = 0
-    cancelled: bool = False
-    branches: list[Branch] = field(default_factory=list)
-    pending: list[Target] = field(default_factory=list)
-    responses: list[Response] = field(default_factory=list)
-    tried: int = 0
-    hidden_vias: bool = False
-    hidden_rr: tuple[str, ...] = ()
-    fwd_set: dict[str, str] = field(default_factory=dict)
-    call: CallState | None = None
-    forwarded: Request | None = None  # template after our edits, before per-branch changes
-
-
-@dataclass(slots=True, eq=False)
-class Branch:
-    id: str
-    st: ServerTx | None  # None: a request we originate (CANCEL, session-timer BYE)
-    target: Target
-    request: Request
-    data: bytes
-    invite: bool
-    interval: float
-    next_retx: float
-    deadline: float
-    state: int = 0  # 0 calling/trying, 1 proceeding, 2 completed
-    final: Response | None = None
-    cancel_sent: bool = False
-
-
-class EdgeCore:
+class EdgeCore(TargetMixin, BranchMixin, SessionMixin):
     """One edge node's protocol logic. Not thread-safe; one per event loop."""
 
     def __init__(
@@ -339,7 +292,7 @@ class EdgeCore:
         mf = req.max_forwards
         if mf is not None and mf <= 0:
             if method == "OPTIONS" and self._is_for_us(req):
-                self._respond(st, 200, extra=[("Allow", _ALLOW)])
+                self._respond(st, 200, extra=[("Allow", ALLOW)])
             else:
                 self._respond(st, 483)
             return
@@ -486,126 +439,6 @@ class EdgeCore:
             for t in targets:
                 self._start_branch(st, t, now)
 
-    def _local_targets(
-        self, st: ServerTx, req: Request, now: float
-    ) -> tuple[list[Target], bool] | None:
-        """Request-URI names our domain (§16.5): registrar, OPTIONS ping, static routes,
-        location service, or upstream for unknown users."""
-        uri = req.uri
-        assert isinstance(uri, SipURI)
-        if req.method == "REGISTER":
-            self._register(st, req, now)
-            return None
-        if uri.user is None:
-            if req.method == "OPTIONS":
-                self._respond(st, 200, extra=[("Allow", _ALLOW), ("Accept", "application/sdp")])
-            else:
-                self._respond(st, 404)
-            return None
-        user = uri.user_unescaped or ""
-        sealed = self._unseal_contact(user)
-        if sealed is not None:
-            return [Target(sealed, dest_for_uri(sealed), label="contact")], False
-        route = self.routes.get(user)
-        if route is not None and isinstance(route, SipURI):
-            return [Target(route, dest_for_uri(route), label="route")], False
-        aor = f"{user}@{self._aor_domain(uri.host)}"
-        bindings = self.location.lookup(aor, now)
-        if not bindings:
-            tenant_region = self.settings.default_region
-            e164 = normalize_number(user, tenant_region)
-            if e164 is not None and e164 != user:
-                route = self.routes.get(e164)
-                if route is not None and isinstance(route, SipURI):
-                    return [Target(route, dest_for_uri(route), label="route")], False
-                bindings = self.location.lookup(f"{e164}@{self._aor_domain(uri.host)}", now)
-        if bindings:
-            bindings.sort(key=lambda b: -b.q)
-            return [self._binding_target(b) for b in bindings], False
-        if self.upstreams:
-            # Unknown here: the upstream may know (a trunk). In-dialog requests land here when
-            # a UA ignores Record-Route (SIPp's built-in uac): they follow the INVITE's path.
-            targets = self._upstream_targets(req, now)
-            if targets:
-                return targets, True
-        self._respond(st, 480 if st.initial else 404)
-        return None
-
-    def _aor_domain(self, host: str) -> str:
-        """Our IP addresses all mean the realm, so ``alice@127.0.0.1`` and
-        ``alice@127.0.0.1:5060`` are the same AOR as ``alice@<realm>``."""
-        h = host.lower()
-        return h if h in self.local.domains else self.settings.realm
-
-    def _binding_target(self, b: Binding) -> Target:
-        na = parse_name_addr(b.contact)
-        uri = na.uri
-        if b.node and b.node != self.settings.node and (b.outbound or b.nat or b.conn):
-            # The phone's flow terminates on another edge: go through it with a flow token.
-            src = _peer_of(b.source, b.conn)
-            token = encode_flow_token(self.secret, b.node, src)
-            node_uri = parse_uri(b.node_uri)
-            assert isinstance(node_uri, SipURI)
-            route_uri = SipURI(
-                node_uri.host, token, None, node_uri.port, (*node_uri.params, ("lr", None))
-            )
-            return Target(uri, dest_for_uri(node_uri), routes=(f"<{route_uri}>",), label="node")
-        if b.outbound or b.nat or b.conn:
-            # RFC 5626 §5.3 / NAT: use the flow the REGISTER came over, keep the Contact as
-            # the Request-URI (this is the "Contact fix-up" without rewriting the header).
-            return Target(uri, _peer_of(b.source, b.conn), label="flow")
-        assert isinstance(uri, SipURI)
-        return Target(uri, dest_for_uri(uri), label="contact")
-
-    def set_resolved(self, upstream: str, peers: list[Peer]) -> None:
-        """RFC 3263 result for a configured upstream URI (resolved by the I/O layer): its
-        targets, in failover order, replace the URI's own host:port."""
-        self._resolved[upstream] = peers
-
-    def _hidden_contacts(self, msg: Request | Response, iface: Peer) -> str:
-        """Topology hiding: each Contact becomes ``sip:<sealed original>@<this edge>`` (header
-        parameters kept), so the untrusted side targets us and we unseal on the way in."""
-        host = f"[{iface.host}]" if ":" in iface.host else iface.host
-        transport = "" if iface.transport == "udp" else f";transport={iface.transport}"
-        out = []
-        for na in msg.contacts:
-            token = encode_contact_token(self.secret, str(na.uri))
-            uri = f"sip:{token}@{host}:{iface.port}{transport}"
-            params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in na.params)
-            out.append(f"<{uri}>{params}")
-        return ", ".join(out)
-
-    def _unseal_contact(self, user: str) -> SipURI | None:
-        if not user.startswith("c") or len(user) < 20:
-            return None
-        text = decode_contact_token(self.secret, user)
-        if text is None:
-            return None
-        try:
-            uri = parse_uri(text)
-        except SipParseError:
-            return None
-        return uri if isinstance(uri, SipURI) else None
-
-    def _upstream_targets(self, req: Request, now: float) -> list[Target]:
-        traversed = self._traversed(req)
-        out: list[Target] = []
-        for text, up in zip(self.settings.upstreams, self.upstreams, strict=True):
-            if not isinstance(up, SipURI):
-                continue
-            for dest in self._resolved.get(text) or [dest_for_uri(up)]:
-                if (dest.host.lower(), dest.port) in traversed:
-                    continue  # never back into a node the request already passed
-                if self._blacklist.get((dest.transport, dest.host, dest.port), 0.0) > now:
-                    continue
-                if up.user is None:
-                    # An outbound proxy: loose-route through it, Request-URI unchanged (§16.6.6).
-                    routes = (f"<{up.with_params((*up.params, ('lr', None)))}>",)
-                    out.append(Target(None, dest, routes=routes, failover=True, label="upstream"))
-                else:
-                    out.append(Target(up, dest, failover=True, label="upstream"))
-        return out
-
     def _register(self, st: ServerTx, req: Request, now: float) -> None:
         result = self.registrar.handle(req, st.source, now, first_hop=len(req.vias) == 1)
         self._reply(st, result.response)
@@ -675,341 +508,7 @@ class EdgeCore:
                 self._emit(CallEnded, now, call_id=req.call_id, status=200, reason="bye")
         return req
 
-    def _session_timer_request(
-        self, st: ServerTx, req: Request, sets: dict[str, str], now: float
-    ) -> bool:
-        """RFC 4028 §8.1: 422 below our Min-SE, raise Min-SE, insert Session-Expires."""
-        s = self.settings
-        se = parse_session_expires(req)
-        if se is not None and se[0] < s.min_se:
-            self._respond(st, 422, extra=[("Min-SE", str(s.min_se))])
-            return False
-        min_se = parse_min_se(req)
-        if min_se is None or min_se < s.min_se:
-            sets["Min-SE"] = str(s.min_se)
-        if se is None and s.session_expires > 0:
-            sets["Session-Expires"] = str(max(s.session_expires, s.min_se))
-            st.call = CallState(req.call_id, "", "", now, st.source, inserted_se=True)
-        return True
-
-    def _call_started(self, st: ServerTx, req: Request, now: float) -> None:
-        frm, to = req.from_.uri, req.uri
-        caller = f"{frm.user}@{frm.host}" if isinstance(frm, SipURI) else str(frm)
-        callee = f"{to.user}@{to.host}" if isinstance(to, SipURI) else str(to)
-        inserted = st.call.inserted_se if st.call is not None else False
-        contact = req.contacts[0].uri if req.contacts else None
-        call = CallState(
-            req.call_id,
-            caller,
-            callee,
-            now,
-            st.source,
-            caller_contact=str(contact) if contact is not None else "",
-            caller_from=req.headers.get("From") or "",
-            invite_cseq=req.cseq.seq,
-            inserted_se=inserted,
-            uac_timer="timer" in {v.lower() for v in req.headers.values("Supported")},
-        )
-        st.call = call
-        if req.call_id not in self._calls:
-            self.metrics.calls_active.inc()
-        self._calls[req.call_id] = call
-        self._timer(now + UNSUPERVISED_CALL_LIMIT, "call", req.call_id)
-        self._emit(
-            CallStarted,
-            now,
-            call_id=req.call_id,
-            caller=caller,
-            callee=callee,
-            sdp_summary=sdp_summary(req.body),
-        )
-
-    # ----------------------------------------------------------------- branches
-    def _start_branch(self, st: ServerTx, target: Target, now: float) -> None:
-        base = st.forwarded
-        assert base is not None
-        st.tried += 1
-        bid = make_branch(st.lhash, f"{next(self._ids):x}")
-        req, hidden = self._branch_request(st, base, target, bid)
-        st.hidden_vias = st.hidden_vias or hidden
-        self._launch(bid, st, target, req, now)
-
-    def _branch_request(
-        self, st: ServerTx, base: Request, target: Target, bid: str
-    ) -> tuple[Request, bool]:
-        """§16.6 steps 2-8 for one target: Request-URI, Route, Record-Route, Via."""
-        dest = target.dest
-        hidden = False
-        untrusted = self._is_untrusted(dest)
-        drop: tuple[str, ...] = ()
-        if untrusted:
-            # Topology hiding: the untrusted side sees only us (restored on the way back).
-            hidden = True
-            drop = ("Via", "Record-Route")
-            if st.initial and base.method in _DIALOG_CREATING:
-                st.hidden_rr = tuple(base.headers.values("Record-Route"))
-                call = self._calls.get(base.call_id)
-                if call is not None:
-                    call.hidden_routes = st.hidden_rr
-            base = apply_privacy(base)
-        out_if = self.local.iface(dest.transport) or self.local.listen[0]
-        host = f"[{out_if.host}]" if ":" in out_if.host else out_if.host
-        front = [
-            ("Via", f"SIP/2.0/{dest.transport.upper()} {host}:{out_if.port};branch={bid};rport")
-        ]
-        if self.settings.record_route and st.initial and base.method in _DIALOG_CREATING:
-            in_if = self.local.iface(st.source.transport) or self.local.listen[0]
-            if (in_if.transport, in_if.host, in_if.port) != (
-                out_if.transport,
-                out_if.host,
-                out_if.port,
-            ):
-                front.append(("Record-Route", _rr(out_if, None)))  # RFC 5658 double RR
-            token = None
-            if len(st.request.vias) == 1 and not untrusted:
-                token = encode_flow_token(self.secret, self.settings.node, st.source)
-            front.append(("Record-Route", _rr(in_if, token)))
-        front += [("Route", r) for r in target.routes]
-        sets = st.fwd_set
-        if untrusted and "Contact" in base.headers:
-            sets = {**sets, "Contact": self._hidden_contacts(base, out_if)}
-        headers = _rebuild(base.headers, front, sets, drop)
-        req = (
-            base.replace(headers=headers, uri=target.uri)
-            if target.uri
-            else base.replace(headers=headers)
-        )
-        return req, hidden
-
-    def _launch(
-        self, bid: str, st: ServerTx | None, target: Target, req: Request, now: float
-    ) -> None:
-        data = bytes(req)
-        s = self.settings
-        invite = req.method == "INVITE"
-        reliable = target.dest.reliable
-        b = Branch(
-            bid,
-            st,
-            target,
-            req,
-            data,
-            invite,
-            s.t1,
-            0.0 if reliable else now + s.t1,
-            now + 64 * s.t1,
-        )
-        self._branches[bid] = b
-        if st is not None:
-            st.branches.append(b)
-        self._send(target.dest, data)
-        if not reliable:
-            self._timer(b.next_retx, "b", bid)
-        self._timer(b.deadline, "b", bid)
-
-    def _branch_timer(self, bid: str, now: float) -> None:
-        b = self._branches.get(bid)
-        if b is None:
-            return
-        if b.state == 2:
-            if now >= b.deadline:
-                del self._branches[bid]
-            return
-        if b.next_retx and now >= b.next_retx and now < b.deadline:
-            self._send(b.target.dest, b.data)
-            # Timer A doubles; Timer E doubles up to T2 (and is T2 once proceeding).
-            b.interval = b.interval * 2 if b.invite else min(b.interval * 2, self.settings.t2)
-            b.next_retx = now + b.interval
-            self._timer(b.next_retx, "b", bid)
-        if now >= b.deadline:
-            self._branch_timeout(b, now)
-
-    def _branch_timeout(self, b: Branch, now: float, *, transport_error: bool = False) -> None:
-        """Timer B/F (no answer: 408, §16.8), Timer C (CANCEL, then 408), or transport error."""
-        if b.state == 1 and b.invite and not transport_error:
-            self._send_cancel(b, now)
-        # RFC 5626 §5.3: a registered flow that is gone is 430 Flow Failed (the phone will
-        # re-register); any other transport error is a 503 that triggers failover.
-        status = 408 if not transport_error else (430 if b.target.label == "flow" else 503)
-        synthetic = make_response(b.request, status)
-        if b.target.failover:
-            self._blacklist_dest(b.target.dest, now)
-        self._final(b, synthetic, now, synthetic_only=True)
-
-    def _blacklist_dest(self, dest: Peer, now: float) -> None:
-        if self.settings.blacklist_seconds > 0:
-            self._blacklist[(dest.transport, dest.host, dest.port)] = (
-                now + self.settings.blacklist_seconds
-            )
-
-    def _send_cancel(self, b: Branch, now: float) -> None:
-        """§9.1: CANCEL with the INVITE's Request-URI, Call-ID, From, To, CSeq number, Route
-        and the same branch (only our Via)."""
-        if b.cancel_sent or b.state == 2:
-            return
-        b.cancel_sent = True
-        r = b.request
-        items: list[tuple[str, str]] = [("Via", r.headers.values("Via")[0])]
-        items += [(n, v) for n, v in r.headers if n == "Route"]
-        for name in ("From", "To", "Call-ID"):
-            items.append((name, r.headers.get(name) or ""))
-        items.append(("CSeq", f"{r.cseq.seq} CANCEL"))
-        items.append(("Max-Forwards", "70"))
-        cancel = Request(Headers(items), b"", method="CANCEL", uri=r.uri)
-        cid = b.id + "c"
-        # The CANCEL shares the INVITE's branch on the wire but is a separate transaction.
-        self._launch(cid, None, b.target, cancel, now)
-
     # ----------------------------------------------------------------- responses
-    def _on_response(self, resp: Response, source: Peer, now: float) -> None:
-        via = resp.top_via
-        bid = via.branch or ""
-        key = bid + "c" if resp.cseq.method == "CANCEL" else bid
-        b = self._branches.get(key)
-        if b is None:
-            if (
-                200 <= resp.status < 300
-                and resp.cseq.method == "INVITE"
-                and branch_loop_hash(bid) is not None
-            ):
-                self._forward_response_stateless(resp)
-            return
-        if resp.status < 200:
-            if b.state == 0:
-                b.state = 1
-                if b.invite:
-                    b.next_retx = 0.0  # Timer A stops on a provisional (§17.1.1.2)
-                    b.deadline = now + self.settings.timer_c
-                    self._timer(b.deadline, "b", b.id)
-            st = b.st
-            if st is None:
-                return
-            if st.cancelled and b.invite:
-                self._send_cancel(b, now)
-                return
-            if resp.status > 100 and st.final_status == 0:
-                self._upstream(st, resp, now)
-            return
-        if b.final is not None:
-            # A retransmitted final: re-ACK a non-2xx, pass a 2xx on (§16.7 step 5 / §17.1.1.3).
-            if b.invite and resp.status >= 300:
-                self._send(b.target.dest, bytes(_ack_for(b.request, resp)))
-            elif b.invite and b.st is not None:
-                self._upstream(b.st, resp, now, retransmit=True)
-            return
-        self._final(b, resp, now)
-
-    def _final(
-        self, b: Branch, resp: Response, now: float, *, synthetic_only: bool = False
-    ) -> None:
-        b.final = resp
-        b.state = 2
-        b.next_retx = 0.0
-        b.deadline = now + (0.0 if b.target.dest.reliable else 32.0)
-        self._timer(b.deadline, "b", b.id)
-        if b.invite and resp.status >= 300 and not synthetic_only:
-            self._send(b.target.dest, bytes(_ack_for(b.request, resp)))
-        st = b.st
-        if st is None:
-            return
-        status = resp.status
-        if 200 <= status < 300:
-            first = st.final_status == 0
-            if b.invite and st.initial and first:
-                resp = self._session_timer_response(st, resp)
-            elif not st.initial and st.request.method in ("INVITE", "UPDATE"):
-                self.session_refreshed(st.request, resp, now)
-            self._upstream(st, resp, now)
-            if b.invite:
-                for other in st.branches:
-                    if other is not b and other.state < 2:
-                        self._send_cancel(other, now)  # §16.7 step 10
-                st.pending.clear()
-                if first and st.initial:
-                    self._call_answered(st, b, resp, now)
-            return
-        if (
-            (status in (408, 503) or synthetic_only)
-            and b.target.failover
-            and st.pending
-            and not st.cancelled
-            and st.final_status == 0
-        ):
-            # Outbound failover: next target (RFC 3263 §4.3 / §16.7 step 9 semantics).
-            self._blacklist_dest(b.target.dest, now)
-            self.metrics.failovers.inc()
-            nxt = st.pending.pop(0)
-            self._start_branch(st, nxt, now)
-            return
-        st.responses.append(resp)
-        if b.target.failover:
-            st.pending.clear()  # a real answer (not 408/503): stop walking the failover list
-        if status >= 600 and b.invite:
-            st.pending.clear()
-            for other in st.branches:
-                if other.state < 2:
-                    self._send_cancel(other, now)
-        if st.final_status == 0 and not st.pending and all(x.state == 2 for x in st.branches):
-            best = best_response(st.responses)
-            assert best is not None
-            if best.status == 503:
-                # §16.7 step 6: a 503 must not make the caller think *we* are overloaded.
-                best = best.replace(status=500, reason="Server Internal Error")
-            self._upstream(st, best, now)
-            if st.invite and st.initial:
-                call = self._calls.pop(st.request.call_id, None)
-                if call is not None:
-                    self.metrics.calls_active.dec()
-                reason = "cancel" if st.cancelled else f"error:{best.status}"
-                self._emit(
-                    CallEnded, now, call_id=st.request.call_id, status=best.status, reason=reason
-                )
-
-    def _upstream(
-        self, st: ServerTx, resp: Response, now: float, *, retransmit: bool = False
-    ) -> None:
-        """§16.7 step 9: remove our Via, restore hidden ones, send on the server transaction."""
-        _, headers = resp.headers.pop_first_value("Via")
-        if st.hidden_vias:
-            headers = headers.remove("Via")
-            for v in reversed(st.request.headers.values("Via")):
-                headers = headers.prepend("Via", v)
-            if st.hidden_rr and "Record-Route" in headers:
-                for rr in st.hidden_rr:
-                    headers = headers.append("Record-Route", rr)
-        if "Contact" in headers and self._is_untrusted(st.source):
-            iface = self.local.iface(st.source.transport) or self.local.listen[0]
-            hidden = self._hidden_contacts(resp.replace(headers=headers), iface)
-            headers = headers.set("Contact", hidden)
-        out = resp.replace(headers=headers)
-        if retransmit:
-            self._send(st.source, bytes(out))
-            return
-        if (
-            resp.status >= 200
-            and st.final_status >= 200
-            and not (st.invite and 200 <= resp.status < 300)
-        ):
-            return
-        if resp.status >= 200 and st.final_status == 0:
-            self._reply(st, out)
-        elif resp.status >= 200:
-            self._send(st.source, bytes(out))  # further 2xx of a forked INVITE
-        else:
-            data = bytes(out)
-            st.last = data
-            self._send(st.source, data)
-
-    def _forward_response_stateless(self, resp: Response) -> None:
-        """§16.11 for 2xx retransmissions after our transaction is gone: by Via."""
-        _, headers = resp.headers.pop_first_value("Via")
-        vias = headers.values("Via")
-        if not vias:
-            return
-        from callward.sip.headers import parse_via
-
-        nxt = parse_via(vias[0])
-        self._send(_via_dest(nxt), bytes(resp.replace(headers=headers)))
 
     def _on_cancel(self, req: Request, source: Peer, now: float) -> None:
         """§16.10: answer 200, cancel every pending branch; 487 comes back from downstream."""
@@ -1077,154 +576,3 @@ class EdgeCore:
         self._send(dest, bytes(req.replace(headers=headers, uri=uri)))
 
     # ----------------------------------------------------------------- calls / RFC 4028
-    def _call_answered(self, st: ServerTx, b: Branch, resp: Response, now: float) -> None:
-        call = self._calls.get(st.request.call_id)
-        if call is None:
-            return
-        call.answered = True
-        call.callee_peer = b.target.dest
-        call.callee_contact = str(resp.contacts[0].uri) if resp.contacts else ""
-        call.callee_to = resp.headers.get("To") or ""
-        self._emit(CallAnswered, now, call_id=call.call_id, sdp_summary=sdp_summary(resp.body))
-        self._refresh_session(call, resp, now)
-
-    def _session_timer_response(self, st: ServerTx, resp: Response) -> Response:
-        """RFC 4028 §8.2: we asked for timers, the UAS ignored them, the UAC supports them:
-        make the UAC the refresher so the session is still supervised."""
-        call = self._calls.get(st.request.call_id)
-        if call is None or not call.inserted_se or not call.uac_timer:
-            return resp
-        if "Session-Expires" in resp.headers:
-            return resp
-        se = max(self.settings.session_expires, self.settings.min_se)
-        headers = resp.headers.append("Session-Expires", f"{se};refresher=uac")
-        headers = headers.append("Require", "timer")
-        return resp.replace(headers=headers)
-
-    def _refresh_session(self, call: CallState, resp: Response, now: float) -> None:
-        se = parse_session_expires(resp)
-        if se is None:
-            return  # no UA will refresh: do not supervise (it would kill healthy calls)
-        call.session_expires, call.refresher = se
-        call.expires_at = now + se[0]
-        self._timer(call.expires_at, "call", call.call_id)
-
-    def _call_timer(self, call_id: str, now: float) -> None:
-        call = self._calls.get(call_id)
-        if call is None:
-            return
-        if not call.session_expires:
-            if now - call.started >= UNSUPERVISED_CALL_LIMIT:
-                # No session timer and no BYE seen (peers that do not honour Record-Route
-                # end calls directly): stop tracking so state and the gauge cannot leak.
-                del self._calls[call_id]
-                self.metrics.calls_active.dec()
-                self._emit(CallEnded, now, call_id=call_id, status=200, reason="untracked")
-            return
-        if now < call.expires_at:
-            return
-        # RFC 4028 §10: no refresh within the interval: the session is dead. Tear it down.
-        del self._calls[call_id]
-        self.metrics.calls_active.dec()
-        self.metrics.session_expired.inc()
-        self._send_teardown(call, now)
-        self._emit(CallEnded, now, call_id=call_id, status=200, reason="session-expired")
-
-    def _send_teardown(self, call: CallState, now: float) -> None:
-        """Best-effort BYE to each party so phones and media relays free the call."""
-        try:
-            frm = parse_name_addr(call.caller_from)
-            to = parse_name_addr(call.callee_to)
-        except SipParseError:
-            return
-        legs = []
-        if call.callee_peer is not None and call.callee_contact:
-            legs.append((call.callee_contact, call.callee_peer, frm, to, call.invite_cseq + 1000))
-        if call.caller_contact:
-            legs.append((call.caller_contact, call.caller_peer, to, frm, 1_000_000))
-        for contact, peer, from_na, to_na, cseq in legs:
-            try:
-                uri = parse_uri(contact)
-            except SipParseError:
-                continue
-            bid = make_branch("0" * 16, f"bye{next(self._ids):x}")
-            iface = self.local.iface(peer.transport) or self.local.listen[0]
-            items = [
-                ("Via", f"SIP/2.0/{peer.transport.upper()} {iface.host}:{iface.port};branch={bid}"),
-                ("Max-Forwards", "70"),
-                ("From", str(from_na)),
-                ("To", str(to_na)),
-                ("Call-ID", call.call_id),
-                ("CSeq", f"{cseq} BYE"),
-                ("Reason", 'SIP;cause=408;text="Session expired"'),
-            ]
-            bye = Request(Headers(items), b"", method="BYE", uri=uri)
-            self._launch(bid, None, Target(None, peer, label="teardown"), bye, now)
-
-    def session_refreshed(self, req: Request, resp: Response, now: float) -> None:
-        """Hook for in-dialog re-INVITE/UPDATE 2xx (called from the response path)."""
-        call = self._calls.get(req.call_id)
-        if call is not None:
-            self._refresh_session(call, resp, now)
-
-
-def _rebuild(
-    headers: Headers,
-    front: list[tuple[str, str]],
-    sets: dict[str, str],
-    drop: tuple[str, ...] = (),
-) -> Headers:
-    """One copy for all of a forward's edits: ``front`` lines first (our Via, Record-Route,
-    pushed Route: each lands above the existing lines of its name), ``sets`` replace a header
-    in place (or are appended), ``drop`` names are removed."""
-    items = list(front)
-    done: set[str] = set()
-    for name, value in headers:
-        if name in drop:
-            continue
-        new = sets.get(name)
-        if new is not None:
-            if name not in done:
-                items.append((name, new))
-                done.add(name)
-            continue
-        items.append((name, value))
-    for name, value in sets.items():
-        if name not in done:
-            items.append((name, value))
-    return Headers._trusted(items)
-
-
-def _rr(iface: Peer, token: str | None) -> str:
-    host = f"[{iface.host}]" if ":" in iface.host else iface.host
-    user = f"{token}@" if token else ""
-    transport = "" if iface.transport == "udp" else f";transport={iface.transport}"
-    return f"<sip:{user}{host}:{iface.port}{transport};lr>"
-
-
-def _peer_of(text: str, conn: int) -> Peer:
-    transport, _, rest = text.partition(":")
-    host, _, port = rest.rpartition(":")
-    return Peer(transport, host.strip("[]"), int(port), conn)
-
-
-def _via_dest(via: Via) -> Peer:
-    """§18.2.2: received/rport override sent-by."""
-    host = via.received or via.maddr or via.host
-    port = int(via.rport) if via.rport else (via.port or 5060)
-    return Peer(via.transport.lower(), host.strip("[]"), port)
-
-
-def _ack_for(invite: Request, resp: Response) -> Request:
-    """§17.1.1.3: the ACK a client transaction sends for a non-2xx final."""
-    items: list[tuple[str, str]] = [("Via", invite.headers.values("Via")[0])]
-    items += [(n, v) for n, v in invite.headers if n == "Route"]
-    items.append(("From", invite.headers.get("From") or ""))
-    items.append(("To", resp.headers.get("To") or ""))
-    items.append(("Call-ID", invite.call_id))
-    items.append(("CSeq", f"{invite.cseq.seq} ACK"))
-    items.append(("Max-Forwards", "70"))
-    return Request(Headers(items), b"", method="ACK", uri=invite.uri)
-
-
-_ = NameAddr  # re-exported type used in annotations of helpers
