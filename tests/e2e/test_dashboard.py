@@ -8,6 +8,9 @@ planner form returns the byte count that the RFC 3550/3711 header arithmetic giv
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import re
 import shutil
 import socket
@@ -17,6 +20,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,17 +76,18 @@ def _fill(data_dir: Path) -> None:
     rec.close()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def _serve(tmp_path: Path, *extra: str) -> Iterator[str]:
     data = tmp_path / "var"
     _fill(data)
     port = _free_port()
     proc = subprocess.Popen(
-        [_callward(), "web", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)],
-        stdout=subprocess.PIPE,
+        [_callward(), "web", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data),
+         *extra],
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=tmp_path,
-    )
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -94,7 +99,8 @@ def server(tmp_path: Path) -> Iterator[str]:
             except OSError:
                 pass
             if proc.poll() is not None:
-                raise AssertionError(f"callward web exited: {proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
+                err = proc.stderr.read().decode()[-500:] if proc.stderr else ""
+                raise AssertionError(f"callward web exited: {err}")
             if time.monotonic() > deadline:
                 raise AssertionError("callward web did not answer /api/v1/health within 30 s")
             time.sleep(0.2)
@@ -108,10 +114,20 @@ def server(tmp_path: Path) -> Iterator[str]:
             proc.wait(timeout=5)
 
 
-def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    with _serve(tmp_path) as url:
+        yield url
+
+
+def _playwright() -> Any:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"why: {CHROMIUM} not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="why: playwright not installed")
+    return pytest.importorskip("playwright.sync_api", reason="why: playwright not installed")
+
+
+def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
+    sync_api = _playwright()
     data_dir = tmp_path / "var"  # the server fixture's records
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -204,5 +220,59 @@ def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
             ("web:anonymous", "customer reports choppy audio", ("e2e-2",))
         ]
         assert rec.audit.verify() == []
+    finally:
+        rec.close()
+
+
+def test_sign_in_and_reveal_as_investigator(tmp_path: Path) -> None:
+    """With tokens configured the browser signs in (HttpOnly SameSite cookie); only the
+    investigator role can reveal a number, and only with a reason and a ticket."""
+    sync_api = _playwright()
+    settings = tmp_path / "web.yaml"
+    digest = hashlib.sha256(b"let-me-in").hexdigest()
+    settings.write_text(
+        f"tokens:\n  'sha256:{digest}': {{actor: ivan@legal, role: investigator}}\n",
+        encoding="utf-8",
+    )
+    with (
+        _serve(tmp_path, "--settings", str(settings)) as url,
+        sync_api.sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            resp = page.goto(url + "/", wait_until="domcontentloaded", timeout=20_000)
+            assert resp is not None and resp.status == 401
+            assert page.locator("#calls-table").count() == 0
+            page.fill("#login-form input[name=token]", "wrong")
+            page.click("#login-form button[type=submit]")
+            page.locator("#login-result .error").wait_for(timeout=10_000)
+            page.fill("#login-form input[name=token]", "let-me-in")
+            page.click("#login-form button[type=submit]")
+            page.locator("#calls-table").wait_for(timeout=10_000)
+            assert "ivan@legal (investigator)" in page.locator("header").inner_text()
+            cookie = next(c for c in page.context.cookies() if c["name"] == "callward_session")
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+            assert not any(n in page.locator("#calls-table").inner_text() for n in NUMBERS)
+
+            page.click("button.open-call[data-call-id='e2e-0']")
+            page.fill("#detail-form input[name=reason]", "court order 12/2026")
+            page.fill("#detail-form input[name=ticket]", "LEGAL-9")
+            page.check("#detail-form input[name=reveal]")
+            page.click("#detail-form button[type=submit]")
+            page.locator("#detail-summary").wait_for(timeout=10_000)
+            # e2e-0 is NUMBERS[0] (as a SIP URI) calling NUMBERS[1]
+            summary = page.locator("#detail-summary").inner_text()
+            assert NUMBERS[0] in summary and NUMBERS[1] in summary
+
+            page.click("#sign-out")
+            page.locator("#login-form").wait_for(timeout=10_000)
+        finally:
+            browser.close()
+    rec = open_records(tmp_path / "var")
+    try:
+        (e,) = [e for e in rec.audit.entries() if e.ticket == "LEGAL-9"]
+        assert (e.actor, e.records) == ("ivan@legal", ("e2e-0",))
+        assert json.loads(e.detail)["revealed"] is True
     finally:
         rec.close()

@@ -439,3 +439,30 @@ def test_tenant_scoped_principals(records: Records, make_client: Callable[..., T
     both = {"Authorization": "Bearer both"}
     assert c.get("/api/v1/calls", headers=both).status_code == 400  # must choose a tenant
     assert len(c.get("/api/v1/calls?tenant=globex", headers=both).json()["calls"]) == 1
+
+
+def test_dashboard_sign_in_with_a_session_cookie(
+    records: Records, make_client: Callable[..., TestClient]
+) -> None:
+    records.store.write([make_cdr(1)])
+    c = make_client(WebSettings(tokens=TOKENS))
+    r = c.get("/")
+    assert r.status_code == 401 and 'id="login-form"' in r.text and "call-0001" not in r.text
+    assert c.post("/api/v1/session", json={"token": "nope"}).status_code == 401
+    r = c.post("/api/v1/session", json={"token": "investigator-token"})
+    assert r.status_code == 204
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    page = c.get("/")
+    assert page.status_code == 200 and "ivan@legal (investigator)" in page.text
+    assert 'name="reveal"' in page.text  # only investigators get the reveal box
+    assert c.get("/api/v1/calls").status_code == 200  # the cookie authenticates the API too
+    assert records.audit.entries()[-1].actor == "ivan@legal"
+    assert c.delete("/api/v1/session").status_code == 204
+    assert c.get("/").status_code == 401
+
+
+def test_stray_cookie_is_ignored_without_tokens(client: TestClient) -> None:
+    client.cookies.set("callward_session", "old-token")
+    assert client.get("/").status_code == 200
+    assert client.post("/api/v1/session", json={"token": "x"}).status_code == 401

@@ -24,6 +24,7 @@ __all__ = [
     "PlanRequest",
     "PlanResponse",
     "QualitySummary",
+    "SessionRequest",
     "Srtp",
 ]
 
@@ -211,6 +212,12 @@ class CaptureAnalysis(_Out):
     calls: int
     problems: list[str]
     plot_png_base64: str | None
+
+
+class SessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    token: str = Field(min_length=1, max_length=512)
 
 
 class AuditHead(_Out):

@@ -27,6 +27,7 @@ from callward.web.schemas import (
     PlanRequest,
     PlanResponse,
     QualitySummary,
+    SessionRequest,
 )
 from callward.web.settings import Principal
 
@@ -54,6 +55,7 @@ def _known_query_only(request: Request) -> None:
 router = APIRouter(dependencies=[Depends(_known_query_only)])
 _bearer = HTTPBearer(auto_error=False, description="token from the web settings file")
 _ERR = {"model": ErrorBody}
+SESSION_COOKIE = "callward_session"
 LIST_REASON = "dashboard/API: recent calls list (pseudonymized)"
 NO_TICKET = "none (pseudonymized view)"
 _MAX_ALERTS = 50
@@ -68,7 +70,12 @@ def current_principal(
     request: Request,
     cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    principal = state_of(request).settings.authenticate(cred.credentials if cred else None)
+    """From ``Authorization: Bearer`` (API clients) or the dashboard's session cookie."""
+    settings = state_of(request).settings
+    token = cred.credentials if cred else None
+    if token is None and settings.tokens:  # a cookie left from a token-mode run is ignored
+        token = request.cookies.get(SESSION_COOKIE)
+    principal = settings.authenticate(token)
     if principal is None:
         raise HTTPException(
             401, "unknown or missing bearer token", headers={"WWW-Authenticate": "Bearer"}
@@ -286,6 +293,42 @@ def post_plan(body: PlanRequest) -> dict[str, Any]:
         "bytes_both_directions": round(2 * one),
         "keepalive": plan_keepalive(ka.method, ka.interval_s).as_dict() if ka else None,
     }
+
+
+@router.post(
+    "/api/v1/session",
+    status_code=204,
+    response_class=Response,
+    responses={400: _ERR, 401: _ERR, 422: _ERR},
+    tags=["session"],
+    summary="Dashboard sign-in: check a token and keep it in an HttpOnly, SameSite cookie",
+)
+def post_session(request: Request, body: SessionRequest) -> Response:
+    principal = state_of(request).settings.authenticate(body.token)
+    if principal is None or not state_of(request).settings.tokens:
+        raise HTTPException(401, "unknown token")
+    resp = Response(status_code=204)
+    # SameSite=Strict: no other site can make the browser send it (no CSRF on audited reads);
+    # HttpOnly: page scripts never see the token.
+    resp.set_cookie(
+        SESSION_COOKIE, body.token, httponly=True, samesite="strict", path="/",
+        secure=request.url.scheme == "https", max_age=8 * 3600,
+    )  # fmt: skip
+    return resp
+
+
+@router.delete(
+    "/api/v1/session",
+    status_code=204,
+    response_class=Response,
+    responses={422: _ERR},
+    tags=["session"],
+    summary="Dashboard sign-out",
+)
+def delete_session() -> Response:
+    resp = Response(status_code=204)
+    resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return resp
 
 
 def audit_status(state: WebState) -> dict[str, Any]:

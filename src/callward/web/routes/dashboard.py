@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
 from callward import __version__
 from callward.usage.planner import CODECS, SRTP_TAG_BYTES
 from callward.web.charts import Series, bar_chart
-from callward.web.routes.api import Tenant, Who, _known_query_only, list_calls, state_of
+from callward.web.routes.api import (
+    Tenant,
+    _bearer,
+    _known_query_only,
+    current_principal,
+    list_calls,
+    state_of,
+)
 
 __all__ = ["router"]
 
@@ -44,11 +52,16 @@ def _charts(rows: list[dict[str, Any]], warn: float, critical: float) -> list[st
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard(
     request: Request,
-    who: Who,
+    cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cursor: Annotated[str | None, Query(min_length=1, max_length=1024)] = None,
     tenant: Tenant = None,
 ) -> HTMLResponse:
     state = state_of(request)
+    try:
+        who = current_principal(request, cred)
+    except HTTPException:  # tokens are configured and none (or a stale one) was presented
+        page = state.templates.get_template("login.html").render(version=__version__)
+        return HTMLResponse(page, status_code=401)
     rows, next_cursor = await state.run(
         lambda: list_calls(
             state, who, limit=state.settings.page_size, cursor=cursor, tenant=tenant,
@@ -59,6 +72,7 @@ async def dashboard(
     html = state.templates.get_template("dashboard.html").render(
         version=__version__,
         actor=who.actor,
+        signed_in=bool(state.settings.tokens),
         role=who.role.value,
         rows=rows,
         charts=_charts(rows, q.mos_warn, q.mos_critical),

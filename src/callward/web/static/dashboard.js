@@ -202,7 +202,8 @@ async function submitDetail(ev) {
   }
   out.replaceChildren(el("p", "loading…"));
   try {
-    const r = await fetch("/api/v1/calls/" + encodeURIComponent(id), {
+    const reveal = f.get("reveal") !== null ? "?reveal=true" : "";
+    const r = await fetch("/api/v1/calls/" + encodeURIComponent(id) + reveal, {
       headers: {
         Accept: "application/json",
         "X-Callward-Reason": String(f.get("reason") || ""),
@@ -220,7 +221,37 @@ async function submitDetail(ev) {
   }
 }
 
+async function submitLogin(ev) {
+  ev.preventDefault();
+  const out = document.getElementById("login-result");
+  const token = String(new FormData(ev.target).get("token") || "");
+  const r = await fetch("/api/v1/session", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify({ token }),
+  });
+  if (r.ok) {
+    window.location.reload();
+    return;
+  }
+  let msg = r.statusText;
+  try { msg = (await r.json()).error || msg; } catch (_) { /* keep status text */ }
+  out.replaceChildren(el("p", msg, "error"));
+}
+
+async function signOut() {
+  await fetch("/api/v1/session", { method: "DELETE" });
+  window.location.reload();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const login = document.getElementById("login-form");
+  if (login) {
+    login.addEventListener("submit", submitLogin);
+    return;  // the sign-in page has nothing else
+  }
+  const out = document.getElementById("sign-out");
+  if (out) out.addEventListener("click", signOut);
   const detail = document.getElementById("detail-form");
   detail.addEventListener("submit", submitDetail);
   for (const b of document.querySelectorAll("button.open-call")) {
