@@ -74,3 +74,33 @@ def test_edge_core_never_raises(h, data: bytes) -> None:
     core.handle_timer(net.now + 100)
     for peer, payload in out:
         assert isinstance(payload, bytes) and peer.port > 0
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seq=st.lists(
+        st.tuples(st.one_of(mutated(), st.sampled_from(_SEEDS)), st.sampled_from([0, 1, 2])),
+        min_size=1,
+        max_size=8,
+    ),
+    gaps=st.lists(st.floats(0, 40), min_size=1, max_size=8),
+)
+def test_edge_core_state_never_raises_over_sequences(h, seq, gaps) -> None:
+    """Whole exchanges (valid and mutated, from several peers, with timers firing between
+    them) keep the core consistent: no exception, and every transaction is reaped by its timers."""
+    peers = [SRC, Peer("udp", "127.0.0.1", 5080), Peer("tcp", "127.0.0.1", 5099, conn=3)]
+    core, _, _ = h.make_core(
+        auth=False, routes=(("bob", "sip:bob@127.0.0.1:5080"),), upstreams=("sip:127.0.0.1:7001",)
+    )
+    now = 1000.0
+    for (data, who), gap in zip(seq, gaps * 8, strict=False):
+        core.receive(data, peers[who], now)
+        now += gap
+        core.handle_timer(now)
+        core.take()
+    for later in (10_000, 20_000):  # timeouts, then the 32 s wait for stray retransmissions
+        core.handle_timer(now + later)
+        core.take()
+    assert core.active_transactions == 0 and not core._branches  # everything reaped
