@@ -262,3 +262,13 @@ def test_malformed_gets_400_with_parser_reason(h, net) -> None:
 def test_responses_for_unknown_branch_are_dropped(h, net) -> None:
     inv = parse_message(h.build("INVITE", "sip:bob@callward.local"))
     assert net.send(h.reply(inv, 180), UAS) == []
+
+
+def test_proxy_require_unknown_option_420(h, net) -> None:
+    """§16.3 item 5 / §20.29: a Proxy-Require option we do not implement → 420 + Unsupported."""
+    out = net.send(
+        h.build("INVITE", "sip:bob@callward.local", extra=(("Proxy-Require", "foo, bar"),))
+    )
+    (r,) = [r for r in h.responses(out) if r.status >= 200]
+    assert r.status == 420 and r.headers.get("Unsupported") == "foo, bar"
+    assert not h.requests(out)

@@ -55,6 +55,7 @@ from callward.sip.uri import SipURI, parse_uri
 
 __all__ = ["UNSUPERVISED_CALL_LIMIT", "EdgeCore"]
 
+_OURS: frozenset[str] = frozenset()  # Proxy-Require option tags this proxy implements
 _AUTH_METHODS = frozenset({"INVITE", "MESSAGE", "SUBSCRIBE", "REFER", "PUBLISH"})
 
 
@@ -300,6 +301,12 @@ class EdgeCore(TargetMixin, BranchMixin, SessionMixin):
             self.metrics.reject("loop")
             self._respond(st, 482)
             return
+        if "Proxy-Require" in req.headers and method != "CANCEL":
+            # §16.3 item 5: options a proxy must understand; we implement none of them.
+            unknown = [v for v in req.headers.values("Proxy-Require") if v.lower() not in _OURS]
+            if unknown:
+                self._respond(st, 420, extra=[("Unsupported", ", ".join(unknown))])
+                return
         if st.invite:
             # §16.2 / §16.7: a 100 now stops the caller's INVITE retransmissions.
             self._send(source, bytes(make_response(req, 100)))
