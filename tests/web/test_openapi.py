@@ -4,6 +4,7 @@ and every response must match the documented status codes, content types and sch
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,22 +15,10 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 from tests.web.conftest import make_cdr  # noqa: E402
 
 from callward.config import CallwardConfig  # noqa: E402
-from callward.records.service import open_records  # noqa: E402
+from callward.records.service import Records, open_records  # noqa: E402
 from callward.web import create_app  # noqa: E402
 from callward.web.settings import Principal, Role, WebSettings  # noqa: E402
 
-
-def _app(tmp: Path):  # type: ignore[no-untyped-def]
-    rec = open_records(tmp)
-    rec.store.write([make_cdr(i, mos=[4.2, 3.4, 2.9, None][i % 4]) for i in range(12)])
-    settings = WebSettings(
-        tokens={"t0ken": Principal(actor="schemathesis", role=Role.INVESTIGATOR)}
-    )
-    return create_app(CallwardConfig(), rec, settings), rec
-
-
-_TMP = Path(__import__("tempfile").mkdtemp(prefix="callward-web-openapi-"))
-APP, _REC = _app(_TMP)
 # A schema-valid request may still be refused for a reason a schema cannot express: a cursor
 # that no page ever handed out (400), an unknown call id (404), a token we do not know (401).
 CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
@@ -47,13 +36,24 @@ CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
         ],
     }
 )
-schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", APP, config=CONFIG)
+# schemathesis needs the schema at import time (its pytest fixture loader does not run on
+# pytest 9), so the app is built here; the module fixture below removes its files afterwards.
+_TMP = tempfile.TemporaryDirectory(prefix="callward-web-openapi-")
+_REC: Records = open_records(Path(_TMP.name) / "var")
+_REC.store.write([make_cdr(i, mos=[4.2, 3.4, 2.9, None][i % 4]) for i in range(12)])
+_APP = create_app(
+    CallwardConfig(),
+    _REC,
+    WebSettings(tokens={"t0ken": Principal(actor="schemathesis", role=Role.INVESTIGATOR)}),
+)
+schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", _APP, config=CONFIG)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _close() -> Iterator[None]:
+def _cleanup() -> Iterator[None]:
     yield
     _REC.close()
+    _TMP.cleanup()
 
 
 @schema.parametrize()
