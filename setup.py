@@ -15,6 +15,7 @@ if os.environ.get("CALLWARD_PURE_PYTHON", "") in ("", "0"):
         Extension(
             "callward.sip._speedups",
             sources=["src/callward/sip/_speedups.c"],
+            depends=["src/callward/sip/_speedups_grammar.h"],  # included by _speedups.c
             optional=True,  # a failed compile is a warning: the pure parser is used
         )
     )
