@@ -55,6 +55,12 @@ def register(app: typer.Typer) -> None:
         except OSError as exc:
             records.close()
             raise _fail(f"--host {host} --port {port}: cannot listen: {exc.strerror}") from None
+        bound = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(
+            f"callward web: dashboard http://{shown}:{bound}/  API http://{shown}:{bound}/api/docs",
+            err=True,
+        )
         # access_log off: request lines carry paths with call ids and client addresses.
         server = uvicorn.Server(
             uvicorn.Config(
