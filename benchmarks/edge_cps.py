@@ -154,7 +154,11 @@ def ramp(work: Path, target: int, rates: list[int], seconds: float, scenario: li
         steps.append(r)
         if r["failed"] or r["ok"] < calls:
             break
-        best = {"rate": rate, "achieved": round(r["ok"] / r["elapsed"], 1)}
+        # A step can pass while falling behind the offered rate (retransmissions stretch it):
+        # the figure is the best *achieved* rate among zero-failure steps.
+        achieved = round(r["ok"] / r["elapsed"], 1)
+        if achieved > best["achieved"]:
+            best = {"rate": rate, "achieved": achieved}
     return {"best": best, "steps": steps}
 
 
@@ -212,8 +216,8 @@ def register_memory(n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rates", default="100,200,300,400,500,600,800,1000,1200,1600")
-    ap.add_argument("--reg-rates", default="200,400,800,1200,1600,2400")
+    ap.add_argument("--rates", default="100,200,300,400,500,600,800,1000,1200,1600,2000,2400")
+    ap.add_argument("--reg-rates", default="200,400,800,1200,1600,2400,3200,4000")
     ap.add_argument("--seconds", type=float, default=4.0, help="per step")
     ap.add_argument("--contacts", type=int, default=100_000)
     ap.add_argument("--json", action="store_true")
