@@ -127,13 +127,16 @@ def kamailio(work: Path, port: int, uas: int) -> Iterator[None]:
 def run_sipp(work: Path, target: int, rate: int, calls: int, scenario: list[str]) -> dict:
     stats = work / f"stats-{target}-{rate}-{time.monotonic_ns()}.csv"
     t0 = time.monotonic()
-    res = subprocess.run(
-        [*_pin("1"), "sipp", *scenario, f"127.0.0.1:{target}", "-i", "127.0.0.1",
-         "-p", str(free_port()), "-s", "service", "-r", str(rate), "-m", str(calls),
-         "-l", str(max(rate * 2, 100)), "-nostdin", "-timeout", f"{calls // rate + 20}s",
-         "-trace_stat", "-stf", str(stats), "-fd", "1"],
-        cwd=work, capture_output=True, timeout=calls / rate + 60,
-    )  # fmt: skip
+    try:
+        res = subprocess.run(
+            [*_pin("1"), "sipp", *scenario, f"127.0.0.1:{target}", "-i", "127.0.0.1",
+             "-p", str(free_port()), "-s", "service", "-r", str(rate), "-m", str(calls),
+             "-l", str(max(rate * 2, 100)), "-nostdin", "-timeout", f"{calls // rate + 20}s",
+             "-trace_stat", "-stf", str(stats), "-fd", "1"],
+            cwd=work, capture_output=True, timeout=calls / rate + 60,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:  # SIPp wedged past its own -timeout: a failed step
+        return {"rate": rate, "ok": 0, "failed": calls, "rc": -1, "elapsed": time.monotonic() - t0}
     elapsed = time.monotonic() - t0
     rows = (
         list(csv.DictReader(stats.read_text().splitlines(), delimiter=";"))
