@@ -6,53 +6,97 @@ Legends name streams by SSRC only, so a plot shared in a ticket carries no addre
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
 
+from callward.errors import CaptureError, ConfigError, StoreError
 from callward.quality import emodel
 from callward.quality.analysis import StreamReport
 from callward.quality.playout import codec_for
 
-__all__ = ["plot_streams", "png_bytes", "windowed_series"]
+__all__ = ["MAX_WINDOWS", "plot_streams", "png_bytes", "windowed_series"]
+
+
+# One-second windows for ~28 hours. A capture whose records span more (one record with a
+# bogus clock) would otherwise allocate gigabytes of per-window arrays before drawing anything.
+MAX_WINDOWS = 100_000
 
 
 def windowed_series(
     s: StreamReport, window_s: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(window start s, jitter ms, loss %, network MOS) per window of one stream."""
-    t = s.arrival_s
-    if len(t) == 0 or s.clock_rate <= 0:
+    """(window start s, jitter ms, loss %, network MOS) per window of one stream.
+
+    Packets are taken in arrival order (stable sort), whatever the record order of the
+    capture: merged ring buffers and multi-interface pcapng files are not time-ordered, and
+    RFC 3550 A.8 jitter is defined over packets as they arrive. Windows start at the earliest
+    packet.
+
+    Loss per window is the RFC 3550 §6.4.1 / A.3 interval loss on extended sequence numbers:
+    expected = highest seq seen up to the end of the window − highest seq seen before it
+    (the first packet's seq − 1 before the first window, A.1 base_seq), lost = expected −
+    received, 0 when that is not positive (late or duplicate packets, as A.3 does). A gap
+    that straddles a window edge is thus charged to the window where the next packet
+    arrives instead of vanishing; a window with no packet expects nothing and shows 0 %.
+
+    Raises ConfigError for a window that is not a positive number and CaptureError when the
+    stream spans more than MAX_WINDOWS windows.
+    """
+    if not (math.isfinite(window_s) and window_s > 0):
+        raise ConfigError(f"plot window must be a positive number of seconds, not {window_s}")
+    if len(s.arrival_s) == 0 or s.clock_rate <= 0:
         z = np.zeros(0)
         return z, z, z, z
-    transit = (t - s.rtp_ts / s.clock_rate) * 1000.0
+    order = np.argsort(s.arrival_s, kind="stable")
+    t = np.asarray(s.arrival_s, dtype=np.float64)[order]
+    seq = np.asarray(s.seq_ext, dtype=np.int64)[order]
+    rtp_ts = np.asarray(s.rtp_ts)[order]
+    # Capture clocks tick in nanoseconds at best: rounding the offsets to the ns keeps float
+    # noise from putting a packet that sits exactly on a window edge on either side of it.
+    span_s = float(t[-1] - t[0])
+    if not math.isfinite(span_s) or span_s / window_s >= MAX_WINDOWS:
+        raise CaptureError(
+            f"stream {s.ssrc:#010x} spans {span_s:.0f} s, more than {MAX_WINDOWS} windows of "
+            f"{window_s:g} s to plot (implausible capture timestamps?)"
+        )
+    rel_ns = np.rint((t - t[0]) * 1e9).astype(np.int64)
+    win_ns = max(1, round(window_s * 1e9))
+    w = rel_ns // win_ns
+    nw = int(w[-1]) + 1
+    transit = (t - rtp_ts / s.clock_rate) * 1000.0
     d = np.abs(np.diff(transit, prepend=transit[0]))
     jit = np.zeros(len(d))
     j = 0.0
     for i, v in enumerate(d.tolist()):  # RFC 3550 A.8 running estimate, for display only
         j += (v - j) / 16
         jit[i] = j
-    w = np.floor((t - t[0]) / window_s).astype(np.int64)
-    nw = int(w[-1]) + 1
     cnt = np.bincount(w, minlength=nw)
     jmax = np.zeros(nw)
     np.maximum.at(jmax, w, jit)
-    seq = s.seq_ext
-    lo = np.full(nw, np.iinfo(np.int64).max)
+    # Highest extended seq up to the end of each window (empty windows carry the previous
+    # one), and the highest before each window: A.3's max_seq and expected_prior.
     hi = np.full(nw, np.iinfo(np.int64).min)
-    np.minimum.at(lo, w, seq)
     np.maximum.at(hi, w, seq)
-    exp = np.where(cnt > 0, hi - lo + 1, 0)
-    loss = np.where(exp > 0, np.clip(exp - cnt, 0, None) * 100.0 / np.maximum(exp, 1), 0.0)
+    hi_upto = np.maximum.accumulate(np.maximum(hi, seq[0] - 1))
+    prior = np.concatenate(([seq[0] - 1], hi_upto[:-1]))
+    exp = hi_upto - prior
+    lost = exp - cnt
+    loss = np.where((exp > 0) & (lost > 0), lost * 100.0 / np.maximum(exp, 1), 0.0)
     key = codec_for(-1, s.codec)
     mos = np.full(nw, np.nan)
     if key:
         c = emodel.codec(key)
+        by_loss: dict[float, float] = {}  # long calls repeat a few loss values: compute once
         for k in range(nw):
-            r = emodel.compute(emodel.EModelInput(t=40 + c.frame_ms, ta=40 + c.frame_ms,
-                                                  tr=2 * (40 + c.frame_ms), ie=c.ie, bpl=c.bpl,
-                                                  ppl=float(loss[k])))  # fmt: skip
-            mos[k] = r.mos
+            ppl = float(loss[k])
+            if ppl not in by_loss:
+                r = emodel.compute(emodel.EModelInput(t=40 + c.frame_ms, ta=40 + c.frame_ms,
+                                                      tr=2 * (40 + c.frame_ms), ie=c.ie,
+                                                      bpl=c.bpl, ppl=ppl))  # fmt: skip
+                by_loss[ppl] = r.mos
+            mos[k] = by_loss[ppl]
     starts = np.arange(nw) * window_s + float(t[0])
     return starts, jmax, loss, mos
 
@@ -72,9 +116,10 @@ def plot_streams(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Series first: a stream that cannot be windowed raises before a figure is left open.
+    series = [(s, windowed_series(s, window_s)) for s in streams[:12]]
     fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    for s in streams[:12]:
-        x, jit, loss, mos = windowed_series(s, window_s)
+    for s, (x, jit, loss, mos) in series:
         if len(x) == 0:
             continue
         label = f"SSRC {s.ssrc:#010x}"
@@ -90,5 +135,9 @@ def plot_streams(
         axes[0].legend(fontsize="small", loc="upper right")
     fig.suptitle("callward analyze: per-stream quality over time")
     fig.tight_layout()
-    fig.savefig(out, format="png")
-    plt.close(fig)
+    try:
+        fig.savefig(out, format="png")
+    except OSError as exc:  # our error, so `callward analyze --plot` exits 2 with one line
+        raise StoreError(f"cannot write plot {out}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
