@@ -370,3 +370,43 @@ async def test_tcp_connection_limit_and_framing_errors_close() -> None:
         for _, w in conns:
             w.close()
         await node.stop()
+
+
+async def test_ipv6_call_through_edge() -> None:
+    """IPv6 references in Via/Record-Route/Request-URI (RFC 3261 §19.1.1, RFC 5118)."""
+    loop = asyncio.get_running_loop()
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("why: no IPv6 loopback")
+    port = probe.getsockname()[1]
+    probe.close()
+    uas_t, uas = await loop.create_datagram_endpoint(Phone, local_addr=("::1", 0))
+    caller_t, caller = await loop.create_datagram_endpoint(Phone, local_addr=("::1", 0))
+    cfg = CallwardConfig(
+        edge=EdgeConfig(
+            listen=[f"udp:[::1]:{port}"], auth=False,
+            routes={"bob": f"sip:bob@[::1]:{uas.port}"},
+        )
+    )  # fmt: skip
+    node = EdgeNode(cfg)
+    await node.start()
+    try:
+        invite = (
+            f"INVITE sip:bob@callward.local SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP [::1]:{caller.port};branch=z9hG4bKv6;rport\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:alice@callward.local>;tag=6\r\nTo: <sip:bob@callward.local>\r\n"
+            f"Call-ID: v6\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        caller_t.sendto(invite.encode(), ("::1", port))
+        inv = await uas.expect(lambda m: isinstance(m, Request) and m.method == "INVITE")
+        assert inv.vias[0].host == "[::1]" and inv.vias[0].port == port
+        assert f"[::1]:{port}" in inv.headers.values("Record-Route")[0]
+        uas_t.sendto(_answer(inv, 200).replace("\n", "\r\n").encode(), ("::1", port))
+        final = await caller.expect(lambda m: isinstance(m, Response) and m.status >= 200)
+        assert final.status == 200
+    finally:
+        uas_t.close()
+        caller_t.close()
+        await node.stop()

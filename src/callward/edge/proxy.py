@@ -576,10 +576,9 @@ class EdgeCore(TargetMixin, BranchMixin, SessionMixin):
         top_branch = req.top_via.branch or ""
         bid = make_branch(lhash, "a" + top_branch[-10:].replace(".", ""))
         out_if = self.local.iface(dest.transport) or self.local.listen[0]
-        headers = req.headers.prepend(
-            "Via", f"SIP/2.0/{dest.transport.upper()} {out_if.host}:{out_if.port};branch={bid}"
+        host = f"[{out_if.host}]" if ":" in out_if.host else out_if.host
+        via = f"SIP/2.0/{dest.transport.upper()} {host}:{out_if.port};branch={bid}"
+        headers = _rebuild(
+            req.headers, [("Via", via)], {"Max-Forwards": str(70 if mf is None else mf - 1)}
         )
-        headers = headers.set("Max-Forwards", str(70 if mf is None else mf - 1))
         self._send(dest, bytes(req.replace(headers=headers, uri=uri)))
-
-    # ----------------------------------------------------------------- calls / RFC 4028

@@ -154,8 +154,9 @@ class SessionMixin:
                 continue
             bid = make_branch("0" * 16, f"bye{next(self._ids):x}")
             iface = self.local.iface(peer.transport) or self.local.listen[0]
+            host = f"[{iface.host}]" if ":" in iface.host else iface.host
             items = [
-                ("Via", f"SIP/2.0/{peer.transport.upper()} {iface.host}:{iface.port};branch={bid}"),
+                ("Via", f"SIP/2.0/{peer.transport.upper()} {host}:{iface.port};branch={bid}"),
                 ("Max-Forwards", "70"),
                 ("From", str(from_na)),
                 ("To", str(to_na)),
