@@ -159,7 +159,7 @@ async def test_three_edges_pointing_at_each_other_end_in_one_5xx() -> None:
     nodes = []
     for i, name in enumerate(names):
         ups = [f"sip:127.0.0.1:{ports[(i + k) % 3]}" for k in (1, 2)]
-        nodes.append(EdgeNode(_cfg(name, ports[i], upstreams=ups, t1=0.05)))
+        nodes.append(EdgeNode(_cfg(name, ports[i], upstreams=ups)))
     for n in nodes:
         await n.start()
     caller = await _phone()
@@ -179,7 +179,8 @@ async def test_three_edges_pointing_at_each_other_end_in_one_5xx() -> None:
         assert 500 <= final.status < 600
         await asyncio.sleep(0.5)  # anything still bouncing around would show up here
         seen = [n.metrics.requests.labels("INVITE")._value.get() for n in nodes]
-        assert seen == [1.0, 1.0, 1.0]
+        # each node got it once (a retransmission on a slow machine at most): no loop, no storm
+        assert all(1.0 <= x <= 2.0 for x in seen), seen
         assert caller.inbox.qsize() == 0
     finally:
         caller.transport.close()

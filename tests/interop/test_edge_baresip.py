@@ -104,7 +104,8 @@ def test_baresip_registers_with_digest_and_calls_through_edge(tmp_path: Path) ->
         assert uas.wait(30) == 0  # the one call was answered, ACKed and hung up
         text = httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
         assert _metric(text, 'callward_edge_requests_total{method="REGISTER"}') >= 2
-        assert _metric(text, 'callward_edge_requests_total{method="INVITE"}') == 2
+        # challenged, then authorized (a UDP retransmission on a slow machine may add one)
+        assert _metric(text, 'callward_edge_requests_total{method="INVITE"}') >= 2
         assert _metric(text, 'callward_edge_rejected_total{reason="auth"}') == 1  # the 407
         assert _metric(text, "callward_edge_registrations") == 1
     finally:
