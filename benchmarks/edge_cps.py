@@ -14,138 +14,52 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import gc
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
+import peers
+
 HERE = Path(__file__).resolve().parent
-KAM_CFG = HERE / "kamailio" / "proxy.cfg"
 REG_XML = HERE / "kamailio" / "register.xml"
-
-
-def free_port() -> int:
-    for _ in range(500):
-        port = random.randint(20000, 40000)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
-            try:
-                u.bind(("127.0.0.1", port))
-                t.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def _pin(cpu: str) -> list[str]:
     return ["taskset", "-c", cpu] if shutil.which("taskset") and os.cpu_count() else []
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+def sipp_uas(work: Path, port: int) -> contextlib.AbstractContextManager[subprocess.Popen]:
+    return peers.sipp_uas(work, port, prefix=_pin("1"))
 
 
-@contextlib.contextmanager
-def sipp_uas(work: Path, port: int) -> Iterator[None]:
-    proc = subprocess.Popen(
-        [*_pin("1"), "sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-nostdin"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=work,
-    )
-    time.sleep(0.3)
-    try:
-        yield
-    finally:
-        _stop(proc)
-
-
-@contextlib.contextmanager
-def callward_edge(work: Path, port: int, uas: int) -> Iterator[None]:
-    log = work / "edge.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [*_pin("0"), sys.executable, "-c", "from callward.cli import main; main()", "edge",
-             "--listen", f"udp:127.0.0.1:{port}", "--no-auth",
-             "--route", f"service=sip:service@127.0.0.1:{uas}"],
-            stdout=fh, stderr=subprocess.STDOUT, cwd=work,
-        )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while "listening on" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"edge did not start: {log.read_text()[-300:]}")
-        time.sleep(0.1)
-    try:
-        yield
-    finally:
-        _stop(proc)
-
-
-@contextlib.contextmanager
-def kamailio(work: Path, port: int, uas: int) -> Iterator[None]:
-    pidfile = work / "kamailio.pid"
-    subprocess.run(
-        [*_pin("0"), "kamailio", "-f", str(KAM_CFG), "-P", str(pidfile), "-m", "256", "-M", "16",
-         "-l", f"udp:127.0.0.1:{port}", "-A", f'UAS_ADDR="sip:127.0.0.1:{uas}"', "-w", str(work)],
-        check=True, cwd=work, timeout=30, capture_output=True,
+def callward_edge(work: Path, port: int, uas: int) -> contextlib.AbstractContextManager[object]:
+    return peers.callward_edge(
+        work,
+        "--listen", f"udp:127.0.0.1:{port}", "--no-auth",
+        "--route", f"service=sip:service@127.0.0.1:{uas}",
+        prefix=_pin("0"),
     )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while not pidfile.exists() or not pidfile.read_text().strip():
-        if time.monotonic() > deadline:
-            raise RuntimeError("kamailio did not write its pidfile")
-        time.sleep(0.1)
-    pid = int(pidfile.read_text().strip())
-    time.sleep(0.5)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 15)
-        for _ in range(50):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
+
+
+def kamailio(work: Path, port: int, uas: int) -> contextlib.AbstractContextManager[int]:
+    return peers.kamailio_proxy(work, port, uas, memory=(256, 16), prefix=_pin("0"), settle=0.5)
 
 
 def run_sipp(work: Path, target: int, rate: int, calls: int, scenario: list[str]) -> dict:
     stats = work / f"stats-{target}-{rate}-{time.monotonic_ns()}.csv"
-    t0 = time.monotonic()
-    try:
-        res = subprocess.run(
-            [*_pin("1"), "sipp", *scenario, f"127.0.0.1:{target}", "-i", "127.0.0.1",
-             "-p", str(free_port()), "-s", "service", "-r", str(rate), "-m", str(calls),
-             "-l", str(max(rate * 2, 100)), "-nostdin", "-timeout", f"{calls // rate + 20}s",
-             "-trace_stat", "-stf", str(stats), "-fd", "1"],
-            cwd=work, capture_output=True, timeout=calls / rate + 60,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:  # SIPp wedged past its own -timeout: a failed step
-        return {"rate": rate, "ok": 0, "failed": calls, "rc": -1, "elapsed": time.monotonic() - t0}
-    elapsed = time.monotonic() - t0
-    rows = (
-        list(csv.DictReader(stats.read_text().splitlines(), delimiter=";"))
-        if stats.exists()
-        else []
-    )
-    ok = int(rows[-1]["SuccessfulCall(C)"]) if rows else 0
-    failed = int(rows[-1]["FailedCall(C)"]) if rows else calls
-    return {"rate": rate, "ok": ok, "failed": failed, "rc": res.returncode, "elapsed": elapsed}
+    cmd = peers.sipp_client_cmd(
+        target, calls=calls, rate=rate, scenario=scenario, timeout=f"{calls // rate + 20}s",
+        stats=stats, extra=("-l", str(max(rate * 2, 100))),
+    )  # fmt: skip
+    r = peers.run_sipp([*_pin("1"), *cmd], work, stats, calls, timeout=calls / rate + 60)
+    return {"rate": rate, "ok": r.ok, "failed": r.failed, "rc": r.rc, "elapsed": r.elapsed}
 
 
 def ramp(work: Path, target: int, rates: list[int], seconds: float, scenario: list[str]) -> dict:
@@ -234,7 +148,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name, proxy in (("kamailio", kamailio), ("callward", callward_edge)):
-            uas, port = free_port(), free_port()
+            uas, port = peers.free_port((20000, 40000)), peers.free_port((20000, 40000))
             with sipp_uas(work, uas), proxy(work, port, uas):
                 calls = ramp(work, port, rates, args.seconds, ["-sn", "uac"])
                 regs = ramp(work, port, reg_rates, args.seconds, ["-sf", str(REG_XML)])

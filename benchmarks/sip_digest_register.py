@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import peers
 
 SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -65,37 +65,6 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   <recv response="200"/>
 </scenario>
 """
-
-KAMAILIO_CFG = """#!KAMAILIO
-debug=0
-log_stderror=yes
-fork=no
-children=1
-auto_aliases=no
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules"
-listen=udp:127.0.0.1:{port}
-loadmodule "sl.so"
-loadmodule "pv.so"
-loadmodule "auth.so"
-modparam("auth", "secret", "benchmark-secret-0123456789")
-request_route {{
-    if (method=="REGISTER") {{
-        if (!pv_www_authenticate("callward.test", "s3cret", "0")) {{
-            www_challenge("callward.test", "1");
-            exit;
-        }}
-        sl_send_reply("200", "OK");
-        exit;
-    }}
-    sl_send_reply("405", "Method Not Allowed");
-}}
-"""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pgid: int) -> float:
@@ -198,49 +167,28 @@ def serve(port: int) -> None:
 # ---------------------------------------------------------------- driver
 
 
-def run_sipp(port: int, calls: int, rate: int, work: Path) -> tuple[float, int, int]:
-    stats = work / f"stats-{port}.csv"
-    args = ["sipp", "-sf", str(work / "register.xml"), f"127.0.0.1:{port}", "-i", "127.0.0.1"]
-    args += ["-p", str(free_port()), "-m", str(calls), "-r", str(rate), "-l", "200"]
-    args += ["-nostdin", "-timeout", "90s", "-trace_stat", "-stf", str(stats), "-fd", "1"]
-    start = time.perf_counter()
-    subprocess.run(
-        args, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120
-    )
-    elapsed = time.perf_counter() - start
-    with stats.open(newline="") as f:
-        row = list(csv.DictReader(f, delimiter=";"))[-1]
-    return elapsed, int(row["SuccessfulCall(C)"]), int(row["FailedCall(C)"])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(5)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def bench(
-    name: str, cmd: list[str], port: int, calls: int, rate: int, work: Path
+    name: str, proc: subprocess.Popen, port: int, calls: int, rate: int, work: Path
 ) -> dict[str, Any]:
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    """Drive the server ``proc`` (started in its own process group) with the REGISTER scenario."""
     try:
         time.sleep(1.0)  # both start well under a second
         cpu0 = cpu_seconds(proc.pid)
-        elapsed, ok, failed = run_sipp(port, calls, rate, work)
+        stats = work / f"stats-{port}.csv"
+        cmd = peers.sipp_client_cmd(
+            port, calls=calls, rate=rate, scenario=("-sf", str(work / "register.xml")),
+            service=None, timeout="90s", stats=stats, extra=("-l", "200"),
+        )  # fmt: skip
+        run = peers.run_sipp(cmd, work, stats, calls, timeout=120)
         cpu = cpu_seconds(proc.pid) - cpu0
     finally:
-        stop(proc)
+        peers.stop_group(proc)
     return {
         "server": name,
-        "reg_per_s": ok / elapsed,
-        "ok": ok,
-        "failed": failed,
-        "cpu_ms_per_reg": 1000 * cpu / max(ok, 1),
+        "reg_per_s": run.ok / run.elapsed,
+        "ok": run.ok,
+        "failed": run.failed,
+        "cpu_ms_per_reg": 1000 * cpu / max(run.ok, 1),
     }
 
 
@@ -260,11 +208,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "register.xml").write_text(SCENARIO)
-        kport, oport = free_port(), free_port()
-        (work / "k.cfg").write_text(KAMAILIO_CFG.format(port=kport))
-        kam = ["kamailio", "-f", str(work / "k.cfg"), "-DD", "-E", "-m", "64", "-M", "8"]
-        kam += ["-P", str(work / "k.pid"), "-Y", str(work)]
-        ours = [sys.executable, __file__, "--serve", str(oport)]
+        kport, oport = peers.free_port(), peers.free_port()
+        kam = peers.kamailio_registrar(work, kport, realm="callward.test", password="s3cret")
+        ours = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(oport)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
         results = [
             bench("kamailio 5.6 (1 process)", kam, kport, args.calls, args.rate, work),
             bench("callward (1 process)", ours, oport, args.calls, args.rate, work),

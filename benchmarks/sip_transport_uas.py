@@ -12,30 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
+import contextlib
 import shutil
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from callward.ua.phone import Phone
+from peers import free_port, run_sipp_async, sipp_client_cmd, sipp_counts, sipp_uas_cmd
 
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = int(u.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
+SIPP_TRANSPORT = {"udp": "u1", "tcp": "t1"}  # SIPp's -t values, one socket each
 
 
 async def wait_listening(port: int, transport: str) -> None:
@@ -56,24 +43,16 @@ async def wait_listening(port: int, transport: str) -> None:
 async def run_uac(
     port: int, calls: int, rate: int, transport: str, cwd: Path
 ) -> tuple[float, int, int]:
-    args = ["sipp", "-sn", "uac", f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(free_port())]
-    args += ["-s", "service", "-m", str(calls), "-r", str(rate), "-l", "200", "-nostdin"]
-    args += ["-timeout", "60s", "-trace_stat", "-stf", "stats.csv", "-fd", "1"]
-    if transport == "tcp":
-        args += ["-t", "t1"]
+    cmd = sipp_client_cmd(
+        port, calls=calls, rate=rate, transport=SIPP_TRANSPORT[transport], stats="stats.csv",
+        extra=("-l", "200"),
+    )  # fmt: skip
     start = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        *args, cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    try:
-        await asyncio.wait_for(proc.wait(), 90)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+    with contextlib.suppress(TimeoutError):  # killed by PID: its counters so far still count
+        await run_sipp_async(cmd, cwd, 90)
     elapsed = time.perf_counter() - start
-    with (cwd / "stats.csv").open(newline="") as f:
-        row = list(csv.DictReader(f, delimiter=";"))[-1]
-    return elapsed, int(row["SuccessfulCall(C)"]), int(row["FailedCall(C)"])
+    ok, failed = sipp_counts(cwd / "stats.csv") or (0, calls)
+    return elapsed, ok, failed
 
 
 async def ours(calls: int, rate: int, transport: str, cwd: Path) -> tuple[float, int, int]:
@@ -86,12 +65,14 @@ async def ours(calls: int, rate: int, transport: str, cwd: Path) -> tuple[float,
 
 async def peer(calls: int, rate: int, transport: str, cwd: Path) -> tuple[float, int, int]:
     port = free_port()
-    args = ["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-nostdin"]
-    args += ["-timeout", "80s", "-fd", "1"]
-    if transport == "tcp":
-        args += ["-t", "t1"]
+    args = sipp_uas_cmd(
+        port, transport=SIPP_TRANSPORT[transport], extra=("-timeout", "80s", "-fd", "1")
+    )
     uas = await asyncio.create_subprocess_exec(
-        *args, cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        *args,
+        cwd=cwd,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     await wait_listening(port, transport)
     try:

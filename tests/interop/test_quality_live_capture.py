@@ -17,24 +17,21 @@ import pytest
 
 from callward.quality.analysis import collect, stream_reports
 from callward.quality.synth import rtp_header
+from peers import tshark_rtp_streams
 
 pytestmark = pytest.mark.interop
 
 
-def _tshark_rows(path: Path) -> dict[tuple, tuple]:
-    out = subprocess.run(
-        ["tshark", "-q", "-n", "-r", str(path), "--enable-heuristic", "rtp_udp", "-z", "rtp,streams"],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
-    rows = {}
-    for line in out.splitlines():
-        f = line.split()
-        if len(f) >= 17 and f[6].startswith("0x"):
-            r = f[:-1] if f[-1] == "X" else f
-            rows[(f[2], int(f[3]), f[4], int(f[5]), int(f[6], 16))] = (
-                int(r[-9]), int(r[-8]), float(r[-4]), float(r[-2]), float(r[-1]),
-            )  # fmt: skip
-    return rows
+def _bind_in(sock: socket.socket, base: int) -> int:
+    """Bind to an even port in [base + offset, base + 1000): the offset (from our PID) keeps
+    engineers running this test at the same time apart."""
+    for cand in range(base + os.getpid() % 500 * 2, base + 1000, 2):
+        try:
+            sock.bind(("127.0.0.1", cand))
+            break
+        except OSError:
+            continue
+    return int(sock.getsockname()[1])
 
 
 def test_live_loopback_capture_matches_tshark(tmp_path: Path) -> None:
@@ -42,20 +39,9 @@ def test_live_loopback_capture_matches_tshark(tmp_path: Path) -> None:
         pytest.skip("why: dumpcap/tshark not installed")
     # A port in a range no Wireshark dissector claims, so tshark's RTP heuristic sees it.
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for cand in range(41000 + os.getpid() % 500 * 2, 42000, 2):
-        try:
-            rx.bind(("127.0.0.1", cand))
-            break
-        except OSError:
-            continue
-    dport = rx.getsockname()[1]
+    dport = _bind_in(rx, 41000)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for cand in range(42000 + os.getpid() % 500 * 2, 43000, 2):
-        try:
-            tx.bind(("127.0.0.1", cand))
-            break
-        except OSError:
-            continue
+    _bind_in(tx, 42000)
     out = tmp_path / "live.pcapng"
     cap = subprocess.Popen(
         ["dumpcap", "-q", "-i", "lo", "-f", f"udp port {dport}", "-w", str(out), "-a", "duration:20"],
@@ -77,7 +63,7 @@ def test_live_loopback_capture_matches_tshark(tmp_path: Path) -> None:
         cap.wait(timeout=15)
         tx.close()
         rx.close()
-    ref = _tshark_rows(out)
+    ref = tshark_rtp_streams(out, "--enable-heuristic", "rtp_udp")
     got = {
         (s.src, s.sport, s.dst, s.dport, s.ssrc): (
             s.stats.packets, s.stats.lost, s.stats.max_delta, s.stats.mean_jitter,

@@ -7,11 +7,7 @@ one-way audio without) and agree with tshark's SDP-driven `-z rtp,streams` on ev
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +16,7 @@ import pytest
 
 from callward.quality.report import analyze_capture
 from callward.quality.synth import RtpSpec, rtp_frames, write_pcap
+from peers import free_port, kill_pid, sipp_background, sipp_uas_cmd, tshark_rtp_streams
 
 pytestmark = pytest.mark.interop
 
@@ -78,43 +75,12 @@ UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 
-def _free_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def _tshark(path: Path, sip_ports: list[int]) -> dict[tuple, tuple]:
-    cmd = ["tshark", "-q", "-n", "-r", str(path), "-z", "rtp,streams"]
-    for p in sip_ports:
-        cmd += ["-d", f"udp.port=={p},sip"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
-    rows = {}
-    for line in out.splitlines():
-        f = line.split()
-        if len(f) >= 17 and f[6].startswith("0x"):
-            r = f[:-1] if f[-1] == "X" else f
-            rows[(f[2], int(f[3]), f[4], int(f[5]), int(f[6], 16))] = (
-                int(r[-9]), int(r[-8]), float(r[-4]), float(r[-2]), float(r[-1]),
-            )  # fmt: skip
-    return rows
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.mark.parametrize("echo", [True, False])
 def test_sipp_call_analyzed(tmp_path: Path, echo: bool) -> None:
     for tool in ("sipp", "dumpcap", "tshark"):
         if shutil.which(tool) is None:
             pytest.skip(f"why: {tool} not installed")
-    uas_sip, uac_sip, uas_media, uac_media = (_free_port() for _ in range(4))
+    uas_sip, uac_sip, uas_media, uac_media = (free_port() for _ in range(4))
     media = tmp_path / "media.pcap"
     write_pcap(media, rtp_frames(RtpSpec(count=150, pt=8, bursts=[(40, 5)], loss=0.02, seed=5)))
     scen = tmp_path / "uac.xml"
@@ -131,14 +97,12 @@ def test_sipp_call_analyzed(tmp_path: Path, echo: bool) -> None:
         time.sleep(1.5)
         if dump.poll() is not None:
             pytest.skip("why: dumpcap cannot capture on lo (needs CAP_NET_RAW)")
-        uas_cmd = ["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(uas_sip), "-mi",
-                   "127.0.0.1", "-mp", str(uas_media), "-nostdin", "-bg", "-m", "1"]  # fmt: skip
+        uas_cmd = sipp_uas_cmd(
+            uas_sip, extra=("-mi", "127.0.0.1", "-mp", str(uas_media), "-m", "1")
+        )
         if echo:
             uas_cmd.append("-rtp_echo")
-        out = subprocess.run(uas_cmd, capture_output=True, text=True, timeout=20, cwd=tmp_path)
-        m = re.search(r"PID=\[(\d+)\]", out.stdout + out.stderr)
-        assert m, out.stdout + out.stderr
-        uas_pid = int(m.group(1))
+        uas_pid = sipp_background(uas_cmd, tmp_path)
         uac = subprocess.run(
             ["sipp", f"127.0.0.1:{uas_sip}", "-sf", str(scen), "-i", "127.0.0.1", "-p",
              str(uac_sip), "-mi", "127.0.0.1", "-mp", str(uac_media), "-m", "1", "-nostdin",
@@ -151,7 +115,7 @@ def test_sipp_call_analyzed(tmp_path: Path, echo: bool) -> None:
         dump.terminate()
         dump.wait(timeout=15)
         if uas_pid is not None:
-            _kill(uas_pid)
+            kill_pid(uas_pid, wait=0)
     rep = analyze_capture(cap)
     assert len(rep.calls) == 1
     call = rep.calls[0]
@@ -161,7 +125,9 @@ def test_sipp_call_analyzed(tmp_path: Path, echo: bool) -> None:
         assert problems == [] and len(call.streams) == 2
     else:
         assert problems == [("one_way_audio", "no_packets", "callee->caller")]
-    ref = _tshark(cap, [uas_sip, uac_sip])
+    ref = tshark_rtp_streams(
+        cap, "-d", f"udp.port=={uas_sip},sip", "-d", f"udp.port=={uac_sip},sip"
+    )
     got = {
         (s.src, s.sport, s.dst, s.dport, s.ssrc): (
             s.stats.packets, s.stats.lost, s.stats.max_delta, s.stats.mean_jitter,

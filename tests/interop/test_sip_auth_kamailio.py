@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-import signal
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -29,43 +26,11 @@ from callward.sip.timers import TimerConfig
 from callward.sip.transaction import ResponseReceived, TransactionTimeout, new_branch
 from callward.sip.transaction_layer import TransactionLayer
 from callward.sip.uri import parse_uri
+from peers import KAMAILIO_MODULES, free_port, kamailio_registrar, stop_group
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
 
 KAMAILIO = shutil.which("kamailio")
-MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
-
-CFG = """#!KAMAILIO
-debug=1
-log_stderror=yes
-fork=no
-children=1
-auto_aliases=no
-mpath="{modules}"
-listen=udp:127.0.0.1:{port}
-loadmodule "sl.so"
-loadmodule "pv.so"
-loadmodule "auth.so"
-modparam("auth", "algorithm", "{algorithm}")
-modparam("auth", "secret", "kamailio-interop-secret")
-request_route {{
-    if (method=="REGISTER") {{
-        if (!pv_www_authenticate("callward.test", "s3cret", "0")) {{
-            www_challenge("callward.test", "{qop_flag}");
-            exit;
-        }}
-        sl_send_reply("200", "OK");
-        exit;
-    }}
-    sl_send_reply("405", "Method Not Allowed");
-}}
-"""
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Client(asyncio.DatagramProtocol):
@@ -133,29 +98,13 @@ def register(local_port: int, cseq: int, body: bytes = b"") -> Request:
 async def test_register_against_kamailio(
     tmp_path: Path, algorithm: str, qop_flag: str, qop: str, body: bytes, password_ok: bool
 ) -> None:
-    if KAMAILIO is None or not Path(MODULES, "auth.so").exists():
+    if KAMAILIO is None or not Path(KAMAILIO_MODULES, "auth.so").exists():
         pytest.skip("why: kamailio (with the auth module) not installed")
-    kport = free_udp_port()
-    cfg = tmp_path / "kamailio.cfg"
-    cfg.write_text(CFG.format(modules=MODULES, port=kport, algorithm=algorithm, qop_flag=qop_flag))
-    proc = await asyncio.create_subprocess_exec(
-        KAMAILIO,
-        "-f",
-        str(cfg),
-        "-DD",
-        "-E",
-        "-m",
-        "32",
-        "-M",
-        "4",
-        "-P",
-        str(tmp_path / "k.pid"),
-        "-Y",
-        str(tmp_path),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: we stop exactly what we started
-    )
+    kport = free_port()
+    proc = kamailio_registrar(
+        tmp_path, kport, realm="callward.test", password="s3cret", algorithm=algorithm,
+        qop_flag=qop_flag, debug=1, memory=(32, 4),
+    )  # fmt: skip
     loop = asyncio.get_running_loop()
     transport, client = await loop.create_datagram_endpoint(_Client, local_addr=("127.0.0.1", 0))
     try:
@@ -175,11 +124,4 @@ async def test_register_against_kamailio(
         assert final.status == (200 if password_ok else 401)
     finally:
         transport.close()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)  # kamailio forks helpers into the same group
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-                break
-            except TimeoutError:
-                continue
+        stop_group(proc)  # kamailio forks helpers into its own process group

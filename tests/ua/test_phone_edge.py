@@ -4,40 +4,26 @@ through it: Record-Route, 407 on INVITE, in-dialog ACK/BYE routed via the edge."
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from callward.config import CallwardConfig, EdgeConfig
 from callward.ua.call import CallState
 from callward.ua.phone import Phone
+from peers import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
 REALM = "callward.local"
 
 
-def _port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = int(u.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
-
-
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
-async def test_register_and_call_through_the_edge(tmp_path: Path, transport: str) -> None:
+async def _start_edge(tmp_path: Path, transport: str) -> tuple[Any, tuple[str, int]]:
+    """A real edge on a fresh loopback port with digest subscribers alice and bob."""
     edge_mod = pytest.importorskip("callward.edge.app")
     subs_mod = pytest.importorskip("callward.edge.subscribers")
-    port = _port()
+    port = free_port()
     cfg = CallwardConfig(
         edge=EdgeConfig(
             listen=[f"{transport}:127.0.0.1:{port}"],
@@ -52,7 +38,12 @@ async def test_register_and_call_through_the_edge(tmp_path: Path, transport: str
         subscribers.put(subs_mod.Subscriber.from_password(user, REALM, f"pw-{user}"))
     edge = edge_mod.EdgeNode(cfg, subscribers=subscribers)
     await edge.start()
-    edge_addr = ("127.0.0.1", port)
+    return edge, ("127.0.0.1", port)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_register_and_call_through_the_edge(tmp_path: Path, transport: str) -> None:
+    edge, edge_addr = await _start_edge(tmp_path, transport)
     alice = await Phone.start("alice", transport=transport, password="pw-alice")
     bob = await Phone.start("bob", transport=transport, password="pw-bob", auto_answer=True)
     try:
@@ -90,24 +81,7 @@ async def test_register_and_call_through_the_edge(tmp_path: Path, transport: str
 async def test_outbound_flow_keepalive_and_recovery(tmp_path: Path) -> None:
     """RFC 5626: register over TCP with +sip.instance/reg-id, ping the flow (CRLFCRLF → CRLF
     from the edge), lose the connection, recover by re-registering, and still be reachable."""
-    edge_mod = pytest.importorskip("callward.edge.app")
-    subs_mod = pytest.importorskip("callward.edge.subscribers")
-    port = _port()
-    cfg = CallwardConfig(
-        edge=EdgeConfig(
-            listen=[f"tcp:127.0.0.1:{port}"],
-            realm=REALM,
-            domains=[REALM],
-            subscribers=f"sqlite:{tmp_path / 'subs.sqlite'}",
-            auth_secret="k" * 32,
-        )
-    )
-    subscribers = subs_mod.SqliteSubscribers(tmp_path / "subs.sqlite")
-    for user in ("alice", "bob"):
-        subscribers.put(subs_mod.Subscriber.from_password(user, REALM, f"pw-{user}"))
-    edge = edge_mod.EdgeNode(cfg, subscribers=subscribers)
-    await edge.start()
-    edge_addr = ("127.0.0.1", port)
+    edge, edge_addr = await _start_edge(tmp_path, "tcp")
     alice = await Phone.start("alice", transport="tcp", password="pw-alice")
     bob = await Phone.start("bob", transport="tcp", password="pw-bob", auto_answer=True)
     instance = "urn:uuid:00000000-0000-4000-8000-00000000b0b0"
