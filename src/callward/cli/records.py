@@ -8,10 +8,12 @@ before anything is printed. Exit codes: 0 ok, 1 finding (tampered trail, plainte
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +41,23 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """Our own errors (bad config, store, policy) end the command with one line on stderr and
+    exit 2; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _open(data_dir: Path | None, config: Path | None) -> Any:
     from callward.config import load_config
     from callward.records.service import open_records
 
-    try:
+    with _store_errors():
         cfg = load_config(config)
         return open_records(data_dir or cfg.storage.data_dir, cfg.records, cfg.storage.postgres_url)
-    except CallwardError as exc:
-        raise _fail(str(exc)) from None
 
 
 def _when(text: str | None, name: str) -> float | None:
@@ -97,10 +107,8 @@ def cdr_query(
 
     q = CdrQuery(tenant, subject, (), _when(since, "--since"), _when(until, "--until"), None, limit)
     rec = _open(data_dir, config)
-    try:
+    with _store_errors():
         found = AuditedReader(rec.tiered, rec.audit, actor).query(q, reason, ticket)
-    except CallwardError as exc:
-        raise _fail(str(exc)) from None
     rows = []
     for c in found:
         d = cdr_to_dict(c)
@@ -136,12 +144,10 @@ def cdr_export(
     if fmt not in ("json", "csv"):
         raise _fail(f"--format {fmt!r}: expected json or csv")
     rec = _open(data_dir, config)
-    try:
+    with _store_errors():
         found = AuditedReader(rec.tiered, rec.audit, actor).query(
             CdrQuery(subject=subject), reason, ticket, action="export"
         )
-    except CallwardError as exc:
-        raise _fail(str(exc)) from None
     text = export_json(subject, found, time.time()) if fmt == "json" else export_csv(subject, found)
     if out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -308,13 +314,11 @@ def hold_place(
     import dataclasses
 
     rec = _open(data_dir, config)
-    try:
+    with _store_errors():
         pn = rec.codec.pseudonym(subject).hex() if subject else ""
         h = rec.holds.place(actor=actor, reason=reason, ticket=ticket, days=days,
                             now=time.time(), subject_pn=pn, tenant=tenant or "",
                             call_ids=call_id)  # fmt: skip
-    except CallwardError as exc:
-        raise _fail(str(exc)) from None
     _emit(dataclasses.asdict(h), as_json, [f"hold {h.hold_id} placed until {h.expires:.0f}"])
     rec.close()
 
@@ -344,10 +348,8 @@ def hold_release(
 ) -> None:
     """Release a legal hold before it expires (audited)."""
     rec = _open(data_dir, config)
-    try:
+    with _store_errors():
         rec.holds.release(hold_id, actor=actor, reason=reason, ticket=ticket, now=time.time())
-    except CallwardError as exc:
-        raise _fail(str(exc)) from None
     typer.echo(f"hold {hold_id} released")
     rec.close()
 
@@ -394,10 +396,8 @@ def privacy_pseudonym(
 ) -> None:
     """Print the keyed pseudonym of a subject (for support tickets, holds, audit lookups)."""
     rec = _open(data_dir, config)
-    try:
+    with _store_errors():
         typer.echo(rec.codec.pseudonym(subject).hex())
-    except CallwardError as exc:
-        raise _fail(str(exc)) from None
     rec.close()
 
 
@@ -412,11 +412,9 @@ def privacy_shred(
 ) -> None:
     """Crypto-shred a subject: every hot, cold and backup copy becomes unreadable."""
     rec = _open(data_dir, config)
-    try:
+    with _store_errors():
         pn = rec.codec.cipher.shred_subject(subject, f"{reason} [{ticket}]")
         rec.audit.record(actor, "shred", reason, ticket, subject=pn)
-    except CallwardError as exc:
-        raise _fail(str(exc)) from None
     typer.echo(f"subject {pn[:12]}… shredded; run `callward privacy verify` to check files")
     rec.close()
 
@@ -436,10 +434,9 @@ def privacy_verify(
     from callward.privacy.shred import verify_no_plaintext
 
     rec = _open(data_dir, config)
-    try:  # no checkpoint first: the WAL is scanned as it is, superseded frames included
+    # no checkpoint first: the WAL is scanned as it is, superseded frames included
+    with _store_errors():
         found = verify_no_plaintext([rec.store.path, rec.cold.root, *extra], subject)
-    except CallwardError as exc:
-        raise _fail(str(exc)) from None
     rec.close()
     _emit([dataclasses.asdict(f) for f in found], as_json,
           [f"{f.path}: {f.where} ({f.needle_kind})" for f in found]
@@ -487,10 +484,8 @@ def privacy_restore_keys(
 
     kek = _backup_key(backup_key)
     rec = _open(data_dir, config)
-    try:
+    with _store_errors():
         n = restore_keys(rec.keys, backup, kek)
-    except CallwardError as exc:
-        raise _fail(str(exc)) from None
     typer.echo(f"{n} key(s) restored")
     rec.close()
 
