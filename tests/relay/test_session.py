@@ -31,16 +31,23 @@ def keys() -> SrtpKeying:
     return SrtpKeying.generate()
 
 
-async def test_srtp_to_srtp_rekeys_per_leg(make_phone) -> None:  # type: ignore[no-untyped-def]
+async def srtp_call(make_phone, relay: MediaRelay, call_id: str):  # type: ignore[no-untyped-def]
+    """alice and bob, each with its own SRTP keys per direction, joined by a session of
+    ``relay``; returns them, the session, and the key alice sends with."""
     a_send, a_recv, b_send, b_recv = keys(), keys(), keys(), keys()
     alice = await make_phone(tx=a_send, rx=a_recv)
     bob = await make_phone(tx=b_send, rx=b_recv)
-    relay = MediaRelay()
     s = await relay.create_session(
-        "call-1",
+        call_id,
         LegConfig("a", remote=alice.address, srtp_rx=a_send, srtp_tx=a_recv),
         LegConfig("b", remote=bob.address, srtp_rx=b_send, srtp_tx=b_recv),
     )
+    return alice, bob, s, a_send
+
+
+async def test_srtp_to_srtp_rekeys_per_leg(make_phone) -> None:  # type: ignore[no-untyped-def]
+    relay = MediaRelay()
+    alice, bob, s, a_send = await srtp_call(make_phone, relay, "call-1")
     try:
         plain = alice.send_rtp(s.local_address("a"), 1)
         wire, src = await bob.recv()
@@ -169,15 +176,8 @@ async def test_dscp_ef_on_media_sockets() -> None:
 
 
 async def test_tap_sees_plaintext_and_close(make_phone) -> None:  # type: ignore[no-untyped-def]
-    a_send, a_recv, b_send, b_recv = keys(), keys(), keys(), keys()
-    alice = await make_phone(tx=a_send, rx=a_recv)
-    bob = await make_phone(tx=b_send, rx=b_recv)
     relay = MediaRelay()
-    s = await relay.create_session(
-        "call-6",
-        LegConfig("a", remote=alice.address, srtp_rx=a_send, srtp_tx=a_recv),
-        LegConfig("b", remote=bob.address, srtp_rx=b_send, srtp_tx=b_recv),
-    )
+    alice, bob, s, _ = await srtp_call(make_phone, relay, "call-6")
     tap = CollectingTap()
 
     class Broken:
@@ -198,15 +198,8 @@ async def test_tap_sees_plaintext_and_close(make_phone) -> None:  # type: ignore
 
 
 async def test_rekey_mid_call(make_phone) -> None:  # type: ignore[no-untyped-def]
-    a_send, a_recv, b_send, b_recv = keys(), keys(), keys(), keys()
-    alice = await make_phone(tx=a_send, rx=a_recv)
-    bob = await make_phone(tx=b_send, rx=b_recv)
     relay = MediaRelay()
-    s = await relay.create_session(
-        "call-7",
-        LegConfig("a", remote=alice.address, srtp_rx=a_send, srtp_tx=a_recv),
-        LegConfig("b", remote=bob.address, srtp_rx=b_send, srtp_tx=b_recv),
-    )
+    alice, bob, s, _ = await srtp_call(make_phone, relay, "call-7")
     try:
         alice.send_rtp(s.local_address("a"), 1)
         await bob.recv()
