@@ -88,6 +88,25 @@ def _answer(req: Request, status: int) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+async def _answered(uas: Phone, caller: Phone, edge_port: int) -> Request:
+    """The uas answers the INVITE the edge forwards (within 8 s: a failover first waits for
+    Timer B, 64*T1) with a 200 sent back to the edge at ``edge_port``; the caller must get that
+    200 as its final response. Returns the INVITE as the uas saw it."""
+    inv = await uas.expect(lambda m: isinstance(m, Request) and m.method == "INVITE", 8)
+    uas.send(_answer(inv, 200), edge_port)
+    final = await caller.expect(lambda m: isinstance(m, Response) and m.status >= 200)
+    assert final.status == 200
+    return inv
+
+
+async def _close(phones: list[Phone], *nodes: EdgeNode) -> None:
+    for p in phones:
+        assert p.transport is not None
+        p.transport.close()
+    for n in nodes:
+        await n.stop()
+
+
 def _cfg(node: str, port: int, **edge) -> CallwardConfig:
     return CallwardConfig(
         edge=EdgeConfig(listen=[f"udp:127.0.0.1:{port}"], node_id=node, auth=False, **edge)
@@ -144,10 +163,7 @@ async def test_phone_on_edge_a_reachable_through_edge_b_with_redis() -> None:
         final = await bob.expect(lambda m: isinstance(m, Response) and m.status >= 200)
         assert final.status == 200 and final.call_id == "ab1"
     finally:
-        for p in (alice, bob):
-            p.transport.close()
-        await a.stop()
-        await b.stop()
+        await _close([alice, bob], a, b)
         from callward.edge.location import RedisLocation
 
         RedisLocation("redis://127.0.0.1:6379/0", prefix).clear()
@@ -183,9 +199,7 @@ async def test_three_edges_pointing_at_each_other_end_in_one_5xx() -> None:
         assert all(1.0 <= x <= 2.0 for x in seen), seen
         assert caller.inbox.qsize() == 0
     finally:
-        caller.transport.close()
-        for n in nodes:
-            await n.stop()
+        await _close([caller], *nodes)
 
 
 async def test_dead_upstream_fails_over_then_blacklisted() -> None:
@@ -218,16 +232,10 @@ async def test_dead_upstream_fails_over_then_blacklisted() -> None:
                 pa,
             )
             # first call waits for Timer B (64*T1 = 3.2 s) on the dead one; second goes direct
-            inv = await uas.expect(lambda m: isinstance(m, Request) and m.method == "INVITE", 8)
-            uas.send(_answer(inv, 200), pb)
-            final = await caller.expect(lambda m: isinstance(m, Response) and m.status >= 200)
-            assert final.status == 200
+            await _answered(uas, caller, pb)
         assert a.metrics.failovers._value.get() == 1
     finally:
-        for p in (uas, caller):
-            p.transport.close()
-        await a.stop()
-        await b.stop()
+        await _close([uas, caller], a, b)
 
 
 async def test_events_reach_the_bus_in_order() -> None:
@@ -276,9 +284,7 @@ async def test_events_reach_the_bus_in_order() -> None:
         assert kinds == [RegistrationChanged, CallStarted, CallAnswered, CallEnded]
         assert got[-1].reason == "bye" and [e.seq for e in got] == sorted(e.seq for e in got)
     finally:
-        for p in (alice, uas):
-            p.transport.close()
-        await node.stop()
+        await _close([alice, uas], node)
 
 
 class ZoneResolver:
@@ -326,17 +332,11 @@ async def test_rfc3263_srv_upstreams_fail_over_in_priority_order() -> None:
             pa,
         )  # fmt: skip
         # priority 10 is dead: after Timer B (3.2 s) the priority-20 target gets it
-        inv = await uas.expect(lambda m: isinstance(m, Request) and m.method == "INVITE", 8)
+        inv = await _answered(uas, caller, pb)
         assert [v.port for v in inv.vias[:2]] == [pb, pa]
-        uas.send(_answer(inv, 200), pb)
-        final = await caller.expect(lambda m: isinstance(m, Response) and m.status >= 200)
-        assert final.status == 200
         assert a.metrics.failovers._value.get() == 1
     finally:
-        for p in (uas, caller):
-            p.transport.close()
-        await a.stop()
-        await b.stop()
+        await _close([uas, caller], a, b)
 
 
 async def test_tcp_connection_limit_and_framing_errors_close() -> None:
