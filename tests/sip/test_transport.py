@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import socket
@@ -105,6 +106,31 @@ async def tcp() -> AsyncIterator[tuple[TcpTransport, Sink]]:
     await t.close()
 
 
+@contextlib.asynccontextmanager
+async def udp_client() -> AsyncIterator[tuple[UdpTransport, Sink, socket.socket]]:
+    """A UDP transport on loopback, its sink, and a raw non-blocking socket to talk to it."""
+    sink = Sink()
+    t = await UdpTransport.listen("127.0.0.1", 0, sink)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    try:
+        yield t, sink, client
+    finally:
+        client.close()
+        await t.close()
+
+
+@contextlib.asynccontextmanager
+async def closing(*transports: Any) -> AsyncIterator[None]:
+    """Close every transport, in order, when the block ends."""
+    try:
+        yield
+    finally:
+        for t in transports:
+            await t.close()
+
+
 async def raw_tcp(addr: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(*addr)
 
@@ -125,12 +151,7 @@ async def read_message(reader: asyncio.StreamReader) -> bytes:
 
 async def test_udp_delivers_and_replies_to_source(loop_errors: list[dict[str, Any]]) -> None:
     watch_loop(loop_errors)
-    sink = Sink()
-    t = await UdpTransport.listen("127.0.0.1", 0, sink)
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.bind(("127.0.0.1", 0))
-    client.setblocking(False)
-    try:
+    async with udp_client() as (t, sink, client):
         client.sendto(options(), t.local_addr)
         await sink.wait(1)
         msg, src, name, cid = sink.items[0]
@@ -141,19 +162,11 @@ async def test_udp_delivers_and_replies_to_source(loop_errors: list[dict[str, An
         await t.send(ok(), src)
         data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(client, 2000), 5)
         assert data.startswith(b"SIP/2.0 200 OK")
-    finally:
-        client.close()
-        await t.close()
     assert not loop_errors
 
 
 async def test_udp_malformed_request_gets_400_with_parser_reason() -> None:
-    sink = Sink()
-    t = await UdpTransport.listen("127.0.0.1", 0, sink)
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.bind(("127.0.0.1", 0))
-    client.setblocking(False)
-    try:
+    async with udp_client() as (t, sink, client):
         client.sendto(MISMATCHED, t.local_addr)
         data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(client, 4000), 5)
         status_line, _, rest = data.partition(b"\r\n")
@@ -164,9 +177,6 @@ async def test_udp_malformed_request_gets_400_with_parser_reason() -> None:
         assert b"Call-ID: z9hG4bK-1@test\r\n" in rest
         assert b"To: <sip:bob@127.0.0.1>;tag=" in rest
         assert not sink.items and t.stats.malformed == 1
-    finally:
-        client.close()
-        await t.close()
 
 
 @pytest.mark.parametrize(
@@ -180,20 +190,12 @@ async def test_udp_malformed_request_gets_400_with_parser_reason() -> None:
     ],
 )
 async def test_udp_unanswerable_input_is_dropped(junk: bytes) -> None:
-    sink = Sink()
-    t = await UdpTransport.listen("127.0.0.1", 0, sink)
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.bind(("127.0.0.1", 0))
-    client.setblocking(False)
-    try:
+    async with udp_client() as (t, sink, client):
         client.sendto(junk, t.local_addr)
         client.sendto(options(), t.local_addr)  # still alive afterwards
         await sink.wait(1)
         with pytest.raises(BlockingIOError):
             client.recv(4000)  # nothing was sent back
-    finally:
-        client.close()
-        await t.close()
 
 
 @settings(
@@ -213,17 +215,10 @@ def test_udp_fuzz_never_crashes(data: bytes) -> None:
     async def run() -> None:
         errors: list[dict[str, Any]] = []
         watch_loop(errors)
-        sink = Sink()
-        t = await UdpTransport.listen("127.0.0.1", 0, sink)
-        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        client.bind(("127.0.0.1", 0))
-        try:
+        async with udp_client() as (t, sink, client):
             client.sendto(data, t.local_addr)
             client.sendto(options(), t.local_addr)
             await sink.wait(1)
-        finally:
-            client.close()
-            await t.close()
         assert not errors
 
     asyncio.run(run())
@@ -352,7 +347,7 @@ async def test_tcp_client_connect_and_ping_pong() -> None:
     a_sink, b_sink = Sink(), Sink()
     a = await TcpTransport.listen("127.0.0.1", 0, a_sink)
     b = await TcpTransport.listen("127.0.0.1", 0, b_sink)
-    try:
+    async with closing(a, b):
         cid = await a.send(options(), b.local_addr)
         assert cid is not None
         await b_sink.wait(1)
@@ -364,9 +359,6 @@ async def test_tcp_client_connect_and_ping_pong() -> None:
         await a_sink.wait(1)
         assert a_sink.items[0][3] == cid
         assert await a.send(options("z9hG4bK-2"), b.local_addr) == cid  # reused
-    finally:
-        await a.close()
-        await b.close()
     with pytest.raises(TransportError):
         await a.connect(b.local_addr)
 
@@ -448,7 +440,7 @@ async def test_tls_verified_call_path_and_pipelining(tmp_path: Path) -> None:
     cli = await TlsTransport.listen(
         "127.0.0.1", 0, cli_sink, server_ssl=server_ctx, client_ssl=client_ctx
     )
-    try:
+    async with closing(cli, srv):
         assert client_ctx.verify_mode == ssl.CERT_REQUIRED and client_ctx.check_hostname
         await cli.send(options("z9hG4bK-t1") + options("z9hG4bK-t2"), srv.local_addr)
         await srv_sink.wait(2)
@@ -461,9 +453,6 @@ async def test_tls_verified_call_path_and_pipelining(tmp_path: Path) -> None:
         writer.write(b"\r\n\r\n")
         assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
         writer.close()
-    finally:
-        await cli.close()
-        await srv.close()
 
 
 async def test_tls_client_rejects_untrusted_certificate(tmp_path: Path) -> None:
@@ -472,7 +461,7 @@ async def test_tls_client_rejects_untrusted_certificate(tmp_path: Path) -> None:
     wrong = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(other_ca))
     srv = await TlsTransport.listen("127.0.0.1", 0, Sink(), server_ssl=server_ctx)
     cli = await TlsTransport.listen("127.0.0.1", 0, Sink(), server_ssl=server_ctx, client_ssl=wrong)
-    try:
+    async with closing(cli, srv):
         with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
             await cli.send(options(), srv.local_addr)
         # default client context: system trust store, so our throwaway CA is refused too
@@ -480,9 +469,6 @@ async def test_tls_client_rejects_untrusted_certificate(tmp_path: Path) -> None:
         with pytest.raises(TransportError):
             await default.send(options(), srv.local_addr)
         await default.close()
-    finally:
-        await cli.close()
-        await srv.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,7 +499,7 @@ async def test_ws_requires_sip_subprotocol_and_transport_to_transport() -> None:
     a_sink, b_sink = Sink(), Sink()
     a = await WsTransport.listen("127.0.0.1", 0, a_sink)
     b = await WsTransport.listen("127.0.0.1", 0, b_sink)
-    try:
+    async with closing(a, b):
         with pytest.raises(InvalidStatus):
             async with ws_connect(f"ws://127.0.0.1:{a.local_addr[1]}"):
                 pass
@@ -523,9 +509,6 @@ async def test_ws_requires_sip_subprotocol_and_transport_to_transport() -> None:
         await a.send(ok(), src)
         await b_sink.wait(1)
         assert b_sink.items[0][3] == cid
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_taps_and_open_transport_specs() -> None:
@@ -654,7 +637,7 @@ async def test_wss_with_verified_certificate(tmp_path: Path) -> None:
     b = await WsTransport.listen(
         "127.0.0.1", 0, b_sink, server_ssl=server_ctx, client_ssl=client_ctx
     )
-    try:
+    async with closing(a, b):
         assert a.name == "wss"
         await b.send(options(), a.local_addr)
         await a_sink.wait(1)
@@ -667,16 +650,13 @@ async def test_wss_with_verified_certificate(tmp_path: Path) -> None:
         with pytest.raises(TransportError):
             await c.send(options(), a.local_addr)
         await c.close()
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_tcp_connection_by_name_is_reused_then_forgotten_when_closed() -> None:
     b_sink = Sink()
     a = await TcpTransport.listen("127.0.0.1", 0, Sink())
     b = await TcpTransport.listen("127.0.0.1", 0, b_sink)
-    try:
+    async with closing(a, b):
         by_name = ("localhost", b.local_addr[1])
         first = await a.send(options("z9hG4bK-n1"), by_name)
         assert await a.send(options("z9hG4bK-n2"), by_name) == first  # reused by name
@@ -690,9 +670,6 @@ async def test_tcp_connection_by_name_is_reused_then_forgotten_when_closed() -> 
         second = await a.send(options("z9hG4bK-n3"), by_name)  # a fresh one, not the dead one
         assert second not in (None, first)
         await b_sink.wait(3)
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_tcp_buffer_limit_counts_only_unframed_bytes() -> None:
