@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from peers import callward_edge
 
 
 def _udp() -> socket.socket:
@@ -44,32 +44,17 @@ def test_sighup_switches_static_route(tmp_path: Path) -> None:
     probe.close()
     cfg = tmp_path / "callward.yaml"
     _config(cfg, edge_port, uas1.getsockname()[1])
-    log = tmp_path / "edge.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from callward.cli import main; main()", "edge", "-c", str(cfg)],
-            stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
-        while "listening on" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        cport = caller.getsockname()[1]
-        caller.sendto(_invite("hup-a", cport), ("127.0.0.1", edge_port))
-        assert b"INVITE sip:bob@127.0.0.1" in uas1.recv(65535)
-        _config(cfg, edge_port, uas2.getsockname()[1])
-        proc.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
-        caller.sendto(_invite("hup-b", cport), ("127.0.0.1", edge_port))
-        data = uas2.recv(65535)
-        assert b"Call-ID: hup-b" in data and proc.poll() is None
+        with callward_edge(tmp_path, "-c", str(cfg)) as proc:
+            cport = caller.getsockname()[1]
+            caller.sendto(_invite("hup-a", cport), ("127.0.0.1", edge_port))
+            assert b"INVITE sip:bob@127.0.0.1" in uas1.recv(65535)
+            _config(cfg, edge_port, uas2.getsockname()[1])
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(1.0)
+            caller.sendto(_invite("hup-b", cport), ("127.0.0.1", edge_port))
+            data = uas2.recv(65535)
+            assert b"Call-ID: hup-b" in data and proc.poll() is None
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
         for s in (uas1, uas2, caller):
             s.close()
