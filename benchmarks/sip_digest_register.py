@@ -27,44 +27,34 @@ from typing import Any
 
 import peers
 
-SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="digest register">
-  <send retrans="500">
+# One REGISTER of the scenario; the second carries SIPp's computed digest (``[authentication]``).
+_REGISTER = """  <send retrans="500">
     <![CDATA[
       REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
       From: <sip:alice@callward.test>;tag=[call_number]
       To: <sip:alice@callward.test>
       Call-ID: [call_id]
-      CSeq: 1 REGISTER
-      Contact: <sip:alice@[local_ip]:[local_port]>
+      CSeq: {cseq} REGISTER
+      Contact: <sip:alice@[local_ip]:[local_port]>{auth}
       Max-Forwards: 70
       Expires: 3600
       Content-Length: 0
 
     ]]>
   </send>
-  <recv response="401" auth="true"/>
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:alice@callward.test>;tag=[call_number]
-      To: <sip:alice@callward.test>
-      Call-ID: [call_id]
-      CSeq: 2 REGISTER
-      Contact: <sip:alice@[local_ip]:[local_port]>
-      [authentication username=alice password=s3cret]
-      Max-Forwards: 70
-      Expires: 3600
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-</scenario>
 """
+
+SCENARIO = (
+    '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
+    '<!DOCTYPE scenario SYSTEM "sipp.dtd">\n'
+    '<scenario name="digest register">\n'
+    + _REGISTER.format(cseq=1, auth="")
+    + '  <recv response="401" auth="true"/>\n'
+    + _REGISTER.format(cseq=2, auth="\n      [authentication username=alice password=s3cret]")
+    + '  <recv response="200"/>\n'
+    "</scenario>\n"
+)
 
 
 def cpu_seconds(pgid: int) -> float:
