@@ -25,6 +25,7 @@ __all__ = [
     "Event",
     "EventBus",
     "InProcessBus",
+    "MediaAdaptation",
     "MediaStats",
     "QualityAlert",
     "RegistrationChanged",
@@ -113,6 +114,17 @@ class QualityAlert(_Base):
     cause: str = ""  # "loss" | "jitter" | "delay" | "codec"
 
 
+@dataclass(frozen=True, slots=True)
+class MediaAdaptation(_Base):
+    kind: ClassVar[str] = "media_adaptation"
+    call_id: str = ""
+    leg: str = "a"
+    bitrate: int = 0  # Opus target bitrate (bit/s) now asked of that leg's encoder
+    fec: bool = False
+    ptime_ms: int = 20
+    reason: str = ""  # short cause: "loss-rise" | "loss-fall" | "fec-on" | "rtt-high" | ...
+
+
 Event = (
     RegistrationChanged
     | CallStarted
@@ -121,6 +133,7 @@ Event = (
     | MediaStats
     | SecurityAlert
     | QualityAlert
+    | MediaAdaptation
 )
 
 _KINDS: dict[str, type[Any]] = {
@@ -133,6 +146,7 @@ _KINDS: dict[str, type[Any]] = {
         MediaStats,
         SecurityAlert,
         QualityAlert,
+        MediaAdaptation,
     )
 }
 

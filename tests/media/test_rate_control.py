@@ -74,3 +74,13 @@ def test_from_rtcp_and_validation() -> None:
         OpusRateController(min_bitrate=30000, start_bitrate=20000)
     with pytest.raises(MediaError):
         OpusRateController(fec_on=0.01, fec_off=0.02)
+
+
+def test_causes_are_short_codes_per_change() -> None:
+    c = OpusRateController(start_bitrate=24000, smoothing=1.0)
+    d = run(c, [0.15], rtt=350.0)[0]
+    # 15% > 10%: bitrate down; > 3%: FEC on; RTT 350 > 300 ms: ptime 40
+    assert d.cause == "loss-rise,fec-on,rtt-high"
+    assert run(c, [0.05], rtt=350.0)[0].cause == ""  # inside every band: nothing changes
+    m = OpusRateController().on_report(LinkReport(0.0, None, metered=True))
+    assert (m.ptime_ms, m.cause) == (40, "metered")

@@ -54,6 +54,9 @@ class RateDecision:
     smoothed_loss: float
     changed: bool = False
     reason: str = ""
+    #: short machine-readable causes, comma-separated ("loss-rise", "loss-fall", "fec-on",
+    #: "fec-off", "rtt-high", "metered", "ptime-normal"), for events and metrics
+    cause: str = ""
 
 
 class OpusRateController:
@@ -101,6 +104,7 @@ class OpusRateController:
         self._loss = loss
         cur = self.current
         reasons: list[str] = []
+        causes: list[str] = []
 
         bitrate = cur.bitrate
         if loss > self.loss_high:
@@ -108,12 +112,14 @@ class OpusRateController:
             bitrate = max(self.min_bitrate, int(bitrate * (1 - 0.5 * loss)))
             if bitrate != cur.bitrate:
                 reasons.append(f"loss {loss:.1%} > {self.loss_high:.0%}: bitrate down")
+                causes.append("loss-rise")
         elif loss < self.loss_low:
             self._good += 1
             if self._good >= self.hold_reports:
                 bitrate = min(self.max_bitrate, int(bitrate * (1 + self.increase)))
                 if bitrate != cur.bitrate:
                     reasons.append("loss low: bitrate up")
+                    causes.append("loss-fall")
         else:
             self._good = 0
 
@@ -121,9 +127,11 @@ class OpusRateController:
         if not fec and loss > self.fec_on_at:
             fec = True
             reasons.append(f"loss {loss:.1%}: FEC on")
+            causes.append("fec-on")
         elif fec and loss < self.fec_off_at:
             fec = False
             reasons.append(f"loss {loss:.1%}: FEC off")
+            causes.append("fec-off")
         perc = min(30, round(loss * 100)) if fec else 0
 
         ptime = cur.ptime_ms
@@ -131,12 +139,16 @@ class OpusRateController:
         if ptime == 20 and (report.metered or (rtt is not None and rtt > self.rtt_high_ms)):
             ptime = 40
             reasons.append("metered link: ptime 40" if report.metered else "RTT high: ptime 40")
+            causes.append("metered" if report.metered else "rtt-high")
         elif ptime == 40 and not report.metered and (rtt is None or rtt < self.rtt_low_ms):
             ptime = 20
             reasons.append("ptime back to 20")
+            causes.append("ptime-normal")
 
         changed = (bitrate, fec, perc, ptime) != (
             cur.bitrate, cur.fec, cur.packet_loss_perc, cur.ptime_ms,
         )  # fmt: skip
-        self.current = RateDecision(bitrate, fec, perc, ptime, loss, changed, "; ".join(reasons))
+        self.current = RateDecision(
+            bitrate, fec, perc, ptime, loss, changed, "; ".join(reasons), ",".join(causes)
+        )
         return self.current

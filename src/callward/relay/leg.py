@@ -51,6 +51,14 @@ class LegConfig:
     #: (RFC 3550 §11; an SDP a=rtcp attribute, RFC 3605, sets ``remote_rtcp``).
     rtcp_mux: bool = True
     remote_rtcp: tuple[str, int] | None = None
+    #: how this leg's peer sends and expects DTMF: "rfc4733" (telephone-event, payload type
+    #: ``dtmf_pt``), "inband" (tones in G.711 audio) or "info" (SIP INFO, handled by the edge);
+    #: the relay converts when the two legs differ (see ``relay.dtmf_path``)
+    dtmf: str = "rfc4733"
+    dtmf_pt: int = 101
+    #: the leg carries Opus: drive an OpusRateController from the peer's RTCP reports and
+    #: publish a MediaAdaptation event on each decision change
+    rate_control: bool = False
 
     def __post_init__(self) -> None:
         if (self.srtp_rx is None) != (self.srtp_tx is None):
@@ -59,6 +67,10 @@ class LegConfig:
             raise PolicyError(
                 f"leg {self.name}: plain RTP is only allowed toward an explicitly trusted leg"
             )
+        if self.dtmf not in ("rfc4733", "inband", "info"):
+            raise MediaError(f"leg {self.name}: DTMF mode must be rfc4733, inband or info")
+        if not 96 <= self.dtmf_pt <= 127:
+            raise MediaError(f"leg {self.name}: telephone-event payload type must be dynamic")
         if not 0 <= self.bind_port <= 65535:
             raise MediaError(f"leg {self.name}: bad port {self.bind_port}")
         if not self.rtcp_mux and self.bind_port and (self.bind_port % 2 or self.bind_port > 65534):

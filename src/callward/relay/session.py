@@ -14,6 +14,16 @@ Per packet, in :meth:`RelaySession._on_datagram`:
 5. re-protect with the *other* leg's outbound context (its own keys: SRTP<->SRTP re-keying,
    or plain toward a trusted leg) and send it to that leg's latched/SDP address.
 
+DTMF (``relay.dtmf_path``): when the two legs negotiated different DTMF methods
+(``LegConfig.dtmf``), RTP goes through a :class:`DtmfDirection` between steps 4 and 5, which
+converts telephone-events <-> in-band tones, reports digits for an INFO leg through
+:attr:`RelaySession.on_dtmf`, and :meth:`RelaySession.inject_digit` plays a digit received by
+INFO into a media leg.
+
+Opus rate control: on a leg with ``rate_control`` the peer's RTCP reception reports (what it
+loses of what we send it, and the RTT) drive an :class:`OpusRateController`; every change of
+bitrate/FEC/ptime is published as a :class:`~callward.events.MediaAdaptation`.
+
 A watchdog publishes a :class:`~callward.events.MediaStats` per leg every
 ``stats_interval_s`` and ends the call with ``CallEnded(reason="rtp-timeout")`` when neither
 leg has sent anything for ``rtp_timeout_s``.
@@ -32,7 +42,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from callward.errors import MediaError
-from callward.events import CallEnded, EventBus, MediaStats
+from callward.events import CallEnded, EventBus, MediaAdaptation, MediaStats
+from callward.media.rate_control import LinkReport, OpusRateController
+from callward.relay.dtmf_path import DtmfDirection
 from callward.relay.leg import (
     DSCP_EF,
     LegConfig,
@@ -41,7 +53,8 @@ from callward.relay.leg import (
     open_media_socket,
 )
 from callward.relay.taps import MediaTap
-from callward.rtp.packet import is_rtcp
+from callward.rtp.dtmf import TelephoneEvent
+from callward.rtp.packet import is_rtcp, parse_rtp
 from callward.rtp.rtcp import ReceiverReport, SenderReport, ntp_middle32, parse_rtcp
 from callward.rtp.srtp import SrtpContext, SrtpError, SrtpKeying
 
@@ -136,6 +149,15 @@ class RelaySession:
         self.hold_timeout_s = hold_timeout_s
         for leg in self.legs:
             self._key(leg, leg.config.srtp_rx, leg.config.srtp_tx)
+        #: called with (INFO leg name, digit, duration ms) when a digit must go out by SIP INFO
+        self.on_dtmf: Callable[[str, str, float], None] | None = None
+        self._dtmf: list[DtmfDirection | None] = [None, None]
+        self._sent_at: list[float | None] = [None, None]  # loop time of the last RTP sent
+        self._build_dtmf()
+        self.rate: list[OpusRateController | None] = [
+            OpusRateController() if leg.config.rate_control else None for leg in self.legs
+        ]
+        self._pending: set[asyncio.Task[None]] = set()
 
     # -- set-up ---------------------------------------------------------------------------
     @staticmethod
@@ -219,6 +241,132 @@ class RelaySession:
         for c in self.counters:  # the silence clock restarts at each change
             c.last_rx = max(c.last_rx, now)
 
+    # -- DTMF -----------------------------------------------------------------------------
+    def _build_dtmf(self, force: tuple[bool, bool] = (False, False)) -> None:
+        for i in (0, 1):
+            src, dst = self.legs[i].config, self.legs[1 - i].config
+            if src.dtmf == dst.dtmf and not force[i] and self._dtmf[i] is None:
+                continue
+            hook = None
+            if dst.dtmf == "info":
+                hook = functools.partial(self._digit_for_info, dst.name)
+            old = self._dtmf[i]
+            d = DtmfDirection(
+                src.dtmf,
+                dst.dtmf,
+                src_event_pt=src.dtmf_pt,
+                dst_event_pt=dst.dtmf_pt,
+                clock_rate=dst.clock_rate,
+                on_digit=hook,
+            )
+            if old is not None:  # keep the destination's numbering and position
+                d.seq, d.ssrc, d.last_ts = old.seq, old.ssrc, old.last_ts
+            self._dtmf[i] = d
+
+    def _digit_for_info(self, leg: str, digit: str, duration_ms: float) -> None:
+        if self.on_dtmf is not None:
+            self.on_dtmf(leg, digit, duration_ms)
+
+    def set_dtmf_mode(self, leg: str, mode: str, event_pt: int | None = None) -> None:
+        """Signalling (re-)negotiated how this leg carries DTMF."""
+        target = self.legs[self._index(leg)]
+        pt = target.config.dtmf_pt if event_pt is None else event_pt
+        target.config = dataclasses.replace(target.config, dtmf=mode, dtmf_pt=pt)
+        self._build_dtmf()
+
+    def dtmf_direction(self, toward: str) -> DtmfDirection | None:
+        """The converter for packets flowing toward leg ``toward`` (None: no conversion)."""
+        return self._dtmf[1 - self._index(toward)]
+
+    def inject_digit(self, leg: str, digit: str, duration_ms: float = 160.0) -> None:
+        """Play a digit that the *other* leg sent by SIP INFO into media leg ``leg``: as
+        RFC 4733 events (paced as a phone would send them) or as a tone replacing the next
+        audio frames, per ``leg``'s DTMF mode."""
+        j = self._index(leg)
+        if self._dtmf[1 - j] is None:
+            self._build_dtmf(force=(j == 1, j == 0))
+        d = self._dtmf[1 - j]
+        assert d is not None
+        rate = self.legs[j].config.clock_rate
+        now = self._loop_time()
+        sent = self._sent_at[j]
+        ts = 0 if d.last_ts is None else d.last_ts
+        if sent is not None:
+            ts += round((now - sent) * rate)
+        scheduled = d.inject(digit, duration_ms, ts & 0xFFFFFFFF)
+        loop = asyncio.get_running_loop()
+        for p in scheduled:
+            loop.call_later(p.at_ms / 1000, self._send_event, j, d, p.timestamp, p.event, p.marker)
+
+    def _send_event(
+        self, j: int, d: DtmfDirection, ts: int, ev: TelephoneEvent, marker: bool
+    ) -> None:
+        if not self.ended.is_set():
+            self._send_plain(j, bytes(d.event_packet(ts, ev, marker)))
+
+    def _send_plain(self, j: int, plain: bytes) -> None:
+        """Protect for leg ``j`` and send to its peer (RTP only)."""
+        target = self.legs[j]
+        dest, transport = target.destination, target.transport
+        oc = self.counters[j]
+        if dest is None or transport is None:
+            self.counters[1 - j].no_destination += 1
+            return
+        out = plain
+        if target.tx is not None:
+            try:
+                out = target.tx.protect(plain)
+            except MediaError:
+                self.counters[1 - j].malformed += 1
+                return
+        transport.sendto(out, dest)
+        self._sent_at[j] = self._loop_time()
+        oc.packets_out += 1
+        oc.bytes_out += len(out)
+
+    # -- Opus rate control -------------------------------------------------------------------
+    def _decide(self, i: int, report: LinkReport) -> MediaAdaptation | None:
+        """One report into leg i's controller; an event when bitrate/FEC/ptime changed (the
+        FEC expected-loss knob alone moves with every report and is not worth an event)."""
+        ctrl = self.rate[i]
+        if ctrl is None:
+            raise MediaError(f"leg {self.legs[i].config.name} has no rate control")
+        before = ctrl.current
+        d = ctrl.on_report(report)
+        if (d.bitrate, d.fec, d.ptime_ms) == (before.bitrate, before.fec, before.ptime_ms):
+            return None
+        return MediaAdaptation(
+            ts=self.clock(),
+            node=self.node,
+            seq=self._seq(),
+            tenant=self.tenant,
+            call_id=self.call_id,
+            leg=self.legs[i].config.name,
+            bitrate=d.bitrate,
+            fec=d.fec,
+            ptime_ms=d.ptime_ms,
+            reason=d.cause or "loss-level",
+        )
+
+    def _adapt(self, i: int, fraction_lost: int) -> None:
+        rtt = self.counters[i].rtt_ms
+        ev = self._decide(
+            i, LinkReport.from_rtcp(fraction_lost, None if rtt is None else rtt / 1e3)
+        )
+        if ev is None or self.bus is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.bus.publish(ev))
+        self._pending.add(task)  # keep a reference until published
+        task.add_done_callback(self._pending.discard)
+
+    async def on_link_report(self, leg: str, report: LinkReport) -> MediaAdaptation | None:
+        """Feed one link report to the leg's rate controller directly (e.g. from a phone's
+        telemetry rather than RTCP); publishes and returns the event if the decision changed."""
+        ev = self._decide(self._index(leg), report)
+        if ev is not None and self.bus is not None:
+            await self.bus.publish(ev)
+        return ev
+
     def update_remote(self, leg: str, remote: Address) -> None:
         """A re-INVITE moved the peer (handover): forget the latch, use the new SDP address."""
         target = self.legs[self._index(leg)]
@@ -281,6 +429,16 @@ class RelaySession:
                     tap.on_packet(self.call_id, leg.config.name, plain, rtcp=rtcp, now=now)
                 except Exception:  # a tap must never break media
                     self.tap_errors += 1
+        conv = None if rtcp else self._dtmf[i]
+        if conv is not None:
+            try:
+                outs = conv.process(parse_rtp(plain))
+            except MediaError:
+                counters.malformed += 1
+                return
+            for pkt in outs:
+                self._send_plain(1 - i, bytes(pkt))
+            return
         if rtcp and not other.config.rtcp_mux:
             dest, out_transport = other.rtcp_destination, other.rtcp_transport
         else:
@@ -296,6 +454,8 @@ class RelaySession:
                 counters.malformed += 1
                 return
         out_transport.sendto(out, dest)
+        if not rtcp:
+            self._sent_at[1 - i] = loop_now
         oc = self.counters[1 - i]
         oc.packets_out += 1
         oc.bytes_out += len(out)
@@ -321,6 +481,9 @@ class RelaySession:
                         rtt = (now - passed) - block.dlsr / 65536.0
                         if rtt >= 0:
                             mine.rtt_ms = rtt * 1000.0
+                if pkt.reports and self.rate[i] is not None:
+                    # the peer of leg i reports what it loses of the stream we send it
+                    self._adapt(i, pkt.reports[0].fraction_lost)
 
     @staticmethod
     def _may_latch_rtcp(leg: _Leg, addr: Address, ssrc: int, *, verified: bool) -> bool:
