@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import wave
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -378,3 +379,43 @@ def tshark_rtp_streams(capture: Path, *options: str) -> dict[tuple, tuple]:
                 int(r[-9]), int(r[-8]), float(r[-4]), float(r[-2]), float(r[-1]),
             )  # fmt: skip
     return rows
+
+
+# ---------------------------------------------------------------- baresip
+
+BARESIP_MODULE_PATH = "/usr/lib/baresip/modules"
+
+
+def baresip_config(
+    directory: Path,
+    *,
+    sip_port: int,
+    modules: Sequence[str],
+    account: str,
+    settings: Sequence[str] = (),
+) -> Path:
+    """What ``baresip -f DIR`` reads: ``config`` (listen on 127.0.0.1:sip_port, load
+    ``modules`` plus the account and menu apps, then ``settings`` lines), one ``accounts`` line
+    and an empty ``contacts``. Returns DIR."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"sip_listen 127.0.0.1:{sip_port}",
+        f"module_path {BARESIP_MODULE_PATH}",
+        *(f"module {m}" for m in modules),
+        "module_app account.so",
+        "module_app menu.so",
+        *settings,
+    ]
+    (directory / "config").write_text("\n".join(lines) + "\n")
+    (directory / "accounts").write_text(account + "\n")
+    (directory / "contacts").write_text("")
+    return directory
+
+
+def silence_wav(path: Path, seconds: float, rate: int = 8000) -> None:
+    """A mono 16-bit WAV of silence (what baresip's aufile source plays, then it hangs up)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(2 * int(rate * seconds)))

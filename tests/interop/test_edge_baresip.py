@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import wave
 from pathlib import Path
 
 import httpx
 import pytest
 
-from peers import add_subscriber, callward_edge, free_port, metric, sipp_uas, stop
+from peers import (
+    add_subscriber,
+    baresip_config,
+    callward_edge,
+    free_port,
+    metric,
+    silence_wav,
+    sipp_uas,
+    stop,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -25,22 +33,15 @@ def test_baresip_registers_with_digest_and_calls_through_edge(tmp_path: Path) ->
             pytest.skip(f"why: {tool} not installed")
     edge_port, uas_port, bs_port, metrics = (free_port((10000, 60000)) for _ in range(4))
     db = add_subscriber(tmp_path, "alice", "Secr3t!")
-    bs = tmp_path / "baresip"
-    bs.mkdir()
-    with wave.open(str(bs / "in.wav"), "wb") as w:  # 2 s of silence, then baresip hangs up
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(b"\0\0" * 16000)
-    (bs / "config").write_text(
-        f"sip_listen 127.0.0.1:{bs_port}\nmodule_path /usr/lib/baresip/modules\n"
-        "module g711.so\nmodule aufile.so\nmodule_app account.so\nmodule_app menu.so\n"
-        f"audio_player aufile,{bs / 'out.wav'}\naudio_source aufile,{bs / 'in.wav'}\n"
-    )
-    (bs / "accounts").write_text(
-        f"<sip:alice@127.0.0.1:{edge_port}>;regint=600;auth_pass=Secr3t!\n"
-    )
-    (bs / "contacts").write_text("")
+    bs = baresip_config(
+        tmp_path / "baresip",
+        sip_port=bs_port,
+        modules=["g711.so", "aufile.so"],
+        account=f"<sip:alice@127.0.0.1:{edge_port}>;regint=600;auth_pass=Secr3t!",
+        settings=[f"audio_player aufile,{tmp_path / 'baresip' / 'out.wav'}",
+                  f"audio_source aufile,{tmp_path / 'baresip' / 'in.wav'}"],
+    )  # fmt: skip
+    silence_wav(bs / "in.wav", 2)  # 2 s of silence, then baresip hangs up
     baresip = None
     with (
         sipp_uas(tmp_path, uas_port, extra=("-m", "1")) as uas,

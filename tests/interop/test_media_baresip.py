@@ -26,14 +26,9 @@ from callward.relay.leg import LegConfig, LegCounters
 from callward.relay.session import MediaRelay
 from callward.rtp.packet import RtpPacket, parse_rtp
 from callward.rtp.srtp import SrtpKeying
+from peers import baresip_config, free_port
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def free_sip_port() -> int:
@@ -72,18 +67,17 @@ async def run_call(tmp: Path) -> tuple[np.ndarray, LegCounters]:
     rtp_base = free_port() // 2 * 2
     subprocess.run(["sox", "-n", "-r", "8000", "-b", "16", "-c", "1", str(tmp / "in.wav"),
                     "synth", "20", "sine", "440", "vol", "0.5"], check=True, timeout=30)  # fmt: skip
-    (tmp / "config").write_text(
-        f"sip_listen 127.0.0.1:{bs_port}\nmodule_path /usr/lib/baresip/modules\n"
-        "module g711.so\nmodule aufile.so\nmodule srtp.so\nmodule sndfile.so\n"
-        f"snd_path {tmp}\n"
-        "module_app account.so\nmodule_app menu.so\n"
-        f"audio_source aufile,{tmp / 'in.wav'}\n"
-        f"rtp_ports {rtp_base}-{rtp_base + 20}\n"
+    baresip_config(
+        tmp,
+        sip_port=bs_port,
+        modules=["g711.so", "aufile.so", "srtp.so", "sndfile.so"],
+        account="<sip:alice@127.0.0.1>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU",
+        settings=[
+            f"snd_path {tmp}",
+            f"audio_source aufile,{tmp / 'in.wav'}",
+            f"rtp_ports {rtp_base}-{rtp_base + 20}",
+        ],
     )
-    (tmp / "accounts").write_text(
-        "<sip:alice@127.0.0.1>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU\n"
-    )
-    (tmp / "contacts").write_text("")
 
     loop = asyncio.get_running_loop()
     uas = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

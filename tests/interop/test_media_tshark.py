@@ -36,17 +36,12 @@ from callward.rtp.rtcp import (
 )
 from callward.rtp.srtp import SrtpContext, SrtpKeying
 from callward.rtp.stats import ReceiverStats
+from peers import free_port
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
 
 if shutil.which("tshark") is None:  # pragma: no cover
     pytest.skip("why: tshark not installed", allow_module_level=True)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -97,7 +92,7 @@ def sink(port: int) -> socket.socket:
 
 
 def test_rtp_and_srtp_headers_and_payload(tmp_path: Path) -> None:
-    port, sport = free_udp_port(), free_udp_port()
+    port, sport = free_port(), free_port()
     pcap = tmp_path / "rtp.pcap"
     tx = SrtpContext(SrtpKeying.generate(), inbound=False)
     sent = []
@@ -130,7 +125,7 @@ def test_rtp_and_srtp_headers_and_payload(tmp_path: Path) -> None:
 
 
 def test_rtcp_compound_decoded(tmp_path: Path) -> None:
-    port = free_udp_port()
+    port = free_port()
     pcap = tmp_path / "rtcp.pcap"
     ntp = (3_900_000_000 << 32) | 0x80000000
     compound = serialize_rtcp([
@@ -168,7 +163,7 @@ def test_rtcp_compound_decoded(tmp_path: Path) -> None:
 
 
 def test_rfc4733_events_decoded(tmp_path: Path) -> None:
-    port = free_udp_port()
+    port = free_port()
     pcap = tmp_path / "dtmf.pcap"
     pkts = encode_digit("#", start_timestamp=16000, duration_ms=120)
     pkts += encode_digit("7", start_timestamp=24000, duration_ms=80)
@@ -190,7 +185,7 @@ def test_rfc4733_events_decoded(tmp_path: Path) -> None:
 
 
 def test_loss_and_jitter_match_tshark_rtp_streams(tmp_path: Path) -> None:
-    port = free_udp_port()
+    port = free_port()
     pcap = tmp_path / "stream.pcap"
     skip = {12, 13, 40}
     with sink(port), capture(pcap, [port]), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as o:
@@ -225,7 +220,7 @@ def test_loss_and_jitter_match_tshark_rtp_streams(tmp_path: Path) -> None:
 
 def test_relay_marks_dscp_ef_on_the_wire(tmp_path: Path) -> None:
     pcap = tmp_path / "relay.pcap"
-    dest = free_udp_port()
+    dest = free_port()
 
     async def run() -> tuple[int, int]:
         relay = MediaRelay()

@@ -18,23 +18,16 @@ from pathlib import Path
 import pytest
 
 from callward.quality.hep import HepMessage, HepReceiver
+from peers import free_port
 
 pytestmark = pytest.mark.interop
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 
 
-def _free_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 async def test_kamailio_siptrace_hep3(tmp_path: Path) -> None:
     if shutil.which("kamailio") is None or not os.path.isdir(MODULES):
         pytest.skip("why: kamailio not installed")
-    sip_port, hep_port = _free_port(), _free_port()
+    sip_port, hep_port = free_port(), free_port()
     cfg = tmp_path / "k.cfg"
     cfg.write_text(
         f"""#!KAMAILIO

@@ -13,7 +13,6 @@ import socket
 import struct
 import subprocess
 import time
-import wave
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from callward.sdp import (
     parse_sdp,
     summary,
 )
+from peers import baresip_config, free_port, silence_wav, stop
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
 
@@ -43,36 +43,21 @@ def _udp() -> socket.socket:
     return s
 
 
-def _free_port() -> int:
-    with _udp() as s:
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _start_baresip(
     cfg: Path,
     target_port: int | None,
     account: str = "mediaenc=srtp-mand",
     sip_port: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    cfg.mkdir(parents=True, exist_ok=True)
-    (cfg / "config").write_text(
-        "poll_method epoll\n"
-        f"sip_listen 127.0.0.1:{sip_port or _free_port()}\n"
-        "net_interface 127.0.0.1\n"
-        "module_path /usr/lib/baresip/modules\n"
-        "module g711.so\nmodule srtp.so\nmodule dtls_srtp.so\nmodule aufile.so\n"
-        "module_app account.so\nmodule_app menu.so\n"
-        f"audio_player aufile,{cfg / 'out.wav'}\n"
-        f"audio_source aufile,{cfg / 'in.wav'}\n"
-    )
-    with wave.open(str(cfg / "in.wav"), "wb") as w:  # 3 s of 8 kHz silence to send
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(bytes(2 * 8000 * 3))
-    (cfg / "accounts").write_text(f"<sip:alice@127.0.0.1>;regint=0;{account}\n")
-    (cfg / "contacts").write_text("")
+    baresip_config(
+        cfg,
+        sip_port=sip_port or free_port(),
+        modules=["g711.so", "srtp.so", "dtls_srtp.so", "aufile.so"],
+        account=f"<sip:alice@127.0.0.1>;regint=0;{account}",
+        settings=["poll_method epoll", "net_interface 127.0.0.1",
+                  f"audio_player aufile,{cfg / 'out.wav'}", f"audio_source aufile,{cfg / 'in.wav'}"],
+    )  # fmt: skip
+    silence_wav(cfg / "in.wav", 3)  # 3 s of 8 kHz silence to send
     dial = ["-e", f"/dial sip:bob@127.0.0.1:{target_port}"] if target_port else []
     return subprocess.Popen(
         ["baresip", "-f", str(cfg), *dial],
@@ -80,15 +65,6 @@ def _start_baresip(
         stdout=(cfg / "log").open("wb"),
         stderr=subprocess.STDOUT,
     )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _call(cfg: Path, corrupt_our_key: bool) -> tuple[str, int, str]:
@@ -159,7 +135,7 @@ def _call(cfg: Path, corrupt_our_key: bool) -> tuple[str, int, str]:
         time.sleep(0.2)
         return summary(answer), decrypted, (cfg / "log").read_text(errors="replace")
     finally:
-        _stop(proc)
+        stop(proc)
         sip.close()
         rtp.close()
 
@@ -186,7 +162,7 @@ def test_baresip_dtls_offer_is_chosen_as_dtls(tmp_path: Path) -> None:
         sip.settimeout(15)
         data, _ = sip.recvfrom(65535)
     finally:
-        _stop(proc)
+        stop(proc)
         sip.close()
     offer = parse_sdp(data.split(b"\r\n\r\n", 1)[1], strict=True)
     choice = choose_security(offer, SecurityPolicy())
@@ -202,13 +178,13 @@ def test_baresip_answers_our_offer(tmp_path: Path) -> None:
     """baresip (auto-answer) takes our SDES offer; we read its answer with the session."""
     if shutil.which("baresip") is None:
         pytest.skip("why: baresip not installed")
-    bport = _free_port()
+    bport = free_port()
     proc = _start_baresip(
         tmp_path, None, account="mediaenc=srtp-mand;answermode=auto", sip_port=bport
     )
     sip = _udp()
     try:
-        session = OfferAnswerSession(LocalMedia("127.0.0.1", (_free_port(),)))
+        session = OfferAnswerSession(LocalMedia("127.0.0.1", (free_port(),)))
         offer = bytes(session.create_offer())
         me = sip.getsockname()[1]
         invite = (
@@ -240,5 +216,5 @@ def test_baresip_answers_our_offer(tmp_path: Path) -> None:
         assert stream.local_crypto.tag == stream.remote_crypto.tag
         assert session.state is OAState.STABLE
     finally:
-        _stop(proc)
+        stop(proc)
         sip.close()

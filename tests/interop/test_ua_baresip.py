@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import wave
 from pathlib import Path
@@ -17,6 +16,7 @@ from callward.media.g711 import ulaw_encode
 from callward.ua.call import CallState
 from callward.ua.media import RtpEndpoint
 from callward.ua.phone import Phone
+from peers import baresip_config, free_port
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
 
@@ -24,12 +24,6 @@ BARESIP = shutil.which("baresip")
 SOX = shutil.which("sox")
 MODULES = Path("/usr/lib/baresip/modules")
 SINE = ("synth", "3", "sine", "440")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -42,15 +36,18 @@ def baresip_dir(tmp_path: Path) -> tuple[Path, int]:
         check=True,
         capture_output=True,
     )
-    (tmp_path / "config").write_text(
-        f"sip_listen 127.0.0.1:{port}\nmodule_path {MODULES}\nmodule g711.so\n"
-        "module aufile.so\nmodule sndfile.so\nmodule_app account.so\nmodule_app menu.so\n"
-        f"snd_path {tmp_path}\n"
-        f"audio_player aufile,{tmp_path / 'out.wav'}\naudio_source aufile,{tmp_path / 'in.wav'}\n"
-        f"audio_alert aufile,{tmp_path / 'alert.wav'}\n"
+    baresip_config(
+        tmp_path,
+        sip_port=port,
+        modules=["g711.so", "aufile.so", "sndfile.so"],
+        account="<sip:bob@127.0.0.1>;regint=0;answermode=auto",
+        settings=[
+            f"snd_path {tmp_path}",
+            f"audio_player aufile,{tmp_path / 'out.wav'}",
+            f"audio_source aufile,{tmp_path / 'in.wav'}",
+            f"audio_alert aufile,{tmp_path / 'alert.wav'}",
+        ],
     )
-    (tmp_path / "accounts").write_text("<sip:bob@127.0.0.1>;regint=0;answermode=auto\n")
-    (tmp_path / "contacts").write_text("")
     return tmp_path, port
 
 
