@@ -61,13 +61,14 @@ def free_port(span: tuple[int, int] | None = None) -> int:
 # ---------------------------------------------------------------- stopping what we started
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Terminate our child by PID; kill it if it ignores SIGTERM for 5 s."""
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
+    """Signal our child by PID (SIGINT makes tshark finish its capture file); kill it if it has
+    not exited after ``grace`` seconds."""
     if proc.poll() is not None:
         return
-    proc.terminate()
+    proc.send_signal(sig)
     try:
-        proc.wait(5)
+        proc.wait(grace)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
@@ -362,6 +363,31 @@ def metric(text: str, name: str) -> float:
 
 
 # ---------------------------------------------------------------- tshark
+
+
+@contextlib.contextmanager
+def tshark_capture(path: Path, ports: Sequence[int]) -> Iterator[None]:
+    """tshark writing the loopback UDP traffic of ``ports`` to ``path`` for the duration of the
+    block (at most 60 s); the block starts once tshark says it is capturing."""
+    log = path.with_suffix(".log")
+    flt = " or ".join(f"udp port {p}" for p in ports)
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            ["tshark", "-i", "lo", "-f", flt, "-w", str(path), "-a", "duration:60", "-q"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while "Capturing on" not in log.read_text():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"tshark did not start: {log.read_text()}")
+            time.sleep(0.05)
+        time.sleep(0.3)
+        yield
+        time.sleep(0.5)  # let the last packets reach the capture
+    finally:
+        stop(proc, signal.SIGINT, grace=10)
 
 
 def tshark_rtp_streams(capture: Path, *options: str) -> dict[tuple, tuple]:

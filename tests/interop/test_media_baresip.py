@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import wave
@@ -26,7 +25,7 @@ from callward.relay.leg import LegConfig, LegCounters
 from callward.relay.session import MediaRelay
 from callward.rtp.packet import RtpPacket, parse_rtp
 from callward.rtp.srtp import SrtpKeying
-from peers import baresip_config, free_port
+from peers import baresip_config, free_port, stop
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
 
@@ -137,12 +136,7 @@ async def run_call(tmp: Path) -> tuple[np.ndarray, LegCounters]:
         pcm = np.concatenate([ulaw_decode(parse_rtp(p).payload) for p in got if p[1] & 0x7F == 0])
         return pcm, counters
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc, grace=10)
         await relay.close_all()
         uas.close()
         pbx.close()

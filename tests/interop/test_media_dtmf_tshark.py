@@ -9,12 +9,8 @@ import asyncio
 import itertools
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,44 +21,12 @@ from callward.media.g711 import ulaw_encode
 from callward.relay.leg import LegConfig
 from callward.relay.session import MediaRelay
 from callward.rtp.packet import RtpPacket
+from peers import free_port, tshark_capture
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
 
 if shutil.which("tshark") is None:  # pragma: no cover
     pytest.skip("why: tshark not installed", allow_module_level=True)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def capture(path: Path, port: int) -> Iterator[None]:
-    log = path.with_suffix(".log")
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            ["tshark", "-i", "lo", "-f", f"udp port {port}", "-w", str(path), "-a",
-             "duration:60", "-q"],
-            stdout=subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while "Capturing on" not in log.read_text():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"tshark did not start: {log.read_text()}")
-            time.sleep(0.05)
-        time.sleep(0.3)
-        yield
-        time.sleep(0.5)
-    finally:
-        proc.send_signal(signal.SIGINT)  # our own PID only
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 SPEC = [("9", 3000, 120), ("*", 8000, 200), ("B", 13000, 80)]  # digit, start sample, ms
@@ -83,7 +47,7 @@ def tone_stream(frames: int) -> list[bytes]:
 
 
 def test_tshark_decodes_events_generated_from_tones(tmp_path: Path) -> None:
-    sink_port = free_udp_port()
+    sink_port = free_port()
     pcap = tmp_path / "dtmf.pcap"
 
     async def run() -> None:
@@ -102,7 +66,7 @@ def test_tshark_decodes_events_generated_from_tones(tmp_path: Path) -> None:
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
         sink.bind(("127.0.0.1", sink_port))
-        with capture(pcap, sink_port):
+        with tshark_capture(pcap, [sink_port]):
             asyncio.run(run())
     base = ["tshark", "-r", str(pcap), "-d", f"udp.port=={sink_port},rtp",
             "-d", "rtp.pt==101,rtpevent"]  # fmt: skip

@@ -7,12 +7,9 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,41 +33,12 @@ from callward.rtp.rtcp import (
 )
 from callward.rtp.srtp import SrtpContext, SrtpKeying
 from callward.rtp.stats import ReceiverStats
-from peers import free_port
+from peers import free_port, tshark_capture
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
 
 if shutil.which("tshark") is None:  # pragma: no cover
     pytest.skip("why: tshark not installed", allow_module_level=True)
-
-
-@contextmanager
-def capture(path: Path, ports: list[int]) -> Iterator[None]:
-    """tshark on loopback filtered on our own ports; stopped by PID."""
-    flt = " or ".join(f"udp port {p}" for p in ports)
-    log = path.with_suffix(".log")
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            ["tshark", "-i", "lo", "-f", flt, "-w", str(path), "-a", "duration:60", "-q"],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while "Capturing on" not in log.read_text():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"tshark did not start: {log.read_text()}")
-            time.sleep(0.05)
-        time.sleep(0.3)
-        yield
-        time.sleep(0.5)  # let the last packets reach the capture
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def fields(
@@ -96,7 +64,7 @@ def test_rtp_and_srtp_headers_and_payload(tmp_path: Path) -> None:
     pcap = tmp_path / "rtp.pcap"
     tx = SrtpContext(SrtpKeying.generate(), inbound=False)
     sent = []
-    with sink(port) as rx, sink(sport) as srx, capture(pcap, [port, sport]), \
+    with sink(port) as rx, sink(sport) as srx, tshark_capture(pcap, [port, sport]), \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:  # fmt: skip
         for seq in range(65530, 65536 + 6):
             pkt = RtpPacket(0, seq % 65536, 1000 + 160 * seq, 0xCAFEF00D, bytes([seq % 256]) * 160,
@@ -138,7 +106,11 @@ def test_rtcp_compound_decoded(tmp_path: Path) -> None:
         Bye((0x11223344,), b"done"),
     ])  # fmt: skip
     rr = serialize_rtcp([ReceiverReport(0x99, (ReportBlock(0x11223344, 0, -2, 70000, 5),))])
-    with sink(port), capture(pcap, [port]), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as o:
+    with (
+        sink(port),
+        tshark_capture(pcap, [port]),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as o,
+    ):
         o.sendto(compound, ("127.0.0.1", port))
         o.sendto(rr, ("127.0.0.1", port))
     rows = fields(pcap, [f"udp.port=={port},rtcp"],
@@ -167,7 +139,11 @@ def test_rfc4733_events_decoded(tmp_path: Path) -> None:
     pcap = tmp_path / "dtmf.pcap"
     pkts = encode_digit("#", start_timestamp=16000, duration_ms=120)
     pkts += encode_digit("7", start_timestamp=24000, duration_ms=80)
-    with sink(port), capture(pcap, [port]), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as o:
+    with (
+        sink(port),
+        tshark_capture(pcap, [port]),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as o,
+    ):
         for seq, p in enumerate(pkts):
             wire = RtpPacket(101, seq, p.timestamp, 0xD7F, bytes(p.event), marker=p.marker)
             o.sendto(bytes(wire), ("127.0.0.1", port))
@@ -188,7 +164,11 @@ def test_loss_and_jitter_match_tshark_rtp_streams(tmp_path: Path) -> None:
     port = free_port()
     pcap = tmp_path / "stream.pcap"
     skip = {12, 13, 40}
-    with sink(port), capture(pcap, [port]), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as o:
+    with (
+        sink(port),
+        tshark_capture(pcap, [port]),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as o,
+    ):
         for seq in range(1, 101):
             if seq in skip:
                 continue
@@ -241,7 +221,7 @@ def test_relay_marks_dscp_ef_on_the_wire(tmp_path: Path) -> None:
         await relay.close_all()
         return a_port, b_port
 
-    with sink(dest), capture(pcap, [dest]):
+    with sink(dest), tshark_capture(pcap, [dest]):
         _, b_port = asyncio.run(run())
     rows = fields(pcap, [f"udp.port=={dest},rtp"], ["ip.dsfield.dscp", "udp.srcport", "rtp.p_type"])
     assert len(rows) == 5
