@@ -10,10 +10,13 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callward.errors import MediaError
 from callward.media.dtmf_inband import detect_dtmf, generate_dtmf
 from callward.media.g711 import ulaw_decode, ulaw_encode
+from callward.relay.dtmf_path import DtmfDirection
 from callward.relay.leg import LegConfig
 from callward.relay.session import MediaRelay, RelaySession
 from callward.rtp.dtmf import encode_digit, parse_telephone_event
@@ -215,3 +218,52 @@ async def test_mode_change_mid_call(make_phone) -> None:  # type: ignore[no-unty
     assert s.dtmf_direction("b") is not None and s.dtmf_direction("a") is not None
     s.set_dtmf_mode("b", "rfc4733")
     await relay.close_all()
+
+
+MODES = ("rfc4733", "inband", "info")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    src=st.sampled_from(MODES),
+    dst=st.sampled_from(MODES),
+    packets=st.lists(
+        st.tuples(
+            st.sampled_from([0, 8, 101, 96, 13]),
+            st.integers(0, 0xFFFF),
+            st.integers(0, 0xFFFFFFFF),
+            st.binary(max_size=200),
+            st.booleans(),
+        ),
+        max_size=40,
+    ),
+)
+def test_direction_never_crashes(src: str, dst: str, packets: list) -> None:  # type: ignore[type-arg]
+    d = DtmfDirection(src, dst, on_digit=lambda digit, ms: None)
+    for pt, seq, ts, payload, marker in packets:
+        for out in d.process(RtpPacket(pt, seq, ts, 0x5EED, payload, marker)):
+            assert 0 <= out.sequence_number <= 0xFFFF
+            bytes(out)
+
+
+def test_lost_end_packets_give_the_audio_back() -> None:
+    """All end packets lost and no next event (RFC 4733 §2.5.2.1): the relay stops
+    replacing audio one second past the event's last update instead of muting forever."""
+    d = DtmfDirection("rfc4733", "inband")
+    out = []
+    seq = 0
+    for p in encode_digit("1", start_timestamp=1600, duration_ms=200)[:-3]:  # no E packets
+        out += d.process(RtpPacket(101, seq, p.timestamp, 1, bytes(p.event), p.marker))
+        seq += 1
+    audio = ulaw_encode(background(FRAME))
+    kept = []
+    for k in range(10, 80):
+        kept += d.process(RtpPacket(0, seq, k * FRAME, 1, audio))
+        seq += 1
+    tone_ts = {p.timestamp for p in out}
+    assert min(tone_ts) == 1600 and all(p.payload_type == 0 for p in out)
+    # last update said 1200 samples: whole 20 ms frames up to 1120 were synthesised
+    assert max(tone_ts) == 1600 + 1120 - FRAME
+    # audio inside the open event is dropped; from 1 s past the synthesised tone it is back
+    back = 1600 + 1120 + 8000
+    assert [p.timestamp for p in kept] == [k * FRAME for k in range(10, 80) if k * FRAME >= back]
