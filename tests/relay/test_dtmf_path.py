@@ -267,3 +267,23 @@ def test_lost_end_packets_give_the_audio_back() -> None:
     # audio inside the open event is dropped; from 1 s past the synthesised tone it is back
     back = 1600 + 1120 + 8000
     assert [p.timestamp for p in kept] == [k * FRAME for k in range(10, 80) if k * FRAME >= back]
+
+
+async def test_injection_continues_an_unconverted_stream(make_phone) -> None:  # type: ignore[no-untyped-def]
+    """Both legs RFC 4733 (no converter yet): an injected digit continues the stream's own
+    SSRC, sequence numbers and timestamps."""
+    relay, s, alice, bob = await open_call(make_phone, "rfc4733", "rfc4733")
+    try:
+        for seq in range(3):
+            bob.send_rtp(s.local_address("b"), 40 + seq, ssrc=0xB0B)
+            await alice.recv()
+        s.inject_digit("a", "6", 60)
+        bob.send_rtp(s.local_address("b"), 43, ssrc=0xB0B)
+        got = await drain(alice, 0.4)
+    finally:
+        await relay.close_all()
+    assert {p.ssrc for p in got} == {0xB0B}
+    assert_contiguous(got)
+    assert got[0].sequence_number == 43  # continues after the frames forwarded before
+    events = [p for p in got if p.payload_type == 101]
+    assert events and all(42 * 160 <= p.timestamp <= 43 * 160 + 800 for p in events)

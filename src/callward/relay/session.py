@@ -153,6 +153,7 @@ class RelaySession(DtmfAndRateMixin):
         self.on_dtmf: Callable[[str, str, float], None] | None = None
         self._dtmf: list[DtmfDirection | None] = [None, None]
         self._sent_at: list[float | None] = [None, None]  # loop time of the last RTP sent
+        self._last_rtp: list[bytes | None] = [None, None]  # its seq, timestamp, SSRC octets
         self._build_dtmf()
         self.rate: list[OpusRateController | None] = [
             OpusRateController() if leg.config.rate_control else None for leg in self.legs
@@ -344,6 +345,7 @@ class RelaySession(DtmfAndRateMixin):
         out_transport.sendto(out, dest)
         if not rtcp:
             self._sent_at[1 - i] = loop_now
+            self._last_rtp[1 - i] = plain[2:12]
         oc = self.counters[1 - i]
         oc.packets_out += 1
         oc.bytes_out += len(out)

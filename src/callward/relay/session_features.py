@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,7 @@ class DtmfAndRateMixin:
     on_dtmf: Callable[[str, str, float], None] | None
     _dtmf: list[DtmfDirection | None]
     _sent_at: list[float | None]
+    _last_rtp: list[bytes | None]
     rate: list[OpusRateController | None]
     _pending: set[asyncio.Task[None]]
 
@@ -78,6 +80,10 @@ class DtmfAndRateMixin:
             )
             if old is not None:  # keep the destination's numbering and position
                 d.seq, d.ssrc, d.last_ts = old.seq, old.ssrc, old.last_ts
+            elif self._last_rtp[1 - i] is not None:
+                # packets went through unconverted so far: continue their numbering
+                seq, ts, ssrc = struct.unpack("!HII", self._last_rtp[1 - i] or b"")
+                d.seq.last, d.ssrc, d.last_ts = seq, ssrc, ts
             self._dtmf[i] = d
 
     def _digit_for_info(self, leg: str, digit: str, duration_ms: float) -> None:
