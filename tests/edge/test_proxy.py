@@ -272,3 +272,48 @@ def test_proxy_require_unknown_option_420(h, net) -> None:
     (r,) = [r for r in h.responses(out) if r.status >= 200]
     assert r.status == 420 and r.headers.get("Unsupported") == "foo, bar"
     assert not h.requests(out)
+
+
+def test_finished_calls_leave_no_reference_cycles(h) -> None:
+    """Transactions, branches and messages of finished calls must be freed by reference
+    counting: the edge freezes survivors for the cyclic collector (app.tune_gc), so a cycle
+    here would be both a stall source and, between full passes, a leak."""
+    import gc
+
+    from callward.edge.branches import Branch, ServerTx
+    from callward.sip.message import Headers, Request, Response
+
+    net = _core_with_route(h)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for i in range(3):
+            cid = f"cyc-{i}"
+            out = net.send(h.build("INVITE", "sip:bob@callward.local", call_id=cid))
+            ((_, inv),) = h.requests(out, "INVITE")
+            net.send(h.reply(inv, 180), UAS)
+            out = net.send(h.reply(inv, 200), UAS)
+            ((_, ok),) = out
+            net.send(h.build("ACK", "sip:bob@127.0.0.1:5080", call_id=cid, to_tag="tb"))
+            out = net.send(
+                h.build("BYE", "sip:bob@127.0.0.1:5080", call_id=cid, cseq=2, to_tag="tb")
+            )
+            ((_, bye),) = h.requests(out, "BYE")
+            net.send(h.reply(bye, 200), UAS)
+        # a rejected call too (ACK for the non-2xx, best-response path)
+        out = net.send(h.build("INVITE", "sip:bob@callward.local", call_id="cyc-busy"))
+        ((_, inv),) = h.requests(out, "INVITE")
+        net.send(h.reply(inv, 486, to_tag="busy"), UAS)
+        net.tick(400.0)  # every Timer J/K/L/M and the 300 s transaction guard fire
+        assert net.core.active_transactions == 0 and not net.core._branches
+        del out, inv, ok, bye
+        net.log.clear()
+        gc.collect()
+        ours = (ServerTx, Branch, Request, Response, Headers)
+        leaked = [type(o).__name__ for o in gc.garbage if isinstance(o, ours)]
+        assert leaked == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
