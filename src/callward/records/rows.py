@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import json.encoder
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,6 +43,16 @@ _PLAIN = b"\x00"  # marks a clear identifier (only encrypt=False, for verificati
 
 _DAYS: dict[int, str] = {}
 _JSON = json.JSONEncoder(separators=(",", ":")).encode  # reused: json.dumps re-creates one
+# JSONEncoder.encode builds a new C encoder on every call; for the per-row legs (no dicts, no
+# cycles: frozen Leg tuples) one prebuilt C encoder without the cycle check saves ~1 µs a row.
+# Same output as _JSON (same separators, ASCII escaping, allow_nan); falls back when CPython's
+# accelerator is absent.
+_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_LEGS_ENC = (
+    _C_ENCODER(None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    if _C_ENCODER is not None
+    else None
+)
 
 
 def day_of(ts: float) -> str:
@@ -96,13 +107,14 @@ def where_clause(q: CdrQuery, pn: bytes | None, ph: str = "?") -> tuple[str, lis
 
 def _legs_json(legs: tuple[Leg, ...]) -> str:
     # Positional arrays: ~3x smaller and faster than dicts at ingest; order = Leg's fields.
-    return _JSON(
-        [
-            [lg.leg, lg.nodes, lg.started, lg.answered, lg.ended, lg.status, lg.reason,
-             lg.codecs, lg.reinvites, lg.packets, lg.lost, lg.jitter_ms, lg.mos]
-            for lg in legs
-        ]
-    )  # fmt: skip
+    value = [
+        [lg.leg, lg.nodes, lg.started, lg.answered, lg.ended, lg.status, lg.reason,
+         lg.codecs, lg.reinvites, lg.packets, lg.lost, lg.jitter_ms, lg.mos]
+        for lg in legs
+    ]  # fmt: skip
+    if _LEGS_ENC is not None:
+        return "".join(_LEGS_ENC(value, 0))
+    return _JSON(value)
 
 
 _LINEAGE: dict[int, tuple[Lineage, str]] = {}
