@@ -142,7 +142,8 @@ def main() -> None:
         res["sqlite"] = s
         print(f"SQLite  ours (new subjects)   {s['ours_new_subjects']:>10,.0f} CDR/s")
         print(f"SQLite  ours (known subjects) {s['ours_known_subjects']:>10,.0f} CDR/s")
-        print(f"SQLite  ours (known, writer process) {s['ours_writer_process']:>10,.0f} CDR/s")
+        print(f"SQLite  ours (known, writer process) {s['ours_writer_process']:>10,.0f} CDR/s"
+              f"   /peer = {s['ours_writer_process'] / s['peer_raw']:.2f}")  # fmt: skip
         print(f"SQLite  ours, identifiers in clear (insecure, for comparison) "
               f"{s['ours_without_sealing']:>8,.0f} CDR/s")  # fmt: skip
         print(f"        model->row encoding alone {s['encode_only']:>10,.0f} CDR/s")
