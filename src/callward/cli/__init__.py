@@ -31,6 +31,7 @@ _MODULES = (
     "callward.cli.quality",
     "callward.cli.records",
     "callward.cli.usage",
+    "callward.cli.phone",
     "callward.cli.web",
 )
 

@@ -1,0 +1,190 @@
+"""``callward phone``: a CLI phone that makes and answers real calls (the ua core, driven from a
+terminal): register with digest, call a SIP URI through an outbound proxy, send paced G.711 RTP,
+hang up, print what happened. Bounded in time: every command ends by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import typer
+
+from callward.errors import CallwardError
+from callward.ua import Phone, RtpEndpoint
+
+phone_app = typer.Typer(help="A SIP phone: register, call, answer.", no_args_is_help=True)
+
+_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+
+
+def _hostport(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(f"{what} must be HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"callward: {message}", err=True)
+    return typer.Exit(2)
+
+
+async def _media(phone: Phone) -> RtpEndpoint:
+    rtp = await RtpEndpoint.open(phone.media_host)
+    phone.media_port = rtp.local_addr[1]
+    return rtp
+
+
+async def _send_media(call: Any, rtp: RtpEndpoint, seconds: float) -> None:
+    stream = call.negotiated()
+    if stream is None or seconds <= 0:
+        await asyncio.sleep(max(0.0, seconds))
+        return
+    await rtp.send_audio(
+        (stream.remote_address, stream.remote_port),
+        max(1, int(seconds / 0.02)),
+        stream.codec.payload_type,
+    )
+
+
+async def _call(
+    target: str,
+    user: str,
+    password: str | None,
+    proxy: tuple[str, int] | None,
+    transport: str,
+    seconds: float,
+    register: bool,
+    timeout: float,
+    linger: float,
+) -> dict[str, Any]:
+    phone = await Phone.start(user, transport=transport, password=password)
+    rtp = await _media(phone)
+    out: dict[str, Any] = {"target_scheme": target.split(":", 1)[0], "transport": transport}
+    try:
+        if register:
+            if proxy is None:
+                raise CallwardError("--register needs --proxy (the registrar)")
+            reply = await asyncio.wait_for(phone.register(proxy), timeout)
+            out["register_status"] = reply.status
+            if reply.status != 200:
+                return out
+        call = phone.dial(target, dest=proxy)
+        status = await asyncio.wait_for(call.wait_final(), timeout)
+        out["status"] = status
+        out["setup_ms"] = None if call.setup_time is None else round(call.setup_time * 1000, 1)
+        if status == 200:
+            await _send_media(call, rtp, seconds)
+            out["bye_status"] = await asyncio.wait_for(call.hangup(), timeout)
+        out["rtp"] = {
+            "packets_sent": rtp.counters.packets_sent,
+            "packets_received": rtp.counters.packets_received,
+            "bytes_sent": rtp.counters.bytes_sent,
+        }
+        # Some peers (SIPp's uas) count a TCP close right after the BYE as a failed call.
+        await asyncio.sleep(linger)
+        return out
+    finally:
+        rtp.close()
+        await phone.close()
+
+
+async def _answer(
+    listen: tuple[str, int], user: str, transport: str, calls: int, timeout: float
+) -> dict[str, Any]:
+    phone = await Phone.start(user, host=listen[0], port=listen[1], transport=transport)
+    rtp = await _media(phone)
+    answered: list[dict[str, Any]] = []
+    try:
+        typer.echo(
+            f"callward: answering on {transport}:{phone.local_addr[0]}:{phone.local_addr[1]}",
+            err=True,
+        )
+        for _ in range(calls):
+            call = await phone.next_call(timeout)
+            try:
+                await call.ring()
+                await call.answer()
+            except CallwardError:
+                pass  # cancelled before we answered: reported with its end reason below
+            reason = await asyncio.wait_for(call.wait_ended(), timeout)
+            answered.append({"status": call.status, "end_reason": reason})
+        return {"answered": answered, "rtp_packets_received": rtp.counters.packets_received}
+    finally:
+        rtp.close()
+        await phone.close()
+
+
+@phone_app.command("call")
+def call_cmd(
+    target: str = typer.Argument(..., help="SIP URI to call, e.g. sip:bob@127.0.0.1:5080"),
+    user: str = typer.Option("callward", help="our user name (AOR user part)"),
+    password: str | None = typer.Option(
+        None, envvar="CALLWARD_PHONE_PASSWORD", help="digest password"
+    ),
+    proxy: str | None = typer.Option(None, help="outbound proxy / registrar HOST:PORT"),
+    transport: str = typer.Option("udp", help="udp, tcp, tls, ws or wss"),
+    seconds: float = typer.Option(2.0, help="seconds of G.711 RTP once answered"),
+    register: bool = typer.Option(False, "--register", help="REGISTER with the proxy first"),
+    timeout: float = typer.Option(32.0, help="give up on any step after this many seconds"),
+    linger: float = typer.Option(0.0, help="keep the connection open this long after hang-up"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Place one call; exit 0 when answered and hung up, 1 when rejected or timed out."""
+    if transport not in _TRANSPORTS:
+        raise _fail(f"--transport must be one of {', '.join(_TRANSPORTS)}, not {transport!r}")
+    if not target.startswith(("sip:", "sips:")):
+        raise _fail(f"target must be a sip: or sips: URI, not {target!r}")
+    if not 0 <= seconds <= 3600 or not 0 < timeout <= 600 or not 0 <= linger <= 60:
+        raise _fail("--seconds must be 0..3600, --timeout 0..600 and --linger 0..60")
+    outbound = _hostport(proxy, "--proxy") if proxy else None
+    try:
+        result = asyncio.run(
+            _call(target, user, password, outbound, transport, seconds, register, timeout, linger)
+        )
+    except TimeoutError:
+        raise _fail(f"no answer within {timeout:g} s") from None
+    except (CallwardError, OSError) as exc:
+        raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        rtp = result.get("rtp", {})
+        typer.echo(
+            f"status {result.get('status')}, setup {result.get('setup_ms')} ms, "
+            f"RTP sent {rtp.get('packets_sent')} / received {rtp.get('packets_received')}"
+        )
+    if result.get("status") != 200:
+        raise typer.Exit(1)
+
+
+@phone_app.command("answer")
+def answer_cmd(
+    listen: str = typer.Option("127.0.0.1:5080", help="HOST:PORT to listen on"),
+    user: str = typer.Option("callward", help="our user name"),
+    transport: str = typer.Option("udp", help="udp, tcp, tls, ws or wss"),
+    calls: int = typer.Option(1, help="answer this many calls, then exit"),
+    timeout: float = typer.Option(60.0, help="give up waiting after this many seconds"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Auto-answer calls until ``--calls`` have ended; exit 1 if none came within the timeout."""
+    if transport not in _TRANSPORTS:
+        raise _fail(f"--transport must be one of {', '.join(_TRANSPORTS)}, not {transport!r}")
+    if not 1 <= calls <= 10_000 or not 0 < timeout <= 3600:
+        raise _fail("--calls must be 1..10000 and --timeout 0..3600")
+    where = _hostport(listen, "--listen")
+    try:
+        result = asyncio.run(_answer(where, user, transport, calls, timeout))
+    except TimeoutError:
+        typer.echo(f"callward: no call within {timeout:g} s", err=True)
+        raise typer.Exit(1) from None
+    except (CallwardError, OSError) as exc:
+        raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    typer.echo(
+        json.dumps(result, indent=2) if as_json else f"answered {len(result['answered'])} call(s)"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(phone_app, name="phone")

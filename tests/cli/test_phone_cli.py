@@ -1,0 +1,143 @@
+"""``callward phone`` against real peers: SIPp's built-in uas answers our call, SIPp's uac calls
+our answering phone, and two CLI phones call each other. SIPp's own statistics are the judge."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from peers import free_port, sipp_client_cmd, sipp_counts, sipp_uas, stop
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
+
+SIPP = shutil.which("sipp")
+CLI = [sys.executable, "-m", "callward.cli", "phone"]
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "call", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture
+def need_sipp() -> None:
+    if SIPP is None:
+        pytest.skip("why: sipp (Debian sip-tester) not installed")
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_call_sipp_uas(tmp_path: Path, need_sipp: None, transport: str) -> None:
+    port = free_port()
+    extra = ("-m", "1", "-trace_stat", "-stf", "stats.csv", "-fd", "1", "-timeout", "30s")
+    with sipp_uas(
+        tmp_path, port, transport="u1" if transport == "udp" else "t1", extra=extra
+    ) as uas:
+        # SIPp's uas pauses after the BYE and counts a TCP close during the pause as a failure.
+        linger = "0" if transport == "udp" else "5"
+        proc = _run(
+            f"sip:service@127.0.0.1:{port}",
+            *("--transport", transport, "--seconds", "1", "--linger", linger, "--json"),
+        )
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert doc["status"] == 200 and doc["bye_status"] == 200
+        assert doc["rtp"]["packets_sent"] == 50
+        uas.wait(timeout=30)  # -m 1: SIPp exits once its one call is complete
+    counts = sipp_counts(tmp_path / "stats.csv")
+    assert counts == (1, 0), counts
+
+
+def test_answer_sipp_uac(tmp_path: Path, need_sipp: None) -> None:
+    port = free_port()
+    answering = subprocess.Popen(
+        [
+            *CLI,
+            "answer",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--calls",
+            "3",
+            "--timeout",
+            "40",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2.0)  # interpreter start + bind
+        cmd = sipp_client_cmd(port, calls=3, rate=3)
+        client = subprocess.run(cmd, cwd=tmp_path, capture_output=True, timeout=60, check=False)
+        assert client.returncode == 0, client.stdout[-500:]
+        out, err = answering.communicate(timeout=60)
+    finally:
+        stop(answering)
+    assert answering.returncode == 0, err
+    doc = json.loads(out)
+    assert [c["status"] for c in doc["answered"]] == [200, 200, 200]
+
+
+def test_phone_calls_phone(tmp_path: Path) -> None:
+    port = free_port()
+    answering = subprocess.Popen(
+        [
+            *CLI,
+            "answer",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--user",
+            "bob",
+            "--json",
+            "--timeout",
+            "40",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2.0)
+        proc = _run(f"sip:bob@127.0.0.1:{port}", "--user", "alice", "--seconds", "1", "--json")
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert doc["status"] == 200 and doc["rtp"]["packets_sent"] == 50
+        assert doc["rtp"]["packets_received"] == 0  # the answering phone sends no audio
+        out, _err = answering.communicate(timeout=40)
+    finally:
+        stop(answering)
+    answered = json.loads(out)
+    assert answered["answered"] == [
+        {"status": 200, "end_reason": answered["answered"][0]["end_reason"]}
+    ]
+    assert answered["rtp_packets_received"] >= 45  # 50 sent over loopback, first on probation
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["call", "http://example.com"],
+        ["call", "sip:a@127.0.0.1:5", "--transport", "sctp"],
+        ["call", "sip:a@127.0.0.1:5", "--proxy", "nohost"],
+        ["answer", "--calls", "0"],
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args: list[str]) -> None:
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) >= 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_unanswered_call_exits_1(tmp_path: Path) -> None:
+    port = free_port()  # nobody listens: Timer B fires (shortened by --timeout)
+    proc = _run(f"sip:nobody@127.0.0.1:{port}", "--timeout", "3", "--seconds", "0")
+    assert proc.returncode in (1, 2)
+    assert "Traceback" not in proc.stderr
