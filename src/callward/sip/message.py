@@ -44,6 +44,19 @@ _LOOKUP_KEY = {short: full.lower() for short, full in COMPACT_FORMS.items()}
 _LOOKUP_KEY.update({short.upper(): full.lower() for short, full in COMPACT_FORMS.items()})
 
 
+def build_index(items: Iterable[tuple[str, str]]) -> dict[str, list[int]]:
+    """Lower-cased canonical name → positions, for already-canonical ``items``."""
+    index: dict[str, list[int]] = {}
+    for i, (name, _) in enumerate(items):
+        key = name.lower()
+        pos = index.get(key)
+        if pos is None:
+            index[key] = [i]
+        else:
+            pos.append(i)
+    return index
+
+
 class Headers:
     """An immutable, ordered list of ``(canonical name, value)`` pairs.
 
@@ -64,15 +77,7 @@ class Headers:
             self._index: dict[str, list[int]] = index
             return
         self._items = tuple((canonical_name(n), v) for n, v in items)
-        idx: dict[str, list[int]] = {}
-        for i, (n, _) in enumerate(self._items):
-            key = n.lower()
-            pos = idx.get(key)
-            if pos is None:
-                idx[key] = [i]
-            else:
-                pos.append(i)
-        self._index = idx
+        self._index = build_index(self._items)
 
     @staticmethod
     def _trusted(items: Iterable[tuple[str, str]]) -> Headers:
@@ -80,17 +85,8 @@ class Headers:
         edge edits headers several times per forwarded message; re-canonicalizing every
         line on each edit was ~7 % of its CPU)."""
         h = object.__new__(Headers)
-        t = tuple(items)
-        idx: dict[str, list[int]] = {}
-        for i, (n, _) in enumerate(t):
-            key = n.lower()
-            pos = idx.get(key)
-            if pos is None:
-                idx[key] = [i]
-            else:
-                pos.append(i)
-        h._items = t
-        h._index = idx
+        h._items = tuple(items)
+        h._index = build_index(h._items)
         return h
 
     @staticmethod
@@ -234,9 +230,6 @@ class Message:
     _cache: dict[str, Any] = field(
         default_factory=_new_cache, compare=False, repr=False, hash=False, kw_only=True
     )
-
-    def _cached(self, key: str) -> Any:
-        return self._cache.get(key)
 
     def _require(self, name: str) -> str:
         value = self.headers.get(name)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from callward.errors import SipParseError
 from callward.sip.headers import _CANONICAL, CSeq, NameAddr, Via
-from callward.sip.message import Headers, Request, Response
+from callward.sip.message import Headers, Request, Response, build_index
 from callward.sip.uri import SipURI, parse_uri
 
 __all__ = [
@@ -50,10 +50,6 @@ _VALUE_BAD = re.compile(r"[\x0a\x0d]")
 # Headers that may appear once only; a second occurrence is a framing or spoofing hazard.
 _SINGLE = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type")
 _NAME_CACHE_MAX = 2048
-
-
-def _canonical(name: str) -> str:
-    return _name_key(name)[0]
 
 
 def parse_message(
@@ -117,7 +113,7 @@ def _parse_pure(data: bytes, strict: bool, limits: ParseLimits) -> Request | Res
             lines = _unfold(lines)
         first = lines[0]
         items = _parse_headers(lines, strict, limits)
-        index = _build_index(items)
+        index = build_index(items)
     headers = Headers(items, index)
     body = _frame_body(headers, body, strict, limits)
     msg: Request | Response
@@ -146,18 +142,6 @@ def _name_key(name: str) -> tuple[str, str]:
         if len(_NAME_KEYS) < _NAME_CACHE_MAX:  # bounded: hostile input may invent names
             _NAME_KEYS[name] = nk
     return nk
-
-
-def _build_index(items: list[tuple[str, str]]) -> dict[str, list[int]]:
-    index: dict[str, list[int]] = {}
-    for i, (name, _) in enumerate(items):
-        key = name.lower()
-        pos = index.get(key)
-        if pos is None:
-            index[key] = [i]
-        else:
-            pos.append(i)
-    return index
 
 
 def _scan_strict(
@@ -259,7 +243,7 @@ def _parse_headers(lines: list[str], strict: bool, limits: ParseLimits) -> list[
             raise SipParseError(
                 "control character in header value", line=lineno, rule="RFC 3261 §25.1 header-value"
             )
-        append((_canonical(name), value))
+        append((_name_key(name)[0], value))
     return items
 
 
