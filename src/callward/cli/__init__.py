@@ -11,9 +11,10 @@ import sys
 
 import typer
 
+from callward.cli.exits import fail
 from callward.errors import CallwardError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "fail", "main"]
 
 app = typer.Typer(
     name="callward",
@@ -51,12 +52,6 @@ def version() -> None:
 
 for _name in _MODULES:
     importlib.import_module(_name).register(app)
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one clear line on stderr and return the Exit to raise."""
-    typer.echo(f"callward: {message}", err=True)
-    return typer.Exit(code)
 
 
 def main() -> None:

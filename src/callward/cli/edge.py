@@ -17,14 +17,10 @@ from typing import Any
 
 import typer
 
+from callward.cli.exits import fail as _fail
 from callward.errors import CallwardError
 
 __all__ = ["register"]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"callward: {message}", err=True)
-    return typer.Exit(2)
 
 
 def _load(config: Path | None, overrides: dict[str, Any]) -> Any:

@@ -20,23 +20,12 @@ from typing import Any
 
 import typer
 
+from callward.cli.exits import fail as _fail
+from callward.cli.exits import hostport
 from callward.errors import CallwardError
 from callward.events import InProcessBus, event_to_dict
 
 __all__ = ["register"]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"callward: {message}", err=True)
-    return typer.Exit(2)
-
-
-def _hostport(text: str, what: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise _fail(f"{what}: expected HOST:PORT, got {text!r}")
-    return host, int(port)
 
 
 def _fmt(addr: tuple[str, int]) -> str:
@@ -68,7 +57,7 @@ def _leg(
     from callward.relay.leg import LegConfig
     from callward.rtp.srtp import SrtpKeying
 
-    host, port = _hostport(listen, f"--{name}")
+    host, port = hostport(listen, f"--{name}")
     rx = _keying(crypto_rx, f"--{name}-crypto-rx")
     tx = _keying(crypto_tx, f"--{name}-crypto-tx")
     generated = None
@@ -82,7 +71,7 @@ def _leg(
             name,
             bind_host=host,
             bind_port=port,
-            remote=None if remote is None else _hostport(remote, f"--{name}-remote"),
+            remote=None if remote is None else hostport(remote, f"--{name}-remote"),
             srtp_rx=rx,
             srtp_tx=tx,
             trusted=trusted,

@@ -10,6 +10,8 @@ from typing import Any
 
 import typer
 
+from callward.cli.exits import fail as _fail
+from callward.cli.exits import hostport
 from callward.errors import CallwardError
 from callward.ua import Phone, RtpEndpoint
 
@@ -18,16 +20,10 @@ phone_app = typer.Typer(help="A SIP phone: register, call, answer.", no_args_is_
 _TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
 
-def _hostport(text: str, what: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise typer.BadParameter(f"{what} must be HOST:PORT, not {text!r}")
-    return host.strip("[]"), int(port)
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"callward: {message}", err=True)
-    return typer.Exit(2)
+def _nonzero(addr: tuple[str, int], what: str) -> tuple[str, int]:
+    if addr[1] == 0:
+        raise _fail(f"{what}: port must be 1..65535, got 0")
+    return addr
 
 
 async def _media(phone: Phone) -> RtpEndpoint:
@@ -138,7 +134,7 @@ def call_cmd(
         raise _fail(f"target must be a sip: or sips: URI, not {target!r}")
     if not 0 <= seconds <= 3600 or not 0 < timeout <= 600 or not 0 <= linger <= 60:
         raise _fail("--seconds must be 0..3600, --timeout 0..600 and --linger 0..60")
-    outbound = _hostport(proxy, "--proxy") if proxy else None
+    outbound = _nonzero(hostport(proxy, "--proxy"), "--proxy") if proxy else None
     try:
         result = asyncio.run(
             _call(target, user, password, outbound, transport, seconds, register, timeout, linger)
@@ -173,7 +169,7 @@ def answer_cmd(
         raise _fail(f"--transport must be one of {', '.join(_TRANSPORTS)}, not {transport!r}")
     if not 1 <= calls <= 10_000 or not 0 < timeout <= 3600:
         raise _fail("--calls must be 1..10000 and --timeout 0..3600")
-    where = _hostport(listen, "--listen")
+    where = _nonzero(hostport(listen, "--listen"), "--listen")
     try:
         result = asyncio.run(_answer(where, user, transport, calls, timeout))
     except TimeoutError:

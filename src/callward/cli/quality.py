@@ -9,12 +9,8 @@ from pathlib import Path
 
 import typer
 
+from callward.cli.exits import fail as _fail
 from callward.errors import CallwardError
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"callward: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _table(rep: object) -> None:

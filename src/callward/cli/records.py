@@ -19,6 +19,7 @@ from typing import Any
 
 import typer
 
+from callward.cli.exits import fail as _fail
 from callward.errors import CallwardError
 
 cdr_app = typer.Typer(help="Call detail records: query, export, purge, holds, audit.")
@@ -34,11 +35,6 @@ JSON = typer.Option(False, "--json", help="print JSON")
 ACTOR = typer.Option(..., "--actor", help="who is accessing (recorded in the audit trail)")
 REASON = typer.Option(..., "--reason", help="stated purpose (recorded in the audit trail)")
 TICKET = typer.Option(..., "--ticket", help="ticket/case reference (recorded)")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"callward: {message}", err=True)
-    return typer.Exit(code)
 
 
 @contextlib.contextmanager

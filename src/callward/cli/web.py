@@ -11,14 +11,10 @@ from pathlib import Path
 
 import typer
 
+from callward.cli.exits import fail as _fail
 from callward.errors import CallwardError
 
 __all__ = ["register"]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"callward: {message}", err=True)
-    return typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:
