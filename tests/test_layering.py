@@ -11,14 +11,14 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "callward"
 
 LAYER = {
     "config": 0, "errors": 0, "events": 0,
-    "sip": 1, "sdp": 1, "rtp": 1, "nat": 1, "media": 1,
+    "sip": 1, "sdp": 1, "rtp": 1, "nat": 1, "media": 1, "ng": 1,
     "quality": 2, "records": 2, "privacy": 2, "usage": 2,
     "edge": 3, "ua": 3, "relay": 3,
-    "cli": 4, "web": 4,
+    "cli": 4, "web": 4, "runtime": 4,
 }  # fmt: skip
-CORES = {"sip", "sdp", "rtp", "nat", "media"}
+CORES = {"sip", "sdp", "rtp", "nat", "media", "ng"}
 # Modules inside a core package allowed to do I/O: the thin asyncio adapters.
-IO_ADAPTERS = {"sip/transport.py", "sip/dns_resolver.py"}
+IO_ADAPTERS = {"sip/transport.py", "sip/dns_resolver.py", "ng/transport.py"}
 FORBIDDEN_IN_CORES = {"asyncio", "socket", "ssl", "time", "logging", "structlog", "selectors"}
 
 

@@ -9,6 +9,7 @@
     │       └── SipParseError         malformed SIP bytes (line + rule named)
     │       └── SdpError              malformed / unacceptable SDP (488 by default)
     │       └── MediaError            malformed RTP/RTCP/SRTP, codec failures
+    │       └── NgError               malformed or refused rtpengine ng control messages
     ├── TransportError                sockets, TLS, WebSocket framing
     ├── AuthError                     digest / OAuth2 failures
     ├── DnsError                      RFC 3263 resolution failures
@@ -31,6 +32,7 @@ __all__ = [
     "DnsError",
     "LocalProtocolError",
     "MediaError",
+    "NgError",
     "PolicyError",
     "ProtocolError",
     "RemoteProtocolError",
@@ -123,6 +125,11 @@ class SdpError(RemoteProtocolError):
 
 class MediaError(RemoteProtocolError):
     """Malformed RTP/RTCP/SRTP packets, authentication failures, codec errors."""
+
+
+class NgError(RemoteProtocolError):
+    """A bad rtpengine ng control message (bencode, cookie framing, command, flags), or an ng
+    command the relay refused; the message is what goes into the reply's ``error-reason``."""
 
 
 class TransportError(CallwardError):

@@ -1,7 +1,7 @@
 """callward.sdp: SDP (RFC 8866) model and parser, the RFC 3264 offer/answer engine and the
 media security policy. Sans-IO: values in, values out; see docs/architecture.md (SDP)."""
 
-from callward.sdp.anchor import anchor_offer, follow_codecs
+from callward.sdp.anchor import anchor_answer, anchor_offer, follow_codecs
 from callward.sdp.codecs import (
     STATIC_PAYLOAD_TYPES,
     Codec,
@@ -91,6 +91,7 @@ __all__ = [
     "SessionUpdate",
     "Setup",
     "Timing",
+    "anchor_answer",
     "anchor_offer",
     "answer_setup",
     "canonical_encoding",

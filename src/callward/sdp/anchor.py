@@ -34,9 +34,9 @@ from callward.sdp.policy import (
     choose_stream_security,
     is_rtp_profile,
 )
-from callward.sdp.security import generate_crypto
+from callward.sdp.security import CryptoAttribute, generate_crypto
 
-__all__ = ["anchor_offer", "follow_codecs"]
+__all__ = ["anchor_answer", "anchor_offer", "follow_codecs"]
 
 # Attributes that describe leg A's transport or keys: never copied to leg B.
 _LEG_LOCAL = frozenset(
@@ -138,6 +138,55 @@ def anchor_offer(
         media.append(_anchor_stream(offer, md, port, security, rng))
     if all(m.rejected for m in media):
         raise SdpError("no audio stream to anchor", warn_code=304)
+    return SessionDescription(
+        origin=origin or local.origin(),
+        session_name="-",
+        connection=Connection(local.address, "IN", local.addrtype),
+        media=tuple(media),
+    )
+
+
+def anchor_answer(
+    answer: SessionDescription,
+    offer: SessionDescription,
+    local: LocalMedia,
+    *,
+    crypto: CryptoAttribute | None = None,
+    rtcp_mux: bool = False,
+    origin: Origin | None = None,
+) -> SessionDescription:
+    """Leg B's answer rewritten as the answer to leg A's ``offer`` through the relay at
+    ``local`` (what a media proxy such as rtpengine does on ``answer``).
+
+    One m= line per offered one, same order (RFC 3264 §6). An anchored stream keeps what B
+    answered (formats, ptime, direction, fmtp) with the relay's port, A's transport profile
+    (so RTP/SAVP <-> RTP/AVP bridging is invisible to A), the relay's own ``crypto`` (its tag
+    must be the one A offered, RFC 4568 §7.1.2) and ``a=rtcp-mux`` when the relay muxes toward
+    A (RFC 5761 §5.1.1); B's addresses, keys and candidates never reach A."""
+    ports = iter(local.ports)
+    media: list[MediaDescription] = []
+    for i, md_off in enumerate(offer.media):
+        md_ans = answer.media[i] if i < len(answer.media) else None
+        port = None
+        if not md_off.rejected and md_off.media == "audio" and is_rtp_profile(md_off.proto):
+            port = next(ports, None)
+        if port is None or md_ans is None or md_ans.rejected:
+            media.append(MediaDescription(md_off.media, 0, md_off.proto, md_off.formats))
+            continue
+        attrs = [a for a in md_ans.attributes if a.name not in _LEG_LOCAL and a.name != "rtcp-mux"]
+        direction = [a for a in attrs if a.value is None and a.name in _DIRECTIONS]
+        body = [a for a in attrs if a not in direction]
+        if crypto is not None:
+            body.append(Attribute("crypto", crypto.value))
+        if rtcp_mux:
+            body.append(Attribute("rtcp-mux"))
+        media.append(
+            MediaDescription(
+                md_ans.media, port, md_off.proto, md_ans.formats, attributes=(*body, *direction)
+            )
+        )
+    if all(m.rejected for m in media):
+        raise SdpError("no audio stream to anchor in the answer", warn_code=304)
     return SessionDescription(
         origin=origin or local.origin(),
         session_name="-",
