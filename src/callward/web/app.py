@@ -32,6 +32,7 @@ from callward.errors import CallwardError, CaptureError, ConfigError, StoreError
 from callward.records.audit import AuditLog
 from callward.records.service import Records
 from callward.web.metrics import WebMetrics
+from callward.web.sessions import SessionStore
 from callward.web.settings import WebSettings
 
 __all__ = ["AUDIT_HEADERS", "WebState", "create_app"]
@@ -158,6 +159,7 @@ def create_app(
         openapi_url="/api/v1/openapi.json",
     )
     app.state.web = state
+    app.state.sessions = SessionStore(clock)
     app.include_router(api.router)
     app.include_router(captures.router)
     app.include_router(dashboard.router)

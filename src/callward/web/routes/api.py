@@ -29,9 +29,10 @@ from callward.web.schemas import (
     QualitySummary,
     SessionRequest,
 )
+from callward.web.sessions import SessionStore
 from callward.web.settings import Principal
 
-__all__ = ["audit_status", "current_principal", "router", "state_of"]
+__all__ = ["audit_status", "current_principal", "router", "sessions_of", "state_of"]
 
 
 def _known_query_only(request: Request) -> None:
@@ -70,17 +71,25 @@ def current_principal(
     request: Request,
     cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """From ``Authorization: Bearer`` (API clients) or the dashboard's session cookie."""
+    """From ``Authorization: Bearer`` (API clients) or the dashboard's server-side session
+    (:mod:`callward.web.sessions`: the cookie is a session id, never the token)."""
     settings = state_of(request).settings
     token = cred.credentials if cred else None
+    principal: Principal | None
     if token is None and settings.tokens:  # a cookie left from a token-mode run is ignored
-        token = request.cookies.get(SESSION_COOKIE)
-    principal = settings.authenticate(token)
+        principal = sessions_of(request).get(request.cookies.get(SESSION_COOKIE))
+    else:
+        principal = settings.authenticate(token)
     if principal is None:
         raise HTTPException(
             401, "unknown or missing bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
     return principal
+
+
+def sessions_of(request: Request) -> SessionStore:
+    store: SessionStore = request.app.state.sessions
+    return store
 
 
 Who = Annotated[Principal, Depends(current_principal)]
@@ -301,17 +310,20 @@ def post_plan(body: PlanRequest) -> dict[str, Any]:
     response_class=Response,
     responses={400: _ERR, 401: _ERR, 422: _ERR},
     tags=["session"],
-    summary="Dashboard sign-in: check a token and keep it in an HttpOnly, SameSite cookie",
+    summary="Dashboard sign-in: check a token, start a server-side session (new id each time)",
 )
 def post_session(request: Request, body: SessionRequest) -> Response:
     principal = state_of(request).settings.authenticate(body.token)
     if principal is None or not state_of(request).settings.tokens:
         raise HTTPException(401, "unknown token")
+    # A new id at every sign-in, re-authentication or privilege change; the session the
+    # browser came with (if any) is revoked server-side, so a fixated or stolen id dies here.
+    sid = sessions_of(request).create(principal, replaces=request.cookies.get(SESSION_COOKIE))
     resp = Response(status_code=204)
     # SameSite=Strict: no other site can make the browser send it (no CSRF on audited reads);
-    # HttpOnly: page scripts never see the token.
+    # HttpOnly: page scripts never see the session id.
     resp.set_cookie(
-        SESSION_COOKIE, body.token, httponly=True, samesite="strict", path="/",
+        SESSION_COOKIE, sid, httponly=True, samesite="strict", path="/",
         secure=request.url.scheme == "https", max_age=8 * 3600,
     )  # fmt: skip
     return resp
@@ -323,9 +335,10 @@ def post_session(request: Request, body: SessionRequest) -> Response:
     response_class=Response,
     responses={422: _ERR},
     tags=["session"],
-    summary="Dashboard sign-out",
+    summary="Dashboard sign-out: the session is revoked server-side",
 )
-def delete_session() -> Response:
+def delete_session(request: Request) -> Response:
+    sessions_of(request).revoke(request.cookies.get(SESSION_COOKIE))
     resp = Response(status_code=204)
     resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return resp
