@@ -55,7 +55,9 @@ VALID: list[tuple[str, bytes]] = [
             "&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com"
             " SIP/2.0\n"
             "Via: SIP/2.0/TCP host1.example.com;branch=z9hG4bK-.!%66*_+`'~\n"
-            'To: "BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f" <sip:1_unusual.URI~(to-be!sure)&isn\'t+it$/crazy'
+            # RFC 4475 §3.1.1.2 escapes BEL, NUL and DEL here; strict mode refuses control
+            # characters even escaped (see "escaped-controls-in-display-name" below).
+            'To: "BEL:\\b NUL:\\0 DEL:\\d" <sip:1_unusual.URI~(to-be!sure)&isn\'t+it$/crazy'
             "?,/;;*@example.com>\n"
             "From: token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;fromParam''~+*_!.-%="
             '"работающий"'
@@ -323,6 +325,68 @@ INVALID: list[tuple[str, bytes, int]] = [
     ),
     ("nul-in-header-name", req("OPTIONS sip:u@example.com SIP/2.0", "Sub\x00ject: ab\n"), 400),
     ("duplicate-call-id", req("OPTIONS sip:u@example.com SIP/2.0", "Call-ID: another@x\n"), 400),
+    # RFC 3261 §25.1 TEXT-UTF8: no C0 control but HTAB, no DEL, in any header value, even
+    # escaped inside a quoted display name (RFC 4475 §3.1.1.2 sends these; we refuse them).
+    (
+        "escaped-controls-in-display-name",
+        req("OPTIONS sip:u@example.com SIP/2.0").replace(
+            b"To: <sip:", b'To: "BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f" <sip:'
+        ),
+        400,
+    ),
+    ("nul-in-header-value", req("OPTIONS sip:u@example.com SIP/2.0", "Subject: a\x00b\n"), 400),
+    ("esc-in-unknown-header", req("OPTIONS sip:u@example.com SIP/2.0", "X-A: \x1b[2J\n"), 400),
+    ("bel-at-end-of-value", req("OPTIONS sip:u@example.com SIP/2.0", "X-A: ring\x07\n"), 400),
+    ("del-in-value", req("OPTIONS sip:u@example.com SIP/2.0", "Subject: a\x7fb\n"), 400),
+    (
+        "esc-in-display-name",
+        req("OPTIONS sip:u@example.com SIP/2.0").replace(
+            b"From: <sip:", b'From: "\x1b[31mBank" <sip:'
+        ),
+        400,
+    ),
+    (
+        "vertical-tab-in-via",
+        req("OPTIONS sip:u@example.com SIP/2.0").replace(b"SIP/2.0/UDP ", b"SIP/2.0/UDP\x0b"),
+        400,
+    ),
+    (
+        "bare-cr-inside-value",
+        req("OPTIONS sip:u@example.com SIP/2.0", "Subject: a\rX-Injected: 1\n"),
+        400,
+    ),
+    (
+        "display-name-with-separators",
+        req("OPTIONS sip:u@example.com SIP/2.0").replace(
+            b"From: <sip:", b"From: bank@evil;x <sip:"
+        ),
+        400,
+    ),
+    (
+        "two-quoted-display-names",
+        req("OPTIONS sip:u@example.com SIP/2.0").replace(b"From: <sip:", b'From: "a" "b" <sip:'),
+        400,
+    ),
+    (
+        "duplicate-expires",
+        req("OPTIONS sip:u@example.com SIP/2.0", "Expires: 1\nExpires: 9\n"),
+        400,
+    ),
+    (
+        "duplicate-identical-content-length",
+        req("OPTIONS sip:u@example.com SIP/2.0", "Content-Length: 0\n"),
+        400,
+    ),
+    (
+        "duplicate-user-agent",
+        req("OPTIONS sip:u@example.com SIP/2.0", "User-Agent: a\nUser-Agent: b\n"),
+        400,
+    ),
+    (
+        "duplicate-event-compact",
+        req("OPTIONS sip:u@example.com SIP/2.0", "Event: reg\no: presence\n"),
+        400,
+    ),
     (
         "conflicting-content-length",
         req("OPTIONS sip:u@example.com SIP/2.0", "Content-Length: 10\n"),

@@ -93,8 +93,17 @@ fail:
 }
 
 /* ---- header names: lower-case bytes -> (canonical name, index key, kind) ---- */
+/* Single-instance headers beyond the ones with their own kind (parser._SINGLE): a duplicate
+ * of any of them makes parse() return None, and the pure parser names the rule. */
+static const char *const SINGLE_KEYS[] = {
+    "content-disposition", "date", "event", "expires", "mime-version", "min-expires", "min-se",
+    "organization", "priority", "rack", "refer-to", "reply-to", "retry-after", "rseq", "server",
+    "session-expires", "subject", "subscription-state", "timestamp", "user-agent",
+};
+#define N_SINGLE (sizeof SINGLE_KEYS / sizeof SINGLE_KEYS[0])
 enum { K_OTHER, K_VIA_, K_FROM, K_TO, K_CALLID, K_CSEQ_, K_CONTACT, K_CLEN, K_MAXFWD, K_CTYPE,
-       NKINDS };
+       K_SINGLE0 };
+#define NKINDS (K_SINGLE0 + (int)N_SINGLE)
 
 typedef struct {
     char name[40];
@@ -134,6 +143,10 @@ static int kind_of(const char *key, Py_ssize_t n) {
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         if ((Py_ssize_t)strlen(kinds[i].k) == n && memcmp(kinds[i].k, key, (size_t)n) == 0)
             return kinds[i].kind;
+    }
+    for (size_t i = 0; i < N_SINGLE; i++) {
+        if ((Py_ssize_t)strlen(SINGLE_KEYS[i]) == n && memcmp(SINGLE_KEYS[i], key, (size_t)n) == 0)
+            return K_SINGLE0 + (int)i;
     }
     return K_OTHER;
 }
@@ -224,6 +237,12 @@ static PyObject *parse_impl(PyObject *data, const Limits *lim) {
             Py_DECREF(text);
         }
         utf8_head = high;
+    }
+    /* RFC 3261 §25.1 TEXT-UTF8: no C0 control but HTAB (and the CRLFs that end lines), no DEL
+     * anywhere in the header section (parser._CTL_RE); the pure parser names line and rule */
+    for (Py_ssize_t i = 0; i < hn; i++) {
+        unsigned char c = (unsigned char)h[i];
+        if ((c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f) return NULL;
     }
     /* every LF must end a CRLF (a bare LF is an error or lenient-mode input) */
     for (const char *lf = memchr(h, '\n', (size_t)hn); lf != NULL;
@@ -355,7 +374,9 @@ static PyObject *parse_impl(PyObject *data, const Limits *lim) {
         Py_DECREF(key);
         if (rc < 0) goto done;
 
-        if (kind != K_OTHER) {
+        if (kind >= K_SINGLE0) {
+            counts[kind]++;
+        } else if (kind != K_OTHER) {
             if (counts[kind] == 0) {
                 first[kind].s = vs;
                 first[kind].e = ve;
@@ -378,6 +399,9 @@ static PyObject *parse_impl(PyObject *data, const Limits *lim) {
     if (!counts[K_VIA_] || counts[K_FROM] != 1 || counts[K_TO] != 1 || counts[K_CALLID] != 1 ||
         counts[K_CSEQ_] != 1 || counts[K_MAXFWD] > 1 || counts[K_CTYPE] > 1 || counts[K_CLEN] > 1)
         goto done;
+    for (int kd = K_SINGLE0; kd < NKINDS; kd++) {
+        if (counts[kd] > 1) goto done;
+    }
 
     /* body framing (parser._frame_body) */
     Py_ssize_t bs = sep + 4, blen = n - bs;
@@ -691,6 +715,6 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     /* parser.py enables the module only when this matches: a stale build falls back to pure */
-    if (m != NULL && PyModule_AddIntConstant(m, "API_VERSION", 5) < 0) Py_CLEAR(m);
+    if (m != NULL && PyModule_AddIntConstant(m, "API_VERSION", 6) < 0) Py_CLEAR(m);
     return m;
 }

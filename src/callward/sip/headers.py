@@ -287,7 +287,18 @@ class NameAddr:
         return self.uri
 
 
-def _parse_display(text: str) -> str | None:
+# display-name = *(token LWS) / quoted-string (§25.1); a quoted-string is one qdtext/quoted-pair
+# run between two quotes. Unquoted names may also hold UTF-8 letters (common in the wild), but
+# never the separators that would let a name smuggle a second URI, parameter or quote.
+_DISPLAY_QUOTED_RE = re.compile(
+    r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*"\Z'
+)
+_DISPLAY_TOKENS_RE = re.compile(
+    r"[A-Za-z0-9\-.!%*_+`'~\u0080-\U0010ffff]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~\u0080-\U0010ffff]+)*\Z"
+)
+
+
+def _parse_display(text: str, strict: bool = True) -> str | None:
     text = text.strip()
     if not text:
         return None
@@ -297,12 +308,23 @@ def _parse_display(text: str) -> str | None:
             raise SipParseError(
                 "unterminated quoted display name", rule="RFC 3261 §25.1 display-name"
             )
+        if strict and _DISPLAY_QUOTED_RE.match(text) is None:
+            raise SipParseError("malformed quoted display name", rule="RFC 3261 §25.1 display-name")
         return text
+    if strict and _DISPLAY_TOKENS_RE.match(text) is None:
+        raise SipParseError(
+            f"display name {text[:30]!r} is neither tokens nor a quoted string",
+            rule="RFC 3261 §25.1 display-name",
+        )
     return text
 
 
 _NAME_ADDR_FAST_RE = re.compile(
-    r'[ \t]*(?:("(?:[^"\\\r\n]|\\[^\r\n])*")|((?:' + _TOKEN + r"[ \t]+)*" + _TOKEN + r"))?"
+    r'[ \t]*(?:("(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*")|((?:'
+    + _TOKEN
+    + r"[ \t]+)*"
+    + _TOKEN
+    + r"))?"
     r"[ \t]*<([^<>\s\"]+)>[ \t]*(?:;([^\"]*))?\Z"
 )
 
@@ -320,7 +342,7 @@ def parse_name_addr(value: str, *, strict: bool = True) -> NameAddr:
         gt = value.find(">", lt)
         if gt < 0:
             raise SipParseError("missing '>' in name-addr", rule="RFC 3261 §25.1 name-addr")
-        display = _parse_display(value[:lt])
+        display = _parse_display(value[:lt], strict)
         uri = parse_uri(value[lt + 1 : gt].strip(), strict=strict)
         rest = value[gt + 1 :].strip()
         if rest and rest[0] != ";":

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from callward.errors import SipParseError
+from callward.errors import LocalProtocolError, SipParseError
 from callward.sip.headers import (
     COMPACT_FORMS,
     LIST_HEADERS,
@@ -424,8 +424,21 @@ def serialize(msg: Request | Response, *, compact: bool = False) -> bytes:
     if not seen_len:
         parts += ["l" if compact else "Content-Length", ": ", clen, "\r\n"]
     parts.append("\r\n")
-    head = "".join(parts).encode("utf-8", "surrogateescape")
+    text = "".join(parts)
+    # Header injection guard: a CR or LF inside a value (or the start line) would end the line
+    # early and smuggle a header of the sender's choosing. Two C-speed counts, no per-value scan.
+    lines = (len(parts) - 3) // 4 + 2
+    if text.count("\n") != lines or text.count("\r") != lines:
+        _refuse_injection(msg)
+    head = text.encode("utf-8", "surrogateescape")
     return head + msg.body if msg.body else head
+
+
+def _refuse_injection(msg: Request | Response) -> None:
+    for name, value in (("start line", msg.start_line()), *msg.headers._items):
+        if "\r" in value or "\n" in value:
+            raise LocalProtocolError(f"CR or LF inside the {name[:40]} value (header injection)")
+    raise LocalProtocolError("CR or LF inside a header name (header injection)")
 
 
 REASON_PHRASES: dict[int, str] = {

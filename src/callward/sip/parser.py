@@ -46,9 +46,21 @@ DEFAULT_LIMITS = ParseLimits()
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _STATUS_RE = re.compile(r"([A-Za-z]+/[0-9]+\.[0-9]+) ([0-9]{3}) ?(.*)\Z", re.S)
 _REASON_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_VALUE_BAD = re.compile(r"[\x0a\x0d]")
-# Headers that may appear once only; a second occurrence is a framing or spoofing hazard.
-_SINGLE = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type")
+# A header value is TEXT-UTF8 / LWS / quoted-string (RFC 3261 §25.1): no C0 control but HTAB, no
+# DEL. §25.1 quoted-pair would admit escaped controls (RFC 4475 §3.1.1.2 even sends NUL, BEL and
+# DEL inside a display name); strict mode refuses them all, because a display name reaches phone
+# screens, logs and CDRs verbatim, and a NUL or ESC there is an injection, not a name.
+_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Headers that may appear once only (RFC 3261 §20 and the RFCs defining them); a second
+# occurrence is a framing or spoofing hazard (which Content-Length, Expires or Event counts?).
+# _speedups.c (SINGLE_KEYS) falls back to this code for a duplicate of any of them.
+_SINGLE = (
+    "Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type", "Content-Length",
+    "Content-Disposition", "Date", "Event", "Expires", "MIME-Version", "Min-Expires", "Min-SE",
+    "Organization", "Priority", "RAck", "Refer-To", "Reply-To", "Retry-After", "RSeq",
+    "Server", "Session-Expires", "Subject", "Subscription-State", "Timestamp", "User-Agent",
+)  # fmt: skip
 _NAME_CACHE_MAX = 2048
 
 
@@ -107,7 +119,9 @@ def _parse_pure(data: bytes, strict: bool, limits: ParseLimits) -> Request | Res
     if strict:
         first, items, index = _scan_strict(head, limits)
     else:
-        lines = head.replace("\r\n", "\n").split("\n")
+        # A bare CR ends a line too: kept inside a value it would inject a header when the
+        # message is written out again (message.serialize refuses that).
+        lines = head.replace("\r\n", "\n").replace("\r", "\n").split("\n")
         # Line folding (§7.3.1): a line starting with SP/HT continues the previous one.
         if any(ln[:1] in (" ", "\t") for ln in lines[1:]):
             lines = _unfold(lines)
@@ -158,7 +172,7 @@ def _scan_strict(
         rest = _FOLD_RE.sub(" ", rest)
     if "\r" in first or "\n" in first:
         raise SipParseError("bare CR or LF in start line", line=1, rule="RFC 3261 §7.1")
-    if _BLOCK_RE.fullmatch(rest) is None:
+    if _BLOCK_RE.fullmatch(rest) is None or _CTL_RE.search(rest) is not None:
         lines = [first, *rest[:-2].split("\r\n")] if rest else [first]
         _parse_headers(lines, True, limits)  # raises with line and rule
         raise SipParseError("malformed header section", rule="RFC 3261 §7.3")
@@ -239,9 +253,19 @@ def _parse_headers(lines: list[str], strict: bool, limits: ParseLimits) -> list[
                 f"invalid header name {name[:40]!r}", line=lineno, rule="RFC 3261 §25.1 header-name"
             )
         value = value.strip(" \t")
-        if strict and _VALUE_BAD.search(value):
+        bad = _VALUE_BAD.search(value) if strict else None
+        if bad is not None:
+            code = ord(bad.group())
+            if code in (10, 13):
+                raise SipParseError(
+                    "CR or LF inside a header value",
+                    line=lineno,
+                    rule="RFC 3261 §25.1 header-value",
+                )
             raise SipParseError(
-                "control character in header value", line=lineno, rule="RFC 3261 §25.1 header-value"
+                f"control character 0x{code:02x} in {_name_key(name)[0][:40]} header",
+                line=lineno,
+                rule="RFC 3261 §25.1 TEXT-UTF8",
             )
         append((_name_key(name)[0], value))
     return items
@@ -431,7 +455,7 @@ _ACCEL_FIELDS: dict[type, tuple[str, ...]] = {
 }
 
 
-_ACCEL_API = 5
+_ACCEL_API = 6
 
 
 def _load_accelerator() -> Callable[[bytes, ParseLimits], Request | Response | None] | None:
