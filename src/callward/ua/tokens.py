@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from callward.errors import AuthError
+from callward.ua.keystore import Keystore
 from callward.ua.token_refresh import (
     ReauthRequired,
     RefreshPolicy,
@@ -40,9 +41,17 @@ from callward.ua.token_refresh import (
     parse_token_response,
 )
 
-__all__ = ["Login", "OAuthClient", "TokenSource", "TransientAuthError"]
+__all__ = [
+    "Login",
+    "OAuthClient",
+    "TokenSource",
+    "TransientAuthError",
+    "grant_from_record",
+    "grant_record",
+]
 
 MAX_RESPONSE_BYTES = 64 * 1024
+KEYSTORE_RECORD = "oauth-tokens"
 
 
 class TransientAuthError(AuthError):
@@ -128,6 +137,26 @@ class OAuthClient:
         await self._http.aclose()
 
 
+def grant_record(grant: TokenGrant, mono_now: float, wall_now: float) -> dict[str, Any]:
+    """A grant as a keystore record: its end moved from the monotonic to the wall clock."""
+    return {
+        "access_token": grant.access_token,
+        "refresh_token": grant.refresh_token,
+        "expires_at": wall_now + (grant.received_at + grant.expires_in - mono_now),
+        "scope": grant.scope,
+    }
+
+
+def grant_from_record(record: dict[str, Any], mono_now: float, wall_now: float) -> TokenGrant:
+    """The grant kept by :func:`grant_record`; an expired access token keeps a token that the
+    core sees as dead (lifetime 1 ms), so the refresh token is used before anything else."""
+    left = float(record["expires_at"]) - wall_now
+    return TokenGrant(
+        str(record["access_token"]), max(1e-3, left), mono_now if left > 0 else mono_now - 1.0,
+        record.get("refresh_token"), str(record.get("scope", "")),
+    )  # fmt: skip
+
+
 class TokenSource:
     """See the module docstring. ``on_grant`` sees every new grant (to persist it in the
     keystore); ``on_event`` every core event (tests, metrics)."""
@@ -142,8 +171,12 @@ class TokenSource:
         rand: Callable[[], float] = random.random,
         on_grant: Callable[[TokenGrant], None] | None = None,
         on_event: Callable[[TokenEvent], None] | None = None,
+        keystore: Keystore | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
+        self._keystore = keystore
+        self._wall = wall_clock
         self.core = TokenCore(policy, rand=rand)
         self._login = login
         self._clock = clock
@@ -152,6 +185,9 @@ class TokenSource:
         self._inflight: asyncio.Task[None] | None = None
         self._ahead: asyncio.Task[None] | None = None
         self.logins = 0
+        kept = keystore.get_json(KEYSTORE_RECORD) if keystore is not None else None
+        if isinstance(kept, dict):
+            self.core.load(grant_from_record(kept, clock(), wall_clock()))
 
     @property
     def state(self) -> TokenState:
@@ -243,6 +279,10 @@ class TokenSource:
             return
 
     def _publish(self, grant: TokenGrant) -> None:
+        if self._keystore is not None:  # sealed at rest (AES-GCM), never in the clear
+            self._keystore.put_json(
+                KEYSTORE_RECORD, grant_record(grant, self._clock(), self._wall())
+            )
         if self._on_grant is not None:
             self._on_grant(grant)
 
@@ -250,8 +290,8 @@ class TokenSource:
         while (ev := self.core.next_event()) is not None:
             if self._on_event is not None:
                 self._on_event(ev)
-            if isinstance(ev, ReauthRequired):
-                pass  # access_token() logs in again on the next use
+            if isinstance(ev, ReauthRequired) and self._keystore is not None:
+                self._keystore.delete(KEYSTORE_RECORD)  # access_token() logs in again
 
     def _arm(self) -> None:
         """Sleep until the refresh-ahead deadline, then refresh (in the single flight)."""
