@@ -43,6 +43,7 @@ __all__ = [
     "NonceState",
     "answer_challenge",
     "authorize",
+    "best_challenges",
     "digest_response",
     "ha1",
     "ha1_set",
@@ -559,6 +560,24 @@ def answer_challenge(
     )
 
 
+def best_challenges(response: Response) -> dict[str, Challenge]:
+    """The strongest Digest challenge per realm of a 401/407 (RFC 8760 §2.4); AuthError when
+    none is usable. A UA keeps these to answer later requests without a new round trip."""
+    name = "Proxy-Authenticate" if response.status == 407 else "WWW-Authenticate"
+    best: dict[str, Challenge] = {}
+    for value in response.headers.get_lines(name):
+        try:
+            c = Challenge.parse(value)
+        except AuthError:
+            continue  # another scheme or an algorithm we do not know
+        cur = best.get(c.realm)
+        if cur is None or _PREFERENCE[c.algorithm] < _PREFERENCE[cur.algorithm]:
+            best[c.realm] = c
+    if not best:
+        raise AuthError(f"no usable Digest challenge in the {response.status} response")
+    return best
+
+
 def authorize(
     request: Request,
     response: Response,
@@ -571,18 +590,7 @@ def authorize(
     the strongest algorithm offered for each realm (RFC 8760 §2.4). CSeq and branch are the
     UA's business (the retry is a new transaction, §8.1.3.5)."""
     proxy = response.status == 407
-    name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-    best: dict[str, Challenge] = {}
-    for value in response.headers.get_lines(name):
-        try:
-            c = Challenge.parse(value)
-        except AuthError:
-            continue  # another scheme or an algorithm we do not know
-        cur = best.get(c.realm)
-        if cur is None or _PREFERENCE[c.algorithm] < _PREFERENCE[cur.algorithm]:
-            best[c.realm] = c
-    if not best:
-        raise AuthError(f"no usable Digest challenge in the {response.status} response")
+    best = best_challenges(response)
     headers = request.headers.remove("Proxy-Authorization" if proxy else "Authorization")
     for c in best.values():
         creds = answer_challenge(

@@ -23,7 +23,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callward.errors import (
     AuthError,
@@ -66,6 +66,9 @@ from callward.sip.uri import parse_uri
 from callward.ua.call import ALLOW, CallLeg, CallState, LocalEndpoint, new_branch, new_tag
 from callward.ua.call_handle import Call, Peer
 from callward.ua.sdp_offer import answer_sdp, offer_sdp
+
+if TYPE_CHECKING:
+    from callward.ua.registration_agent import RegistrationAgent
 
 __all__ = ["Call", "Phone"]
 
@@ -129,6 +132,7 @@ class Phone:
         self._reg_cseq = 0
         self._registration: tuple[Address, int, str, str | None, int | None] | None = None
         self.flow_timer: float | None = None  # RFC 5626 §5.4 Flow-Timer from the registrar
+        self.registration: RegistrationAgent | None = None  # the registration manager's adapter
         self._session_id = secrets.randbelow(2**31)
         self.media_host = "127.0.0.1"
         self.media_port = 0  # the port advertised in our SDP (0: none chosen → 9, discard)
@@ -378,6 +382,8 @@ class Phone:
             if call.state in (CallState.CONFIRMED, CallState.ANSWERED):
                 with contextlib.suppress(Exception):
                     await call.hangup(timeout=2.0)
+        if self.registration is not None:
+            await self.registration.stop(timeout=4.0)  # clean unregister on shutdown
         if self._timer is not None:
             self._timer.cancel()
         for task in [*self._tasks, *([self._sender] if self._sender else [])]:
