@@ -13,8 +13,8 @@ from callward.edge.fraud import (
     FraudGuard,
     FraudPolicy,
     classify,
-    normalize_number,
 )
+from callward.sip.e164 import normalize_number
 
 
 @pytest.mark.parametrize(

@@ -18,12 +18,12 @@ into ``+``.
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
 
 from callward.edge.admission import Rate, TokenBucket, Verdict, VerdictKind
 from callward.edge.bounded_table import BoundedTable
 from callward.events import SecurityAlert
+from callward.sip.e164 import normalize_number
 
 __all__ = [
     "CallPolicy",
@@ -42,37 +42,11 @@ PREMIUM_PREFIXES: tuple[str, ...] = (
     "+3389", "+49900", "+39899", "+34803", "+34806", "+34807", "+870",
 )  # fmt: skip
 
-_SEPARATORS = re.compile(r"[\s\-.()]")
-_DIGITS = re.compile(r"\+?[0-9]+\Z")
-
 
 class Destination(enum.Enum):
     LOCAL = "local"  # an extension or a national number
     INTERNATIONAL = "international"
     PREMIUM = "premium"
-
-
-def normalize_number(user: str, *, country_code: str = "1", national_prefix: str = "") -> str:
-    """E.164 form (``+CC...``) of a dialled string when it is a number, else it unchanged.
-
-    ``00``/``011`` become ``+``; a national number (leading ``national_prefix``, or NANP's 10
-    digits) gets ``+country_code``. Short numbers (extensions) stay as dialled."""
-    text = _SEPARATORS.sub("", user.split(";", 1)[0])
-    if not _DIGITS.match(text):
-        return user
-    if text.startswith("+"):
-        return text
-    if text.startswith("00"):
-        return "+" + text[2:]
-    if country_code == "1" and text.startswith("011"):
-        return "+" + text[3:]
-    if national_prefix and text.startswith(national_prefix) and len(text) > 6:
-        return "+" + country_code + text[len(national_prefix) :]
-    if country_code == "1" and len(text) == 11 and text.startswith("1"):
-        return "+" + text
-    if country_code == "1" and len(text) == 10:
-        return "+1" + text
-    return text
 
 
 def classify(e164: str, *, country_code: str, premium: tuple[str, ...]) -> Destination:
