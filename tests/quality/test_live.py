@@ -91,15 +91,15 @@ async def test_fed_from_hep() -> None:
     exp = await HepExporter.connect("127.0.0.1", port)
     dgs = _datagrams("hep@x", 0.2)
     try:
-        for i, d in enumerate(dgs):
-            exp.export(HepMessage(d.src, d.sport, d.dst, d.dport, d.ts_ns, 1, d.payload))
-            if i % 50 == 0:
-                await asyncio.sleep(0.01)  # let the loopback socket drain
-        got = 0
-        while got < len(dgs):
-            h = await asyncio.wait_for(queue.get(), 5)
-            got += 1
-            await mon.feed(Datagram(h.ts_ns, h.src, h.sport, h.dst, h.dport, h.payload))
+        # Lock-step in batches of 20: loopback UDP drops when the receiver's buffer fills on a
+        # busy machine, and a lost datagram would leave this test waiting rather than failing.
+        for start in range(0, len(dgs), 20):
+            batch = dgs[start : start + 20]
+            for d in batch:
+                exp.export(HepMessage(d.src, d.sport, d.dst, d.dport, d.ts_ns, 1, d.payload))
+            for _ in batch:
+                h = await asyncio.wait_for(queue.get(), 5)
+                await mon.feed(Datagram(h.ts_ns, h.src, h.sport, h.dst, h.dport, h.payload))
     finally:
         exp.close()
         transport.close()
