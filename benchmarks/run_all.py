@@ -25,6 +25,7 @@ SCRIPTS = [
     "records_ingest",
     "records_lookup",
     "web_paging",
+    "cli_startup",
 ]
 
 

@@ -1,9 +1,26 @@
 """callward.quality: capture ingest (pcap/pcapng/HEPv3), tshark-exact RTP stream statistics,
 G.107 E-model MOS with playout-model effective loss, SIP↔RTP correlation and root cause,
-per-tenant MOS alerts and the DPI sampling policy."""
+per-tenant MOS alerts and the DPI sampling policy.
 
-from callward.quality.emodel import CODECS, EModelInput, EModelResult, compute, mos_from_r, quick
-from callward.quality.report import AnalysisReport, analyze_capture, redacted_summary
+The names below load on first use (PEP 562), so ``callward mos`` importing
+``callward.quality.emodel`` does not pay for numpy and the capture pipeline.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from callward.quality.emodel import (
+        CODECS,
+        EModelInput,
+        EModelResult,
+        compute,
+        mos_from_r,
+        quick,
+    )
+    from callward.quality.report import AnalysisReport, analyze_capture, redacted_summary
 
 __all__ = [
     "CODECS",
@@ -16,3 +33,22 @@ __all__ = [
     "quick",
     "redacted_summary",
 ]
+
+_HOME = {
+    "CODECS": "emodel",
+    "EModelInput": "emodel",
+    "EModelResult": "emodel",
+    "compute": "emodel",
+    "mos_from_r": "emodel",
+    "quick": "emodel",
+    "AnalysisReport": "report",
+    "analyze_capture": "report",
+    "redacted_summary": "report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'callward.quality' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"callward.quality.{home}"), name)

@@ -16,7 +16,6 @@ import numpy as np
 
 from callward.quality.capture import Datagram, iter_blocks
 from callward.quality.fastpath import RtpCollector
-from callward.quality.hep import iter_hep_file
 from callward.quality.streams import (
     BurstMetrics,
     StreamStats,
@@ -71,6 +70,8 @@ def collect(path: str | Path, progress: Callable[[int], None] | None = None) -> 
     except OSError:
         magic = b""  # iter_blocks reports the error with the file name
     if magic == b"HEP3":  # back-to-back HEPv3 packets (heplify/Kamailio file output)
+        from callward.quality.hep import iter_hep_file  # its module also holds asyncio adapters
+
         for i, h in enumerate(iter_hep_file(path)):
             col.add_datagram(Datagram(h.ts_ns, h.src, h.sport, h.dst, h.dport, h.payload), i)
             col.frames += 1
