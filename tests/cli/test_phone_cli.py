@@ -12,12 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from peers import free_port, sipp_client_cmd, sipp_counts, sipp_uas, stop
+from peers import (
+    add_subscriber,
+    callward_edge,
+    free_port,
+    sipp_client_cmd,
+    sipp_counts,
+    sipp_uas,
+    stop,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
 SIPP = shutil.which("sipp")
 CLI = [sys.executable, "-m", "callward.cli", "phone"]
+REALM = "callward.local"
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -141,3 +150,47 @@ def test_unanswered_call_exits_1(tmp_path: Path) -> None:
     proc = _run(f"sip:nobody@127.0.0.1:{port}", "--timeout", "3", "--seconds", "0")
     assert proc.returncode in (1, 2)
     assert "Traceback" not in proc.stderr
+
+
+def test_answer_registers_with_a_real_edge_and_unregisters_on_exit(tmp_path: Path) -> None:
+    """``phone answer --register``: bob registers (digest) with a ``callward edge`` process,
+    alice calls ``sip:bob@callward.local`` through the edge and bob answers; bob's exit
+    unregisters, so a second call is refused by the edge (404/480) instead of timing out."""
+    add_subscriber(tmp_path, "alice", "pw-alice")
+    db = add_subscriber(tmp_path, "bob", "pw-bob")
+    edge_port, bob_port = free_port(), free_port()
+    edge = f"127.0.0.1:{edge_port}"
+    with callward_edge(tmp_path, "--listen", f"udp:{edge}", "--subscribers", db):
+        answering = subprocess.Popen(
+            [*CLI, "answer", "--listen", f"127.0.0.1:{bob_port}", "--user", "bob",
+             "--password", "pw-bob", "--register", "--proxy", edge, "--domain", REALM,
+             "--json", "--timeout", "30"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 20
+            proc = None
+            while time.monotonic() < deadline:
+                proc = _run(
+                    f"sip:bob@{REALM}", "--user", "alice", "--password", "pw-alice",
+                    "--proxy", edge, "--register", "--seconds", "0.5", "--json", timeout=40,
+                )  # fmt: skip
+                if proc.returncode == 0:
+                    break
+                time.sleep(0.5)  # bob not registered yet
+            assert proc is not None and proc.returncode == 0, proc.stderr if proc else ""
+            doc = json.loads(proc.stdout)
+            assert doc["register_status"] == 200 and doc["status"] == 200
+            out, err = answering.communicate(timeout=40)
+        finally:
+            stop(answering)
+        assert answering.returncode == 0, err
+        answered = json.loads(out)
+        assert answered["registered_flows"] == 1
+        assert [c["status"] for c in answered["answered"]] == [200]
+        after = _run(
+            f"sip:bob@{REALM}", "--user", "alice", "--password", "pw-alice", "--proxy", edge,
+            "--seconds", "0", "--json", "--timeout", "10",
+        )  # fmt: skip
+        assert after.returncode == 1
+        assert json.loads(after.stdout)["status"] in (404, 480), "bob unregistered on exit"

@@ -1,11 +1,14 @@
 """``callward phone``: a CLI phone that makes and answers real calls (the ua core, driven from a
-terminal): register with digest, call a SIP URI through an outbound proxy, send paced G.711 RTP,
-hang up, print what happened. Bounded in time: every command ends by itself."""
+terminal): register with digest (the registration manager: refresh, backoff, keep-alives, RFC
+5626 outbound with up to two edges, unregister on exit), call a SIP URI through an outbound
+proxy, send paced G.711 RTP, hang up, print what happened. Bounded in time: every command ends
+by itself."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import typer
@@ -24,6 +27,25 @@ def _nonzero(addr: tuple[str, int], what: str) -> tuple[str, int]:
     if addr[1] == 0:
         raise _fail(f"{what}: port must be 1..65535, got 0")
     return addr
+
+
+async def _register(
+    phone: Phone, edges: list[tuple[str, int]], domain: str | None, expires: int, timeout: float
+) -> dict[str, Any]:
+    """Start the registration manager on ``edges`` (two edges: RFC 5626 outbound with one flow
+    each) and wait for the first binding. Unregistered again by ``phone.close()``."""
+    from callward.ua.registration_agent import RegistrationAgent
+
+    where = domain or f"{edges[0][0]}:{edges[0][1]}"
+    instance = f"urn:uuid:{uuid.uuid4()}" if len(edges) > 1 else None
+    agent = await RegistrationAgent.start(
+        phone, edges, domain=where, expires=expires, instance=instance
+    )
+    try:
+        await agent.wait_registered(timeout)
+    except TimeoutError:
+        return {"registered_flows": 0}
+    return {"registered_flows": len(agent.registered())}
 
 
 async def _media(phone: Phone) -> RtpEndpoint:
@@ -62,9 +84,9 @@ async def _call(
         if register:
             if proxy is None:
                 raise CallwardError("--register needs --proxy (the registrar)")
-            reply = await asyncio.wait_for(phone.register(proxy), timeout)
-            out["register_status"] = reply.status
-            if reply.status != 200:
+            reg = await _register(phone, [proxy], None, 600, timeout)
+            out["register_status"] = 200 if reg["registered_flows"] else 408
+            if not reg["registered_flows"]:
                 return out
         call = phone.dial(target, dest=proxy)
         status = await asyncio.wait_for(call.wait_final(), timeout)
@@ -87,12 +109,28 @@ async def _call(
 
 
 async def _answer(
-    listen: tuple[str, int], user: str, transport: str, calls: int, timeout: float
+    listen: tuple[str, int],
+    user: str,
+    transport: str,
+    calls: int,
+    timeout: float,
+    *,
+    password: str | None = None,
+    edges: list[tuple[str, int]] | None = None,
+    domain: str | None = None,
+    expires: int = 600,
 ) -> dict[str, Any]:
-    phone = await Phone.start(user, host=listen[0], port=listen[1], transport=transport)
+    phone = await Phone.start(
+        user, host=listen[0], port=listen[1], transport=transport, password=password
+    )
     rtp = await _media(phone)
     answered: list[dict[str, Any]] = []
+    reg: dict[str, Any] = {}
     try:
+        if edges:
+            reg = await _register(phone, edges, domain, expires, timeout)
+            if not reg["registered_flows"]:
+                raise CallwardError(f"registration failed: no edge answered within {timeout:g} s")
         typer.echo(
             f"callward: answering on {transport}:{phone.local_addr[0]}:{phone.local_addr[1]}",
             err=True,
@@ -106,7 +144,11 @@ async def _answer(
                 pass  # cancelled before we answered: reported with its end reason below
             reason = await asyncio.wait_for(call.wait_ended(), timeout)
             answered.append({"status": call.status, "end_reason": reason})
-        return {"answered": answered, "rtp_packets_received": rtp.counters.packets_received}
+        return {
+            "answered": answered,
+            "rtp_packets_received": rtp.counters.packets_received,
+            **reg,
+        }
     finally:
         rtp.close()
         await phone.close()
@@ -162,6 +204,17 @@ def answer_cmd(
     transport: str = typer.Option("udp", help="udp, tcp, tls, ws or wss"),
     calls: int = typer.Option(1, help="answer this many calls, then exit"),
     timeout: float = typer.Option(60.0, help="give up waiting after this many seconds"),
+    register: bool = typer.Option(
+        False, "--register", help="register with --proxy first (refreshed; unregistered at exit)"
+    ),
+    proxy: list[str] = typer.Option(
+        [], help="registrar/edge HOST:PORT; give two for RFC 5626 outbound with failover"
+    ),
+    password: str | None = typer.Option(
+        None, envvar="CALLWARD_PHONE_PASSWORD", help="digest password"
+    ),
+    domain: str | None = typer.Option(None, help="AOR domain (default: the first --proxy)"),
+    expires: int = typer.Option(600, help="registration expiry asked for, seconds"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Auto-answer calls until ``--calls`` have ended; exit 1 if none came within the timeout."""
@@ -169,9 +222,19 @@ def answer_cmd(
         raise _fail(f"--transport must be one of {', '.join(_TRANSPORTS)}, not {transport!r}")
     if not 1 <= calls <= 10_000 or not 0 < timeout <= 3600:
         raise _fail("--calls must be 1..10000 and --timeout 0..3600")
+    if register and not 1 <= len(proxy) <= 2:
+        raise _fail("--register needs one or two --proxy HOST:PORT")
+    if not 60 <= expires <= 86_400:
+        raise _fail(f"--expires must be 60..86400, not {expires}")
     where = _nonzero(hostport(listen, "--listen"), "--listen")
+    edges = [_nonzero(hostport(p, "--proxy"), "--proxy") for p in proxy] if register else None
     try:
-        result = asyncio.run(_answer(where, user, transport, calls, timeout))
+        result = asyncio.run(
+            _answer(
+                where, user, transport, calls, timeout,
+                password=password, edges=edges, domain=domain, expires=expires,
+            )
+        )  # fmt: skip
     except TimeoutError:
         typer.echo(f"callward: no call within {timeout:g} s", err=True)
         raise typer.Exit(1) from None
