@@ -23,6 +23,7 @@ __all__ = [
     "PrivacyConfig",
     "QualityConfig",
     "RecordsConfig",
+    "RetentionConfig",
     "SipLimits",
     "StorageConfig",
     "load_config",
@@ -138,6 +139,22 @@ class PrivacyConfig(_Section):
     log_personal_data: bool = False
 
 
+class RetentionConfig(_Section):
+    """Retention rule sets and the stores they govern (docs/privacy.md). Owned by
+    callward.privacy. Which jurisdictions a tenant falls under stays in
+    ``records.jurisdictions`` / ``records.default_jurisdictions``; a name no rule set defines
+    is a ConfigError (fail closed)."""
+
+    rule_sets: list[str] = Field(
+        default_factory=lambda: ["builtin:GDPR", "builtin:CCPA", "builtin:LOCAL-TEL"],
+        description="builtin:NAME or a YAML file per jurisdiction",
+    )
+    interval_s: float = Field(86400.0, gt=0, description="retention run period in serve")
+    logs_dir: Path | None = Field(None, description="default <data_dir>/logs")
+    captures_dir: Path | None = Field(None, description="default <data_dir>/captures")
+    hep_dir: Path | None = Field(None, description="default <data_dir>/hep")
+
+
 class CallwardConfig(_Section):
     sip: SipLimits = SipLimits()
     storage: StorageConfig = StorageConfig()
@@ -146,6 +163,7 @@ class CallwardConfig(_Section):
     quality: QualityConfig = QualityConfig()
     records: RecordsConfig = RecordsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:

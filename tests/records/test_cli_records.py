@@ -105,10 +105,10 @@ def test_purge_dry_run_then_real(data_dir: Path) -> None:
     r = run("cdr", "purge", "--dry-run", "--json", "--now", now, "--data-dir", str(data_dir))
     assert r.exit_code == 0, r.output
     plan = json.loads(r.stdout)
-    assert plan["delete"] == 20 and plan["minimize"] == 0
+    assert plan["aggregate"] == 20 and plan["redact"] == 0 and plan["purge"] == 0
     assert all("older than 365 d" in i["reason"] for i in plan["items"])
     r = run("cdr", "purge", "--dry-run", "--now", now, "--data-dir", str(data_dir))
-    assert "DRY RUN: delete 20" in r.stdout
+    assert "DRY RUN: redact 0, aggregate 20" in r.stdout
     r = run("cdr", "hold", "place", "--tenant", "default", "--days", "5", "--reason", "court",
             "--ticket", "L-1", "--actor", "legal", "--data-dir", str(data_dir))  # fmt: skip
     assert r.exit_code == 0
@@ -119,7 +119,7 @@ def test_purge_dry_run_then_real(data_dir: Path) -> None:
             "L-1", "--actor", "legal", "--data-dir", str(data_dir))  # fmt: skip
     assert r.exit_code == 0
     r = run("cdr", "purge", "--json", "--data-dir", str(data_dir))
-    assert json.loads(r.stdout)["done"] == {"delete": 20, "minimize": 0}
+    assert json.loads(r.stdout)["done"] == {"redact": 0, "aggregate": 20, "purge": 0}
     assert run("cdr", "audit", "verify", "--data-dir", str(data_dir)).exit_code == 0
 
 

@@ -74,8 +74,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Estimate bytes per minute (one direction) and the idle keep-alive cost.",
     ),
     "privacy": (
-        "callward.cli.records",
-        "Redaction, pseudonyms, crypto-shredding and key backups.",
+        "callward.cli.privacy",
+        "Redaction, pseudonyms, erasure across every store, key backups, retention.",
     ),
     "relay": (
         "callward.cli.media",

@@ -1,5 +1,5 @@
-"""`callward cdr ...` (query, export, purge, hold, audit, move-cold) and `callward privacy ...`
-(redact, shred, verify, backup-keys, restore-keys, pseudonym).
+"""`callward cdr ...` (query, export, purge, hold, audit, move-cold); the privacy commands are
+in :mod:`callward.cli.privacy`.
 
 Every read of CDRs needs ``--actor``, ``--reason`` and ``--ticket`` and writes an audit entry
 before anything is printed. Exit codes: 0 ok, 1 finding (tampered trail, plaintext found),
@@ -25,7 +25,6 @@ from callward.errors import CallwardError
 cdr_app = typer.Typer(help="Call detail records: query, export, purge, holds, audit.")
 hold_app = typer.Typer(help="Legal holds that suspend purging of matching CDRs.")
 audit_app = typer.Typer(help="The hash-chained CDR access audit trail.")
-privacy_app = typer.Typer(help="Redaction, pseudonyms, crypto-shredding and key backups.")
 cdr_app.add_typer(hold_app, name="hold")
 cdr_app.add_typer(audit_app, name="audit")
 
@@ -162,28 +161,16 @@ def cdr_purge(
     data_dir: Path | None = DATA_DIR,
     config: Path | None = CONFIG,
 ) -> None:
-    """Apply retention policies (hot and cold); legal holds suspend matching records."""
-    from callward.records.retention import execute_plan, plan_purge
+    """Apply retention to CDRs (hot, cold, aggregates); legal holds suspend matching records.
+    `callward privacy retention run` covers every store."""
+    from callward.cli.privacy import run_retention
 
     at = _when(now, "--now") or time.time()
     rec = _open(data_dir, config)
-    store = rec.tiered
-    plan = plan_purge(store, rec.policy(), rec.holds.active(at), at)
-    summary = plan.summary()
-    if dry_run:
-        summary["items"] = [
-            {"call_id": i.call_id, "tenant": i.tenant, "day": i.day, "age_days": i.age_days,
-             "action": i.action, "reason": i.reason, "held_by": list(i.held_by)}
-            for i in plan.items
-        ]  # fmt: skip
-    else:
-        summary["done"] = execute_plan(plan, store, rec.audit, actor)
-    lines = [("DRY RUN: " if dry_run else "") + f"delete {summary['delete']}, minimize "
-             f"{summary['minimize']}, held {summary['held']}"]  # fmt: skip
-    lines += [f"  {r['count']:>7} {r['action']:<8} {r['reason']}" for r in summary["reasons"]]
-    lines += [f"  conflict: {c}" for c in summary["conflicts"]]
-    _emit(summary, as_json, lines)
-    rec.close()
+    try:
+        run_retention(rec, config, at, dry_run, actor, as_json, only=("cdr", "cdr-aggregates"))
+    finally:
+        rec.close()
 
 
 @cdr_app.command("move-cold")
@@ -366,127 +353,6 @@ def audit_verify(
         raise typer.Exit(1)
 
 
-# --- privacy ------------------------------------------------------------------------------------
-
-
-@privacy_app.command("redact")
-def privacy_redact(
-    file: Path | None = typer.Argument(None, help="text file (default stdin)"),
-) -> None:
-    """Mask MSISDNs, IMSIs, IP addresses and SIP/TEL URIs in text (e.g. a log file)."""
-    from callward.privacy.redact import redact_text
-
-    try:
-        stream = file.open(encoding="utf-8", errors="replace") if file else sys.stdin
-    except OSError as exc:
-        raise _fail(f"{file}: cannot read: {exc.strerror}") from None
-    for line in stream:
-        sys.stdout.write(redact_text(line.rstrip("\n")) + "\n")
-
-
-@privacy_app.command("pseudonym")
-def privacy_pseudonym(
-    subject: str = typer.Argument(...),
-    data_dir: Path | None = DATA_DIR,
-    config: Path | None = CONFIG,
-) -> None:
-    """Print the keyed pseudonym of a subject (for support tickets, holds, audit lookups)."""
-    rec = _open(data_dir, config)
-    with _store_errors():
-        typer.echo(rec.codec.pseudonym(subject).hex())
-    rec.close()
-
-
-@privacy_app.command("shred")
-def privacy_shred(
-    subject: str = typer.Option(..., "--subject"),
-    reason: str = REASON,
-    ticket: str = TICKET,
-    actor: str = ACTOR,
-    data_dir: Path | None = DATA_DIR,
-    config: Path | None = CONFIG,
-) -> None:
-    """Crypto-shred a subject: every hot, cold and backup copy becomes unreadable."""
-    rec = _open(data_dir, config)
-    with _store_errors():
-        pn = rec.codec.cipher.shred_subject(subject, f"{reason} [{ticket}]")
-        rec.audit.record(actor, "shred", reason, ticket, subject=pn)
-    typer.echo(f"subject {pn[:12]}… shredded; run `callward privacy verify` to check files")
-    rec.close()
-
-
-@privacy_app.command("verify")
-def privacy_verify(
-    subject: str = typer.Option(..., "--subject"),
-    extra: list[Path] = typer.Option([], "--path", help="more files/dirs (backups)"),
-    as_json: bool = JSON,
-    data_dir: Path | None = DATA_DIR,
-    config: Path | None = CONFIG,
-) -> None:
-    """Scan the CDR database, its WAL, cold Parquet and given paths for plaintext of a subject;
-    exit 1 when any is found."""
-    import dataclasses
-
-    from callward.privacy.shred import verify_no_plaintext
-
-    rec = _open(data_dir, config)
-    # no checkpoint first: the WAL is scanned as it is, superseded frames included
-    with _store_errors():
-        found = verify_no_plaintext([rec.store.path, rec.cold.root, *extra], subject)
-    rec.close()
-    _emit([dataclasses.asdict(f) for f in found], as_json,
-          [f"{f.path}: {f.where} ({f.needle_kind})" for f in found]
-          or ["no plaintext of the subject found"])  # fmt: skip
-    if found:
-        raise typer.Exit(1)
-
-
-def _backup_key(path: Path) -> bytes:
-    try:
-        key = path.read_bytes()
-    except OSError as exc:
-        raise _fail(f"{path}: cannot read backup key: {exc.strerror}") from None
-    if len(key) != 32:
-        raise _fail(f"{path}: expected a 32-byte backup key")
-    return key
-
-
-@privacy_app.command("backup-keys")
-def privacy_backup_keys(
-    out: Path = typer.Option(..., "--out"),
-    backup_key: Path = typer.Option(..., "--backup-key", help="32-byte backup KEK file"),
-    data_dir: Path | None = DATA_DIR,
-    config: Path | None = CONFIG,
-) -> None:
-    """Envelope-encrypted backup of all subject keys and the shred ledger."""
-    from callward.privacy.shred import backup_keys
-
-    kek = _backup_key(backup_key)
-    rec = _open(data_dir, config)
-    n = backup_keys(rec.keys, out, kek)
-    typer.echo(f"{n} key(s) backed up to {out}")
-    rec.close()
-
-
-@privacy_app.command("restore-keys")
-def privacy_restore_keys(
-    backup: Path = typer.Argument(...),
-    backup_key: Path = typer.Option(..., "--backup-key"),
-    data_dir: Path | None = DATA_DIR,
-    config: Path | None = CONFIG,
-) -> None:
-    """Restore subject keys from a backup; erased subjects stay erased."""
-    from callward.privacy.shred import restore_keys
-
-    kek = _backup_key(backup_key)
-    rec = _open(data_dir, config)
-    with _store_errors():
-        n = restore_keys(rec.keys, backup, kek)
-    typer.echo(f"{n} key(s) restored")
-    rec.close()
-
-
 def register(app: typer.Typer) -> None:
     """Attach ``cdr`` and ``privacy`` to the root app."""
     app.add_typer(cdr_app, name="cdr")
-    app.add_typer(privacy_app, name="privacy")

@@ -369,17 +369,17 @@ def subject_needles(identifier: str) -> dict[str, bytes]:
 
 
 def _expand(paths: Iterable[Path]) -> list[Path]:
-    files: list[Path] = []
+    files: dict[Path, None] = {}  # ordered set: a file named twice is scanned once
     for p in paths:
         if p.is_dir():
-            files.extend(sorted(q for q in p.rglob("*") if q.is_file()))
+            files.update((q, None) for q in sorted(p.rglob("*")) if q.is_file())
         elif p.exists():
-            files.append(p)
+            files[p] = None
         for suffix in ("-wal", "-journal", "-shm"):
             side = Path(str(p) + suffix)
-            if side.exists() and side not in files:
-                files.append(side)
-    return files
+            if side.exists():
+                files[side] = None
+    return list(dict.fromkeys(f.resolve() for f in files))
 
 
 def verify_no_plaintext(paths: Iterable[Path], identifier: str) -> list[PlaintextFinding]:

@@ -31,8 +31,10 @@ __all__ = ["GENESIS", "AuditEntry", "AuditLog", "AuditedReader"]
 
 GENESIS = "0" * 64
 ACTIONS = frozenset(
-    {"read", "export", "purge", "minimize", "hold", "release", "shred", "restore", "move"}
-)
+    {"read", "export", "purge", "minimize", "hold", "release", "shred", "restore", "move",
+     # retention stages, consent decisions, key management, lawful interception (own trail)
+     "aggregate", "consent", "recording", "backup", "rotate", "warrant", "intercept"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

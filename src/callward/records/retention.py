@@ -1,19 +1,17 @@
-"""Retention: per-jurisdiction, per-data-class periods; legal holds; a purge planner/scheduler.
+"""The retention engine: staged plans over every store callward writes, legal holds, a scheduler.
 
-Rules have a *minimum* (a legal obligation to keep, e.g. a national telecom data-retention rule)
-and a *maximum* (storage limitation, GDPR Art. 5(1)(e); ePrivacy Directive 2002/58/EC Art. 6(1)-(2):
-traffic data is erased or anonymised when no longer needed, billing data kept only until the bill
-can no longer be challenged). When a tenant falls under several jurisdictions the earliest maximum
-applies, except that no data is removed before the latest minimum: a legal obligation to retain
-(GDPR Art. 6(1)(c), Art. 17(3)(b)) overrides erasure, and the plan says so.
+Policy (which stage data of a tenant and data class must be in at a given age) lives in
+:mod:`callward.privacy.retention_policy` and fails closed. This module applies it to *stores*:
+anything implementing :class:`RetainedStore` — the CDR store (hot and cold, here), log files,
+quality captures, HEP archives, Redis location bindings and subscriber rows
+(:mod:`callward.privacy.retention_stores`). One planner, one set of legal holds, one audit trail.
 
-Two actions, by data class (see :mod:`callward.records.schema.registry`):
+A store that cannot produce a stage's form (a pcap cannot be redacted in place) moves straight to
+the next stage it supports when that deadline passes: failing closed, never keeping data longer.
 
-* ``minimize`` — direct identifiers past their maximum are blanked, traffic data stays;
-* ``delete`` — traffic data past its maximum: the whole record goes (hot and cold).
-
-A legal hold suspends both for matching records until it expires or is released; holds and purges
-are written to the audit trail with their reason.
+A legal hold suspends every stage change for matching items until it expires or is released;
+holds and each executed stage change are written to the audit trail (before the change) with the
+rule's legal basis.
 """
 
 from __future__ import annotations
@@ -23,97 +21,59 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from callward.errors import PolicyError, StoreError
+from callward.privacy.retention_policy import RetentionPolicy, Stage
 from callward.records.audit import AuditLog
-from callward.records.rows import IDX, CdrQuery, day_of
-from callward.records.schema import DataClass
+from callward.records.rows import IDX, CdrQuery
 
 __all__ = [
-    "DEFAULT_RULES",
+    "DAY",
+    "AggregateStore",
+    "CdrRetention",
     "HoldRegistry",
     "LegalHold",
     "PlanItem",
-    "PurgePlan",
-    "PurgeScheduler",
-    "RetentionPolicy",
-    "RetentionRule",
+    "RetainedItem",
+    "RetainedStore",
+    "RetentionPlan",
+    "RetentionScheduler",
     "execute_plan",
-    "plan_purge",
+    "plan_retention",
 ]
 
 DAY = 86400.0
+_AUDIT_ACTION = {Stage.REDACTED: "minimize", Stage.AGGREGATED: "aggregate", Stage.PURGED: "purge"}
 
 
 @dataclass(frozen=True, slots=True)
-class RetentionRule:
-    jurisdiction: str
-    data_class: DataClass
-    min_days: int
-    max_days: int | None
-    basis: str
+class RetainedItem:
+    """One unit a store ages as a whole. ``label`` goes into plans and the audit trail and
+    must not be personal (call id, file name, pseudonym); ``key`` is the store's own handle."""
 
-    def __post_init__(self) -> None:
-        if self.min_days < 0 or (self.max_days is not None and self.max_days < self.min_days):
-            raise PolicyError(
-                f"retention rule {self.jurisdiction}/{self.data_class}: need 0 <= min <= max"
-            )
-
-
-_D, _T = DataClass.DIRECT_IDENTIFIER, DataClass.TRAFFIC_DATA
-DEFAULT_RULES: tuple[RetentionRule, ...] = (
-    RetentionRule("GDPR", _D, 0, 180, "GDPR Art. 5(1)(e); ePrivacy 2002/58/EC Art. 6(2) billing"),
-    RetentionRule("GDPR", _T, 0, 365, "GDPR Art. 5(1)(e): storage limitation"),
-    RetentionRule("CCPA", _D, 0, 365, "CCPA §1798.100(a)(3): disclosed retention period"),
-    RetentionRule("CCPA", _T, 0, 730, "CCPA §1798.100(a)(3): disclosed retention period"),
-    RetentionRule("LOCAL-TEL", _D, 270, 400, "local telecom rule: keep 270 d, at most 400 d"),
-    RetentionRule("LOCAL-TEL", _T, 270, 400, "local telecom rule: keep 270 d, at most 400 d"),
-)
+    store: str
+    key: Any
+    label: str
+    tenant: str
+    ts: float
+    stage: Stage = Stage.FULL
+    subjects: tuple[str, ...] = ()  # hex pseudonyms of the data subjects in the item
 
 
-@dataclass(frozen=True, slots=True)
-class Effective:
-    max_days: float | None
-    min_days: float
-    basis: str
-    conflict: str
+class RetainedStore(Protocol):
+    name: str
+    data_class: str
+    supports: frozenset[Stage]
 
+    def items(self, older_than: float) -> Iterable[RetainedItem]:
+        """Items whose time is before ``older_than`` (epoch s)."""
 
-@dataclass(frozen=True)
-class RetentionPolicy:
-    rules: tuple[RetentionRule, ...] = DEFAULT_RULES
-    tenants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # tenant -> jurisdictions
-    default: tuple[str, ...] = ("GDPR",)
-
-    def jurisdictions(self, tenant: str) -> tuple[str, ...]:
-        return self.tenants.get(tenant, self.default)
-
-    def effective(self, tenant: str, data_class: DataClass) -> Effective:
-        rules = [
-            r
-            for r in self.rules
-            if r.jurisdiction in self.jurisdictions(tenant) and r.data_class == data_class
-        ]
-        maxes = [r for r in rules if r.max_days is not None]
-        lo = max((r.min_days for r in rules), default=0)
-        if not maxes:
-            return Effective(None, lo, "no maximum configured", "")
-        tightest = min(maxes, key=lambda r: r.max_days or 0)
-        limit = float(tightest.max_days or 0)
-        conflict = ""
-        if lo > limit:
-            keeper = max(rules, key=lambda r: r.min_days)
-            conflict = (
-                f"{tightest.jurisdiction} max {tightest.max_days} d overridden by "
-                f"{keeper.jurisdiction} min {keeper.min_days} d (legal obligation to retain)"
-            )
-            limit = float(lo)
-            return Effective(limit, lo, keeper.basis, conflict)
-        return Effective(limit, lo, f"{tightest.jurisdiction}: {tightest.basis}", conflict)
+    def apply(self, stage: Stage, items: Sequence[RetainedItem]) -> int:
+        """Move items to ``stage`` (one the store supports); returns how many moved."""
 
 
 # --- legal holds -----------------------------------------------------------------------------
@@ -136,21 +96,20 @@ class LegalHold:
     def active(self, now: float) -> bool:
         return self.created <= now < self.expires
 
-    def matches(self, row: tuple[Any, ...]) -> bool:
-        if self.tenant and row[IDX["tenant"]] != self.tenant:
+    def matches(self, item: RetainedItem) -> bool:
+        if self.tenant and item.tenant != self.tenant:
             return False
-        if self.call_ids and row[0] not in self.call_ids:
+        if self.call_ids and (item.store != "cdr" or item.key not in self.call_ids):
             return False
-        ts = row[IDX["start_ts"]]
-        if self.start_from is not None and ts < self.start_from:
+        if self.start_from is not None and item.ts < self.start_from:
             return False
-        if self.start_to is not None and ts >= self.start_to:
+        if self.start_to is not None and item.ts >= self.start_to:
             return False
-        if self.subject_pn:
-            pns = {row[IDX["caller_pn"]], row[IDX["callee_pn"]]}
-            if bytes.fromhex(self.subject_pn) not in {bytes(p) for p in pns if p}:
-                return False
-        return True
+        return not self.subject_pn or self.subject_pn in item.subjects
+
+    def covers_subject(self, pn: str) -> bool:
+        """Whether erasing subject ``pn`` would destroy data this hold preserves."""
+        return self.subject_pn == pn or not (self.subject_pn or self.call_ids)
 
 
 class HoldRegistry:
@@ -218,123 +177,235 @@ class HoldRegistry:
                 out.append(hold)
         return out
 
+    def close(self) -> None:
+        self._db.close()
+
+
+# --- CDRs and their aggregates ------------------------------------------------------------------
+
+
+class AggregateStore:
+    """Anonymous per-tenant, per-hour CDR aggregates (calls, answered, seconds, MOS sum):
+    what analytics keep after identifiers and records are gone. Released outside only through
+    the k-anonymous export (:mod:`callward.privacy.anonymize`)."""
+
+    name = "cdr-aggregates"
+    data_class = "cdr"
+    supports = frozenset({Stage.AGGREGATED, Stage.PURGED})
+
+    def __init__(self, path: Path | str) -> None:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS cdr_hourly (tenant TEXT NOT NULL, hour REAL NOT NULL,"
+                " disposition TEXT NOT NULL, calls INTEGER NOT NULL, seconds REAL NOT NULL,"
+                " mos_sum REAL NOT NULL, mos_n INTEGER NOT NULL,"
+                " PRIMARY KEY (tenant, hour, disposition))"
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: aggregate store unavailable: {exc}") from None
+
+    def add_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
+        n = 0
+        self._db.execute("BEGIN")
+        for r in rows:
+            start, end = r[IDX["start_ts"]], r[IDX["end_ts"]]
+            answer = r[IDX["answer_ts"]]
+            secs = max(0.0, float(end) - float(answer)) if answer and end else 0.0
+            mos = r[IDX["mos_min"]]
+            self._db.execute(
+                "INSERT INTO cdr_hourly VALUES (?,?,?,1,?,?,?) ON CONFLICT(tenant, hour,"
+                " disposition) DO UPDATE SET calls=calls+1, seconds=seconds+excluded.seconds,"
+                " mos_sum=mos_sum+excluded.mos_sum, mos_n=mos_n+excluded.mos_n",
+                (r[IDX["tenant"]], float(start) // 3600 * 3600, r[IDX["disposition"]], secs,
+                 float(mos or 0.0), 1 if mos is not None else 0),
+            )  # fmt: skip
+            n += 1
+        self._db.execute("COMMIT")
+        return n
+
+    def rows(self) -> list[tuple[str, float, str, int, float, float, int]]:
+        return list(self._db.execute("SELECT * FROM cdr_hourly ORDER BY tenant, hour"))
+
+    def items(self, older_than: float) -> Iterable[RetainedItem]:
+        for tenant, hour, disp in self._db.execute(
+            "SELECT tenant, hour, disposition FROM cdr_hourly WHERE hour < ?", (older_than,)
+        ).fetchall():
+            label = f"{tenant}/{int(hour)}/{disp}"
+            yield RetainedItem(self.name, (tenant, hour, disp), label, tenant, hour,
+                               Stage.AGGREGATED)  # fmt: skip
+
+    def apply(self, stage: Stage, items: Sequence[RetainedItem]) -> int:
+        self._db.execute("BEGIN")
+        n = 0
+        for it in items:
+            n += self._db.execute(
+                "DELETE FROM cdr_hourly WHERE tenant=? AND hour=? AND disposition=?", it.key
+            ).rowcount
+        self._db.execute("COMMIT")
+        return n
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass
+class CdrRetention:
+    """The CDR store (hot, cold or tiered) as a retained store: redacted = identifiers and
+    their pseudonym index blanked (traffic data stays), aggregated = folded into
+    :class:`AggregateStore` and the record deleted, purged = record deleted."""
+
+    store: Any
+    aggregates: AggregateStore
+    name: str = "cdr"
+    data_class: str = "cdr"
+    supports: frozenset[Stage] = frozenset({Stage.REDACTED, Stage.AGGREGATED, Stage.PURGED})
+
+    def items(self, older_than: float) -> Iterable[RetainedItem]:
+        for row in self.store.rows(CdrQuery(start_to=older_than)):
+            has_ids = row[IDX["caller_enc"]] is not None or row[IDX["callee_enc"]] is not None
+            pns = tuple(bytes(p).hex() for p in (row[IDX["caller_pn"]], row[IDX["callee_pn"]]) if p)
+            yield RetainedItem(
+                self.name, row[0], row[0], row[IDX["tenant"]], float(row[IDX["start_ts"]]),
+                Stage.FULL if has_ids else Stage.REDACTED, pns,
+            )  # fmt: skip
+
+    def apply(self, stage: Stage, items: Sequence[RetainedItem]) -> int:
+        ids = [i.key for i in items]
+        if stage is Stage.REDACTED:
+            return int(self.store.minimize(ids))
+        if stage is Stage.AGGREGATED:
+            self.aggregates.add_rows(self.store.rows(CdrQuery(call_ids=tuple(ids))))
+        return int(self.store.delete(ids))
+
 
 # --- planning and execution -------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class PlanItem:
-    call_id: str
+    store: str
+    label: str
     tenant: str
-    day: str
     age_days: float
-    action: str  # "delete" | "minimize" | "held"
+    action: str  # "redact" | "aggregate" | "purge" | "held"
     reason: str
     held_by: tuple[str, ...] = ()
+    item: RetainedItem | None = field(default=None, compare=False, repr=False)
+    target: Stage = Stage.PURGED
+
+
+_ACTION = {Stage.REDACTED: "redact", Stage.AGGREGATED: "aggregate", Stage.PURGED: "purge"}
 
 
 @dataclass(frozen=True)
-class PurgePlan:
+class RetentionPlan:
     now: float
     items: tuple[PlanItem, ...]
     conflicts: tuple[str, ...]
 
-    def of(self, action: str) -> list[PlanItem]:
-        return [i for i in self.items if i.action == action]
+    def of(self, action: str, store: str | None = None) -> list[PlanItem]:
+        return [i for i in self.items if i.action == action and store in (None, i.store)]
 
     def summary(self) -> dict[str, Any]:
-        groups: dict[tuple[str, str], int] = {}
+        groups: dict[tuple[str, str, str], int] = {}
         for i in self.items:
-            groups[(i.action, i.reason)] = groups.get((i.action, i.reason), 0) + 1
+            k = (i.store, i.action, i.reason)
+            groups[k] = groups.get(k, 0) + 1
         return {
             "now": self.now,
-            "delete": len(self.of("delete")),
-            "minimize": len(self.of("minimize")),
-            "held": len(self.of("held")),
+            **{a: len(self.of(a)) for a in ("redact", "aggregate", "purge", "held")},
             "reasons": [
-                {"action": a, "reason": r, "count": n} for (a, r), n in sorted(groups.items())
+                {"store": s, "action": a, "reason": r, "count": n}
+                for (s, a, r), n in sorted(groups.items())
             ],
             "conflicts": list(self.conflicts),
         }
 
 
-def plan_purge(
-    store: Any, policy: RetentionPolicy, holds: Iterable[LegalHold], now: float
-) -> PurgePlan:
-    """What a purge at ``now`` would do to ``store`` (hot, cold or tiered), and why."""
+def _supported(stage: Stage, supports: frozenset[Stage]) -> Stage:
+    """The first stage >= ``stage`` the store can produce (purge is always possible)."""
+    for s in Stage:
+        if s >= stage and (s in supports or s is Stage.PURGED):
+            return s
+    return Stage.PURGED
+
+
+def plan_retention(
+    stores: Iterable[RetainedStore],
+    policy: RetentionPolicy,
+    holds: Iterable[LegalHold],
+    now: float,
+) -> RetentionPlan:
+    """What a retention run at ``now`` would do to each store, and under which rule."""
     holds = [h for h in holds if h.active(now)]
-    tenants = set(policy.tenants) | {""}
-    shortest = min(
-        (
-            policy.effective(t, dc).max_days or float("inf")
-            for t in tenants
-            for dc in (DataClass.DIRECT_IDENTIFIER, DataClass.TRAFFIC_DATA)
-        ),
-        default=float("inf"),
-    )
-    if shortest == float("inf"):
-        return PurgePlan(now, (), ())
     items: list[PlanItem] = []
     conflicts: set[str] = set()
-    for row in store.rows(CdrQuery(start_to=now - shortest * DAY)):
-        tenant = row[IDX["tenant"]]
-        age = (now - row[IDX["start_ts"]]) / DAY
-        traffic = policy.effective(tenant, DataClass.TRAFFIC_DATA)
-        direct = policy.effective(tenant, DataClass.DIRECT_IDENTIFIER)
-        for eff in (traffic, direct):
-            if eff.conflict:
-                conflicts.add(f"tenant {tenant}: {eff.conflict}")
-        has_ids = row[IDX["caller_enc"]] is not None or row[IDX["callee_enc"]] is not None
-        if traffic.max_days is not None and age > traffic.max_days:
-            action = "delete"
-            reason = f"traffic data older than {traffic.max_days:g} d ({traffic.basis})"
-        elif direct.max_days is not None and age > direct.max_days and has_ids:
-            action = "minimize"
-            reason = f"direct identifiers older than {direct.max_days:g} d ({direct.basis})"
-        else:
-            continue
-        held = tuple(h.hold_id for h in holds if h.matches(row))
-        if held:
-            reason = f"{reason}; suspended by legal hold"
-            action = "held"
-        items.append(PlanItem(row[0], tenant, day_of(row[IDX["start_ts"]]), round(age, 2),
-                              action, reason, held))  # fmt: skip
-    return PurgePlan(now, tuple(items), tuple(sorted(conflicts)))
+    for store in stores:
+        tenants = ["", *policy.tenants]
+        scheds = {t: policy.schedule(t, store.data_class) for t in tenants}
+        first = min(s.first_deadline() for s in scheds.values())
+        for item in store.items(now - first * DAY):
+            sched = scheds.get(item.tenant)
+            if sched is None:
+                sched = scheds[item.tenant] = policy.schedule(item.tenant, store.data_class)
+            conflicts.update(f"tenant {item.tenant or '(default)'}: {c}" for c in sched.conflicts)
+            age = (now - item.ts) / DAY
+            target = _supported(sched.stage_for(age), store.supports)
+            if sched.stage_for(age) is Stage.FULL or target <= item.stage:
+                continue
+            reason = (f"{store.data_class} older than {sched.at(sched.stage_for(age)):g} d"
+                      f" ({sched.basis})")  # fmt: skip
+            held = tuple(h.hold_id for h in holds if h.matches(item))
+            action = _ACTION[target]
+            if held:
+                reason, action = f"{reason}; suspended by legal hold", "held"
+            items.append(PlanItem(store.name, item.label, item.tenant, round(age, 2), action,
+                                  reason, held, item, target))  # fmt: skip
+    return RetentionPlan(now, tuple(items), tuple(sorted(conflicts)))
 
 
-def execute_plan(plan: PurgePlan, store: Any, audit: AuditLog, actor: str) -> dict[str, int]:
-    """Apply a plan. The audit entry is written first: a crash mid-purge is visible."""
-    done = {"delete": 0, "minimize": 0}
-    for action in ("delete", "minimize"):
-        items = plan.of(action)
-        if not items:
-            continue
-        reasons = sorted({i.reason for i in items})
-        audit.record(
-            actor, "purge" if action == "delete" else "minimize", "; ".join(reasons)[:2000],
-            "retention-policy", [i.call_id for i in items],
-        )  # fmt: skip
-        ids = [i.call_id for i in items]
-        done[action] = store.delete(ids) if action == "delete" else store.minimize(ids)
+def execute_plan(
+    plan: RetentionPlan, stores: Iterable[RetainedStore], audit: AuditLog, actor: str
+) -> dict[str, int]:
+    """Apply a plan; each (store, stage) batch is audited *before* it runs, so a crash
+    mid-run is visible in the trail."""
+    done = {"redact": 0, "aggregate": 0, "purge": 0}
+    for store in stores:
+        for stage in (Stage.REDACTED, Stage.AGGREGATED, Stage.PURGED):
+            batch = [i for i in plan.of(_ACTION[stage], store.name) if i.item is not None]
+            if not batch:
+                continue
+            reasons = sorted({i.reason for i in batch})
+            audit.record(
+                actor, _AUDIT_ACTION[stage], "; ".join(reasons)[:2000], "retention-policy",
+                [i.label for i in batch], detail=json.dumps({"store": store.name}),
+            )  # fmt: skip
+            done[_ACTION[stage]] += store.apply(stage, [i.item for i in batch if i.item])
     return done
 
 
 @dataclass
-class PurgeScheduler:
-    """Runs the purge every ``interval_s`` (daily by default) with an injected clock."""
+class RetentionScheduler:
+    """Runs retention over all stores every ``interval_s`` (daily by default); injected clock.
+    ``callward serve`` starts :meth:`run_forever` (see :mod:`callward.runtime`)."""
 
-    store: Any
+    stores: Sequence[RetainedStore]
     policy: RetentionPolicy
     holds: HoldRegistry
     audit: AuditLog
     clock: Callable[[], float] = time.time
     interval_s: float = DAY
     actor: str = "retention-scheduler"
+    runs: int = 0
 
     def run_once(self) -> dict[str, int]:
         now = self.clock()
-        plan = plan_purge(self.store, self.policy, self.holds.active(now), now)
-        return execute_plan(plan, self.store, self.audit, self.actor)
+        plan = plan_retention(self.stores, self.policy, self.holds.active(now), now)
+        done = execute_plan(plan, self.stores, self.audit, self.actor)
+        self.runs += 1
+        return done
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

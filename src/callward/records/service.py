@@ -22,7 +22,7 @@ fresh clone runs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 from callward.config import RecordsConfig
 from callward.events import Event
 from callward.privacy.pseudonym import Pseudonymizer
+from callward.privacy.retention_policy import RetentionPolicy, load_policy
 from callward.privacy.shred import FieldCipher, KeyStore, load_or_create_key
 from callward.records.assembly import Reconciler
 from callward.records.audit import AuditLog
-from callward.records.retention import HoldRegistry, RetentionPolicy
+from callward.records.retention import HoldRegistry
 from callward.records.rows import RecordCodec
 from callward.records.schema import Cdr
 from callward.records.store_sqlite import SqliteCdrStore
@@ -41,7 +42,9 @@ from callward.records.store_sqlite import SqliteCdrStore
 if TYPE_CHECKING:  # pyarrow/duckdb load only when cold storage is used (fast demo start-up)
     from callward.records.cold import ColdCdrStore, TieredStore
 
-__all__ = ["CdrSink", "Records", "open_records"]
+__all__ = ["DEFAULT_RULE_SETS", "CdrSink", "Records", "open_records"]
+
+DEFAULT_RULE_SETS = ("builtin:GDPR", "builtin:CCPA", "builtin:LOCAL-TEL")
 
 
 @dataclass
@@ -66,14 +69,14 @@ class Records:
 
         return TieredStore(self.store, self.cold)
 
-    def policy(self) -> RetentionPolicy:
-        return RetentionPolicy(
-            tenants={t: tuple(j) for t, j in self.config.jurisdictions.items()},
-            default=tuple(self.config.default_jurisdictions),
-        )
+    def policy(self, rule_sets: Iterable[str] = DEFAULT_RULE_SETS) -> RetentionPolicy:
+        """The retention policy for this deployment's tenants; ConfigError (fail closed) on an
+        unknown jurisdiction or a data class without a rule."""
+        return load_policy(rule_sets, self.config.jurisdictions, self.config.default_jurisdictions)
 
     def close(self) -> None:
         self.store.close()
+        self.holds.close()
         self.audit.close()
         self.keys.close()
 

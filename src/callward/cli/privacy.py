@@ -1,0 +1,300 @@
+"""`callward privacy ...`: redaction, pseudonyms, erasure (shred) and verification across every
+store, key backups, and retention (`privacy retention rules|plan|run`).
+
+Exit codes: 0 ok, 1 finding (plaintext found, policy violated), 2 bad input or config (one line
+on stderr; an unknown jurisdiction in the retention config is one of these).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from callward.cli.exits import fail as _fail
+from callward.cli.records import (
+    ACTOR,
+    CONFIG,
+    DATA_DIR,
+    JSON,
+    REASON,
+    TICKET,
+    _emit,
+    _open,
+    _store_errors,
+    _when,
+)
+
+privacy_app = typer.Typer(
+    help="Redaction, pseudonyms, erasure across every store, key backups, retention."
+)
+retention_app = typer.Typer(help="Retention rule sets and staged retention over every store.")
+privacy_app.add_typer(retention_app, name="retention")
+
+
+def _config(config: Path | None) -> Any:
+    from callward.config import load_config
+
+    with _store_errors():
+        return load_config(config)
+
+
+def _setup(rec: Any, config: Path | None) -> tuple[Any, Any, Any]:
+    """(config, retention setup, policy), failing closed with exit 2 on a policy gap."""
+    from callward.privacy.retention_stores import open_retention
+
+    cfg = _config(config)
+    with _store_errors():
+        policy = rec.policy(cfg.retention.rule_sets)
+        return cfg, open_retention(cfg, rec), policy
+
+
+def run_retention(
+    rec: Any,
+    config: Path | None,
+    at: float,
+    dry_run: bool,
+    actor: str,
+    as_json: bool,
+    only: tuple[str, ...] = (),
+) -> None:
+    """Plan (and unless ``dry_run`` execute) retention at ``at``; prints the summary."""
+    from callward.records.retention import execute_plan, plan_retention
+
+    _, setup, policy = _setup(rec, config)
+    stores = [s for s in setup.stores if not only or s.name in only]
+    with _store_errors():
+        plan = plan_retention(stores, policy, rec.holds.active(at), at)
+        summary = plan.summary()
+        if dry_run:
+            summary["items"] = [
+                {"store": i.store, "item": i.label, "tenant": i.tenant, "age_days": i.age_days,
+                 "action": i.action, "reason": i.reason, "held_by": list(i.held_by)}
+                for i in plan.items
+            ]  # fmt: skip
+        else:
+            summary["done"] = execute_plan(plan, stores, rec.audit, actor)
+    setup.close()
+    lines = [("DRY RUN: " if dry_run else "") + ", ".join(
+        f"{a} {summary[a]}" for a in ("redact", "aggregate", "purge", "held"))]  # fmt: skip
+    lines += [f"  {r['count']:>7} {r['store']:<16} {r['action']:<9} {r['reason']}"
+              for r in summary["reasons"]]  # fmt: skip
+    lines += [f"  conflict: {c}" for c in summary["conflicts"]]
+    _emit(summary, as_json, lines)
+
+
+@retention_app.command("rules")
+def retention_rules(
+    tenant: str = typer.Option("", "--tenant", help="show the schedule of this tenant"),
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """The effective schedule (days to redacted/aggregated/purged) per data class."""
+    import dataclasses
+
+    from callward.privacy.retention_policy import DATA_CLASSES
+
+    rec = _open(data_dir, config)
+    try:
+        _, setup, policy = _setup(rec, config)
+        setup.close()
+        with _store_errors():
+            scheds = [policy.schedule(tenant, dc) for dc in DATA_CLASSES]
+    finally:
+        rec.close()
+    jur = ", ".join(policy.jurisdictions(tenant))
+    lines = [f"tenant {tenant or '(default)'}: {jur}",
+             f"  {'data class':<16} {'redact':>7} {'aggregate':>9} {'purge':>7}"]  # fmt: skip
+    lines += [f"  {s.data_class:<16} {s.redact_at:>7g} {s.aggregate_at:>9g} {s.purge_at:>7g}"
+              for s in scheds]  # fmt: skip
+    lines += [f"  conflict: {c}" for s in scheds for c in s.conflicts]
+    _emit([dataclasses.asdict(s) for s in scheds], as_json, lines)
+
+
+@retention_app.command("plan")
+def retention_plan(
+    now: str | None = typer.Option(None, "--now", help="evaluate as of this time"),
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """What a retention run would do to every store, and under which rule (changes nothing)."""
+    at = _when(now, "--now") or time.time()
+    rec = _open(data_dir, config)
+    try:
+        run_retention(rec, config, at, True, "retention-cli", as_json)
+    finally:
+        rec.close()
+
+
+@retention_app.command("run")
+def retention_run(
+    now: str | None = typer.Option(None, "--now", help="evaluate as of this time"),
+    actor: str = typer.Option("retention-cli", "--actor"),
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Apply retention to every store (CDRs, aggregates, logs, captures, HEP, location)."""
+    at = _when(now, "--now") or time.time()
+    rec = _open(data_dir, config)
+    try:
+        run_retention(rec, config, at, False, actor, as_json)
+    finally:
+        rec.close()
+
+
+@privacy_app.command("redact")
+def privacy_redact(
+    file: Path | None = typer.Argument(None, help="text file (default stdin)"),
+) -> None:
+    """Mask MSISDNs, IMSIs, IP addresses and SIP/TEL URIs in text (e.g. a log file)."""
+    from callward.privacy.redact import redact_text
+
+    try:
+        stream = file.open(encoding="utf-8", errors="replace") if file else sys.stdin
+    except OSError as exc:
+        raise _fail(f"{file}: cannot read: {exc.strerror}") from None
+    for line in stream:
+        sys.stdout.write(redact_text(line.rstrip("\n")) + "\n")
+
+
+@privacy_app.command("pseudonym")
+def privacy_pseudonym(
+    subject: str = typer.Argument(...),
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Print the keyed pseudonym of a subject (for support tickets, holds, audit lookups)."""
+    rec = _open(data_dir, config)
+    with _store_errors():
+        typer.echo(rec.codec.pseudonym(subject).hex())
+    rec.close()
+
+
+@privacy_app.command("shred")
+def privacy_shred(
+    subject: str = typer.Option(..., "--subject"),
+    reason: str = REASON,
+    ticket: str = TICKET,
+    actor: str = ACTOR,
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Erase a subject from every store: CDR keys crypto-shredded (hot, cold and backup copies
+    become unreadable), subscriber rows, location bindings, log lines and captures naming them.
+    Refused (exit 2) while a legal hold covers the subject."""
+    import json
+
+    from callward.privacy.retention_stores import CdrKeyErasure, erase_subject
+
+    rec = _open(data_dir, config)
+    try:
+        _, setup, _ = _setup(rec, config)
+        with _store_errors():
+            now = time.time()
+            stores = [CdrKeyErasure(rec.keys, f"{reason} [{ticket}]"), *setup.erasables]
+            pseudo = rec.codec.cipher.pseudonymizer
+            pn = pseudo.pseudonym(subject)
+            erase_subject(subject, pseudo, [], rec.holds.active(now), now)  # hold check first
+            rec.audit.record(actor, "shred", reason, ticket, subject=pn)
+            report = erase_subject(subject, pseudo, stores, rec.holds.active(now), now)
+            rec.audit.record(actor, "shred", "erasure done", ticket, subject=pn,
+                             detail=json.dumps(report.per_store, sort_keys=True))  # fmt: skip
+        setup.close()
+    finally:
+        rec.close()
+    per = ", ".join(f"{k} {v}" for k, v in report.per_store.items())
+    line = f"subject {pn[:12]}… erased ({per}); run `callward privacy verify` to check"
+    _emit({"pseudonym": pn, "erased": report.per_store}, as_json, [line])
+
+
+@privacy_app.command("verify")
+def privacy_verify(
+    subject: str = typer.Option(..., "--subject"),
+    extra: list[Path] = typer.Option([], "--path", help="more files/dirs (backups)"),
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Search every store callward writes (CDR database and WAL, cold Parquet, aggregates,
+    subscriber database, logs, captures, HEP archives, Redis location, given paths) for
+    plaintext of a subject; exit 1 when any is found."""
+    import dataclasses
+
+    from callward.privacy.shred import PlaintextFinding, subject_needles, verify_no_plaintext
+
+    rec = _open(data_dir, config)
+    try:
+        _, setup, _ = _setup(rec, config)
+        # no checkpoint first: the WAL is scanned as it is, superseded frames included
+        with _store_errors():
+            paths = [Path(rec.store.path) if hasattr(rec.store, "path") else rec.data_dir,
+                     rec.cold.root, *setup.scan_paths, *extra]  # fmt: skip
+            found = verify_no_plaintext(dict.fromkeys(paths), subject)
+            if setup.location is not None:
+                hits = setup.location.plaintext(subject_needles(subject))
+                found += [PlaintextFinding("redis", h, "location") for h in hits]
+        setup.close()
+    finally:
+        rec.close()
+    _emit([dataclasses.asdict(f) for f in found], as_json,
+          [f"{f.path}: {f.where} ({f.needle_kind})" for f in found]
+          or ["no plaintext of the subject found"])  # fmt: skip
+    if found:
+        raise typer.Exit(1)
+
+
+def _backup_key(path: Path) -> bytes:
+    try:
+        key = path.read_bytes()
+    except OSError as exc:
+        raise _fail(f"{path}: cannot read backup key: {exc.strerror}") from None
+    if len(key) != 32:
+        raise _fail(f"{path}: expected a 32-byte backup key")
+    return key
+
+
+@privacy_app.command("backup-keys")
+def privacy_backup_keys(
+    out: Path = typer.Option(..., "--out"),
+    backup_key: Path = typer.Option(..., "--backup-key", help="32-byte backup KEK file"),
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Envelope-encrypted backup of all subject keys and the shred ledger."""
+    from callward.privacy.shred import backup_keys
+
+    kek = _backup_key(backup_key)
+    rec = _open(data_dir, config)
+    n = backup_keys(rec.keys, out, kek)
+    typer.echo(f"{n} key(s) backed up to {out}")
+    rec.close()
+
+
+@privacy_app.command("restore-keys")
+def privacy_restore_keys(
+    backup: Path = typer.Argument(...),
+    backup_key: Path = typer.Option(..., "--backup-key"),
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Restore subject keys from a backup; erased subjects stay erased."""
+    from callward.privacy.shred import restore_keys
+
+    kek = _backup_key(backup_key)
+    rec = _open(data_dir, config)
+    with _store_errors():
+        n = restore_keys(rec.keys, backup, kek)
+    typer.echo(f"{n} key(s) restored")
+    rec.close()
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``privacy`` to the root app."""
+    app.add_typer(privacy_app, name="privacy")
