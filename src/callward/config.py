@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from callward.errors import ConfigError
 
@@ -95,10 +95,23 @@ class EdgeConfig(_Section):
 class MediaConfig(_Section):
     """Media plane and relay. Owned by callward.media / callward.relay."""
 
-    rtp_port_min: int = 20000
-    rtp_port_max: int = 29999
-    dscp_media: int = 46
-    dscp_signaling: int = 34
+    rtp_port_min: int = Field(20000, ge=1024, le=65534, description="relay media ports")
+    rtp_port_max: int = Field(29999, ge=1025, le=65535)
+    dscp_media: int = Field(46, ge=0, le=63, description="DSCP of relayed media (46 = EF)")
+    dscp_signaling: int = Field(34, ge=0, le=63)
+    relay_node_id: str = "relay-1"
+    relay_address: str = Field("127.0.0.1", description="media address the relay binds/advertises")
+    ng_listen: str = Field("127.0.0.1:22222", description="relay ng control socket HOST:PORT")
+    rtp_timeout_s: float = Field(30.0, gt=0, description="silence on both legs ends a call")
+    hold_timeout_s: float = Field(3600.0, gt=0, description="the same while on hold")
+    stats_interval_s: float = Field(5.0, gt=0, description="MediaStats period per leg")
+    max_calls: int = Field(10000, ge=1, description="concurrent calls per relay")
+
+    @model_validator(mode="after")
+    def _range(self) -> MediaConfig:
+        if self.rtp_port_max - self.rtp_port_min < 3:
+            raise ValueError("rtp_port_max must be at least rtp_port_min + 3")
+        return self
 
 
 class TenantQuality(_Section):

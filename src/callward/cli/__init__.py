@@ -79,7 +79,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "relay": (
         "callward.cli.media",
-        "Relay one call's media between two legs (SRTP unless a leg is --X-trusted).",
+        "The media relay: an ng (rtpengine protocol) daemon, or one call's two legs.",
+    ),
+    "serve": (
+        "callward.cli.serve",
+        "Run edge + relay + CDR writer + web in one process.",
     ),
     "sip": (
         "callward.cli.sip",

@@ -1,5 +1,14 @@
-"""``callward relay``: run the media relay for one call from the command line (tests, lab
-set-ups, and a way to put SRTP in front of a legacy RTP-only PBX).
+"""``callward relay``: the media relay.
+
+With ``--ng HOST:PORT`` (or ``media.ng_listen`` from ``--config``) it runs as a media-proxy
+daemon controlled with rtpengine's ng protocol -- a Kamailio with its ``rtpengine`` module, or
+a callward edge, drives it -- and publishes its events through the runtime (CDRs on embedded
+defaults, JetStream when ``storage.nats_url`` is set)::
+
+    callward relay --ng 127.0.0.1:22222 --config callward.yaml
+
+Without ``--ng`` it relays one call whose legs are given on the command line (tests, lab
+set-ups, and a way to put SRTP in front of a legacy RTP-only PBX):
 
     callward relay --a 127.0.0.1:30000 --b 127.0.0.1:30002 \\
         --a-crypto-rx "AES_CM_128_HMAC_SHA1_80 inline:..." --b-trusted --b-remote 10.0.0.5:4000
@@ -16,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import signal
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -106,8 +116,15 @@ def register(app: typer.Typer) -> None:
         dscp: int = typer.Option(46, "--dscp", help="DSCP for media (46 = EF)."),
         call_id: str = typer.Option("cli", "--call-id", help="Call-ID for events."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+        ng: str | None = typer.Option(
+            None, "--ng", help="Run the ng daemon on HOST:PORT (rtpengine protocol)."
+        ),
+        config: Path | None = typer.Option(None, "--config", "-c", help="callward.yaml"),
     ) -> None:
-        """Relay one call's media between two legs (SRTP unless a leg is --X-trusted)."""
+        """The media relay: an ng (rtpengine protocol) daemon, or one call's two legs."""
+        if ng is not None or config is not None:
+            _run_daemon(ng, config, as_json)
+            return
         if timeout <= 0 or (duration is not None and duration <= 0):
             raise _fail("--timeout and --duration must be positive")
         if not 0 <= dscp <= 63:
@@ -181,3 +198,43 @@ async def _run(
                 f"{s['bytes_sent']} B out"
             )
     return 0
+
+
+def _run_daemon(ng: str | None, config: Path | None, as_json: bool) -> None:
+    from callward.config import load_config
+    from callward.runtime import parse_hostport
+
+    try:
+        cfg = load_config(config)
+        if ng is not None:
+            parse_hostport(ng, "--ng")
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        asyncio.run(_daemon(cfg, ng, as_json))
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"relay: {exc.strerror or exc}") from None
+
+
+async def _daemon(cfg: Any, ng: str | None, as_json: bool) -> None:
+    from callward.runtime import open_runtime
+
+    runtime = await open_runtime(cfg)
+    try:
+        daemon = await runtime.start_relay(ng_listen=ng)
+        host, port = daemon.bound
+        if as_json:
+            typer.echo(json.dumps({"event": "relay_listening", "ng": _fmt((host, port))}))
+        typer.echo(
+            f"callward relay {cfg.media.relay_node_id}: ng on {_fmt((host, port))}", err=True
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runtime.close()

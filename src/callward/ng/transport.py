@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import socket
 
 from callward.errors import NgError, TransportError
 from callward.ng.client import NgClient, NgReply, NgTimeout
@@ -36,22 +35,16 @@ class NgConnection(asyncio.DatagramProtocol):
         cls, server: Address, *, timeout_s: float = 1.0, attempts: int = 3
     ) -> NgConnection:
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
-        try:
+        try:  # a connected socket: the kernel drops datagrams from anyone but the relay
             _, proto = await loop.create_datagram_endpoint(
-                lambda: cls(server, timeout_s=timeout_s, attempts=attempts),
-                local_addr=("::1" if family == socket.AF_INET6 else "127.0.0.1", 0)
-                if server[0] in ("127.0.0.1", "::1")
-                else None,
-                family=family,
+                lambda: cls(server, timeout_s=timeout_s, attempts=attempts), remote_addr=server
             )
         except OSError as exc:
             raise TransportError(f"ng: cannot open a socket toward the relay: {exc}") from None
         return proto
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         self.core.receive_datagram(data, (str(addr[0]), int(str(addr[1]))), self._loop.time())

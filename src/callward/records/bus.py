@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,23 +31,11 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from callward.errors import StoreError, TransportError
-from callward.events import Event, event_to_dict
+from callward.events import Event
+from callward.events_jetstream import DEFAULT_PREFIX, JetStreamPublisher, subject_for
 from callward.records.assembly import Reconciler
 
 __all__ = ["DEFAULT_PREFIX", "CdrConsumer", "JetStreamPublisher", "ensure_stream", "subject_for"]
-
-DEFAULT_PREFIX = "callward.events"
-_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def subject_for(event: Event, prefix: str = DEFAULT_PREFIX) -> str:
-    """``<prefix>.<tenant>.<kind>``; the tenant is folded into one valid subject token."""
-    tenant = _TOKEN.sub("_", event.tenant) or "_"
-    return f"{prefix}.{tenant}.{event.kind}"
-
-
-def msg_id(event: Event) -> str:
-    return f"{getattr(event, 'call_id', '')}/{getattr(event, 'leg', '')}/{event.node}/{event.seq}"
 
 
 async def ensure_stream(
@@ -72,27 +58,6 @@ async def ensure_stream(
         await js.add_stream(cfg)
     except nats.errors.Error as exc:
         raise TransportError(f"JetStream stream {name}: cannot create: {exc}") from None
-
-
-@dataclass
-class JetStreamPublisher:
-    """An :class:`callward.events.EventBus` that publishes to JetStream (publish side only;
-    consumers use :class:`CdrConsumer`)."""
-
-    js: Any
-    prefix: str = DEFAULT_PREFIX
-
-    async def publish(self, event: Event) -> None:
-        payload = json.dumps(event_to_dict(event), separators=(",", ":")).encode()
-        try:
-            await self.js.publish(
-                subject_for(event, self.prefix), payload, headers={"Nats-Msg-Id": msg_id(event)}
-            )
-        except nats.errors.Error as exc:
-            raise TransportError(f"JetStream publish failed: {exc}") from None
-
-    def subscribe(self, handler: Any) -> None:
-        raise TransportError("JetStreamPublisher publishes only; consume with CdrConsumer")
 
 
 @dataclass

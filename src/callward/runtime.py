@@ -1,0 +1,179 @@
+"""The one composition root: from a :class:`~callward.config.CallwardConfig` it builds the
+event bus, subscribes the data layer, and starts the services a command names.
+
+Every command that runs a service (``callward serve``, ``edge``, ``relay``) goes through
+:func:`open_runtime`, so events reach the data layer in every deployment:
+
+* **embedded** (no ``storage.nats_url``): an :class:`~callward.events.InProcessBus`; the CDR
+  writer (:class:`~callward.records.service.CdrSink` over SQLite, or PostgreSQL when
+  ``storage.postgres_url`` is set) is subscribed in process;
+* **scale-out** (``storage.nats_url``): a
+  :class:`~callward.events_jetstream.JetStreamPublisher` on subjects
+  ``callward.events.<tenant>.<kind>``; CDRs are written by ``callward cdr consume`` (one or
+  more consumer processes), or in process by ``callward serve``
+  (:meth:`Runtime.start_consumer`).
+
+Hooks for the other data-layer subscribers (quality monitor, alerts, HEP export, retention,
+LI taps): add a factory to :data:`SUBSCRIBER_FACTORIES` -- ``factory(runtime)`` returns an
+event handler (or None to stay off for this configuration); it is subscribed on the
+in-process bus, and on a JetStream deployment the handler receives what this node publishes.
+Services never import the data layer: they get ``runtime.bus``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from callward.config import CallwardConfig
+from callward.errors import ConfigError
+from callward.events import Event, EventBus, Handler, InProcessBus
+
+if TYPE_CHECKING:
+    from callward.records.service import CdrSink, Records
+    from callward.relay.ng_daemon import NgDaemon
+
+__all__ = ["SUBSCRIBER_FACTORIES", "FanoutBus", "Runtime", "open_runtime", "parse_hostport"]
+
+#: ``factory(runtime) -> handler | None``; other areas append theirs (see module docstring)
+SUBSCRIBER_FACTORIES: list[Callable[[Runtime], Handler | None]] = []
+
+
+def parse_hostport(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what} {text!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+@dataclass
+class FanoutBus:
+    """Publishes to a remote bus (JetStream) and hands each event to local subscribers too
+    (this node's quality monitor, HEP exporter): one ``publish`` for services."""
+
+    remote: EventBus
+    local: InProcessBus = field(default_factory=InProcessBus)
+
+    async def publish(self, event: Event) -> None:
+        await self.remote.publish(event)
+        await self.local.publish(event)
+
+    def subscribe(self, handler: Handler) -> None:
+        self.local.subscribe(handler)
+
+
+@dataclass
+class Runtime:
+    config: CallwardConfig
+    bus: EventBus
+    records: Records | None = None
+    sink: CdrSink | None = None
+    nats: Any = None  # the NATS connection of a JetStream deployment
+    relay: NgDaemon | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # -- services -------------------------------------------------------------------------
+    async def start_relay(
+        self, *, ng_listen: str | None = None, call_events: bool = True
+    ) -> NgDaemon:
+        """The media relay (ng daemon) from the ``media`` section; ``call_events`` makes it
+        publish CallStarted/Answered/Ended itself (when no callward edge does)."""
+        from callward.relay.ng_daemon import NgDaemon
+        from callward.relay.ng_server import NgSettings
+
+        m = self.config.media
+        settings = NgSettings(
+            address=m.relay_address,
+            node=m.relay_node_id,
+            rtp_timeout_s=m.rtp_timeout_s,
+            hold_timeout_s=m.hold_timeout_s,
+            stats_interval_s=m.stats_interval_s,
+            max_calls=m.max_calls,
+            call_events=call_events,
+        )
+        daemon = NgDaemon(
+            settings,
+            control=parse_hostport(ng_listen or m.ng_listen, "media.ng_listen"),
+            port_range=(m.rtp_port_min, m.rtp_port_max),
+            dscp=m.dscp_media,
+            bus=self.bus,
+        )
+        await daemon.start()
+        self.relay = daemon
+        return daemon
+
+    async def start_consumer(self) -> None:
+        """With JetStream: consume this deployment's events into the CDR store in process."""
+        if self.nats is None or self.records is None:
+            return
+        from callward.records.bus import CdrConsumer, ensure_stream
+
+        js = self.nats.jetstream()
+        await ensure_stream(js, "CALLWARD_EVENTS")
+        cfg = self.records.config
+        consumer = CdrConsumer(
+            js, "CALLWARD_EVENTS", "cdr-writer", self.records.store,
+            grace_s=cfg.grace_s, timeout_s=cfg.timeout_s,
+        )  # fmt: skip
+        consumer.recover()
+        self.tasks.append(asyncio.create_task(consumer.run(self._stop)))
+
+    def poll(self) -> None:
+        """Write CDRs whose grace period passed (called periodically by long-running nodes)."""
+        if self.sink is not None:
+            self.sink.poll()
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self.relay is not None:
+            await self.relay.stop()
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.sink is not None:
+            self.sink.flush()
+        if self.nats is not None:
+            with contextlib.suppress(Exception):
+                await self.nats.drain()
+        if self.records is not None:
+            self.records.close()
+
+
+async def open_runtime(cfg: CallwardConfig, *, cdr_writer: bool = True) -> Runtime:
+    """The bus and the data layer for ``cfg`` (see the module docstring)."""
+    records = None
+    sink = None
+    nc = None
+    if cdr_writer:
+        from callward.records.service import open_records
+
+        records = open_records(cfg.storage.data_dir, cfg.records, cfg.storage.postgres_url)
+    if cfg.storage.nats_url:
+        from callward.events_jetstream import JetStreamPublisher
+        from callward.records.bus import connect, ensure_stream
+
+        nc = await connect(cfg.storage.nats_url)
+        js = nc.jetstream()
+        await ensure_stream(js, "CALLWARD_EVENTS")
+        bus: EventBus = FanoutBus(JetStreamPublisher(js))
+    else:
+        bus = InProcessBus()
+        if records is not None:
+            from callward.records.service import CdrSink
+
+            sink = CdrSink(
+                records.store, grace_s=cfg.records.grace_s, timeout_s=cfg.records.timeout_s
+            )
+            bus.subscribe(sink.handle)
+    rt = Runtime(cfg, bus, records=records, sink=sink, nats=nc)
+    for factory in SUBSCRIBER_FACTORIES:
+        handler = factory(rt)
+        if handler is not None:
+            bus.subscribe(handler)
+    return rt
