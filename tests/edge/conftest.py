@@ -1,18 +1,21 @@
-"""Drive the sans-IO edge core with no sockets: a fake clock and a message builder."""
+"""Drive the sans-IO edge core with no sockets: a fake clock, a message builder, and the
+core's store questions answered from in-memory stores."""
 
 from __future__ import annotations
 
 import itertools
+import weakref
 from dataclasses import dataclass, field
 
 import pytest
 
-from callward.edge.flow import Peer
+from callward.edge.answers import StoreAnswers
 from callward.edge.location import MemoryLocation
 from callward.edge.proxy import EdgeCore
 from callward.edge.settings import EdgeSettings
 from callward.edge.subscribers import SqliteSubscribers, Subscriber
 from callward.sip import Request, Response, parse_message
+from callward.sip.peer import Peer
 
 EDGE = Peer("udp", "127.0.0.1", 5060)
 EDGE_TCP = Peer("tcp", "127.0.0.1", 5060)
@@ -78,22 +81,30 @@ def _parse(data: bytes) -> Request | Response:
         return parse_message(data, strict=False)
 
 
+_STORES: weakref.WeakKeyDictionary[EdgeCore, StoreAnswers] = weakref.WeakKeyDictionary()
+
+
 @dataclass
 class Net:
     core: EdgeCore
     now: float = 1_000_000.0
     log: list[tuple[Peer, Request | Response]] = field(default_factory=list)
     events: list = field(default_factory=list)
+    asked: list = field(default_factory=list)
+
+    @property
+    def location(self) -> MemoryLocation:
+        return _STORES[self.core].location
 
     def send(self, data: bytes, src: Peer = ALICE) -> list[tuple[Peer, Request | Response]]:
-        self.core.receive(data, src, self.now)
+        self.core.receive_datagram(data, src, self.now)
         return self._drain()
 
     def tick(self, seconds: float) -> list[tuple[Peer, Request | Response]]:
         end = self.now + seconds
         out: list[tuple[Peer, Request | Response]] = []
         while True:
-            nxt = self.core.next_timer()
+            nxt = self.core.get_timer()
             if nxt is None or nxt > end:
                 break
             self.now = max(self.now, nxt)
@@ -103,8 +114,14 @@ class Net:
         return out
 
     def _drain(self) -> list[tuple[Peer, Request | Response]]:
-        out, ev = self.core.take()
-        self.events += ev
+        answers = _STORES.get(self.core)
+        while (pending := self.core.next_request()) is not None:
+            self.asked.append(pending.query)
+            assert answers is not None and answers.handles(pending.query)
+            self.core.resolve(pending.id, answers.answer(pending.query, self.now), self.now)
+        out = self.core.datagrams_to_send()
+        while (ev := self.core.next_event()) is not None:
+            self.events.append(ev)
         msgs = [(p, _parse(d)) for p, d in out]
         self.log += msgs
         return msgs
@@ -138,7 +155,8 @@ def make_core(**kw) -> tuple[EdgeCore, MemoryLocation, SqliteSubscribers]:
     )
     defaults.update(kw)
     settings = EdgeSettings(**defaults)
-    core = EdgeCore(settings, location=loc, subscribers=subs, secret=SECRET)
+    core = EdgeCore(settings, secret=SECRET)
+    _STORES[core] = StoreAnswers(loc, subs)
     return core, loc, subs
 
 

@@ -69,8 +69,9 @@ def mutated(draw: st.DrawFn) -> bytes:
 def test_edge_core_never_raises(h, data: bytes) -> None:
     core, _, _ = h.make_core(auth=True, routes=(("bob", "sip:bob@127.0.0.1:5080"),))
     net = h.Net(core)
-    core.receive(data, SRC, net.now)
-    out, _ = core.take()
+    core.receive_datagram(data, SRC, net.now)
+    out = core.datagrams_to_send()
+    net._drain()
     core.handle_timer(net.now + 100)
     for peer, payload in out:
         assert isinstance(payload, bytes) and peer.port > 0
@@ -90,17 +91,16 @@ def test_edge_core_never_raises(h, data: bytes) -> None:
 def test_edge_core_state_never_raises_over_sequences(h, seq, gaps) -> None:
     """Whole exchanges (valid and mutated, from several peers, with timers firing between
     them) keep the core consistent: no exception, and every transaction is reaped by its timers."""
-    peers = [SRC, Peer("udp", "127.0.0.1", 5080), Peer("tcp", "127.0.0.1", 5099, conn=3)]
+    peers = [SRC, Peer("udp", "127.0.0.1", 5080), Peer("tcp", "127.0.0.1", 5099, conn="c3")]
     core, _, _ = h.make_core(
         auth=False, routes=(("bob", "sip:bob@127.0.0.1:5080"),), upstreams=("sip:127.0.0.1:7001",)
     )
-    now = 1000.0
+    net = h.Net(core, now=1000.0)
     for (data, who), gap in zip(seq, gaps * 8, strict=False):
-        core.receive(data, peers[who], now)
-        now += gap
-        core.handle_timer(now)
-        core.take()
-    for later in (10_000, 20_000):  # timeouts, then the 32 s wait for stray retransmissions
-        core.handle_timer(now + later)
-        core.take()
-    assert core.active_transactions == 0 and not core._branches  # everything reaped
+        net.send(data, peers[who])
+        net.tick(gap)
+    net.tick(10_000)  # timeouts, then the 32 s wait for stray retransmissions
+    net.tick(20_000)
+    # everything reaped: transactions, forking contexts, branches, questions
+    assert core.active_transactions == 0
+    assert not core.forking.contexts and not core.forking.branches and not len(core.tasks)

@@ -87,7 +87,7 @@ def test_double_record_route_when_transport_changes(h) -> None:
     bye = h.build(
         "BYE",
         "sip:alice@127.0.0.1:5091",
-        src=Peer("tcp", "127.0.0.1", 5080, conn=3),
+        src=Peer("tcp", "127.0.0.1", 5080, conn="c3"),
         from_="<sip:bob@callward.local>",
         from_tag="tb",
         to="<sip:alice@callward.local>",
@@ -95,7 +95,7 @@ def test_double_record_route_when_transport_changes(h) -> None:
         cseq=5,
         extra=tuple(("Route", r) for r in rrs),
     )
-    out = net.send(bye, Peer("tcp", "127.0.0.1", 5080, conn=3))
+    out = net.send(bye, Peer("tcp", "127.0.0.1", 5080, conn="c3"))
     ((peer, fwd),) = h.requests(out, "BYE")
     assert peer.same_address(h.ALICE)  # via the flow token in the caller-side Record-Route
     assert not fwd.headers.get("Route")
@@ -130,7 +130,7 @@ def test_loose_route_to_next_hop_and_strict_route_fixup(h, net) -> None:
 
 def test_fork_best_response_and_cancel_others(h, net) -> None:
     for port in (6001, 6002, 6003):
-        net.core.location.save(
+        net.location.save(
             __import__("callward.edge.location", fromlist=["Binding"]).Binding(
                 aor="bob@callward.local",
                 contact=f"<sip:bob@127.0.0.1:{port}>",
@@ -162,7 +162,7 @@ def test_6xx_wins_and_cancels_pending(h, net) -> None:
     from callward.edge.location import Binding
 
     for port in (6001, 6002):
-        net.core.location.save(
+        net.location.save(
             Binding(
                 "bob@callward.local",
                 f"<sip:bob@127.0.0.1:{port}>",
@@ -212,7 +212,9 @@ def test_retransmissions_timer_a_and_408(h) -> None:
     out = net.tick(40.0)  # Timer B = 64*T1 = 32 s
     resent = h.requests(out, "INVITE")
     assert 3 <= len(resent) <= 6 and first
-    assert [r.status for r in h.responses(out)] == [408]
+    # one 408 to the caller, resent by Timer G (T1, 2*T1, ... capped at T2) until it ACKs
+    statuses = [r.status for r in h.responses(out)]
+    assert set(statuses) == {408} and 2 <= len(statuses) <= 8
 
 
 def test_request_retransmission_answered_from_server_transaction(h) -> None:
@@ -280,8 +282,9 @@ def test_finished_calls_leave_no_reference_cycles(h) -> None:
     here would be both a stall source and, between full passes, a leak."""
     import gc
 
-    from callward.edge.branches import Branch, ServerTx
+    from callward.edge.forking import Branch, ProxyContext
     from callward.sip.message import Headers, Request, Response
+    from callward.sip.transaction import ClientTransaction, ServerTransaction
 
     net = _core_with_route(h)
     gc.collect()
@@ -306,11 +309,20 @@ def test_finished_calls_leave_no_reference_cycles(h) -> None:
         ((_, inv),) = h.requests(out, "INVITE")
         net.send(h.reply(inv, 486, to_tag="busy"), UAS)
         net.tick(400.0)  # every Timer J/K/L/M and the 300 s transaction guard fire
-        assert net.core.active_transactions == 0 and not net.core._branches
+        assert net.core.active_transactions == 0
+        assert not net.core.forking.contexts and not net.core.forking.branches
         del out, inv, ok, bye
         net.log.clear()
         gc.collect()
-        ours = (ServerTx, Branch, Request, Response, Headers)
+        ours = (
+            ProxyContext,
+            Branch,
+            ClientTransaction,
+            ServerTransaction,
+            Request,
+            Response,
+            Headers,
+        )
         leaked = [type(o).__name__ for o in gc.garbage if isinstance(o, ours)]
         assert leaked == []
     finally:

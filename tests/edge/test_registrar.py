@@ -99,7 +99,7 @@ def test_multiple_contacts_refresh_star_and_expiry(h, net) -> None:
         _register(h, net, contact="<sip:a@127.0.0.1:5091>;expires=100, <sip:a@127.0.0.1:5093>")
     )
     assert r.status == 200 and len(r.headers.values("Contact")) == 2
-    loc = net.core.location
+    loc = net.location
     assert len(loc.lookup("alice@callward.local", net.now)) == 2
     # out-of-order CSeq within the same Call-ID is refused (§10.3 step 7)
     (r,) = h.responses(_register(h, net, cseq=1, contact="<sip:a@127.0.0.1:5091>"))
@@ -120,18 +120,18 @@ def test_multiple_contacts_refresh_star_and_expiry(h, net) -> None:
 
 def test_outbound_instance_replaces_binding_and_uses_flow(h, net) -> None:
     inst = '"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"'
-    tcp_a = Peer("tcp", "127.0.0.1", 40001, conn=7)
+    tcp_a = Peer("tcp", "127.0.0.1", 40001, conn="c7")
     c1 = f"<sip:alice@10.0.0.5:5062;transport=tcp>;+sip.instance={inst};reg-id=1"
     (r,) = h.responses(_register(h, net, contact=c1, extra=(("Supported", "outbound"),), src=tcp_a))
     assert r.status == 200 and r.headers.get("Require") == "outbound"
     # the phone moves (new IP, new connection): same instance/reg-id → replaced, not added
-    tcp_b = Peer("tcp", "127.0.0.1", 40002, conn=8)
+    tcp_b = Peer("tcp", "127.0.0.1", 40002, conn="c8")
     c2 = c1.replace("10.0.0.5", "10.0.0.9")
     (r,) = h.responses(
         _register(h, net, cseq=2, contact=c2, extra=(("Supported", "outbound"),), src=tcp_b)
     )
-    (b,) = net.core.location.lookup("alice@callward.local", net.now)
-    assert b.outbound and b.conn == 8 and "10.0.0.9" in b.contact
+    (b,) = net.location.lookup("alice@callward.local", net.now)
+    assert b.outbound and b.conn == "c8" and "10.0.0.9" in b.contact
     # an INVITE for alice goes over her registered connection, Request-URI = her Contact
     out = net.send(h.build("INVITE", "sip:alice@callward.local", src=h.BOB, call_id="c-o"), h.BOB)
     ((peer, inv),) = h.requests(out, "INVITE")
@@ -150,7 +150,7 @@ def test_nat_contact_fixup_sends_to_source(h, net) -> None:
 
 def test_call_to_a_dead_flow_gets_430(h, net) -> None:
     """RFC 5626 §5.3: the connection the phone registered on is gone → 430 Flow Failed."""
-    tcp = Peer("tcp", "127.0.0.1", 40009, conn=11)
+    tcp = Peer("tcp", "127.0.0.1", 40009, conn="c11")
     (r,) = h.responses(_register(h, net, contact="<sip:alice@10.0.0.7;transport=tcp>", src=tcp))
     assert r.status == 200
     out = net.send(h.build("INVITE", "sip:alice@callward.local", src=h.BOB, call_id="df"), h.BOB)

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import gc
 import hashlib
-import ipaddress
 import signal
 import ssl
 import time
@@ -18,17 +17,19 @@ from typing import Any
 import structlog
 
 from callward.config import CallwardConfig, EdgeConfig
-from callward.edge.flow import Peer
-from callward.edge.location import LocationStore, open_location
+from callward.edge.answers import StoreAnswers
+from callward.edge.location import LocationStore, MemoryLocation, open_location
 from callward.edge.metrics import EdgeMetrics
+from callward.edge.pending import LocationLookup, LocationUpdate, ResolveUpstream, SubscriberLookup
 from callward.edge.proxy import EdgeCore
 from callward.edge.server import EdgeServer
 from callward.edge.settings import EdgeSettings, parse_listen
-from callward.edge.subscribers import SubscriberStore, open_subscribers
+from callward.edge.subscribers import SqliteSubscribers, SubscriberStore, open_subscribers
 from callward.errors import ConfigError, DnsError
 from callward.events import EventBus, InProcessBus
 from callward.sip.dns import AsyncResolver, ServerLocator
 from callward.sip.parser import ParseLimits
+from callward.sip.peer import Peer
 from callward.sip.uri import SipURI, parse_uri
 
 __all__ = ["EdgeNode", "configure_logging", "settings_from_config"]
@@ -65,11 +66,12 @@ def tune_gc() -> None:
     An edge keeps every transaction for 32 s after its final response (Timer J, RFC 6026
     Timer L/M) and every call for its lifetime: at 1000 calls/s that is ~3 million live
     objects, and each full collection walked all of them (0.8 s stalls under SIPp load, then
-    retransmission storms). The call path makes no reference cycles (see
-    ``BranchMixin._branch_timer``), so what survives is freed by reference counting; the node
-    freezes survivors every :data:`GC_FREEZE_SECONDS` (:meth:`EdgeNode._gc_loop`) so that
-    collections only look at young objects, and unfreezes every :data:`GC_FULL_SECONDS` so a
-    full pass still reclaims any cycle that a rarer path may leave."""
+    retransmission storms). The call path makes no reference cycles (forking contexts and
+    branches name each other by transaction key, see :mod:`callward.edge.forking`), so what
+    survives is freed by reference counting; the node freezes survivors every
+    :data:`GC_FREEZE_SECONDS` (:meth:`EdgeNode._gc_loop`) so that collections only look at
+    young objects, and unfreezes every :data:`GC_FULL_SECONDS` so a full pass still reclaims
+    any cycle that a rarer path may leave."""
     gc.freeze()
     young, _, _ = gc.get_threshold()
     gc.set_threshold(young, 20, 100)
@@ -114,14 +116,6 @@ def settings_from_config(cfg: CallwardConfig) -> EdgeSettings:
     )
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 def _secret(e: EdgeConfig) -> bytes | None:
     """Nodes sharing a location store must share this key (nonces and flow tokens)."""
     if e.auth_secret is None:
@@ -154,13 +148,7 @@ class EdgeNode:
         self.subscribers = subscribers
         self.bus = bus if bus is not None else InProcessBus()
         self.metrics = EdgeMetrics()
-        self.core = EdgeCore(
-            self.settings,
-            location=self.location,
-            subscribers=self.subscribers,
-            secret=_secret(e),
-            metrics=self.metrics,
-        )
+        self.core = EdgeCore(self.settings, secret=_secret(e), metrics=self.metrics)
         tls = None
         if e.tls_cert and e.tls_key:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -173,53 +161,61 @@ class EdgeNode:
             idle_timeout=e.idle_timeout,
             tls_context=tls,
         )
+        self._answer_questions()
         self._reload = reload
         self._metrics_server: object | None = None
         self._dns_resolver = dns_resolver
-        self._dns_task: asyncio.Task[None] | None = None
         self._gc_task: asyncio.Task[None] | None = None
-        self.dns_refresh = 30.0
 
-    def _named_upstreams(self) -> list[tuple[str, SipURI]]:
-        out = []
-        for text in self.settings.upstreams:
-            uri = parse_uri(text)
-            if isinstance(uri, SipURI) and not _is_ip(uri.param("maddr") or uri.host):
-                out.append((text, uri))
-        return out
+    def _answer_questions(self) -> None:
+        """The core's questions: in-memory/SQLite stores answer inline, network stores in a
+        worker thread (never blocking the loop), DNS through the async resolver."""
+        answers = StoreAnswers(self.location, self.subscribers)
+        server = self.server
 
-    async def resolve_upstreams(self) -> None:
-        """RFC 3263 (NAPTR → SRV → A/AAAA, TTL-cached) for upstreams given by name; the
-        ordered targets become the failover list of that upstream."""
-        named = self._named_upstreams()
-        if not named:
-            return
+        def sync(query: object) -> object:
+            assert isinstance(query, LocationLookup | LocationUpdate | SubscriberLookup)
+            return answers.answer(query, time.time())
+
+        async def threaded(query: object) -> object:
+            return await asyncio.to_thread(sync, query)
+
+        loc_inline = isinstance(self.location, MemoryLocation)
+        subs_inline = self.subscribers is None or isinstance(self.subscribers, SqliteSubscribers)
+        for kind in (LocationLookup, LocationUpdate):
+            server.answer_with(kind, sync if loc_inline else threaded, inline=loc_inline)
+        server.answer_with(SubscriberLookup, sync if subs_inline else threaded, inline=subs_inline)
+        server.answer_with(ResolveUpstream, self._resolve_upstream)
+
+    async def _resolve_upstream(self, query: object) -> object:
+        """RFC 3263 (NAPTR → SRV → A/AAAA, TTL-cached) for an upstream given by name."""
+        assert isinstance(query, ResolveUpstream)
         if self._dns_resolver is None:
             from callward.sip.dns_resolver import DnsPythonResolver
 
             self._dns_resolver = DnsPythonResolver()
-        for text, uri in named:
-            try:
-                targets = await self._locator.resolve_async(uri, self._dns_resolver)
-            except DnsError as exc:
-                log.warning("edge.dns_failed", error=str(exc)[:120])
-                continue
-            peers = [Peer(t.transport.lower(), t.host, t.port) for t in targets]
-            self.core.set_resolved(text, peers)
+        uri = parse_uri(query.uri)
+        if not isinstance(uri, SipURI):
+            return DnsError("upstream is not a SIP URI")
+        try:
+            targets = await self._locator.resolve_async(uri, self._dns_resolver)
+        except DnsError as exc:
+            log.warning("edge.dns_failed", error=str(exc)[:120])
+            return exc
+        return [Peer(t.transport.lower(), t.host, t.port) for t in targets]
 
-    async def _dns_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.dns_refresh)
-            await self.resolve_upstreams()
+    async def _warm_up(self) -> None:
+        """Resolve the upstreams given by name before the first call (bounded wait)."""
+        self.core.warm_up(time.time())
+        self.server.flush()
+        await self.server.settle(5.0)
 
     async def start(self) -> None:
         await self.server.start()
         tune_gc()
         loop = asyncio.get_running_loop()
         self._gc_task = loop.create_task(self._gc_loop())
-        await self.resolve_upstreams()
-        if self._named_upstreams():
-            self._dns_task = loop.create_task(self._dns_loop())
+        await self._warm_up()
         if self._reload is not None:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -246,9 +242,8 @@ class EdgeNode:
         self.settings = new
         self.core.reconfigure(new)
         with contextlib.suppress(RuntimeError):  # re-resolve upstreams named by DNS
-            task = asyncio.get_running_loop().create_task(self.resolve_upstreams())
-            self.server._tasks.add(task)
-            task.add_done_callback(self.server._tasks.discard)
+            self.core.warm_up(time.time())
+            self.server.flush()
         log.info("edge.reloaded", routes=len(new.routes), upstreams=len(new.upstreams))
 
     async def _gc_loop(self) -> None:
@@ -263,8 +258,6 @@ class EdgeNode:
                 gc.freeze()
 
     async def stop(self) -> None:
-        if self._dns_task is not None:
-            self._dns_task.cancel()
         if self._gc_task is not None:
             self._gc_task.cancel()
         await self.server.stop()

@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from callward.edge.flow import Peer
 from callward.errors import SipParseError
 from callward.sip.headers import header_params
 from callward.sip.message import Message
+from callward.sip.peer import Peer
 
 __all__ = ["CallState", "parse_session_expires", "sdp_summary"]
 

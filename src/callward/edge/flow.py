@@ -1,10 +1,9 @@
-"""Transport addresses and RFC 5626 flow tokens.
+"""RFC 5626 flow tokens and topology-hiding contact tokens.
 
-A :class:`Peer` names where a message came from or goes to: transport, address, port and, for
-connection-oriented transports, the id of the connection (a phone behind NAT is only reachable
-over the connection it opened, RFC 5626 §5.3). A *flow token* encodes a Peer plus the node that
-owns the connection, HMAC-signed so that a forged Route cannot make an edge send to an arbitrary
-address (RFC 5626 §5.2 "the token MUST be tamper-proof").
+A *flow token* encodes a :class:`~callward.sip.peer.Peer` (transport, address, port and the
+connection id, RFC 5626 §5.3) plus the node that owns the connection, HMAC-signed so that a
+forged Route cannot make an edge send to an arbitrary address (RFC 5626 §5.2 "the token MUST
+be tamper-proof").
 """
 
 from __future__ import annotations
@@ -12,7 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import dataclass
+
+from callward.sip.peer import Peer
 
 __all__ = [
     "Peer",
@@ -21,26 +21,6 @@ __all__ = [
     "encode_contact_token",
     "encode_flow_token",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    transport: str  # "udp" | "tcp" | "tls" | "ws"
-    host: str
-    port: int
-    conn: int = 0  # connection id for stream transports (0: any / open a new one)
-
-    @property
-    def reliable(self) -> bool:
-        """Stream transports: no retransmissions (RFC 3261 §17.1.1.2)."""
-        return self.transport != "udp"
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.transport}:{host}:{self.port}"
-
-    def same_address(self, other: Peer) -> bool:
-        return (self.transport, self.host, self.port) == (other.transport, other.host, other.port)
 
 
 def encode_flow_token(secret: bytes, node: str, peer: Peer) -> str:
@@ -65,7 +45,7 @@ def decode_flow_token(secret: bytes, token: str) -> tuple[str, Peer] | None:
         return None
     try:
         node, transport, host, port, conn = raw.decode().split("|")
-        return node, Peer(transport, host, int(port), int(conn))
+        return node, Peer(transport, host, int(port), conn)
     except ValueError:
         return None
 

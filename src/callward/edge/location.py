@@ -27,7 +27,7 @@ class Binding:
     call_id: str
     cseq: int
     source: str  # str(Peer) the REGISTER came from (received/rport, §18.2.1 / RFC 3581)
-    conn: int = 0  # connection id on ``node`` (stream transports)
+    conn: str = ""  # connection id on ``node`` (stream transports)
     node: str = ""  # node id holding the flow
     node_uri: str = ""  # how other nodes reach that node, e.g. "sip:127.0.0.1:5060"
     q: float = 1.0

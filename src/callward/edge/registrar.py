@@ -1,5 +1,6 @@
 """Registrar (RFC 3261 §10.3) with RFC 5626 outbound bindings. Sans-IO: a REGISTER and its
-source address in, a response and registration events out; stores are injected.
+source address in, a response and registration events out; the location service and the
+subscriber store are asked through queries (:mod:`callward.edge.pending`), never called.
 
 Bindings are keyed by ``+sip.instance``/``reg-id`` when the phone supports outbound (so a phone
 that changes IP replaces its own binding instead of piling up stale ones, RFC 5626 §6), else by
@@ -9,15 +10,16 @@ phone behind NAT over the same connection.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
-from callward.edge.flow import Peer
-from callward.edge.location import Binding, LocationStore
-from callward.edge.subscribers import SubscriberStore
+from callward.edge.auth import Authenticator
+from callward.edge.location import Binding
+from callward.edge.pending import LocationUpdate, Query, bindings_of
 from callward.errors import SipParseError
-from callward.sip.auth import AuthOutcome, DigestAlgorithm, DigestVerifier
 from callward.sip.headers import NameAddr
 from callward.sip.message import Request, Response, make_response
+from callward.sip.peer import Peer
 from callward.sip.uri import SipURI
 
 __all__ = ["Registrar", "RegistrarPolicy", "RegistrarResult", "aor_of"]
@@ -60,64 +62,12 @@ def _strip_param(na: NameAddr, name: str) -> NameAddr:
 
 @dataclass
 class Registrar:
-    location: LocationStore
-    subscribers: SubscriberStore | None
-    secret: bytes
+    authenticator: Authenticator
     policy: RegistrarPolicy = field(default_factory=RegistrarPolicy)
 
-    def __post_init__(self) -> None:
-        p = self.policy
-        algs = tuple(DigestAlgorithm.parse(a) for a in p.algorithms)
-        # One verifier per header pair (§22.3): 401/Authorization for REGISTER, 407/Proxy-*
-        # for calls. Both share the secret, so nonces and their replay window are per realm.
-        kw = dict(algorithms=algs, qop=("auth",), nonce_ttl=p.nonce_ttl)
-        self._www = DigestVerifier(p.realm, self.secret, self._ha1, **kw)  # type: ignore[arg-type]
-        self._proxy = DigestVerifier(
-            p.realm,
-            self.secret,
-            self._ha1,
-            proxy=True,
-            **kw,  # type: ignore[arg-type]
-        )
-
-    def _ha1(self, username: str, realm: str, alg: DigestAlgorithm) -> str | None:
-        if self.subscribers is None:
-            return None
-        sub = self.subscribers.get(username, realm)
-        if sub is None:
-            return None
-        return sub.ha1_for().get(alg.value)
-
-    def challenge(
-        self, req: Request, now: float, *, stale: bool = False, proxy: bool = False
-    ) -> Response:
-        """401 (or 407 for the proxy) with one challenge per algorithm (RFC 8760 §2.4)."""
-        verifier = self._proxy if proxy else self._www
-        return verifier.challenge_response(req, now, stale=stale, to_tag="cw-auth")
-
-    def authenticate(
-        self, req: Request, now: float, *, proxy: bool = False, username: str | None = None
-    ) -> tuple[str | None, str, Response | None]:
-        """``(username, tenant, None)`` when authenticated, else ``(None, "", challenge-or-403)``.
-        ``username`` (when given) must match the credentials' user (§22.4: a user may only
-        register or call as itself). Verification is :class:`callward.sip.auth.DigestVerifier`
-        (stateless HMAC nonces, nonce-count replay window, digest-uri check)."""
-        verifier = self._proxy if proxy else self._www
-        result = verifier.verify(req, now)
-        if result.outcome is AuthOutcome.MISSING:
-            return None, "", self.challenge(req, now, proxy=proxy)
-        if result.outcome is AuthOutcome.STALE:
-            return None, "", self.challenge(req, now, stale=True, proxy=proxy)
-        if not result.ok or result.username is None:
-            if result.reason == "nonce not issued by us":
-                return None, "", self.challenge(req, now, proxy=proxy)
-            return None, "", make_response(req, 403, to_tag="cw-auth")
-        if username is not None and username != result.username:
-            return None, "", make_response(req, 403, "Credentials Do Not Match AOR", to_tag="x")
-        sub = self.subscribers.get(result.username, self.policy.realm) if self.subscribers else None
-        return result.username, (sub.tenant if sub is not None else "default"), None
-
-    def handle(self, req: Request, source: Peer, now: float, *, first_hop: bool) -> RegistrarResult:
+    def handle(
+        self, req: Request, source: Peer, now: float, *, first_hop: bool
+    ) -> Generator[Query, object, RegistrarResult]:
         """Process one REGISTER whose Request-URI names one of our domains."""
         p = self.policy
         try:
@@ -132,11 +82,13 @@ class Registrar:
         aor = aor_of(to_uri)
         tenant = "default"
         if p.auth:
-            user, tenant, refusal = self.authenticate(req, now, username=to_uri.user_unescaped)
-            if refusal is not None:
-                return RegistrarResult(refusal, aor=aor, auth_failed=refusal.status == 403)
-            del user
-        existing = {b.key: b for b in self.location.lookup(aor, now)}
+            who = yield from self.authenticator.authenticate(
+                req, now, proxy=False, username=to_uri.user_unescaped
+            )
+            if isinstance(who, Response):
+                return RegistrarResult(who, aor=aor, auth_failed=who.status == 403)
+            tenant = who.tenant
+        existing = {b.key: b for b in (yield from bindings_of(aor))}
         call_id = req.call_id
         cseq = req.cseq.seq
         if star:
@@ -150,7 +102,7 @@ class Registrar:
                     return RegistrarResult(
                         make_response(req, 500, "Out Of Order CSeq", to_tag="cw-reg"), aor=aor
                     )
-            self.location.remove_all(aor)
+            yield LocationUpdate(aor, remove_all=True)
             return self._ok(req, aor, [], now, "unregistered", tenant, bool(existing))
         outbound_ok = first_hop and "outbound" in _tokens(req, "Supported")
         changes: list[tuple[str, Binding | None]] = []
@@ -217,17 +169,20 @@ class Registrar:
             # A query (§10.3 step 8 with no Contact): list the bindings.
             return self._ok(req, aor, list(existing.values()), now, "", tenant, False)
         reason = "refreshed"
+        saved: list[Binding] = []
+        removed: list[str] = []
         for key, binding in changes:
             if binding is None:
                 if key in existing:
-                    self.location.remove(aor, key)
+                    removed.append(key)
                     existing.pop(key)
                     reason = "unregistered"
             else:
                 if key not in existing:
                     reason = "registered"
-                self.location.save(binding)
+                saved.append(binding)
                 existing[key] = binding
+        yield LocationUpdate(aor, save=tuple(saved), remove=tuple(removed))
         if existing and reason == "unregistered":
             reason = "refreshed"
         outbound_used = any(b is not None and b.outbound for _, b in changes)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from callward.edge.flow import Peer
 from callward.errors import ConfigError
 from callward.sip.parser import DEFAULT_LIMITS, ParseLimits
+from callward.sip.peer import Peer
 
 __all__ = ["EdgeSettings", "parse_listen"]
 

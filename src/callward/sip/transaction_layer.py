@@ -141,6 +141,13 @@ class TransactionLayer:
                 tx.transport_error(now)
                 self._pump(tx, is_client)
 
+    def abandon(self, key: TransactionKey) -> None:
+        """Forget a client transaction without waiting for it (a proxy that CANCELled a branch
+        which then stays silent, RFC 3261 §9.1: "the client transaction SHOULD be destroyed"
+        64*T1 after the CANCEL). No event is emitted; later responses become stray."""
+        if self.clients.pop(key, None) is not None:
+            self._scheduled.pop((True, key), None)
+
     def cancel_target(self, cancel: Request) -> ServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (§9.2: same match rules as
         §17.2.3 but with method INVITE)."""

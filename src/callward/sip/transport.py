@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import errno
 import itertools
-import secrets
 import socket
 import ssl
 from collections.abc import Callable
@@ -41,8 +39,10 @@ from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
 from callward.errors import SipParseError, TransportError
-from callward.sip.message import REASON_PHRASES, Request, Response, make_response
+from callward.sip.message import Request, Response
 from callward.sip.parser import DEFAULT_LIMITS, ParseLimits, frame_stream, parse_message
+from callward.sip.peer import Peer
+from callward.sip.replies import bad_request_reply
 
 __all__ = [
     "Address",
@@ -63,6 +63,11 @@ __all__ = [
 
 Address = tuple[str, int]
 OnMessage = Callable[[Request | Response, Address, str, str | None], None]
+OnData = Callable[[bytes, Peer], None]
+"""Raw mode: one complete, unparsed message (a datagram or a framed stream message) and where
+it came from; the receiver parses (the edge core does, so every message is parsed once)."""
+OnPeer = Callable[[Peer], None]
+OnReject = Callable[[str], None]
 
 _CRLF = b"\r\n"
 _PING = b"\r\n\r\n"  # RFC 5626 §4.4.1: client sends a double CRLF, server answers one CRLF
@@ -78,6 +83,7 @@ class TransportLimits:
     idle_timeout: float = 300.0  # seconds without a byte (a CRLF ping counts) before closing
     connect_timeout: float = 5.0  # TCP connect + TLS/WS handshake
     udp_receive_buffer: int = 2**21  # SO_RCVBUF for UDP listeners (0: kernel default)
+    udp_batch: int = 64  # datagrams read per wake-up of the UDP reader
     parse: ParseLimits = DEFAULT_LIMITS
 
 
@@ -113,30 +119,6 @@ def _addr(sockaddr: Any) -> Address:
     return str(sockaddr[0]), int(sockaddr[1])
 
 
-def bad_request_reply(data: bytes, error: SipParseError, limits: ParseLimits) -> bytes | None:
-    """The response to send for a message that failed strict parsing, or None to drop it.
-
-    Only a request whose Via, From, To, Call-ID and CSeq can still be read (leniently) can be
-    answered (§8.2.6.2 copies them); never an ACK (§17.2.1) nor a response (§18.1.2)."""
-    try:
-        msg = parse_message(data, strict=False, limits=limits)
-        if not isinstance(msg, Request) or msg.method == "ACK":
-            return None
-        msg.top_via  # noqa: B018 - each must parse for the reply to be routable
-        msg.from_  # noqa: B018
-        msg.to  # noqa: B018
-        msg.cseq  # noqa: B018
-        if not msg.call_id:
-            return None
-    except (SipParseError, ValueError):
-        return None
-    status = error.status_hint if 400 <= error.status_hint <= 699 else 400
-    reason = error.reason_phrase
-    if status != 400:
-        reason = REASON_PHRASES.get(status, "Bad Request") + reason.removeprefix("Bad Request")
-    return bytes(make_response(msg, status, reason, to_tag=secrets.token_hex(6)))
-
-
 class Transport(abc.ABC):
     """Common interface of every SIP transport (see the module docstring)."""
 
@@ -149,6 +131,21 @@ class Transport(abc.ABC):
         self.local_addr: Address = ("0.0.0.0", 0)
         self.stats = TransportStats()
         self._taps: list[Tap] = []
+        # Optional hooks, set right after ``listen`` (before the loop runs again):
+        self.on_data: OnData | None = None  # raw mode instead of on_message (see OnData)
+        self.on_connection_lost: OnPeer | None = None  # a connection (flow) closed
+        self.on_reject: OnReject | None = None  # "connection-limit" | "framing" | "buffer" | "idle"
+
+    def peer(self, addr: Address, cid: str | None) -> Peer:
+        return Peer(self.name, addr[0], addr[1], cid or "")
+
+    def _rejected(self, reason: str) -> None:
+        if self.on_reject is not None:
+            self.on_reject(reason)
+
+    def _lost(self, addr: Address, cid: str) -> None:
+        if self.on_connection_lost is not None:
+            self.on_connection_lost(self.peer(addr, cid))
 
     def add_tap(self, tap: Tap) -> None:
         """Observe every message in and out (called synchronously; keep it cheap)."""
@@ -168,6 +165,16 @@ class Transport(abc.ABC):
     def _receive(self, data: bytes, source: Address, cid: str | None) -> bytes | None:
         """Parse and deliver one complete message; return bytes to answer with (a 400)."""
         self._tap("in", data, source, cid)
+        on_data = self.on_data
+        if on_data is not None:
+            self.stats.messages_in += 1
+            try:
+                on_data(data, self.peer(source, cid))
+            except Exception as exc:  # the consumer's bug: report, keep serving
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "SIP on_data callback failed", "exception": exc}
+                )
+            return None
         try:
             msg = parse_message(data, limits=self.limits.parse)
         except SipParseError as exc:
@@ -204,6 +211,10 @@ class Transport(abc.ABC):
     def has_connection(self, connection_id: str) -> bool:
         return False
 
+    def send_peer_nowait(self, data: bytes, peer: Peer) -> bool:
+        """:meth:`send_nowait` to a :class:`Peer` (its connection when it names one)."""
+        return self.send_nowait(data, peer.address, peer.conn or None)
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop listening and close every connection."""
@@ -218,12 +229,14 @@ class UdpTransport(Transport):
     """Connectionless SIP over UDP (§18.1.1). Retransmission belongs to the transaction layer.
 
     A raw non-blocking socket read with ``loop.add_reader``: each wake-up drains up to
-    ``_BATCH`` datagrams, where asyncio's datagram transport pays one event-loop iteration (an
-    epoll call) per datagram, which dominated the cost of a call under load."""
+    ``limits.udp_batch`` datagrams, where asyncio's datagram transport pays one event-loop
+    iteration (an epoll call) per datagram, which dominated the cost of a call under load, and
+    under a backlog fired retransmission timers before reading the answers already queued in
+    the kernel (spurious retransmissions, then a storm). A timer-driven owner calls
+    :meth:`drain` before handling its timers for the same reason."""
 
     name = "udp"
     reliable = False
-    _BATCH = 64
 
     def __init__(self, on_message: OnMessage, limits: TransportLimits) -> None:
         super().__init__(on_message, limits)
@@ -252,10 +265,15 @@ class UdpTransport(Transport):
             if self.limits.udp_receive_buffer:
                 # A burst (a registration storm after a network flap) must queue in the kernel,
                 # not be dropped: each drop costs the peer a 500 ms retransmission (Timer A/E).
-                with contextlib.suppress(OSError):  # capped by net.core.rmem_max
-                    sock.setsockopt(
-                        socket.SOL_SOCKET, socket.SO_RCVBUF, self.limits.udp_receive_buffer
-                    )
+                # SO_RCVBUFFORCE passes net.core.rmem_max with CAP_NET_ADMIN; else SO_RCVBUF.
+                for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+                    if opt is None:
+                        continue
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, opt, self.limits.udp_receive_buffer)
+                        break
+                    except OSError:
+                        continue
             sock.bind(sockaddr)
         except OSError as exc:
             sock.close()
@@ -266,8 +284,12 @@ class UdpTransport(Transport):
         return self
 
     def _readable(self) -> None:
+        self.drain()
+
+    def drain(self, budget: int = 0) -> None:
+        """Deliver every queued datagram, up to ``budget`` (default ``limits.udp_batch``)."""
         sock = self._sock
-        for _ in range(self._BATCH):
+        for _ in range(budget or self.limits.udp_batch):
             if sock is None or sock.fileno() < 0:
                 return
             try:
@@ -343,6 +365,7 @@ class _StreamConnection(asyncio.Protocol):
         self.peer = _addr(transport.get_extra_info("peername"))
         if not self.owner._register(self):
             self.owner.stats.rejected_connections += 1
+            self.owner._rejected("connection-limit")
             transport.abort()
             return
         self._touch()
@@ -363,11 +386,13 @@ class _StreamConnection(asyncio.Protocol):
         if left > 0:
             self._idle = self._loop.call_later(left, self._check_idle)
         else:
-            self.abort()
+            self.abort("idle")
 
-    def abort(self, abusive: bool = True) -> None:
-        if abusive:
+    def abort(self, reason: str = "") -> None:
+        """Close at once; ``reason`` ("idle", "buffer", "framing") counts it as abusive."""
+        if reason:
             self.owner.stats.closed_abusive += 1
+            self.owner._rejected(reason)
         if self.transport is not None:
             self.transport.abort()
 
@@ -383,7 +408,7 @@ class _StreamConnection(asyncio.Protocol):
         self._drain()
         # The limit applies to what stays unframed: one read may carry many pipelined messages.
         if len(self.buffer) > self.owner.limits.max_buffer_bytes and not self._closing():
-            self.abort()
+            self.abort("buffer")
 
     def _closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()
@@ -409,7 +434,8 @@ class _StreamConnection(asyncio.Protocol):
             try:
                 frame, consumed = frame_stream(buf, limits=self.owner.limits.parse)
             except SipParseError:
-                self.abort()  # framing lost: nothing after this point can be trusted (§18.3)
+                # Framing lost: nothing after this point can be trusted (§18.3).
+                self.abort("framing")
                 return
             if frame is None:
                 return
@@ -472,7 +498,8 @@ class StreamTransport(Transport):
         return True
 
     def _unregister(self, conn: _StreamConnection) -> None:
-        self._by_id.pop(conn.id, None)
+        if self._by_id.pop(conn.id, None) is not None:
+            self._lost(conn.peer, conn.id)
         for addr in (conn.peer, *conn.aliases):
             if self._by_addr.get(addr) is conn:
                 del self._by_addr[addr]
@@ -581,7 +608,7 @@ class StreamTransport(Transport):
             self._server.close()
         self._closed = True
         for conn in list(self._by_id.values()):
-            conn.abort(abusive=False)
+            conn.abort()
         self._by_id.clear()
         self._by_addr.clear()
         if self._server is not None:
@@ -706,6 +733,7 @@ class WsTransport(Transport):
             return conn.respond(400, "WebSocket subprotocol 'sip' required (RFC 7118)\n")
         if len(self._by_id) >= self.limits.max_connections:
             self.stats.rejected_connections += 1
+            self._rejected("connection-limit")
             return conn.respond(503, "too many connections\n")
         return None
 
@@ -722,6 +750,7 @@ class WsTransport(Transport):
                     data = await asyncio.wait_for(ws.recv(), self.limits.idle_timeout)
                 except TimeoutError:
                     self.stats.closed_abusive += 1
+                    self._rejected("idle")
                     return
                 if isinstance(data, str):
                     data = data.encode("utf-8", "surrogateescape")
@@ -735,6 +764,7 @@ class WsTransport(Transport):
             self._by_id.pop(cid, None)
             if self._by_addr.get(peer) == cid:
                 del self._by_addr[peer]
+            self._lost(peer, cid)
             await ws.close()
 
     def has_connection(self, connection_id: str) -> bool:
