@@ -24,6 +24,7 @@ __all__ = [
     "QualityConfig",
     "RecordsConfig",
     "RetentionConfig",
+    "SecurityConfig",
     "SipLimits",
     "StorageConfig",
     "load_config",
@@ -168,6 +169,19 @@ class RetentionConfig(_Section):
     hep_dir: Path | None = Field(None, description="default <data_dir>/hep")
 
 
+class SecurityConfig(_Section):
+    """Security policy shared by the faces and the edge. Owned by the security area
+    (docs/security.md)."""
+
+    metrics_token: str | None = Field(
+        None, description="bearer token (or sha256:<hex>) required to read /metrics"
+    )
+    metrics_allow: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="without a token, /metrics answers only these networks",
+    )
+
+
 class CallwardConfig(_Section):
     sip: SipLimits = SipLimits()
     storage: StorageConfig = StorageConfig()
@@ -177,6 +191,7 @@ class CallwardConfig(_Section):
     records: RecordsConfig = RecordsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     retention: RetentionConfig = RetentionConfig()
+    security: SecurityConfig = SecurityConfig()
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -84,7 +84,8 @@ def make_client(records: Records) -> Iterator[Callable[..., TestClient]]:
         settings: WebSettings | None = None, config: CallwardConfig | None = None
     ) -> TestClient:
         app = create_app(config or CallwardConfig(), records, settings, clock=lambda: T0 + 1e6)
-        c = TestClient(app)
+        # /metrics answers the management address (loopback) only: the client is local
+        c = TestClient(app, client=("127.0.0.1", 50000))
         c.__enter__()
         clients.append(c)
         return c

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from callward.errors import PolicyError, StoreError
+from callward.private_files import private_file
 from callward.records.rows import CdrQuery
 from callward.records.schema import Cdr
 
@@ -77,7 +78,7 @@ class AuditLog:
         self.anchor = Path(anchor) if anchor is not None else Path(str(path) + ".head")
         self.clock = clock
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # personal data: 0600 in a 0700 folder
             # used from worker threads (scheduler, asyncio.to_thread): one lock serializes it
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False

@@ -20,6 +20,7 @@ from typing import Any
 
 from callward.errors import StoreError
 from callward.events import Event
+from callward.private_files import private_file
 from callward.records.bulk_writer import BulkWriter
 from callward.records.rows import COLUMNS, CdrQuery, RecordCodec, where_clause
 from callward.records.schema import Cdr
@@ -65,7 +66,7 @@ class SqliteCdrStore:
         self.batch_size = batch_size
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # personal data: 0600 in a 0700 folder
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
             )
@@ -87,8 +88,7 @@ class SqliteCdrStore:
     def backup_to(self, dest: Path | str) -> Path:
         """Online consistent copy (SQLite backup API) — a backup holds sealed identifiers only,
         so shredding a subject key later makes the backup copy unreadable too."""
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest = private_file(dest)
         target = sqlite3.connect(str(dest))
         try:
             with self._lock:

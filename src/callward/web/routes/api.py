@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from callward import __version__
 from callward.errors import PolicyError
+from callward.metrics_access import MetricsAccess
 from callward.records.rows import CdrQuery
 from callward.usage.planner import MediaChoice, plan_call, plan_keepalive
 from callward.web.app import WebState
@@ -379,5 +380,13 @@ async def get_health(request: Request) -> dict[str, Any]:
     summary="Prometheus text format; labels carry no personal data",
 )
 def get_metrics(request: Request) -> Response:
-    return Response(generate_latest(state_of(request).metrics.registry), 200,
+    state = state_of(request)
+    sec = state.config.security
+    refused = MetricsAccess(sec.metrics_token, sec.metrics_allow).check(
+        request.headers.get("authorization"), request.client.host if request.client else None
+    )
+    if refused:
+        headers = {"WWW-Authenticate": "Bearer"} if refused == 401 else None
+        return Response("metrics: not allowed\n", refused, headers=headers)
+    return Response(generate_latest(state.metrics.registry), 200,
                     media_type=CONTENT_TYPE_LATEST)  # fmt: skip
