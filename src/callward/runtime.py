@@ -33,6 +33,7 @@ from callward.errors import ConfigError
 from callward.events import Event, EventBus, Handler, InProcessBus
 
 if TYPE_CHECKING:
+    from callward.records.security_alerts import SecurityAlertLog
     from callward.records.service import CdrSink, Records
     from callward.relay.ng_daemon import NgDaemon
 
@@ -74,6 +75,7 @@ class Runtime:
     sink: CdrSink | None = None
     nats: Any = None  # the NATS connection of a JetStream deployment
     relay: NgDaemon | None = None
+    security_alerts: SecurityAlertLog | None = None  # the SecurityAlert consumer (dashboard)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -172,6 +174,10 @@ async def open_runtime(cfg: CallwardConfig, *, cdr_writer: bool = True) -> Runti
             )
             bus.subscribe(sink.handle)
     rt = Runtime(cfg, bus, records=records, sink=sink, nats=nc)
+    from callward.records.security_alerts import SecurityAlertLog
+
+    rt.security_alerts = SecurityAlertLog()  # every alert: logged (redacted) and counted
+    bus.subscribe(rt.security_alerts.handle)
     for factory in SUBSCRIBER_FACTORIES:
         handler = factory(rt)
         if handler is not None:
