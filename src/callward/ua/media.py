@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,10 @@ class _Proto(asyncio.DatagramProtocol):
         self.owner = owner
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        # RFC 7983 demultiplexing: DTLS / STUN on the media port go to whoever claimed them.
+        demux = self.owner.demux
+        if demux is not None and demux(data, (str(addr[0]), int(addr[1]))):
+            return
         self.owner._receive(data, asyncio.get_running_loop().time())
 
 
@@ -62,6 +67,8 @@ class RtpEndpoint:
         self._tx: SrtpContext | None = None
         self._rx: SrtpContext | None = None
         self._later: set[asyncio.TimerHandle] = set()
+        # Claims non-RTP datagrams (DTLS-SRTP handshake, ICE/STUN): True = consumed.
+        self.demux: Callable[[bytes, tuple[str, int]], bool] | None = None
 
     @classmethod
     async def open(cls, host: str = "127.0.0.1") -> RtpEndpoint:

@@ -40,6 +40,8 @@ from callward.events import (
     EventBus,
     RegistrationChanged,
 )
+from callward.rtp.dtls_srtp import DtlsCertificate
+from callward.sdp.security import Fingerprint
 from callward.sip.auth import authorize
 from callward.sip.message import Headers, Request, Response, make_response
 from callward.sip.timers import TimerConfig
@@ -137,8 +139,10 @@ class Phone:
         self.media_host = "127.0.0.1"
         self.media_port = 0  # the port advertised in our SDP (0: none chosen → 9, discard)
         # "rtp": offer plain RTP/AVP (lab peers, SIPp); "srtp": offer SDES-SRTP and refuse plain
-        # offers with 488. Either way an SDES offer is answered with SDES (sdp_offer.py).
+        # offers with 488; "dtls": offer DTLS-SRTP (RFC 5763) and refuse plain offers. Whatever
+        # the mode, a secure offer is answered securely (sdp/policy.py picks DTLS, then SDES).
         self.media_security = "rtp"
+        self._dtls_certificate: DtlsCertificate | None = None
 
     @classmethod
     async def start(
@@ -199,12 +203,23 @@ class Phone:
         return self._loop.time()
 
     # ------------------------------------------------------------------ public API
+    @property
+    def dtls_certificate(self) -> DtlsCertificate:
+        """Our self-signed DTLS certificate (one per phone run; its fingerprint goes in SDP)."""
+        if self._dtls_certificate is None:
+            self._dtls_certificate = DtlsCertificate.generate()
+        return self._dtls_certificate
+
+    def _fingerprint(self) -> Fingerprint:
+        return Fingerprint.of_digest("sha-256", self.dtls_certificate.fingerprint("sha-256"))
+
     def make_offer(self) -> bytes:
         return offer_sdp(
             self.media_host,
             self.media_port or 9,
             self._session_id,
             srtp=self.media_security == "srtp",
+            dtls=self._fingerprint() if self.media_security == "dtls" else None,
         )
 
     def make_answer(self, offer: bytes) -> bytes | None:
@@ -213,7 +228,8 @@ class Phone:
             self.media_host,
             self.media_port or 9,
             self._session_id,
-            require_srtp=self.media_security == "srtp",
+            require_srtp=self.media_security in ("srtp", "dtls"),
+            dtls=self._fingerprint(),
         )
 
     async def call(

@@ -34,6 +34,8 @@ from callward.sdp import (
     parse_sdp,
     serialize_sdp,
 )
+from callward.sdp.policy import choose_security
+from callward.sdp.security import Fingerprint
 
 __all__ = [
     "SRTP_SUITE",
@@ -52,6 +54,17 @@ _SPECS = {0: CodecSpec("PCMU", 8000, payload_type=0), 8: CodecSpec("PCMA", 8000,
 #: which callward.rtp.srtp keys and the usage planner prices.
 SRTP_SUITE = "AES_CM_128_HMAC_SHA1_80"
 _SDES = SecurityPolicy(preference=(SecurityMode.SDES_SRTP,), sdes_suites=(SRTP_SUITE,))
+_DTLS = SecurityPolicy(preference=(SecurityMode.DTLS_SRTP,), sdes_suites=(SRTP_SUITE,))
+
+
+def answer_policy(*, require_srtp: bool, dtls: bool) -> SecurityPolicy:
+    """What the phone accepts in an offer (sdp/policy.py decides): DTLS-SRTP when we have a
+    certificate, then SDES; plain RTP only when the phone was told plain is fine."""
+    modes = (SecurityMode.DTLS_SRTP, SecurityMode.SDES_SRTP) if dtls else (SecurityMode.SDES_SRTP,)
+    plain = not require_srtp
+    return SecurityPolicy(
+        preference=modes, sdes_suites=(SRTP_SUITE,), allow_plain_rtp=plain, trusted_leg=plain
+    )
 
 
 def _codecs(pts: tuple[int, ...]) -> CodecPolicy:
@@ -92,26 +105,20 @@ def offer_sdp(
     *,
     pts: tuple[int, ...] = (0, 8),
     srtp: bool = False,
+    dtls: Fingerprint | None = None,
     rng: Callable[[int], bytes] = os.urandom,
 ) -> bytes:
     """An RFC 3264 §5 offer for one G.711 audio stream; ``srtp`` offers RTP/SAVP with one
-    SDES crypto line keyed from ``rng`` (RFC 4568 §6.1)."""
+    SDES crypto line keyed from ``rng`` (RFC 4568 §6.1); ``dtls`` (our certificate's
+    fingerprint) offers UDP/TLS/RTP/SAVP with ``a=setup:actpass`` (RFC 5763 §5)."""
+    if dtls is not None:
+        local = LocalMedia(host, (port,), session_id=str(session_id), fingerprint=dtls)
+        offer = create_offer(local, codecs=_codecs(pts), security=_DTLS, rng=rng)
+        return serialize_sdp(offer).encode()
     if not srtp:
         return _sdp(host, port, session_id, 1, pts)
     local = LocalMedia(host, (port,), session_id=str(session_id))
     return serialize_sdp(create_offer(local, codecs=_codecs(pts), security=_SDES, rng=rng)).encode()
-
-
-def _offers_sdes(offer: bytes) -> bool | None:
-    """True when the first audio stream is RTP/SAVP (SDES), False for plain; None if unusable."""
-    try:
-        sd = parse_sdp(offer)
-    except CallwardError:
-        return None
-    for md in sd.media:
-        if md.media == "audio" and not md.rejected:
-            return "SAVP" in md.proto.upper()
-    return None
 
 
 def answer_sdp(
@@ -121,23 +128,28 @@ def answer_sdp(
     session_id: int,
     *,
     require_srtp: bool = False,
+    dtls: Fingerprint | None = None,
     rng: Callable[[int], bytes] = os.urandom,
 ) -> bytes | None:
-    """An RFC 3264 §6 answer in the offer's kind (SDES-SRTP or plain RTP), with the offer's
-    payload types we support in the offer's order; None when nothing is acceptable (the caller
-    answers 488): no common codec, an unusable crypto suite, or plain RTP when
+    """An RFC 3264 §6 answer in the offer's kind (DTLS-SRTP when we have a certificate
+    fingerprint ``dtls``, SDES-SRTP or plain RTP), chosen by :func:`answer_policy`, with the
+    offer's payload types we support in the offer's order; None when nothing is acceptable
+    (the caller answers 488): no common codec, an unusable crypto suite, or plain RTP when
     ``require_srtp``."""
-    sdes = _offers_sdes(offer)
-    if sdes:
-        local = LocalMedia(host, (port,), session_id=str(session_id))
+    policy = answer_policy(require_srtp=require_srtp, dtls=dtls is not None)
+    try:
+        parsed = parse_sdp(offer)
+        mode = choose_security(parsed, policy).mode
+    except CallwardError:
+        return None
+    if mode is not SecurityMode.PLAIN:
+        local = LocalMedia(host, (port,), session_id=str(session_id), fingerprint=dtls)
         try:
-            answer = create_answer(parse_sdp(offer), local, codecs=_codecs((0, 8)), security=_SDES,
+            answer = create_answer(parsed, local, codecs=_codecs((0, 8)), security=policy,
                                    rng=rng)  # fmt: skip
         except CallwardError:
             return None
         return serialize_sdp(answer).encode()
-    if require_srtp:
-        return None
     remote = audio_endpoint(offer)
     if remote is None:
         return None
