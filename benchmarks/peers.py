@@ -256,6 +256,71 @@ def kamailio_proxy(
         kill_pid(pid)
 
 
+KAMAILIO_RTPENGINE_CFG = Path(__file__).resolve().parent / "kamailio" / "rtpengine.cfg"
+
+
+@contextlib.contextmanager
+def kamailio_media_proxy(
+    work: Path, port: int, uas: int, ng: int, *, flags: str | None = None
+) -> Iterator[int]:
+    """Kamailio with benchmarks/kamailio/rtpengine.cfg: a proxy to the uas that anchors media
+    through the ng relay on udp:127.0.0.1:ng with its ``rtpengine`` module."""
+    pidfile = work / f"kamailio-{port}.pid"
+    cmd = ["kamailio", "-f", str(KAMAILIO_RTPENGINE_CFG), "-P", str(pidfile), "-m", "64",
+           "-M", "8", "-l", f"udp:127.0.0.1:{port}", "-A", f'UAS_ADDR="sip:127.0.0.1:{uas}"',
+           "-A", f'NG_SOCK="udp:127.0.0.1:{ng}"', "-w", str(work)]  # fmt: skip
+    if flags is not None:
+        cmd += ["-A", f'RTP_FLAGS="{flags}"']
+    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=30)
+    if res.returncode != 0:
+        raise RuntimeError(f"kamailio did not start: {res.stderr[-500:]}")
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("kamailio wrote no pidfile")
+        time.sleep(0.1)
+    pid = int(pidfile.read_text().strip())
+    try:
+        yield pid
+    finally:
+        kill_pid(pid)
+
+
+@contextlib.contextmanager
+def callward_relay(
+    work: Path, ng: int, ports: tuple[int, int], *, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """``callward relay --ng 127.0.0.1:ng`` with its data under ``work/var`` and media ports in
+    ``ports``, once it says it is listening; stopped with SIGTERM (CDRs are flushed)."""
+    log = work / f"relay-{ng}.log"
+    full = {**os.environ, "CALLWARD_STORAGE__DATA_DIR": str(work / "var"),
+            "CALLWARD_MEDIA__RTP_PORT_MIN": str(ports[0]),
+            "CALLWARD_MEDIA__RTP_PORT_MAX": str(ports[1]), **(env or {})}  # fmt: skip
+    with log.open("w") as fh:
+        cmd = [*CALLWARD_CLI, "relay", "--ng", f"127.0.0.1:{ng}"]
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=work, env=full)
+    try:
+        deadline = time.monotonic() + 20
+        while "ng on" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"relay did not start: {log.read_text()[-500:]}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        stop(proc)
+
+
+def sipp_pcap_dir(work: Path) -> Path:
+    """SIPp's built-in ``uac_pcap`` plays ``pcap/g711a.pcap`` (and the RFC 2833 digit
+    captures) relative to its working directory: copy Debian's into ``work/pcap``."""
+    src = Path("/usr/share/sip-tester")
+    dst = work / "pcap"
+    dst.mkdir(exist_ok=True)
+    for f in src.glob("*.pcap"):
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
 KAMAILIO_DIGEST_CFG = """#!KAMAILIO
 debug={debug}
 log_stderror=yes

@@ -107,6 +107,8 @@ class LegCounters:
     payload_type: int | None = None
     rtt_ms: float | None = None  # relay <-> this leg's peer, from RTCP LSR/DLSR
     stats: dict[int, ReceiverStats] = field(default_factory=dict)
+    #: packets per payload type (bounded), so the voice codec is known despite DTMF/CN
+    pt_counts: dict[int, int] = field(default_factory=dict)
     # SRs received on this leg and forwarded: (sender SSRC, LSR value) -> arrival time
     sr_seen: dict[tuple[int, int], float] = field(default_factory=dict)
 
@@ -120,8 +122,16 @@ class LegCounters:
             if len(self.stats) >= 8:  # bounded: a hostile peer cycling SSRCs gets no memory
                 return
             st = self.stats[ssrc] = ReceiverStats(ssrc, clock_rate)
-        self.payload_type = data[1] & 0x7F
+        pt = self.payload_type = data[1] & 0x7F
+        if pt in self.pt_counts or len(self.pt_counts) < 16:
+            self.pt_counts[pt] = self.pt_counts.get(pt, 0) + 1
         st.receive(seq, ts, arrival)
+
+    def main_payload_type(self) -> int | None:
+        """The payload type most packets carried (the voice codec, not telephone-event)."""
+        if not self.pt_counts:
+            return self.payload_type
+        return max(self.pt_counts.items(), key=lambda kv: kv[1])[0]
 
     def main_stats(self) -> ReceiverStats | None:
         if not self.stats:

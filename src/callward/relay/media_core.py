@@ -348,15 +348,16 @@ class MediaCore:
         expected = 0 if snap is None else snap.expected
         jitter = 0.0 if snap is None else round(snap.jitter_ms, 3)
         codec = ""
-        if c.payload_type is not None:
-            codec = self.codecs.get(c.payload_type) or STATIC_CODECS.get(c.payload_type, "")
+        pt = c.main_payload_type()
+        if pt is not None:
+            codec = self.codecs.get(pt) or STATIC_CODECS.get(pt, "")
         mos: dict[str, float] = {}
         if self.mos_estimator is not None and codec and expected:
             mos = self.mos_estimator(codec, 100.0 * lost / expected, jitter, c.rtt_ms)
         return LegStats(
             name=self.legs[leg].config.name,
             ssrc=0 if snap is None else snap.ssrc,
-            codec=codec or ("" if c.payload_type is None else f"PT{c.payload_type}"),
+            codec=codec or ("" if pt is None else f"PT{pt}"),
             packets=c.packets_in - c.rtcp_in,
             rtcp_packets=c.rtcp_in,
             bytes_in=c.bytes_in,
