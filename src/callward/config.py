@@ -182,6 +182,23 @@ class SecurityConfig(_Section):
     )
 
 
+class IdentityConfig(_Section):
+    """OAuth 2.0 for phones (RFC 8898 at the edge, bearer tokens on the web's phone API), the
+    subscriber directory (AOR <-> MSISDN <-> subject), contact discovery and telemetry.
+    Owned by callward.edge.bearer / callward.web.identity. Off until ``issuer`` is set."""
+
+    issuer: str | None = Field(None, description="OAuth issuer URL (iss); None = Bearer off")
+    jwks_uri: str | None = Field(None, description="default: <issuer>/jwks")
+    audience: str = Field("sip:callward.local", description="aud the tokens must carry")
+    sip_scope: str = Field("sip", description="scope needed to REGISTER/INVITE")
+    leeway: float = Field(30.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat")
+    tenants: list[str] = Field(default_factory=list, description="tenants accepted; [] = all")
+    directory: str = Field("identity.sqlite", description="SQLite file, relative: in data_dir")
+    discovery_salt: str | None = Field(None, description="server salt for contact discovery")
+    discovery_daily_limit: int = Field(2000, ge=1, description="hashes looked up/subject/day")
+    telemetry_daily_bytes: int = Field(262144, ge=1024, description="accepted/subject/day")
+
+
 class CallwardConfig(_Section):
     sip: SipLimits = SipLimits()
     storage: StorageConfig = StorageConfig()
@@ -192,6 +209,7 @@ class CallwardConfig(_Section):
     privacy: PrivacyConfig = PrivacyConfig()
     retention: RetentionConfig = RetentionConfig()
     security: SecurityConfig = SecurityConfig()
+    identity: IdentityConfig = IdentityConfig()
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:

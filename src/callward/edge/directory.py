@@ -74,6 +74,8 @@ class IdentityDirectory(Protocol):
 
     def reachable_msisdns(self, tenant: str | None = None) -> list[tuple[str, str]]: ...
 
+    def tenants(self) -> list[str]: ...
+
     def close(self) -> None: ...
 
 
@@ -203,6 +205,10 @@ class SqliteDirectory:
             sql, args = sql + " AND tenant = ?", (tenant,)
         with self._lock:
             return [(str(m), str(a)) for m, a in self._db.execute(sql, args).fetchall()]
+
+    def tenants(self) -> list[str]:
+        with self._lock:
+            return [str(r[0]) for r in self._db.execute("SELECT DISTINCT tenant FROM identity")]
 
     def close(self) -> None:
         with self._lock:

@@ -129,7 +129,7 @@ def create_app(
     metrics: WebMetrics | None = None,
 ) -> FastAPI:
     """The web app over an opened :class:`~callward.records.service.Records`."""
-    from callward.web.routes import api, captures, dashboard
+    from callward.web.routes import api, captures, dashboard, phone
 
     state = WebState(
         config=config,
@@ -148,6 +148,9 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         state.close()
+        if app.state.phone is not None:
+            app.state.phone.close()
+            await app.state.phone.fetcher.aclose()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -160,8 +163,15 @@ def create_app(
     )
     app.state.web = state
     app.state.sessions = SessionStore(clock)
+    app.state.phone = (
+        phone.open_phone_services(config, records.data_dir, state)
+        if config.identity.issuer
+        else None
+    )
     app.include_router(api.router)
     app.include_router(captures.router)
+    if app.state.phone is not None:  # the phone API exists only with an OAuth issuer
+        app.include_router(phone.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
@@ -174,7 +184,8 @@ def create_app(
             # RFC 9110 §15.5.6: Allow lists every method of the resource; Starlette names only
             # the first route whose path matched (POST and DELETE /session are two routes).
             allowed: set[str] = set()
-            for route in (*api.router.routes, *captures.router.routes, *dashboard.router.routes):
+            for route in (*api.router.routes, *captures.router.routes, *dashboard.router.routes,
+                          *phone.router.routes):  # fmt: skip
                 match, _ = route.matches(request.scope)
                 if match is not Match.NONE:
                     allowed |= set(getattr(route, "methods", None) or ())

@@ -1,0 +1,211 @@
+"""What the web serves to phones (not to operators): contact discovery with delta sync,
+preferences with ETags, and the telemetry ingest. Routes are in :mod:`callward.web.routes.phone`.
+
+Phones authenticate with the OAuth access token they already hold for SIP (RFC 6750 bearer,
+verified like the edge does: :mod:`callward.edge.bearer`), and the token's subject is mapped
+through the identity directory on every request, so a revoked subject is refused at once.
+
+Nothing here keeps what a phone asked: discovery answers from an index of *reachable
+subscribers*, and the only per-phone state is a daily counter (rate limit) and the phone's own
+preferences. Telemetry lands in ``telemetry.sqlite`` next to the CDRs, keyed by the subject's
+pseudonym, and is purged on the retention period of CDR traffic data for the tenant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from callward.edge.directory import Identity, SqliteDirectory
+from callward.errors import StoreError
+from callward.privacy.discovery import discovery_hash
+
+__all__ = [
+    "DailyQuota",
+    "DiscoveryIndex",
+    "PrefsStore",
+    "TelemetryStore",
+    "decode_telemetry",
+]
+
+MAX_TELEMETRY_COMPRESSED = 64 * 1024
+MAX_TELEMETRY_DECODED = 1024 * 1024
+MAX_TELEMETRY_RECORDS = 2000
+DAY = 86400.0
+
+
+class DailyQuota:
+    """Units used per (key, UTC day); bounded memory (days other than today are dropped)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._day = -1
+        self._used: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, units: int, now: float) -> bool:
+        day = int(now // DAY)
+        with self._lock:
+            if day != self._day:
+                self._day, self._used = day, {}
+            used = self._used.get(key, 0)
+            if used + units > self.limit:
+                return False
+            self._used[key] = used + units
+            return True
+
+    def retry_after(self, now: float) -> int:
+        return int(DAY - now % DAY) + 1
+
+
+class DiscoveryIndex:
+    """``prefix -> AOR`` over the directory's reachable numbers, rebuilt when the directory
+    version changes (a version/ETag-coherent server-side cache)."""
+
+    def __init__(self, directory: SqliteDirectory, salt: bytes) -> None:
+        self.directory = directory
+        self.salt = salt
+        self.salt_id = hashlib.sha256(b"salt-id" + salt).hexdigest()[:12]
+        self._built_at = -1
+        self._index: dict[tuple[str, str], str] = {}  # (tenant, prefix) -> aor
+        self.rebuilds = 0
+
+    def _fresh(self) -> int:
+        version = self.directory.version()
+        if version != self._built_at:
+            index: dict[tuple[str, str], str] = {}
+            for tenant in self.directory.tenants():
+                for msisdn, aor in self.directory.reachable_msisdns(tenant):
+                    index[(tenant, discovery_hash(self.salt, msisdn))] = aor
+            self._index, self._built_at = index, version
+            self.rebuilds += 1
+        return version
+
+    def sync(self, who: Identity, since: int, added: list[str]) -> dict[str, Any]:
+        """Matches for ``added`` prefixes, plus the AORs changed since version ``since``."""
+        version = self._fresh()
+        matches = [
+            {"h": h, "aor": aor}
+            for h in added
+            if (aor := self._index.get((who.tenant, h))) is not None and aor != who.aor
+        ]
+        gone: list[str] = []
+        if 0 < since < version:
+            for change in self.directory.changes_since(since, 10_000):
+                ident = self.directory.by_subject(change.subject)
+                if ident is not None and ident.tenant == who.tenant:
+                    gone.append(ident.aor)
+        return {"version": version, "salt_id": self.salt_id, "matches": matches,
+                "gone": sorted(set(gone))}  # fmt: skip
+
+
+class PrefsStore:
+    """A phone's preferences, one JSON document per subject with a version (the ETag).
+    Conditional writes only: ``If-Match`` must name the current version (RFC 9110 §13.1.1)."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, subject: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            return self._docs.get(subject, (0, {}))
+
+    def put(self, subject: str, if_match: int, doc: dict[str, Any]) -> tuple[bool, int]:
+        with self._lock:
+            version, _ = self._docs.get(subject, (0, {}))
+            if if_match != version:
+                return False, version
+            self._docs[subject] = (version + 1, doc)
+            return True, version + 1
+
+
+def decode_telemetry(body: bytes, encoding: str | None) -> list[dict[str, Any]]:
+    """A telemetry batch: JSON array of flat objects, zstd-compressed (``Content-Encoding:
+    zstd``, RFC 8878). ValueError with one line on anything else."""
+    if len(body) > MAX_TELEMETRY_COMPRESSED:
+        raise ValueError(f"batch larger than {MAX_TELEMETRY_COMPRESSED} bytes")
+    if (encoding or "").strip().lower() != "zstd":
+        raise ValueError("telemetry must be sent with Content-Encoding: zstd")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(body, max_output_size=MAX_TELEMETRY_DECODED)
+    except zstandard.ZstdError:
+        raise ValueError("body is not a zstd frame (or decodes past 1 MiB)") from None
+    if len(raw) > MAX_TELEMETRY_DECODED:
+        raise ValueError("decoded batch larger than 1 MiB")
+    try:
+        records = json.loads(raw)
+    except ValueError:
+        raise ValueError("decoded batch is not JSON") from None
+    if not isinstance(records, list) or len(records) > MAX_TELEMETRY_RECORDS:
+        raise ValueError(f"expected a JSON array of at most {MAX_TELEMETRY_RECORDS} records")
+    out: list[dict[str, Any]] = []
+    for r in records:
+        if not isinstance(r, dict) or not isinstance(r.get("kind"), str):
+            raise ValueError("every record must be an object with a 'kind'")
+        if not isinstance(r.get("ts"), int | float) or any(
+            isinstance(v, dict | list) for v in r.values()
+        ):
+            raise ValueError("every record needs a numeric 'ts' and flat values")
+        out.append(r)
+    return out
+
+
+@dataclass
+class TelemetryStore:
+    """Client telemetry rows (quality and usage), keyed by subject pseudonym and tenant."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS telemetry (tenant TEXT NOT NULL, subject TEXT NOT NULL,"
+                " ts REAL NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL)"
+            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS telemetry_ts ON telemetry (tenant, ts)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: telemetry store: {exc}") from None
+
+    def add(self, tenant: str, pseudonym: str, records: list[dict[str, Any]]) -> int:
+        rows = [
+            (tenant, pseudonym, float(r["ts"]), str(r["kind"])[:40],
+             json.dumps(r, separators=(",", ":"), sort_keys=True))
+            for r in records
+        ]  # fmt: skip
+        with self._lock, self._db:
+            self._db.executemany("INSERT INTO telemetry VALUES (?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def count(self, tenant: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM telemetry", ()
+        if tenant is not None:
+            sql, args = sql + " WHERE tenant = ?", (tenant,)  # type: ignore[assignment]
+        with self._lock:
+            return int(self._db.execute(sql, args).fetchone()[0])
+
+    def purge(self, tenant: str, older_than: float) -> int:
+        """Delete rows of ``tenant`` older than ``older_than`` (the retention cut-off)."""
+        with self._lock, self._db:
+            cur = self._db.execute(
+                "DELETE FROM telemetry WHERE tenant = ? AND ts < ?", (tenant, older_than)
+            )
+        return cur.rowcount
+
+    def tenants(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT DISTINCT tenant FROM telemetry")]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
