@@ -19,12 +19,14 @@ from fastapi import FastAPI
 from callward.config import CallwardConfig, IdentityConfig
 from callward.edge.directory import Identity, SqliteDirectory
 from callward.privacy.discovery import discovery_hash
+from callward.privacy.retention_policy import load_policy
+from callward.privacy.retention_stores import open_retention
+from callward.records.retention import execute_plan, plan_retention
 from callward.records.service import open_records
 from callward.ua.sync import SyncClient
 from callward.ua.telemetry import TelemetryPolicy, TelemetryQueue, TelemetryUploader
 from callward.ua.tokens import Login, OAuthClient, TokenSource
 from callward.web import create_app
-from callward.web.routes.phone import purge_telemetry
 from oauth_idp import LocalIdP
 
 
@@ -197,9 +199,17 @@ async def test_telemetry_batches_land_and_retention(
     row = store._db.execute("SELECT subject FROM telemetry LIMIT 1").fetchone()[0]
     subject = idp.users["alice"].subject
     assert row == app.state.web.records.codec.pseudonym(subject).hex() and subject not in row
-    # GDPR traffic-data retention (the CDR rule) removes old rows
-    app.state.web.clock = lambda: now[0] + 400 * 86400.0
-    assert purge_telemetry(app.state.web, app.state.phone) == 120
+    # the retention engine ages telemetry with the CDR rules (GDPR), audited like CDRs
+    records = app.state.web.records
+    setup = open_retention(CallwardConfig(), records)
+    assert "phone-telemetry" in [st.name for st in setup.stores]
+    policy = load_policy(["builtin:GDPR", "builtin:CCPA", "builtin:LOCAL-TEL"])
+    soon = plan_retention(setup.stores, policy, [], now[0] + 86400.0)
+    assert not soon.of("purge", "phone-telemetry")
+    late = plan_retention(setup.stores, policy, [], now[0] + 800 * 86400.0)
+    done = execute_plan(late, setup.stores, records.audit, "test")
+    assert done["purge"] >= 120 and store.count() == 0
+    setup.close()
     async with _http(rec) as http:
         auth = {"Authorization": await tokens.authorization()}
         r = await http.post("/api/v1/phone/telemetry", content=b"[]", headers=auth)

@@ -301,7 +301,7 @@ class RetentionSetup:
     def close(self) -> None:
         for s in self.stores:
             close = getattr(s, "close", None)
-            if close is not None and s.name == "cdr-aggregates":
+            if close is not None and s.name in ("cdr-aggregates", "phone-telemetry"):
                 close()
 
 
@@ -322,6 +322,10 @@ def open_retention(config: Any, records: Any, location_client: Any = None) -> Re
     aggregates = AggregateStore(d / "aggregates.db")
     stores: list[Any] = [CdrRetention(records.tiered, aggregates), aggregates, logs, caps, hep]
     erasables: list[Any] = [logs, caps, hep]
+    if (d / "telemetry.sqlite").exists():  # phone telemetry (callward web): the CDR rules
+        from callward.records.telemetry import TelemetryStore
+
+        stores.append(TelemetryStore(d / "telemetry.sqlite"))
     scan: list[Path] = [d, logs.root, caps.root, hep.root]
     spec = str(config.edge.subscribers)
     if not spec.startswith(("postgresql://", "postgres://")):

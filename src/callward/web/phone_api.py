@@ -7,31 +7,27 @@ through the identity directory on every request, so a revoked subject is refused
 
 Nothing here keeps what a phone asked: discovery answers from an index of *reachable
 subscribers*, and the only per-phone state is a daily counter (rate limit) and the phone's own
-preferences. Telemetry lands in ``telemetry.sqlite`` next to the CDRs, keyed by the subject's
-pseudonym, and is purged on the retention period of CDR traffic data for the tenant.
+preferences. Telemetry lands in ``telemetry.sqlite`` next to the CDRs
+(:class:`callward.records.telemetry.TelemetryStore`), keyed by the subject's pseudonym, and the
+retention engine ages it with the CDR rules.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import zstandard
 
 from callward.edge.directory import Identity, SqliteDirectory
-from callward.errors import StoreError
 from callward.privacy.discovery import discovery_hash
 
 __all__ = [
     "DailyQuota",
     "DiscoveryIndex",
     "PrefsStore",
-    "TelemetryStore",
     "decode_telemetry",
 ]
 
@@ -156,56 +152,3 @@ def decode_telemetry(body: bytes, encoding: str | None) -> list[dict[str, Any]]:
             raise ValueError("every record needs a numeric 'ts' and flat values")
         out.append(r)
     return out
-
-
-@dataclass
-class TelemetryStore:
-    """Client telemetry rows (quality and usage), keyed by subject pseudonym and tenant."""
-
-    path: Path
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS telemetry (tenant TEXT NOT NULL, subject TEXT NOT NULL,"
-                " ts REAL NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL)"
-            )
-            self._db.execute("CREATE INDEX IF NOT EXISTS telemetry_ts ON telemetry (tenant, ts)")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: telemetry store: {exc}") from None
-
-    def add(self, tenant: str, pseudonym: str, records: list[dict[str, Any]]) -> int:
-        rows = [
-            (tenant, pseudonym, float(r["ts"]), str(r["kind"])[:40],
-             json.dumps(r, separators=(",", ":"), sort_keys=True))
-            for r in records
-        ]  # fmt: skip
-        with self._lock, self._db:
-            self._db.executemany("INSERT INTO telemetry VALUES (?, ?, ?, ?, ?)", rows)
-        return len(rows)
-
-    def count(self, tenant: str | None = None) -> int:
-        sql, args = "SELECT COUNT(*) FROM telemetry", ()
-        if tenant is not None:
-            sql, args = sql + " WHERE tenant = ?", (tenant,)  # type: ignore[assignment]
-        with self._lock:
-            return int(self._db.execute(sql, args).fetchone()[0])
-
-    def purge(self, tenant: str, older_than: float) -> int:
-        """Delete rows of ``tenant`` older than ``older_than`` (the retention cut-off)."""
-        with self._lock, self._db:
-            cur = self._db.execute(
-                "DELETE FROM telemetry WHERE tenant = ? AND ts < ?", (tenant, older_than)
-            )
-        return cur.rowcount
-
-    def tenants(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT DISTINCT tenant FROM telemetry")]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

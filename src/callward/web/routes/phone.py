@@ -21,13 +21,12 @@ from callward.edge.bearer import BearerRejected, BearerVerifier
 from callward.edge.bearer_io import JwksFetcher, policy_from_config
 from callward.edge.directory import Identity, SqliteDirectory
 from callward.errors import AuthError
-from callward.records.schema.registry import DataClass
+from callward.records.telemetry import TelemetryStore
 from callward.web.app import WebState
 from callward.web.phone_api import (
     DailyQuota,
     DiscoveryIndex,
     PrefsStore,
-    TelemetryStore,
     decode_telemetry,
 )
 from callward.web.routes.api import _ERR, _known_query_only, state_of
@@ -232,17 +231,6 @@ async def post_telemetry(
     pseudonym = state.pseudonym(who.subject)
     stored = await state.run(svc.telemetry.add, who.tenant, pseudonym, records)
     return {"accepted": stored}
-
-
-def purge_telemetry(state: WebState, svc: PhoneServices) -> int:
-    """Apply the CDR traffic-data retention period of each tenant to its telemetry rows."""
-    policy = state.records.policy()
-    removed = 0
-    for tenant in svc.telemetry.tenants():
-        days = policy.effective(tenant, DataClass.TRAFFIC_DATA).max_days
-        if days is not None:
-            removed += svc.telemetry.purge(tenant, state.clock() - days * 86400.0)
-    return removed
 
 
 def _json(doc: Any) -> bytes:
