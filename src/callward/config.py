@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -151,6 +151,13 @@ class PrivacyConfig(_Section):
     """Redaction, pseudonymization, consent. Owned by callward.privacy."""
 
     log_personal_data: bool = False
+    kms: Literal["file", "pkcs11"] = Field(
+        "file", description="master/pseudonym key source: key files or a PKCS#11 token"
+    )
+    pkcs11_lib: str | None = Field(None, description="e.g. /usr/lib/softhsm/libsofthsm2.so")
+    pkcs11_token: str | None = Field(None, description="token label")
+    pkcs11_key_label: str = "callward-master"
+    pkcs11_pin_env: str = Field("CALLWARD_PKCS11_PIN", description="env var holding the PIN")
 
 
 class RetentionConfig(_Section):

@@ -264,35 +264,91 @@ def _backup_key(path: Path) -> bytes:
 def privacy_backup_keys(
     out: Path = typer.Option(..., "--out"),
     backup_key: Path = typer.Option(..., "--backup-key", help="32-byte backup KEK file"),
+    actor: str = typer.Option("key-admin", "--actor"),
     data_dir: Path | None = DATA_DIR,
     config: Path | None = CONFIG,
 ) -> None:
-    """Envelope-encrypted backup of all subject keys and the shred ledger."""
-    from callward.privacy.shred import backup_keys
+    """Envelope-encrypted backup of every subject key, the shred ledger and the pseudonym key:
+    with the backup KEK alone it restores into an empty data directory."""
+    from callward.privacy.key_backup import backup_keys
 
     kek = _backup_key(backup_key)
     rec = _open(data_dir, config)
-    n = backup_keys(rec.keys, out, kek)
+    try:
+        with _store_errors():
+            n = backup_keys(rec.keys, out, kek, pseudonym_key=rec.codec.cipher.pseudonymizer.key)
+            rec.audit.record(actor, "backup", "key backup", "key-management",
+                             detail=f'{{"keys": {n}}}')  # fmt: skip
+    finally:
+        rec.close()
     typer.echo(f"{n} key(s) backed up to {out}")
-    rec.close()
 
 
 @privacy_app.command("restore-keys")
 def privacy_restore_keys(
     backup: Path = typer.Argument(...),
     backup_key: Path = typer.Option(..., "--backup-key"),
+    actor: str = typer.Option("key-admin", "--actor"),
     data_dir: Path | None = DATA_DIR,
     config: Path | None = CONFIG,
 ) -> None:
-    """Restore subject keys from a backup; erased subjects stay erased."""
-    from callward.privacy.shred import restore_keys
+    """Restore subject keys (and the pseudonym key into an empty data directory) from a backup;
+    erased subjects stay erased. Keys are re-wrapped under the current master key."""
+    from callward.privacy.key_backup import read_backup, restore_keys
+    from callward.privacy.kms import install_pseudonym_key, open_kms
 
     kek = _backup_key(backup_key)
-    rec = _open(data_dir, config)
+    cfg = _config(config)
+    d = data_dir or cfg.storage.data_dir
     with _store_errors():
-        n = restore_keys(rec.keys, backup, kek)
+        payload = read_backup(backup, kek)
+        if payload.pseudonym_key is not None:
+            ring = open_kms(cfg.privacy, Path(d) / "keys")
+            install_pseudonym_key(ring, Path(d) / "keys", cfg.privacy.kms == "file",
+                                  payload.pseudonym_key)  # fmt: skip
+    rec = _open(data_dir, config)
+    try:
+        with _store_errors():
+            n = restore_keys(rec.keys, backup, kek)
+            rec.audit.record(actor, "restore", "key restore", "key-management",
+                             detail=f'{{"keys": {n}}}')  # fmt: skip
+    finally:
+        rec.close()
     typer.echo(f"{n} key(s) restored")
+
+
+@privacy_app.command("rotate-master")
+def privacy_rotate_master(
+    keep_old: bool = typer.Option(False, "--keep-old", help="do not retire the old key files"),
+    actor: str = typer.Option("key-admin", "--actor"),
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """New master key (file KMS), then every subject key re-wrapped under it in small
+    transactions while services keep running; the old key files are zeroed and removed."""
+    from callward.privacy.kms import retire_file_keks, rotate_file_ring
+
+    cfg = _config(config)
+    if cfg.privacy.kms != "file":
+        raise _fail("rotate-master: privacy.kms = pkcs11: create the new key in the token and "
+                    "set privacy.pkcs11_key_label; KeyStore.rewrap moves the keys")  # fmt: skip
+    keys_dir = Path(data_dir or cfg.storage.data_dir) / "keys"
+    rec = _open(data_dir, config)  # creates the first master key on a fresh data directory
     rec.close()
+    with _store_errors():
+        kid = rotate_file_ring(keys_dir)
+    rec = _open(data_dir, config)
+    try:
+        with _store_errors():
+            n = rec.keys.rewrap()
+            retired = [] if keep_old else retire_file_keks(keys_dir, kid)
+            rec.audit.record(actor, "rotate", "master key rotation", "key-management",
+                             detail=f'{{"kek": "{kid}", "rewrapped": {n}}}')  # fmt: skip
+    finally:
+        rec.close()
+    line = f"master key {kid}: {n} subject key(s) re-wrapped; retired {retired or 'none'}"
+    _emit({"kek": kid, "rewrapped": n, "retired": retired}, as_json, [line])
 
 
 def register(app: typer.Typer) -> None:

@@ -52,7 +52,9 @@ def _open(data_dir: Path | None, config: Path | None) -> Any:
 
     with _store_errors():
         cfg = load_config(config)
-        return open_records(data_dir or cfg.storage.data_dir, cfg.records, cfg.storage.postgres_url)
+        return open_records(
+            data_dir or cfg.storage.data_dir, cfg.records, cfg.storage.postgres_url, cfg.privacy
+        )
 
 
 def _when(text: str | None, name: str) -> float | None:

@@ -8,15 +8,14 @@ Public API::
     verify_no_plaintext(paths, "+4915112345678")         # [] when no plaintext copy remains
 """
 
+from callward.privacy.key_backup import backup_keys, restore_keys
 from callward.privacy.pseudonym import Pseudonymizer, normalize_subject
 from callward.privacy.redact import RedactProcessor, redact_text
 from callward.privacy.shred import (
     FieldCipher,
     KeyStore,
     PlaintextFinding,
-    backup_keys,
     load_or_create_key,
-    restore_keys,
     verify_no_plaintext,
 )
 

@@ -22,8 +22,6 @@ A sealed field is self-describing: ``0x01 | pseudonym (16 bytes) | nonce (12) | 
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import sqlite3
 import threading
@@ -36,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from callward.errors import PolicyError, StoreError
+from callward.privacy.kms import KeyRing, LocalKek
 from callward.privacy.pseudonym import Pseudonymizer, normalize_subject
 
 __all__ = [
@@ -43,9 +42,7 @@ __all__ = [
     "KeyStore",
     "PlaintextFinding",
     "SealedFieldError",
-    "backup_keys",
     "load_or_create_key",
-    "restore_keys",
     "subject_needles",
     "verify_no_plaintext",
 ]
@@ -83,18 +80,21 @@ class KeyStore:
     """Wrapped subject DEKs in a SQLite file (see module docstring for why not WAL)."""
 
     path: Path | str
-    master_key: bytes
+    master_key: bytes | KeyRing  # raw bytes = one local KEK with id "master"
     _db: sqlite3.Connection = field(init=False, repr=False)
-    _kek: AESGCM = field(init=False, repr=False)
+    ring: KeyRing = field(init=False, repr=False)
     cache_size: int = 1_000_000
     _cache: dict[str, AESGCM] = field(init=False, default_factory=dict, repr=False)
-    _pending: list[tuple[str, bytes, float]] = field(init=False, default_factory=list, repr=False)
+    _pending: list[tuple[str, bytes, float, str]] = field(
+        init=False, default_factory=list, repr=False
+    )
     _lock: threading.RLock = field(init=False, default_factory=threading.RLock, repr=False)
 
     def __post_init__(self) -> None:
-        if len(self.master_key) != 32:
-            raise PolicyError("master key: expected 32 bytes (AES-256)")
-        self._kek = AESGCM(self.master_key)
+        if isinstance(self.master_key, KeyRing):
+            self.ring = self.master_key
+        else:
+            self.ring = KeyRing.single(LocalKek(bytes(self.master_key)))
         try:
             if str(self.path) != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +113,11 @@ class KeyStore:
                 "CREATE TABLE IF NOT EXISTS shred_ledger (pn TEXT PRIMARY KEY, ts REAL NOT NULL,"
                 " reason TEXT NOT NULL)"
             )
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(subject_keys)")}
+            if "kek" not in cols:  # stores from before key rotation: all under "master"
+                self._db.execute(
+                    "ALTER TABLE subject_keys ADD COLUMN kek TEXT NOT NULL DEFAULT 'master'"
+                )
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: key store unavailable: {exc}") from None
 
@@ -120,15 +125,21 @@ class KeyStore:
         self.flush()
         self._db.close()
 
-    def _wrap(self, pn: str, dek: bytes) -> bytes:
-        nonce = os.urandom(_NONCE)
-        return nonce + self._kek.encrypt(nonce, dek, pn.encode())
+    def _wrap(self, pn: str, dek: bytes) -> tuple[bytes, str]:
+        kek = self.ring.current
+        return kek.wrap(dek, pn.encode()), kek.kek_id
 
-    def _unwrap(self, pn: str, wrapped: bytes) -> bytes:
+    def _unwrap(self, pn: str, wrapped: bytes, kek_id: str = "master") -> bytes:
         try:
-            return self._kek.decrypt(wrapped[:_NONCE], wrapped[_NONCE:], pn.encode())
-        except InvalidTag:
+            return self.ring.get(kek_id).unwrap(bytes(wrapped), pn.encode())
+        except PolicyError:
             raise PolicyError(f"key {pn[:8]}…: cannot unwrap (wrong master key?)") from None
+
+    def _new(self, pn: str) -> AESGCM:
+        dek = AESGCM.generate_key(bit_length=256)
+        wrapped, kid = self._wrap(pn, dek)
+        self._pending.append((pn, wrapped, time.time(), kid))
+        return AESGCM(dek)
 
     def aead(self, pn: str, create: bool) -> AESGCM | None:
         """The AEAD for subject ``pn``; created on first use when ``create``.
@@ -146,15 +157,13 @@ class KeyStore:
         hit = self._cache.get(pn)
         if hit is not None:
             return hit
-        row = self._db.execute("SELECT wrapped FROM subject_keys WHERE pn=?", (pn,)).fetchone()
+        row = self._db.execute("SELECT wrapped, kek FROM subject_keys WHERE pn=?", (pn,)).fetchone()
         if row is None:
             if not create:
                 return None
-            dek = AESGCM.generate_key(bit_length=256)
-            self._pending.append((pn, self._wrap(pn, dek), time.time()))
-            aead = AESGCM(dek)
+            aead = self._new(pn)
         else:
-            aead = AESGCM(self._unwrap(pn, row[0]))
+            aead = AESGCM(self._unwrap(pn, row[0], row[1]))
         if len(self._cache) > self.cache_size:
             self.flush()
             self._cache.clear()
@@ -170,16 +179,14 @@ class KeyStore:
                 chunk = missing[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
-                    f"SELECT pn, wrapped FROM subject_keys WHERE pn IN ({marks})", chunk
+                    f"SELECT pn, wrapped, kek FROM subject_keys WHERE pn IN ({marks})", chunk
                 ).fetchall()
-                found = {pn: w for pn, w in rows}
+                found = {pn: (w, k) for pn, w, k in rows}
                 for pn in chunk:
                     if pn in found:
-                        self._cache[pn] = AESGCM(self._unwrap(pn, found[pn]))
+                        self._cache[pn] = AESGCM(self._unwrap(pn, *found[pn]))
                     elif create:
-                        dek = AESGCM.generate_key(bit_length=256)
-                        self._pending.append((pn, self._wrap(pn, dek), time.time()))
-                        self._cache[pn] = AESGCM(dek)
+                        self._cache[pn] = self._new(pn)
 
     def flush(self) -> None:
         """Persist keys created since the last flush (one transaction)."""
@@ -188,7 +195,10 @@ class KeyStore:
         with self._lock:
             pending, self._pending = self._pending, []
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO subject_keys VALUES (?,?,?)", pending)
+            self._db.executemany(
+                "INSERT OR IGNORE INTO subject_keys (pn, wrapped, created, kek) VALUES (?,?,?,?)",
+                pending,
+            )
             self._db.execute("COMMIT")
 
     def has_key(self, pn: str) -> bool:
@@ -215,25 +225,69 @@ class KeyStore:
     def shredded(self) -> dict[str, float]:
         return dict(self._db.execute("SELECT pn, ts FROM shred_ledger").fetchall())
 
-    def export_wrapped(self) -> Iterator[tuple[str, bytes, float]]:
+    def export_deks(self) -> Iterator[tuple[str, bytes, float]]:
+        """(pseudonym, plaintext DEK, created) of every subject key: for envelope backups
+        only (:mod:`callward.privacy.key_backup`), which re-encrypt them at once."""
         self.flush()
-        yield from self._db.execute("SELECT pn, wrapped, created FROM subject_keys ORDER BY pn")
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT pn, wrapped, created, kek FROM subject_keys ORDER BY pn"
+            ).fetchall()
+        for pn, wrapped, created, kek in rows:
+            yield pn, self._unwrap(pn, wrapped, kek), created
 
-    def import_wrapped(self, rows: Iterable[tuple[str, bytes, float]]) -> int:
-        """Insert wrapped keys (not overwriting), skipping any erased after its creation."""
+    def import_deks(self, rows: Iterable[tuple[str, bytes, float]]) -> int:
+        """Insert plaintext DEKs wrapped under the current KEK (not overwriting), skipping any
+        subject erased after the key was created."""
         ledger = self.shredded()
-        n = 0
-        self._db.execute("BEGIN")
-        for pn, wrapped, created in rows:
+        out = []
+        for pn, dek, created in rows:
             if pn in ledger and ledger[pn] >= created:
                 continue
-            self._unwrap(pn, wrapped)  # refuse keys wrapped by another master key
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO subject_keys VALUES (?,?,?)", (pn, wrapped, created)
-            )
-            n += cur.rowcount
-        self._db.execute("COMMIT")
+            wrapped, kid = self._wrap(pn, dek)
+            out.append((pn, wrapped, created, kid))
+        with self._lock:
+            self._db.execute("BEGIN")
+            n = 0
+            for row in out:
+                n += self._db.execute(
+                    "INSERT OR IGNORE INTO subject_keys (pn, wrapped, created, kek)"
+                    " VALUES (?,?,?,?)",
+                    row,
+                ).rowcount
+            self._db.execute("COMMIT")
         return n
+
+    def count(self, kek_id: str | None = None) -> int:
+        self.flush()
+        if kek_id is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM subject_keys").fetchone()[0])
+        q = "SELECT COUNT(*) FROM subject_keys WHERE kek=?"
+        return int(self._db.execute(q, (kek_id,)).fetchone()[0])
+
+    def rewrap(self, batch: int = 500) -> int:
+        """Re-wrap every subject key not under the current KEK, ``batch`` keys per short
+        transaction: readers and writers keep working between batches (no downtime), and the
+        cache holds unwrapped keys so nothing in flight notices. Returns keys re-wrapped."""
+        self.flush()
+        cur = self.ring.current.kek_id
+        done = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT pn, wrapped, kek FROM subject_keys WHERE kek<>? LIMIT ?", (cur, batch)
+                ).fetchall()
+                if not rows:
+                    return done
+                self._db.execute("BEGIN IMMEDIATE")
+                for pn, wrapped, kek in rows:
+                    new, kid = self._wrap(pn, self._unwrap(pn, wrapped, kek))
+                    self._db.execute(
+                        "UPDATE subject_keys SET wrapped=?, kek=? WHERE pn=? AND kek=?",
+                        (new, kid, pn, kek),
+                    )
+                self._db.execute("COMMIT")
+                done += len(rows)
 
     def merge_ledger(self, ledger: dict[str, float]) -> None:
         for pn, ts in ledger.items():
@@ -296,52 +350,6 @@ class FieldCipher:
         pn = self.pseudonymizer.pseudonym(identifier)
         self.keys.shred(pn, reason, now)
         return pn
-
-
-# --- envelope-encrypted key backups -------------------------------------------------------------
-
-
-def backup_keys(keys: KeyStore, path: Path, backup_kek: bytes, kek_id: str = "backup-1") -> int:
-    """Write all wrapped DEKs plus the shred ledger, encrypted under a fresh backup DEK that is
-    itself wrapped by ``backup_kek`` (envelope encryption). Returns the number of keys."""
-    rows = [[pn, base64.b64encode(w).decode(), created] for pn, w, created in keys.export_wrapped()]
-    payload = json.dumps({"keys": rows, "ledger": keys.shredded()}).encode()
-    dek = AESGCM.generate_key(bit_length=256)
-    n1, n2 = os.urandom(_NONCE), os.urandom(_NONCE)
-    aad = f"callward-key-backup/1/{kek_id}".encode()
-    doc = {
-        "format": "callward-key-backup/1",
-        "kek_id": kek_id,
-        "wrapped_dek": base64.b64encode(n1 + AESGCM(backup_kek).encrypt(n1, dek, aad)).decode(),
-        "ciphertext": base64.b64encode(n2 + AESGCM(dek).encrypt(n2, payload, aad)).decode(),
-    }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    os.replace(tmp, path)
-    return len(rows)
-
-
-def restore_keys(keys: KeyStore, path: Path, backup_kek: bytes) -> int:
-    """Restore a key backup into ``keys``; erased subjects (ledger in the store *or* in the
-    backup) stay erased. Raises PolicyError on a wrong key or a tampered file."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") != "callward-key-backup/1":
-            raise PolicyError(f"{path}: not a callward key backup")
-        aad = f"callward-key-backup/1/{doc['kek_id']}".encode()
-        wd = base64.b64decode(doc["wrapped_dek"])
-        ct = base64.b64decode(doc["ciphertext"])
-        dek = AESGCM(backup_kek).decrypt(wd[:_NONCE], wd[_NONCE:], aad)
-        payload = json.loads(AESGCM(dek).decrypt(ct[:_NONCE], ct[_NONCE:], aad))
-    except InvalidTag:
-        raise PolicyError(f"{path}: backup cannot be decrypted (wrong key or tampered)") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PolicyError(f"{path}: unreadable key backup: {exc}") from None
-    keys.merge_ledger({str(k): float(v) for k, v in payload["ledger"].items()})
-    return keys.import_wrapped(
-        (str(pn), base64.b64decode(w), float(c)) for pn, w, c in payload["keys"]
-    )
 
 
 # --- plaintext verification ---------------------------------------------------------------------

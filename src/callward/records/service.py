@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from callward.config import RecordsConfig
+from callward.config import PrivacyConfig, RecordsConfig
 from callward.events import Event
+from callward.privacy.kms import load_pseudonym_key, open_kms
 from callward.privacy.pseudonym import Pseudonymizer
 from callward.privacy.retention_policy import RetentionPolicy, load_policy
-from callward.privacy.shred import FieldCipher, KeyStore, load_or_create_key
+from callward.privacy.shred import FieldCipher, KeyStore
 from callward.records.assembly import Reconciler
 from callward.records.audit import AuditLog
 from callward.records.retention import HoldRegistry
@@ -85,13 +86,18 @@ def open_records(
     data_dir: Path | str = "var",
     config: RecordsConfig | None = None,
     postgres_url: str | None = None,
+    privacy: PrivacyConfig | None = None,
 ) -> Records:
     """Open the records area; with ``postgres_url`` the hot store is PostgreSQL (schema
-    ``callward``) instead of ``data_dir/cdr.db``. Keys, audit and holds stay in ``data_dir``."""
+    ``callward``) instead of ``data_dir/cdr.db``. Keys, audit and holds stay in ``data_dir``.
+    ``privacy.kms`` picks where the master and pseudonym keys come from (key files by default,
+    or a PKCS#11 token: :mod:`callward.privacy.kms`)."""
     d = Path(data_dir)
     cfg = config or RecordsConfig()
-    keys = KeyStore(d / "keys.db", load_or_create_key(d / "keys" / "master.key"))
-    pseudo = Pseudonymizer(load_or_create_key(d / "keys" / "pseudonym.key"))
+    pcfg = privacy or PrivacyConfig()
+    ring = open_kms(pcfg, d / "keys")
+    keys = KeyStore(d / "keys.db", ring)
+    pseudo = Pseudonymizer(load_pseudonym_key(ring, d / "keys", pcfg.kms == "file"))
     codec = RecordCodec(FieldCipher(keys, pseudo))
     audit = AuditLog(d / "audit.db")
     return Records(
