@@ -103,27 +103,43 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def mos(
-        codec: str = typer.Option("g711", "--codec", help="g711, g711-noplc, g729a, ..."),
+        codec: str = typer.Option(
+            "g711",
+            "--codec",
+            help="g711, g711-noplc, g729a, ... (G.107); opus, amr-wb, g722 (G.107.1 wideband)",
+        ),
+        bitrate: float | None = typer.Option(
+            None,
+            "--bitrate",
+            help="bit/s, for codecs whose impairment depends on it (opus, amr-wb)",
+        ),
         loss: float = typer.Option(0.0, "--loss", help="packet loss in percent"),
         delay: float = typer.Option(0.0, "--delay", help="one-way mouth-to-ear delay, ms"),
         burst: float = typer.Option(1.0, "--burst", help="BurstR (1 = random loss)"),
         json_out: bool = typer.Option(False, "--json", help="print JSON"),
     ) -> None:
         """ITU-T G.107 E-model: R and MOS for a codec, loss, delay and burstiness."""
-        from callward.quality import emodel
+        from callward.quality import emodel, emodel_wb
 
-        if any(math.isnan(v) or math.isinf(v) for v in (loss, delay, burst)):
-            raise _fail("loss, delay and burst must be finite numbers")
+        vals = (loss, delay, burst) + ((bitrate,) if bitrate is not None else ())
+        if any(math.isnan(v) or math.isinf(v) for v in vals):
+            raise _fail("loss, delay, burst and bitrate must be finite numbers")
         try:
-            r = emodel.quick(codec, loss, delay, burst)
+            est = emodel_wb.mos_for(codec, bitrate, loss, burst, delay)
+            if est.scale == "nb" and est.codec != "opus":
+                d: dict[str, object] = dict(emodel.quick(codec, loss, delay, burst).as_dict())
+            else:
+                d = {"ro": emodel_wb.RO_WB if est.scale == "wb" else 93.2, "is": 0.0}
         except CallwardError as exc:
             raise _fail(str(exc)) from None
-        d = r.as_dict()
-        d["r"] = round(r.r, 2)
-        d["mos"] = round(r.mos, 2)
-        d["codec"] = emodel.codec(codec).name  # type: ignore[assignment]
+        d.update(est.as_dict())
+        d["r"] = round(est.r, 2)
+        d["mos"] = round(est.mos, 2)
         if json_out:
             typer.echo(json.dumps(d))
         else:
-            typer.echo(f"R = {d['r']:.2f}  MOS = {d['mos']:.2f}  (Ie,eff {d['ie_eff']:.2f}, "
-                       f"Id {d['id']:.2f}, Is {d['is']:.2f}, Ro {d['ro']:.2f})")  # fmt: skip
+            rate = f" at {est.kbps:g} kbit/s" if est.kbps else ""
+            typer.echo(f"R = {d['r']:.2f}  MOS = {d['mos']:.2f}  (Ie,eff {est.ie_eff:.2f}, "
+                       f"Id {est.id:.2f}, Ro {d['ro']:.2f}; {est.codec}{rate}, "
+                       f"{'G.107.1 wideband' if est.scale == 'wb' else 'G.107'}; Ie from "
+                       f"{est.source})")  # fmt: skip

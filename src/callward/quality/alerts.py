@@ -13,7 +13,7 @@ from typing import Any
 
 from callward.config import QualityConfig
 from callward.events import EventBus, MediaStats, QualityAlert
-from callward.quality import emodel
+from callward.quality import emodel_wb
 from callward.quality.playout import codec_for
 
 __all__ = ["QualityMonitor", "Thresholds", "dominant_cause", "evaluate", "thresholds_for"]
@@ -95,19 +95,17 @@ class QualityMonitor:
         if not isinstance(ev, MediaStats):
             return
         key = codec_for(-1, ev.codec)
-        c = emodel.codec(key) if key else None
+        if ev.mos is None and key is None:
+            return
         total = ev.packets + max(ev.lost, 0)
         loss = 100.0 * max(ev.lost, 0) / total if total else 0.0
-        delay = self.cfg.base_delay_ms + (c.frame_ms if c else 20.0) + 2 * ev.jitter_ms
-        if ev.mos is not None:
-            mos_val = ev.mos
-        elif c is not None:
-            mos_val = emodel.quick(c.name, min(loss, 100.0), min(delay, 10_000.0)).mos
-        else:
-            return
-        ie = c.ie if c else 0.0
-        r = emodel.quick(c.name if c else "g711", min(loss, 100.0), min(delay, 10_000.0))
-        terms = {"network": {"mos": mos_val, "ie_eff": r.ie_eff, "id": r.id_}}
+        frame = emodel_wb.frame_ms(key) if key else 20.0
+        delay = self.cfg.base_delay_ms + frame + 2 * ev.jitter_ms
+        r = emodel_wb.mos_for(key or "g711", loss=min(loss, 100.0),
+                              delay_ms=min(delay, 10_000.0))  # fmt: skip
+        mos_val = ev.mos if ev.mos is not None else r.mos
+        ie = emodel_wb.codec_ie(key) if key else 0.0
+        terms = {"network": {"mos": mos_val, "ie_eff": r.ie_eff, "id": r.id}}
         self.seq += 1
         alert = evaluate(
             terms, thresholds_for(self.cfg, ev.tenant), call_id=ev.call_id, leg=ev.leg,

@@ -55,6 +55,7 @@ class StreamReport:
     mos: dict[str, dict[str, float] | None] = field(default_factory=dict)
     alert: dict[str, object] | None = None
     rtcp: dict[str, object] | None = None  # the receivers' view (RTCP report blocks)
+    bitrate_bps: float | None = None  # RTP payload bit rate (wideband MOS depends on it)
 
     @property
     def flow(self) -> tuple[str, int, str, int]:
@@ -144,6 +145,14 @@ def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) ->
         seq = cols.seq[seg].astype(np.int64)
         st = analyse_stream(t_ms[seg], ets[seg], seq, pts, cols.marker[seg], clock)
         seq_ext = _unwrap_seq(seq)
+        span_s = (float(t_ms[seg[-1]]) - float(t_ms[seg[0]])) / 1000.0
+        bitrate = None
+        if len(seg) > 1 and span_s > 0:
+            # The sender's rate: mean payload (UDP payload minus the 12-byte fixed RTP header)
+            # times the packet rate the sequence numbers show (lost packets were sent too).
+            mean_payload = float(cols.size[seg].mean()) - 12.0
+            sent = float(seq_ext.max() - seq_ext.min())
+            bitrate = max(mean_payload, 0.0) * 8 * sent / span_s
         pt0 = int(pts[0])  # reported like tshark: the first packet's payload type
         # Codec and clock for MOS come from the dominant payload type (not CN/DTMF bursts).
         main_pt = pt0 if len(uniq) == 1 else int(np.bincount(pts, minlength=128).argmax())
@@ -155,6 +164,7 @@ def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) ->
                 end_ms=float(t_ms[seg[-1]]), first_ts_ns=int(cols.ts_ns[seg[0]]),
                 last_ts_ns=int(cols.ts_ns[seg[-1]]),
                 arrival_s=rel_ns[seg] / 1e9, rtp_ts=ets[seg], seq_ext=seq_ext,
+                bitrate_bps=bitrate,
             )
         )  # fmt: skip
     return out

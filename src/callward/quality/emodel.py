@@ -161,12 +161,12 @@ def compute(p: EModelInput) -> EModelResult:
 
 
 def mos_from_r(r: float) -> float:
-    """G.107 Annex B, eq. B-4."""
+    """G.107 Annex B, eq. B-4 (held at 1.0 where the cubic dips just under it, R < 6.5)."""
     if r <= 0:
         return 1.0
     if r >= 100:
         return 4.5
-    return 1 + 0.035 * r + r * (r - 60) * (100 - r) * 7e-6
+    return max(1.0, 1 + 0.035 * r + r * (r - 60) * (100 - r) * 7e-6)
 
 
 def quick(codec_name: str, loss_pct: float, delay_ms: float, burst_r: float = 1.0) -> EModelResult:

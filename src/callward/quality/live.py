@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from callward.config import QualityConfig
 from callward.errors import CallwardError
 from callward.events import EventBus, QualityAlert
-from callward.quality import emodel
+from callward.quality import emodel_wb
 from callward.quality.alerts import evaluate, thresholds_for
 from callward.quality.analysis import stream_reports
 from callward.quality.capture import Datagram
@@ -130,11 +130,12 @@ class LiveMonitor:
             if key is None:
                 continue
             s.mos = stream_mos(key, s.arrival_s, s.rtp_ts, s.seq_ext, s.stats.expected,
-                               s.stats.lost, s.clock_rate, self.cfg.base_delay_ms)  # fmt: skip
+                               s.stats.lost, s.clock_rate, self.cfg.base_delay_ms,
+                               bitrate_bps=s.bitrate_bps)  # fmt: skip
             self.seq += 1
             a = evaluate(s.mos, th, call_id=call.call_id, leg="ab"[leg % 2], tenant=call.tenant,
                          ts=self.clock(), node=self.node, seq=self.seq,
-                         codec_ie=emodel.codec(key).ie)  # fmt: skip
+                         codec_ie=emodel_wb.codec_ie(key, s.bitrate_bps))  # fmt: skip
             if a is not None:
                 alerts.append(a)
                 await self.bus.publish(a)

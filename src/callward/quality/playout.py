@@ -17,15 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from callward.errors import PolicyError
-from callward.quality import emodel
+from callward.quality import emodel, emodel_wb
 from callward.quality.streams import burst_metrics
 from callward.rtp.jitter_buffer import AdaptiveBuffer
 
 __all__ = ["MODELS", "PlayoutOutcome", "codec_for", "fixed_playout", "stream_mos"]
 
 MODELS = ("network", "fixed50", "fixed200", "adaptive")
-_PT_CODEC = {0: "g711", 8: "g711", 18: "g729a", 4: "g723.1", 3: "gsm-fr"}
+_PT_CODEC = {0: "g711", 8: "g711", 18: "g729a", 4: "g723.1", 3: "gsm-fr", 9: "g722"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +34,11 @@ class PlayoutOutcome:
 
 
 def codec_for(pt: int, name: str) -> str | None:
-    """E-model codec key for a payload type / rtpmap name, None when G.113 has no values."""
+    """E-model codec key (narrowband G.107 or wideband G.107.1) for a payload type / rtpmap
+    name, None when no impairment values are known for it."""
     if pt in _PT_CODEC:
         return _PT_CODEC[pt]
-    try:
-        return emodel.codec(name).name
-    except PolicyError:
-        return None
+    return emodel_wb.codec_key(name)
 
 
 def fixed_playout(
@@ -70,27 +67,44 @@ def stream_mos(
     clock_rate: int,
     base_delay_ms: float = 40.0,
     adaptive: bool = True,
+    bitrate_bps: float | None = None,
 ) -> dict[str, dict[str, float] | None]:
-    """MOS per model: network-only, fixed 50 ms, fixed 200 ms, adaptive (None if unknown)."""
+    """MOS per model: network-only, fixed 50 ms, fixed 200 ms, adaptive (None if unknown).
+
+    Wideband codecs (Opus, AMR-WB, G.722) are rated with G.107.1 (``r`` on the 0–129 scale,
+    ``"scale": "wb"``) at ``bitrate_bps`` (the stream's measured payload rate); the MOS of both
+    scales is MOS-CQE on the same 1–4.5 range.
+    """
     out: dict[str, dict[str, float] | None] = dict.fromkeys(MODELS)
     if codec_key is None or expected <= 0 or clock_rate <= 0 or len(arrival_s) == 0:
         return out
-    c = emodel.codec(codec_key)
+    wide = emodel_wb.is_wideband(codec_key, bitrate_bps)
+    if wide:
+        wc = emodel_wb.wb_codec(codec_key, bitrate_bps)
+        frame = wc.frame_ms
+    else:
+        c = emodel.codec(codec_key)
+        frame = c.frame_ms
     net_lost = max(lost, 0)
     net_burst = burst_metrics(seq_ext).burst_r
 
     def score(loss: int, burst_r: float, delay: float, late: int) -> dict[str, float]:
         ppl = min(100.0, loss * 100.0 / expected)
         d = min(delay, 10_000.0)
-        r = emodel.compute(
-            emodel.EModelInput(t=d, ta=d, tr=2 * d, ie=c.ie, bpl=c.bpl, ppl=ppl,
-                               burst_r=max(1.0, burst_r))
-        )  # fmt: skip
-        return {"mos": round(r.mos, 3), "r": round(r.r, 2), "loss_pct": round(ppl, 3),
-                "late": late, "delay_ms": round(d, 1), "burst_r": round(max(1.0, burst_r), 3),
-                "ie_eff": round(r.ie_eff, 2), "id": round(r.id_, 2)}  # fmt: skip
+        br = max(1.0, burst_r)
+        if wide:
+            w = emodel_wb.compute_wb(wc, ppl, br, d, d, 2 * d)
+            mos, r_val, ie_eff, id_ = w.mos, w.r, w.ie_eff, w.id
+        else:
+            r = emodel.compute(
+                emodel.EModelInput(t=d, ta=d, tr=2 * d, ie=c.ie, bpl=c.bpl, ppl=ppl, burst_r=br)
+            )
+            mos, r_val, ie_eff, id_ = r.mos, r.r, r.ie_eff, r.id_
+        return {"mos": round(mos, 3), "r": round(r_val, 2), "loss_pct": round(ppl, 3),
+                "late": late, "delay_ms": round(d, 1), "burst_r": round(br, 3),
+                "ie_eff": round(ie_eff, 2), "id": round(id_, 2)}  # fmt: skip
 
-    out["network"] = score(net_lost, net_burst, base_delay_ms + c.frame_ms, 0)
+    out["network"] = score(net_lost, net_burst, base_delay_ms + frame, 0)
     models: list[tuple[str, PlayoutOutcome]] = [
         ("fixed50", fixed_playout(arrival_s, ext_ts, clock_rate, 50.0)),
         ("fixed200", fixed_playout(arrival_s, ext_ts, clock_rate, 200.0)),
@@ -101,5 +115,5 @@ def stream_mos(
         late = int(np.count_nonzero(po.late))
         kept = seq_ext[~po.late]
         br = burst_metrics(kept).burst_r if late else net_burst
-        out[name] = score(net_lost + late, br, base_delay_ms + c.frame_ms + po.mean_delay_ms, late)
+        out[name] = score(net_lost + late, br, base_delay_ms + frame + po.mean_delay_ms, late)
     return out

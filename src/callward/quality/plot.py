@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from callward.errors import CaptureError, ConfigError, StoreError
-from callward.quality import emodel
+from callward.quality import emodel_wb
 from callward.quality.analysis import StreamReport
 from callward.quality.playout import codec_for
 
@@ -87,15 +87,13 @@ def windowed_series(
     key = codec_for(-1, s.codec)
     mos = np.full(nw, np.nan)
     if key:
-        c = emodel.codec(key)
+        delay = 40 + emodel_wb.frame_ms(key)
         by_loss: dict[float, float] = {}  # long calls repeat a few loss values: compute once
         for k in range(nw):
             ppl = float(loss[k])
             if ppl not in by_loss:
-                r = emodel.compute(emodel.EModelInput(t=40 + c.frame_ms, ta=40 + c.frame_ms,
-                                                      tr=2 * (40 + c.frame_ms), ie=c.ie,
-                                                      bpl=c.bpl, ppl=ppl))  # fmt: skip
-                by_loss[ppl] = r.mos
+                by_loss[ppl] = emodel_wb.mos_for(key, s.bitrate_bps, loss=min(ppl, 100.0),
+                                                 delay_ms=delay).mos  # fmt: skip
             mos[k] = by_loss[ppl]
     starts = np.arange(nw) * window_s + float(t[0])
     return starts, jmax, loss, mos

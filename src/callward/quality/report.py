@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from callward.quality import emodel
+from callward.quality import emodel_wb
 from callward.quality.alerts import Thresholds, evaluate
 from callward.quality.analysis import StreamReport, collect, stream_reports
 from callward.quality.correlate import Call, build_calls, classify
@@ -76,6 +76,7 @@ def stream_dict(s: StreamReport) -> dict[str, Any]:
         "mos": s.mos,
         "alert": s.alert,
         "rtcp": s.rtcp,
+        "bitrate_bps": None if s.bitrate_bps is None else round(s.bitrate_bps),
     }
 
 
@@ -117,11 +118,11 @@ def analyze_capture(
             key = codec_for(-1, s.codec)
             s.mos = stream_mos(
                 key, s.arrival_s, s.rtp_ts, s.seq_ext, s.stats.expected, s.stats.lost,
-                s.clock_rate, base_delay_ms,
+                s.clock_rate, base_delay_ms, bitrate_bps=s.bitrate_bps,
             )  # fmt: skip
             if thresholds is not None and key is not None:
                 a = evaluate(s.mos, thresholds, call_id="", leg="", tenant="", ts=0.0, node="",
-                             seq=0, codec_ie=emodel.codec(key).ie)  # fmt: skip
+                             seq=0, codec_ie=emodel_wb.codec_ie(key, s.bitrate_bps))  # fmt: skip
                 if a is not None:
                     s.alert = {"level": a.level, "cause": a.cause, "mos": a.mos}
     for c in calls:

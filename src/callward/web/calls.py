@@ -25,7 +25,7 @@ from typing import Any
 
 from callward.config import QualityConfig
 from callward.errors import CallwardError, PolicyError
-from callward.quality import emodel
+from callward.quality import emodel_wb
 from callward.quality.alerts import dominant_cause, thresholds_for
 from callward.quality.playout import codec_for
 from callward.records.rows import COLUMNS, ERASED, CdrQuery
@@ -226,12 +226,11 @@ def _cause(cdr: Cdr, cfg: QualityConfig) -> str:
             break
     if key is None:
         return "unknown"
-    c = emodel.codec(key)
     loss = min(loss_pct(cdr.packets, cdr.lost), 100.0)
-    delay = min(cfg.base_delay_ms + c.frame_ms + 2 * max(cdr.jitter_ms, 0.0), 10_000.0)
-    r = emodel.quick(c.name, loss, delay)
-    terms = {"network": {"mos": r.mos, "ie_eff": r.ie_eff, "id": r.id_}}
-    return dominant_cause(terms, "network", c.ie)
+    delay = min(cfg.base_delay_ms + emodel_wb.frame_ms(key) + 2 * max(cdr.jitter_ms, 0.0), 10_000.0)
+    r = emodel_wb.mos_for(key, loss=loss, delay_ms=delay)
+    terms = {"network": {"mos": r.mos, "ie_eff": r.ie_eff, "id": r.id}}
+    return dominant_cause(terms, "network", emodel_wb.codec_ie(key))
 
 
 def assess(cdr: Cdr, cfg: QualityConfig) -> dict[str, Any]:
