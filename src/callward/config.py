@@ -87,6 +87,13 @@ class EdgeConfig(_Section):
     rate_limit: float = Field(0.0, ge=0, description="requests/s per source, 0 = off")
     rate_burst: int = Field(200, ge=1)
     max_connections: int = Field(4096, ge=1)
+    max_setup_calls: int = Field(
+        2000, ge=1, description="INVITEs in setup above which new ones get 503 + Retry-After"
+    )
+    max_backlog: float = Field(
+        0.25, gt=0, description="seconds of receive backlog/loop lag above which INVITEs shed"
+    )
+    max_transactions: int = Field(200_000, ge=100, description="hard cap (memory bound)")
     idle_timeout: float = Field(600.0, gt=0)
     metrics_listen: str | None = Field(None, description="host:port for /metrics")
     tls_cert: str | None = None

@@ -107,6 +107,9 @@ def settings_from_config(cfg: CallwardConfig) -> EdgeSettings:
         tenant_regions=tuple(e.tenant_regions.items()),
         rate_limit=e.rate_limit,
         rate_burst=e.rate_burst,
+        max_setup_calls=e.max_setup_calls,
+        max_backlog=e.max_backlog,
+        max_transactions=e.max_transactions,
         limits=ParseLimits(
             cfg.sip.max_message_bytes,
             cfg.sip.max_headers,

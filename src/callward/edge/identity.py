@@ -17,7 +17,6 @@ import phonenumbers
 
 from callward.sip.headers import parse_name_addr
 from callward.sip.message import Request
-from callward.sip.uri import SipURI, TelURI
 
 __all__ = ["apply_privacy", "assert_identity", "normalize_number", "privacy_values"]
 
@@ -37,17 +36,6 @@ def normalize_number(user: str, region: str) -> str | None:
     if not phonenumbers.is_valid_number(num):
         return None
     return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-
-
-def normalize_uri_user(uri: SipURI, region: str) -> SipURI:
-    """The same URI with its user part in E.164 (and ``user=phone``, RFC 3261 §19.1.1)."""
-    if uri.user is None:
-        return uri
-    e164 = normalize_number(uri.user_unescaped or "", region)
-    if e164 is None or e164 == uri.user:
-        return uri
-    params = (*(p for p in uri.params if p[0].lower() != "user"), ("user", "phone"))
-    return SipURI(uri.host, e164, None, uri.port, params, uri.headers, uri.scheme)
 
 
 def privacy_values(req: Request) -> set[str]:
@@ -100,7 +88,3 @@ def apply_privacy(req: Request) -> Request:
     if "critical" not in privacy and "none" in privacy:
         return req
     return req if headers is req.headers else req.replace(headers=headers)
-
-
-def is_tel_number(uri: object) -> bool:
-    return isinstance(uri, TelURI)

@@ -38,14 +38,13 @@ from callward.edge.outbox import Outbox
 from callward.edge.overload import OverloadGuard, OverloadLimits, RateLimiter
 from callward.edge.pending import Pending, Query, Task, Tasks
 from callward.edge.registrar import Registrar, RegistrarPolicy
-from callward.edge.routing import Target, dest_for_uri, loop_hash, make_branch
+from callward.edge.routing import loop_hash, make_branch
 from callward.edge.sessions import UNSUPERVISED_CALL_LIMIT, DialogTracker
 from callward.edge.settings import EdgeSettings
 from callward.edge.targets import ALLOW, Router
 from callward.edge.topology import TopologyHider, rebuild_headers
 from callward.errors import LocalProtocolError, SipParseError, StoreError
 from callward.events import Event, RegistrationChanged, SecurityAlert
-from callward.sip.headers import parse_name_addr
 from callward.sip.message import Request, Response, make_response
 from callward.sip.parser import parse_message
 from callward.sip.peer import Peer
@@ -84,7 +83,6 @@ class EdgeCore:
         *,
         secret: bytes | None = None,
         metrics: EdgeMetrics | None = None,
-        overload: OverloadLimits | None = None,
     ) -> None:
         self.secret = secret if secret is not None else secrets.token_bytes(32)
         self.metrics = metrics if metrics is not None else EdgeMetrics()
@@ -115,7 +113,7 @@ class EdgeCore:
         )
         self.forking.relay = self._relay
         self.overload = OverloadGuard(
-            overload or OverloadLimits(), lambda: self.forking.setup, lambda: len(self.layer)
+            OverloadLimits(), lambda: self.forking.setup, lambda: len(self.layer)
         )
         self.hooks.admission.append(self.overload)
         self._now = 0.0
@@ -126,6 +124,11 @@ class EdgeCore:
         """Swap settings (SIGHUP). Transactions and calls in progress keep running."""
         self.settings = settings
         self.rate = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.overload.limits = OverloadLimits(
+            capacity=settings.max_setup_calls,
+            max_transactions=settings.max_transactions,
+            max_lag=settings.max_backlog,
+        )
         self.topology.trusted, self.topology.untrusted = settings.trusted, settings.untrusted
         self.router.configure(settings)
         self.dialogs.settings = settings
@@ -507,43 +510,32 @@ class EdgeCore:
         mf = req.max_forwards
         if mf is not None and mf <= 0:
             return
+        source_branch = req.top_via.branch or ""
         lhash = loop_hash(req)
-        if self.router.is_loop(req, lhash):
-            return
         router = self.router
-        req, flow, flow_node = router.pop_routes(req, source)
-        routes = req.headers.values("Route")
-        dest: Peer | None = None
-        uri = req.uri
-        if routes:
-            top = parse_name_addr(routes[0])
-            if isinstance(top.uri, SipURI):
-                dest = dest_for_uri(top.uri)
-        elif flow is not None and flow_node == self.settings.node:
-            dest = flow
-        elif isinstance(uri, SipURI) and router.local.is_local_uri(uri):
-            target: Target | None = None
-            try:
-                targets, _ = yield from router.local_targets(req, self._now)
-            except StoreError:
-                return
-            target = targets[0] if targets else None
-            if target is not None:
-                dest, uri = target.dest, (target.uri or uri)
-                if target.routes:
-                    req = req.replace(headers=req.headers.prepend("Route", target.routes[0]))
-        elif isinstance(uri, SipURI):
-            dest = dest_for_uri(uri)
-        if dest is None:
+        if router.is_loop(req, lhash):
             return
+        try:
+            routed = yield from router.route(req, source, initial=False, now=self._now)
+            if routed.local:
+                routed = yield from router.local_route(routed.request, initial=False, now=self._now)
+        except StoreError:
+            return  # the caller resends the ACK with the next 2xx retransmission
+        if not routed.targets:
+            return
+        target = routed.targets[0]
+        req, dest = routed.request, target.dest
+        if target.uri is not None:
+            req = req.replace(uri=target.uri)
+        if target.routes:
+            req = req.replace(headers=req.headers.prepend("Route", target.routes[0]))
         media = self.hooks.media
         if media is not None and req.body:
             try:
                 req = yield from media.request(req, self._now)
             except StoreError:
                 return  # the caller resends the ACK with the next 2xx retransmission
-        top_branch = req.top_via.branch or ""
-        bid = make_branch(lhash, "a" + top_branch[-10:].replace(".", ""))
+        bid = make_branch(lhash, "a" + source_branch[-10:].replace(".", ""))
         local = router.local
         out_if = local.iface(dest.transport) or local.listen[0]
         host = f"[{out_if.host}]" if ":" in out_if.host else out_if.host
@@ -551,7 +543,7 @@ class EdgeCore:
         headers = rebuild_headers(
             req.headers, [("Via", via)], {"Max-Forwards": str(70 if mf is None else mf - 1)}
         )
-        self.layer.send_stateless(req.replace(headers=headers, uri=uri), peer=dest)
+        self.layer.send_stateless(req.replace(headers=headers), peer=dest)
 
     # ----------------------------------------------------------------- media hook seams
     def _relay(self, ctx: ProxyContext, resp: Response, now: float, retransmit: bool) -> None:

@@ -60,6 +60,9 @@ class EdgeSettings:
     tenant_regions: tuple[tuple[str, str], ...] = ()
     rate_limit: float = 0.0  # requests/s per source host (0: unlimited)
     rate_burst: int = 200
+    max_setup_calls: int = 2000  # overload: INVITEs in setup before new ones get 503
+    max_backlog: float = 0.25  # overload: seconds of backlog before new INVITEs get 503
+    max_transactions: int = 200_000  # overload: hard cap on live transactions
     limits: ParseLimits = field(default_factory=lambda: DEFAULT_LIMITS)
 
     def __post_init__(self) -> None:

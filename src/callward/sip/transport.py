@@ -242,6 +242,7 @@ class UdpTransport(Transport):
         super().__init__(on_message, limits)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.emptied_at = 0.0
 
     @classmethod
     async def listen(
@@ -287,7 +288,9 @@ class UdpTransport(Transport):
         self.drain()
 
     def drain(self, budget: int = 0) -> None:
-        """Deliver every queued datagram, up to ``budget`` (default ``limits.udp_batch``)."""
+        """Deliver every queued datagram, up to ``budget`` (default ``limits.udp_batch``).
+        ``emptied_at`` (loop time) records when the kernel queue was last seen empty: how long
+        ago that was is the receive backlog an overload control can act on."""
         sock = self._sock
         for _ in range(budget or self.limits.udp_batch):
             if sock is None or sock.fileno() < 0:
@@ -295,6 +298,8 @@ class UdpTransport(Transport):
             try:
                 data, addr = sock.recvfrom(65536)
             except (BlockingIOError, InterruptedError):
+                if self._loop is not None:
+                    self.emptied_at = self._loop.time()
                 return
             except OSError:
                 continue  # an ICMP error queued on the socket (§17.1.4: the timers decide)
