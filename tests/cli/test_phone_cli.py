@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -124,7 +125,11 @@ def test_phone_calls_phone(tmp_path: Path) -> None:
         stop(answering)
     answered = json.loads(out)
     assert answered["answered"] == [
-        {"status": 200, "end_reason": answered["answered"][0]["end_reason"]}
+        {
+            "status": 200,
+            "end_reason": answered["answered"][0]["end_reason"],
+            "media_security": "rtp",
+        }
     ]
     assert answered["rtp_packets_received"] >= 45  # 50 sent over loopback, first on probation
 
@@ -194,3 +199,86 @@ def test_answer_registers_with_a_real_edge_and_unregisters_on_exit(tmp_path: Pat
         )  # fmt: skip
         assert after.returncode == 1
         assert json.loads(after.stdout)["status"] in (404, 480), "bob unregistered on exit"
+
+
+@pytest.mark.parametrize("srtp", ["sdes", "dtls"])
+def test_phone_calls_phone_with_srtp_and_tshark_sees_it(tmp_path: Path, srtp: str) -> None:
+    """``--srtp sdes|dtls`` on both CLI phones: the call is keyed before any packet leaves;
+    tshark sees the DTLS handshake (dtls) and RTP-framed packets whose payload is not the
+    plain G.711 silence the phone sends."""
+    if shutil.which("tshark") is None:
+        pytest.skip("why: tshark not installed")
+    port = free_port()
+    answering = subprocess.Popen(
+        [*CLI, "answer", "--listen", f"127.0.0.1:{port}", "--user", "bob", "--json",
+         "--timeout", "40", "--srtp", srtp],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    cap = tmp_path / "call.pcap"
+    try:
+        time.sleep(2.0)
+        with _capture_all(cap):
+            proc = _run(
+                f"sip:bob@127.0.0.1:{port}", "--user", "alice", "--seconds", "1", "--json",
+                "--srtp", srtp,
+            )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert doc["status"] == 200 and doc["rtp"]["packets_sent"] == 50
+        want = {"sdes": "srtp-sdes", "dtls": "dtls-srtp"}[srtp]
+        assert doc["media_security"] == want
+        out, err = answering.communicate(timeout=40)
+    finally:
+        stop(answering)
+    answered = json.loads(out)
+    assert answered["answered"][0]["media_security"] == want, err
+    assert answered["rtp_packets_received"] >= 45
+    frames = subprocess.run(
+        ["tshark", "-n", "-r", str(cap), "-Y", f"udp.port=={_media_port(doc)}", "-T", "fields",
+         "-e", "udp.payload"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    payloads = [bytes.fromhex(f) for f in frames if f]
+    rtp = [p for p in payloads if len(p) == 12 + 160 + 10 and p[0] >> 6 == 2]
+    assert len(rtp) >= 45, "SRTP packets (RTP header + 160 B + 10 B HMAC-SHA1-80 tag)"
+    assert not any(b"\xff" * 32 in p for p in rtp), "no plain G.711 silence on the wire"
+    if srtp == "dtls":
+        names = subprocess.run(
+            ["tshark", "-n", "-r", str(cap), "-d", f"udp.port=={_media_port(doc)},dtls",
+             "-Y", "dtls.handshake.type", "-T", "fields", "-e", "dtls.handshake.type"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.split()  # fmt: skip
+        types = {int(t) for line in names for t in line.split(",") if t.isdigit()}
+        assert {1, 2, 11}.issubset(types), f"ClientHello, ServerHello, Certificate: {types}"
+
+
+def _media_port(doc: dict[str, object]) -> int:
+    port = doc.get("media_port")
+    assert isinstance(port, int), doc
+    return port
+
+
+class _capture_all:
+    """tshark on loopback UDP (our ports are ephemeral) for the duration of the block."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> None:
+        log = self.path.with_suffix(".log")
+        with log.open("w") as err:
+            self.proc = subprocess.Popen(
+                ["tshark", "-i", "lo", "-f", "udp", "-w", str(self.path), "-a", "duration:60"],
+                stdout=subprocess.DEVNULL, stderr=err,
+            )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while "Capturing on" not in log.read_text():
+            assert time.monotonic() < deadline and self.proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        time.sleep(0.3)
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.5)
+        assert self.proc is not None
+        stop(self.proc, signal.SIGINT)

@@ -7,20 +7,26 @@ by itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from callward.cli.exits import fail as _fail
 from callward.cli.exits import hostport
 from callward.errors import CallwardError
-from callward.ua import Phone, RtpEndpoint
+
+if TYPE_CHECKING:  # imported inside the commands (lazy CLI, cli/__init__.py)
+    from callward.ua import Phone, RtpEndpoint
 
 phone_app = typer.Typer(help="A SIP phone: register, call, answer.", no_args_is_help=True)
 
 _TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+# --srtp → Phone.media_security: "none" is plain RTP (and accepts secure offers), "sdes" and
+# "dtls" offer that kind and refuse plain RTP (488, and no plain media is ever sent).
+_SRTP = {"none": "rtp", "sdes": "srtp", "dtls": "dtls"}
 
 
 def _nonzero(addr: tuple[str, int], what: str) -> tuple[str, int]:
@@ -49,9 +55,27 @@ async def _register(
 
 
 async def _media(phone: Phone) -> RtpEndpoint:
+    from callward.ua import RtpEndpoint
+
     rtp = await RtpEndpoint.open(phone.media_host)
     phone.media_port = rtp.local_addr[1]
     return rtp
+
+
+async def _secure(call: Any, rtp: RtpEndpoint, out: dict[str, Any]) -> Any:
+    """Key the media port as negotiated (SDES keys, or a DTLS-SRTP handshake on it) before any
+    packet leaves; plain RTP only when the phone runs with ``--srtp none``."""
+    from callward.ua.media_security import secure_media
+
+    stream = call.negotiated()
+    if stream is None:
+        return None
+    phone = call.phone
+    dtls = await secure_media(
+        rtp, stream, phone.dtls_certificate, allow_plain=phone.media_security == "rtp"
+    )
+    out["media_security"] = stream.security.value
+    return dtls
 
 
 async def _send_media(call: Any, rtp: RtpEndpoint, seconds: float) -> None:
@@ -76,9 +100,14 @@ async def _call(
     register: bool,
     timeout: float,
     linger: float,
+    srtp: str = "none",
 ) -> dict[str, Any]:
+    from callward.ua import Phone
+
     phone = await Phone.start(user, transport=transport, password=password)
+    phone.media_security = _SRTP[srtp]
     rtp = await _media(phone)
+    dtls: Any = None
     out: dict[str, Any] = {"target_scheme": target.split(":", 1)[0], "transport": transport}
     try:
         if register:
@@ -93,6 +122,11 @@ async def _call(
         out["status"] = status
         out["setup_ms"] = None if call.setup_time is None else round(call.setup_time * 1000, 1)
         if status == 200:
+            try:
+                dtls = await _secure(call, rtp, out)
+            except CallwardError:
+                out["bye_status"] = await asyncio.wait_for(call.hangup(), timeout)
+                raise
             await _send_media(call, rtp, seconds)
             out["bye_status"] = await asyncio.wait_for(call.hangup(), timeout)
         out["rtp"] = {
@@ -100,10 +134,13 @@ async def _call(
             "packets_received": rtp.counters.packets_received,
             "bytes_sent": rtp.counters.bytes_sent,
         }
+        out["media_port"] = rtp.local_addr[1]
         # Some peers (SIPp's uas) count a TCP close right after the BYE as a failed call.
         await asyncio.sleep(linger)
         return out
     finally:
+        if dtls is not None:
+            dtls.close()
         rtp.close()
         await phone.close()
 
@@ -119,10 +156,14 @@ async def _answer(
     edges: list[tuple[str, int]] | None = None,
     domain: str | None = None,
     expires: int = 600,
+    srtp: str = "none",
 ) -> dict[str, Any]:
+    from callward.ua import Phone
+
     phone = await Phone.start(
         user, host=listen[0], port=listen[1], transport=transport, password=password
     )
+    phone.media_security = _SRTP[srtp]
     rtp = await _media(phone)
     answered: list[dict[str, Any]] = []
     reg: dict[str, Any] = {}
@@ -137,13 +178,21 @@ async def _answer(
         )
         for _ in range(calls):
             call = await phone.next_call(timeout)
+            info: dict[str, Any] = {}
+            dtls = None
             try:
                 await call.ring()
                 await call.answer()
-            except CallwardError:
-                pass  # cancelled before we answered: reported with its end reason below
+                dtls = await _secure(call, rtp, info)
+            except CallwardError as exc:
+                # Cancelled before we answered, or media security failed: hang up, report.
+                info["error"] = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+                with contextlib.suppress(CallwardError, TimeoutError):
+                    await call.hangup(timeout=5)
             reason = await asyncio.wait_for(call.wait_ended(), timeout)
-            answered.append({"status": call.status, "end_reason": reason})
+            if dtls is not None:
+                dtls.close()
+            answered.append({"status": call.status, "end_reason": reason, **info})
         return {
             "answered": answered,
             "rtp_packets_received": rtp.counters.packets_received,
@@ -167,11 +216,16 @@ def call_cmd(
     register: bool = typer.Option(False, "--register", help="REGISTER with the proxy first"),
     timeout: float = typer.Option(32.0, help="give up on any step after this many seconds"),
     linger: float = typer.Option(0.0, help="keep the connection open this long after hang-up"),
+    srtp: str = typer.Option(
+        "none", help="media security: none (plain RTP), sdes or dtls (SRTP only, never plain)"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Place one call; exit 0 when answered and hung up, 1 when rejected or timed out."""
     if transport not in _TRANSPORTS:
         raise _fail(f"--transport must be one of {', '.join(_TRANSPORTS)}, not {transport!r}")
+    if srtp not in _SRTP:
+        raise _fail(f"--srtp must be one of {', '.join(_SRTP)}, not {srtp!r}")
     if not target.startswith(("sip:", "sips:")):
         raise _fail(f"target must be a sip: or sips: URI, not {target!r}")
     if not 0 <= seconds <= 3600 or not 0 < timeout <= 600 or not 0 <= linger <= 60:
@@ -179,7 +233,18 @@ def call_cmd(
     outbound = _nonzero(hostport(proxy, "--proxy"), "--proxy") if proxy else None
     try:
         result = asyncio.run(
-            _call(target, user, password, outbound, transport, seconds, register, timeout, linger)
+            _call(
+                target,
+                user,
+                password,
+                outbound,
+                transport,
+                seconds,
+                register,
+                timeout,
+                linger,
+                srtp,
+            )
         )
     except TimeoutError:
         raise _fail(f"no answer within {timeout:g} s") from None
@@ -215,11 +280,16 @@ def answer_cmd(
     ),
     domain: str | None = typer.Option(None, help="AOR domain (default: the first --proxy)"),
     expires: int = typer.Option(600, help="registration expiry asked for, seconds"),
+    srtp: str = typer.Option(
+        "none", help="media security: none (accepts any), sdes or dtls (refuses plain RTP)"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Auto-answer calls until ``--calls`` have ended; exit 1 if none came within the timeout."""
     if transport not in _TRANSPORTS:
         raise _fail(f"--transport must be one of {', '.join(_TRANSPORTS)}, not {transport!r}")
+    if srtp not in _SRTP:
+        raise _fail(f"--srtp must be one of {', '.join(_SRTP)}, not {srtp!r}")
     if not 1 <= calls <= 10_000 or not 0 < timeout <= 3600:
         raise _fail("--calls must be 1..10000 and --timeout 0..3600")
     if register and not 1 <= len(proxy) <= 2:
@@ -231,10 +301,18 @@ def answer_cmd(
     try:
         result = asyncio.run(
             _answer(
-                where, user, transport, calls, timeout,
-                password=password, edges=edges, domain=domain, expires=expires,
+                where,
+                user,
+                transport,
+                calls,
+                timeout,
+                password=password,
+                edges=edges,
+                domain=domain,
+                expires=expires,
+                srtp=srtp,
             )
-        )  # fmt: skip
+        )
     except TimeoutError:
         typer.echo(f"callward: no call within {timeout:g} s", err=True)
         raise typer.Exit(1) from None
