@@ -1,9 +1,11 @@
 """Our phone against baresip (a real softphone): we call it, it calls us, media flows both ways
-and either side can hang up. baresip's own log and its recorded WAV are the judges."""
+and either side can hang up. baresip's own log and its recorded WAV are the judges. With
+baresip's dtls_srtp module: DTLS-SRTP (RFC 5763/5764) both ways, keyed from the handshake."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import wave
@@ -13,15 +15,18 @@ import numpy as np
 import pytest
 
 from callward.media.g711 import ulaw_encode
+from callward.sdp import SecurityMode
 from callward.ua.call import CallState
 from callward.ua.media import RtpEndpoint
+from callward.ua.media_security import secure_media
 from callward.ua.phone import Phone
-from peers import baresip_config, free_port
+from peers import baresip_config, free_port, tshark_capture
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
 
 BARESIP = shutil.which("baresip")
 SOX = shutil.which("sox")
+TSHARK = shutil.which("tshark")
 MODULES = Path("/usr/lib/baresip/modules")
 SINE = ("synth", "3", "sine", "440")
 
@@ -152,3 +157,130 @@ async def _first_call(phone: Phone) -> object:
     while not phone.calls:
         await asyncio.sleep(0.05)
     return next(iter(phone.calls.values()))
+
+
+# ---------------------------------------------------------------- DTLS-SRTP
+
+
+@pytest.fixture
+def baresip_dtls(tmp_path: Path) -> tuple[Path, int]:
+    if BARESIP is None or SOX is None or not (MODULES / "dtls_srtp.so").exists():
+        pytest.skip("why: baresip with the dtls_srtp module, or sox, not installed")
+    port = free_port()
+    subprocess.run(
+        [SOX, "-n", "-r", "8000", "-c", "1", "-b", "16", str(tmp_path / "in.wav"),
+         "synth", "3", "sine", "440"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    baresip_config(
+        tmp_path,
+        sip_port=port,
+        modules=["g711.so", "aufile.so", "sndfile.so", "dtls_srtp.so"],
+        account="<sip:bob@127.0.0.1>;regint=0;answermode=auto;mediaenc=dtls_srtp",
+        settings=[
+            f"snd_path {tmp_path}",
+            f"audio_player aufile,{tmp_path / 'out.wav'}",
+            f"audio_source aufile,{tmp_path / 'in.wav'}",
+            f"audio_alert aufile,{tmp_path / 'alert.wav'}",
+        ],
+    )
+    return tmp_path, port
+
+
+def _tshark_sees_dtls_and_srtp(cap: Path, port: int) -> None:
+    """tshark decodes our media port as DTLS: the handshake (ClientHello 1, ServerHello 2,
+    Certificate 11) is there, and the RTP-framed packets both ways carry no plain G.711."""
+    out = subprocess.run(
+        ["tshark", "-n", "-r", str(cap), "-d", f"udp.port=={port},dtls", "-Y",
+         "dtls.handshake.type", "-T", "fields", "-e", "dtls.handshake.type"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    types = {int(t) for line in out for t in line.split(",") if t.isdigit()}
+    assert {1, 2, 11}.issubset(types), types
+    rows = subprocess.run(
+        ["tshark", "-n", "-r", str(cap), "-T", "fields", "-e", "udp.srcport", "-e",
+         "udp.payload"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    srtp = {"in": 0, "out": 0}
+    for row in rows:
+        sport, _, hexdata = row.partition("\t")
+        data = bytes.fromhex(hexdata) if hexdata else b""
+        if len(data) == 12 + 160 + 10 and data[0] >> 6 == 2:  # RTP framing + 80-bit tag
+            assert b"\xff" * 32 not in data and b"\xd5" * 32 not in data
+            srtp["out" if sport == str(port) else "in"] += 1
+    assert srtp["out"] >= 45 and srtp["in"] >= 10, srtp
+
+
+def _tone() -> bytes:
+    tone = (8000 * np.sin(2 * np.pi * 1000 * np.arange(160) / 8000)).astype(np.int16)
+    return ulaw_encode(tone)
+
+
+async def test_we_call_baresip_with_dtls_srtp(baresip_dtls: tuple[Path, int]) -> None:
+    cfg, port = baresip_dtls
+    proc = await start_baresip(cfg)
+    alice = await Phone.start("alice")
+    alice.media_security = "dtls"
+    rtp = await RtpEndpoint.open()
+    alice.media_port = rtp.local_addr[1]
+    dtls = None
+    cap = cfg / "dtls.pcap"
+    capture = tshark_capture(cap, [rtp.local_addr[1]]) if TSHARK else contextlib.nullcontext()
+    try:
+        capture.__enter__()
+        call = await alice.call(f"sip:bob@127.0.0.1:{port}")
+        assert call.status == 200, (cfg / "log.txt").read_text(errors="replace")[-800:]
+        stream = call.negotiated()
+        assert stream is not None and stream.security is SecurityMode.DTLS_SRTP
+        dtls = await secure_media(rtp, stream, alice.dtls_certificate, allow_plain=False)
+        assert dtls is not None
+        await rtp.send_audio((stream.remote_address, stream.remote_port), 50, 0, _tone())
+        assert rtp.counters.packets_received > 10, "baresip's SRTP authenticated with our keys"
+        assert await call.hangup() == 200
+    finally:
+        capture.__exit__(None, None, None)
+        if dtls is not None:
+            dtls.close()
+        await alice.close()
+        rtp.close()
+        await asyncio.sleep(0.3)
+        await stop(proc)
+    log = (cfg / "log.txt").read_text(errors="replace")
+    assert "Call established" in log
+    if TSHARK:
+        _tshark_sees_dtls_and_srtp(cap, alice.media_port)
+    (dec,) = cfg.glob("dump-*-dec.wav")
+    with wave.open(str(dec)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+    # baresip decrypted our SRTP and decoded our 1 kHz tone.
+    assert np.count_nonzero(np.abs(pcm) > 1000) >= 160 * 20, log[-800:]
+
+
+async def test_baresip_calls_us_with_dtls_srtp(baresip_dtls: tuple[Path, int]) -> None:
+    cfg, _ = baresip_dtls
+    bob = await Phone.start("service")
+    bob.media_security = "dtls"
+    rtp = await RtpEndpoint.open()
+    bob.media_port = rtp.local_addr[1]
+    proc = await start_baresip(cfg, "-e", f"/dial sip:service@127.0.0.1:{bob.local_addr[1]}")
+    dtls = None
+    try:
+        incoming = await bob.next_call(10)
+        await incoming.answer()
+        stream = incoming.negotiated()
+        assert stream is not None and stream.security is SecurityMode.DTLS_SRTP
+        dtls = await secure_media(rtp, stream, bob.dtls_certificate, allow_plain=False)
+        assert dtls is not None
+        await rtp.send_audio((stream.remote_address, stream.remote_port), 50, 0, _tone())
+        assert rtp.counters.packets_received > 10
+        assert await incoming.hangup() == 200
+    finally:
+        if dtls is not None:
+            dtls.close()
+        await bob.close()
+        rtp.close()
+        await asyncio.sleep(0.3)
+        await stop(proc)
+    log = (cfg / "log.txt").read_text(errors="replace")
+    assert "Call established" in log
