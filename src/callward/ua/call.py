@@ -143,6 +143,8 @@ class CallLeg:
     end_reason: str = ""
     local_sdp: bytes = b""
     remote_sdp: bytes = b""
+    sdp_version: int = 1  # our o= version: +1 for every new offer or answer (RFC 3264 §8)
+    we_offered: bool | None = None  # who made the offer of the current exchange (None: UAC)
     history: list[CallState] = field(default_factory=list)
 
     # ------------------------------------------------------------------ state
@@ -359,6 +361,24 @@ class CallLeg:
         return self.fire(CallInput.CANCEL)
 
     # ------------------------------------------------------------------ both
+    def make_reinvite(self, sdp: bytes) -> Request:
+        """A re-INVITE (§14.1) carrying a new offer, with our (possibly new) Contact: the
+        dialog's remote target follows it, so a moved phone stays reachable (§12.2.1.1)."""
+        if self.dialog is None or self.state is not CallState.CONFIRMED:
+            raise LocalProtocolError(f"re-INVITE needs a confirmed call, not {self.state.value}")
+        extra = [("Contact", self.local.contact), ("Allow", ALLOW), ("User-Agent", USER_AGENT)]
+        if sdp:
+            extra.append(("Content-Type", "application/sdp"))
+        return self.dialog.create_request("INVITE", via=self._via(), body=sdp, extra=extra)
+
+    def make_in_dialog_ack(self, invite: Request) -> Request:
+        """ACK for a 2xx to a re-INVITE (§13.2.2.4), same CSeq number."""
+        if self.dialog is None:
+            raise LocalProtocolError("ACK needs a dialog")
+        return self.dialog.create_request(
+            "ACK", via=self._via(), cseq=invite.cseq.seq, extra=[("User-Agent", USER_AGENT)]
+        )
+
     def make_bye(self) -> Request:
         """BYE in the confirmed dialog (§15.1.1), with the next local CSeq."""
         if self.dialog is None:

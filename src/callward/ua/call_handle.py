@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from typing import TYPE_CHECKING
 
 from callward.errors import LocalProtocolError
 from callward.sdp import NegotiatedStream
-from callward.sip.message import Response
+from callward.sip.message import Request, Response, make_response
 from callward.sip.transaction import TransactionKey, make_cancel
 from callward.sip.transport import Address
+from callward.ua.call import ALLOW as ALLOW_HEADER
 from callward.ua.call import CallLeg, CallState
 from callward.ua.sdp_offer import negotiated_audio
 
@@ -44,6 +46,13 @@ class Call:
         self._ended = asyncio.Event()
         self._provisional = asyncio.Event()
         self._invite_task: asyncio.Task[int] | None = None
+        self.acks: dict[int, Request] = {}  # our ACK per re-INVITE CSeq (2xx retransmissions)
+        self.media_changed = asyncio.Event()  # set when a re-offer changed the session
+        self.reinvites_received = 0
+        self.glare = 0  # 491s received for our re-INVITEs
+        self._reinvite_pending = False  # our re-INVITE is in flight (glare, §14.2)
+        self._reinvite_ok: Response | None = None  # our 2xx to their re-INVITE, until ACK
+        self._reinvite_acked = asyncio.Event()
 
     @property
     def call_id(self) -> str:
@@ -62,9 +71,8 @@ class Call:
         None until both SDP bodies are known or when they agree on no audio."""
         if not self.leg.local_sdp or not self.leg.remote_sdp:
             return None
-        return negotiated_audio(
-            self.leg.local_sdp, self.leg.remote_sdp, we_offered=self.leg.outgoing
-        )
+        offered = self.leg.outgoing if self.leg.we_offered is None else self.leg.we_offered
+        return negotiated_audio(self.leg.local_sdp, self.leg.remote_sdp, we_offered=offered)
 
     @property
     def setup_time(self) -> float | None:
@@ -189,6 +197,105 @@ class Call:
         self.peer = (self.leg.next_hop(), self.peer[1])
         self.phone.layer.send_stateless(ack, self.peer)
         self.phone._pump()
+
+    # -------------------------------------------------------------- re-INVITE (§14)
+    def _on_reinvite(self, req: Request, key: TransactionKey) -> None:
+        """Their re-INVITE (§14.2): answer a new offer with a fresh answer (new o= version,
+        new keys when they re-keyed, our direction mirroring their hold), follow the new
+        remote address, or offer in the 200 when the re-INVITE has no body (answer in ACK).
+        491 while our own re-INVITE is pending (glare); 488 keeps the old session."""
+        phone, leg = self.phone, self.leg
+        extra = [("Contact", leg.local.contact), ("Allow", ALLOW_HEADER)]
+        if self._reinvite_pending or self._reinvite_ok is not None:
+            phone.layer.send_response(key, make_response(req, 491), phone.now())
+            phone._pump()
+            return
+        self.reinvites_received += 1
+        version = leg.sdp_version + 1
+        if req.body:
+            answer = phone.make_answer(req.body, version=version)
+            if answer is None:
+                resp = make_response(req, 488, extra=[("Warning", '304 callward "no media"')])
+                phone.layer.send_response(key, resp, phone.now())
+                phone._pump()
+                return
+            leg.remote_sdp, leg.local_sdp, body = req.body, answer, answer
+            leg.we_offered = False
+        else:
+            body = phone.make_offer(version=version)
+            leg.local_sdp = body
+            leg.we_offered = True
+        leg.sdp_version = version
+        resp = make_response(
+            req, 200, extra=[*extra, ("Content-Type", "application/sdp")], body=body
+        )
+        self._reinvite_ok = resp
+        self._reinvite_acked.clear()
+        phone.layer.send_response(key, resp, phone.now())
+        phone._pump()
+        if req.body:
+            self.media_changed.set()
+        if not phone.transport.reliable:
+            phone._spawn(self._retransmit_reinvite_2xx(resp))
+
+    async def _retransmit_reinvite_2xx(self, resp: Response) -> None:
+        """§13.3.1.4 for a re-INVITE's 2xx: T1 doubling to T2 until the ACK, 64*T1 at most."""
+        timers = self.phone.layer.timers
+        interval, waited = timers.t1, 0.0
+        while self._reinvite_ok is resp and waited < 64 * timers.t1:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reinvite_acked.wait(), interval)
+                return
+            waited += interval
+            interval = min(interval * 2, timers.t2)
+            if self._reinvite_ok is resp:
+                self.phone.layer.send_stateless(resp, self.peer)
+                self.phone._pump()
+        if self._reinvite_ok is resp:
+            self._reinvite_ok = None
+
+    def _on_reinvite_ack(self, ack: Request) -> None:
+        if ack.body:  # the answer to the offer we put in our 2xx
+            self.leg.remote_sdp = ack.body
+            self.media_changed.set()
+        self._reinvite_ok = None
+        self._reinvite_acked.set()
+
+    async def reinvite(
+        self, sdp: bytes | None = None, *, hold: bool = False, timeout: float = 32.0
+    ) -> int:
+        """Send a re-INVITE with a new offer (our current media address and keys; ``hold``
+        offers sendonly) and ACK its 2xx. On 491 (glare) retry after the RFC 3261 §14.1 wait:
+        2.1-4 s when we own the Call-ID (we placed the call), else 0-2 s; at most 3 tries."""
+        if self._reinvite_pending:
+            raise LocalProtocolError("a re-INVITE is already in progress")
+        status = 0
+        for _ in range(3):
+            version = self.leg.sdp_version + 1
+            offer = sdp if sdp is not None else self.phone.make_offer(version=version, hold=hold)
+            req = self.leg.make_reinvite(offer)
+            self._reinvite_pending = True
+            try:
+                resp = await asyncio.wait_for(self.phone.request(req, self.leg.next_hop()), timeout)
+            finally:
+                self._reinvite_pending = False
+            status = resp.status
+            if status == 491:
+                self.glare += 1
+                low, high = (2.1, 4.0) if self.leg.outgoing else (0.0, 2.0)
+                await asyncio.sleep(random.uniform(low, high))
+                continue
+            if 200 <= status < 300:
+                ack = self.leg.make_in_dialog_ack(req)
+                self.acks[req.cseq.seq] = ack
+                self.phone.layer.send_stateless(ack, (self.leg.next_hop(), self.peer[1]))
+                self.phone._pump()
+                self.leg.sdp_version = version
+                self.leg.local_sdp, self.leg.remote_sdp = offer, resp.body or self.leg.remote_sdp
+                self.leg.we_offered = True
+                self.media_changed.set()
+            break
+        return status
 
     # -------------------------------------------------------------- both
     async def hangup(self, timeout: float = 32.0) -> int:

@@ -213,16 +213,18 @@ class Phone:
     def _fingerprint(self) -> Fingerprint:
         return Fingerprint.of_digest("sha-256", self.dtls_certificate.fingerprint("sha-256"))
 
-    def make_offer(self) -> bytes:
+    def make_offer(self, *, version: int = 1, hold: bool = False) -> bytes:
         return offer_sdp(
             self.media_host,
             self.media_port or 9,
             self._session_id,
             srtp=self.media_security == "srtp",
             dtls=self._fingerprint() if self.media_security == "dtls" else None,
+            version=version,
+            hold=hold,
         )
 
-    def make_answer(self, offer: bytes) -> bytes | None:
+    def make_answer(self, offer: bytes, *, version: int = 1) -> bytes | None:
         return answer_sdp(
             offer,
             self.media_host,
@@ -230,6 +232,7 @@ class Phone:
             self._session_id,
             require_srtp=self.media_security in ("srtp", "dtls"),
             dtls=self._fingerprint(),
+            version=version,
         )
 
     async def call(
@@ -503,7 +506,13 @@ class Phone:
                 self._pending.pop(key, None)
             case AckReceived(request=ack):
                 call = self.calls.get(ack.call_id)
-                if call is not None and not call.leg.outgoing:
+                if (
+                    call is not None
+                    and call._reinvite_ok is not None
+                    and (ack.cseq.seq == call._reinvite_ok.cseq.seq)
+                ):
+                    call._on_reinvite_ack(ack)
+                elif call is not None and not call.leg.outgoing:
                     call._on_ack()
             case RequestReceived(request=req, key=key, peer=peer):
                 self._on_request(req, key, peer)
@@ -518,8 +527,11 @@ class Phone:
         if resp.status >= 300 or resp.cseq.method != "INVITE":
             return
         call = self.calls.get(resp.call_id)
-        if call is not None and call.leg.ack is not None:
-            self.layer.send_stateless(call.leg.ack, call.peer)
+        if call is None:
+            return
+        ack = call.acks.get(resp.cseq.seq) or call.leg.ack
+        if ack is not None:
+            self.layer.send_stateless(ack, call.peer)
 
     def _answer(self, key: TransactionKey, req: Request, status: int, **kw: Any) -> None:
         extra = list(kw.pop("extra", ()))
@@ -563,14 +575,8 @@ class Phone:
                 if call.leg.state is not CallState.TERMINATED:
                     call.leg.on_bye("bye")
                     self._end(call)
-            else:  # re-INVITE (§14.2): keep the session as it is
-                resp = make_response(
-                    req,
-                    200,
-                    extra=[("Contact", self.local.contact), ("Content-Type", "application/sdp")],
-                    body=call.leg.local_sdp,
-                )
-                self.layer.send_response(key, resp, self.now())
+            else:
+                call._on_reinvite(req, key)
         elif method == "CANCEL":
             target = self.layer.cancel_target(req)
             call = self.calls.get(req.call_id)

@@ -83,7 +83,14 @@ class AudioEndpoint:
     payload_types: tuple[int, ...]
 
 
-def _sdp(host: str, port: int, session_id: int, version: int, pts: tuple[int, ...]) -> bytes:
+def _sdp(
+    host: str,
+    port: int,
+    session_id: int,
+    version: int,
+    pts: tuple[int, ...],
+    direction: str = "sendrecv",
+) -> bytes:
     ip = "IP6" if ":" in host else "IP4"
     lines = [
         "v=0",
@@ -94,7 +101,7 @@ def _sdp(host: str, port: int, session_id: int, version: int, pts: tuple[int, ..
         f"m=audio {port} RTP/AVP {' '.join(str(p) for p in pts)}",
     ]
     lines += [f"a=rtpmap:{p} {_STATIC[p]}" for p in pts if p in _STATIC]
-    lines += ["a=ptime:20", "a=sendrecv"]
+    lines += ["a=ptime:20", f"a={direction}"]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
@@ -107,18 +114,20 @@ def offer_sdp(
     srtp: bool = False,
     dtls: Fingerprint | None = None,
     rng: Callable[[int], bytes] = os.urandom,
+    version: int = 1,
+    hold: bool = False,
 ) -> bytes:
     """An RFC 3264 §5 offer for one G.711 audio stream; ``srtp`` offers RTP/SAVP with one
     SDES crypto line keyed from ``rng`` (RFC 4568 §6.1); ``dtls`` (our certificate's
-    fingerprint) offers UDP/TLS/RTP/SAVP with ``a=setup:actpass`` (RFC 5763 §5)."""
-    if dtls is not None:
+    fingerprint) offers UDP/TLS/RTP/SAVP with ``a=setup:actpass`` (RFC 5763 §5). A re-offer
+    passes the next ``version`` (RFC 3264 §8: o= version grows); ``hold`` offers sendonly."""
+    if dtls is not None or srtp:
         local = LocalMedia(host, (port,), session_id=str(session_id), fingerprint=dtls)
-        offer = create_offer(local, codecs=_codecs(pts), security=_DTLS, rng=rng)
+        policy = _DTLS if dtls is not None else _SDES
+        offer = create_offer(local, codecs=_codecs(pts), security=policy, rng=rng,
+                             origin=local.origin(version), hold=hold)  # fmt: skip
         return serialize_sdp(offer).encode()
-    if not srtp:
-        return _sdp(host, port, session_id, 1, pts)
-    local = LocalMedia(host, (port,), session_id=str(session_id))
-    return serialize_sdp(create_offer(local, codecs=_codecs(pts), security=_SDES, rng=rng)).encode()
+    return _sdp(host, port, session_id, version, pts, "sendonly" if hold else "sendrecv")
 
 
 def answer_sdp(
@@ -130,6 +139,7 @@ def answer_sdp(
     require_srtp: bool = False,
     dtls: Fingerprint | None = None,
     rng: Callable[[int], bytes] = os.urandom,
+    version: int = 1,
 ) -> bytes | None:
     """An RFC 3264 §6 answer in the offer's kind (DTLS-SRTP when we have a certificate
     fingerprint ``dtls``, SDES-SRTP or plain RTP), chosen by :func:`answer_policy`, with the
@@ -146,7 +156,7 @@ def answer_sdp(
         local = LocalMedia(host, (port,), session_id=str(session_id), fingerprint=dtls)
         try:
             answer = create_answer(parsed, local, codecs=_codecs((0, 8)), security=policy,
-                                   rng=rng)  # fmt: skip
+                                   rng=rng, origin=local.origin(version))  # fmt: skip
         except CallwardError:
             return None
         return serialize_sdp(answer).encode()
@@ -156,7 +166,29 @@ def answer_sdp(
     common = tuple(p for p in remote.payload_types if p in _STATIC)
     if not common:
         return None
-    return _sdp(host, port, session_id, 1, common)
+    return _sdp(host, port, session_id, version, common, _answer_direction(offer))
+
+
+# RFC 3264 §6.1: the answer's direction mirrors the offer's (hold: sendonly -> recvonly).
+_MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
+
+
+def _answer_direction(offer: bytes) -> str:
+    """Direction for a plain answer: the mirror of the first audio stream's attribute; an
+    RFC 2543 hold (``c=0.0.0.0``) is treated as sendonly (RFC 3264 §8.4)."""
+    text = offer.decode("utf-8", "replace")
+    in_audio, direction = False, "sendrecv"
+    for line in text.splitlines():
+        if line.startswith("m="):
+            if in_audio:
+                break
+            in_audio = line.startswith("m=audio")
+        elif line.startswith("a=") and line[2:].strip() in ("sendonly", "recvonly", "inactive"):
+            if in_audio or direction == "sendrecv":
+                direction = line[2:].strip()
+        elif line.startswith("c=") and line.split()[-1:] == ["0.0.0.0"]:
+            direction = "sendonly"
+    return _MIRROR.get(direction, "sendrecv")
 
 
 def negotiated_audio(local: bytes, remote: bytes, *, we_offered: bool) -> NegotiatedStream | None:
