@@ -12,7 +12,16 @@ Classifications (``Problem.kind``):
   ``wrong_address`` (it sent somewhere other than the peer's SDP), ``nat`` (the peer's SDP
   names a private address its media does not come from and nobody latched) or
   ``wrong_sdp_address`` (same with a public address);
-- ``call_failed``: the INVITE's final response was ≥ 300 (408/480/486/487/5xx/6xx);
+- ``call_failed``: the call's decisive final response was ≥ 300 (408/480/486/487/5xx/6xx).
+
+The decisive response comes from the whole transaction history of the Call-ID (``outcome``):
+a 401/407 challenge followed by an authenticated retry (RFC 3261 §22.2, a new CSeq on the same
+Call-ID) and a 3xx followed by a retry to the new target (§8.1.3.4) are intermediate attempts;
+with forking (§16.7) any 2xx answers the call, whichever branch sent it; a caller's CANCEL
+answered 487 is ``cancelled`` (the caller hung up while it rang: no problem), and a 200 that
+crossed the CANCEL is an answered call; re-INVITE/UPDATE (in-dialog, To tag set) and their 491
+glare (RFC 3261 §14.1) never change the call's outcome, but their SDP adds media addresses.
+Early media (18x with SDP, RFC 3960) counts as the callee's media answer until a 2xx brings one.
 - ``rtp_timeout``: BYE after media had stopped for ``rtp_timeout_s`` (or a Reason saying so);
   its cause is ``handover`` when the media had just moved to a new source address;
 - ``session_timer_expiry``: BYE when the RFC 4028 session interval ran out without refresh;
@@ -160,6 +169,16 @@ class Call:
     bye_reason: str = ""
     session_expires_s: float | None = None
     last_refresh_ts: int | None = None
+    outcome: str = "pending"  # answered | failed | cancelled | redirected | pending
+    attempts: list[tuple[int, int]] = field(default_factory=list)  # (CSeq, final) per INVITE
+    challenges: int = 0  # 401/407 to initial INVITEs that were retried
+    forks: int = 0  # distinct To tags seen in responses to the initial INVITE(s)
+    cancel_ts: int | None = None
+    reinvites: int = 0
+    updates: int = 0
+    glare: int = 0  # 491 Request Pending to a re-INVITE/UPDATE
+    early_media: bool = False
+    extra_media: list[MediaDesc] = field(default_factory=list)  # from re-INVITE/UPDATE SDP
     streams: list[StreamReport] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     handovers: list[int] = field(default_factory=list)  # capture ns when media changed source
@@ -198,6 +217,15 @@ class Call:
             "caller_media": f"{self.offer.ip}:{self.offer.port}" if self.offer else None,
             "callee_media": f"{self.answer.ip}:{self.answer.port}" if self.answer else None,
             "final_status": self.final_status,
+            "outcome": self.outcome,
+            "attempts": [{"cseq": c, "status": s} for c, s in self.attempts],
+            "challenges": self.challenges,
+            "forks": self.forks,
+            "cancelled": self.cancel_ts is not None,
+            "reinvites": self.reinvites,
+            "updates": self.updates,
+            "glare": self.glare,
+            "early_media": self.early_media,
             "post_dial_delay_s": None if self.pdd_s is None else round(self.pdd_s, 3),
             "answered": self.answered_ts is not None,
             "ended_by": self.bye_from or None,
@@ -222,9 +250,30 @@ def _session_expires(v: str | None) -> float | None:
     return float(head) if head.isdigit() else None
 
 
+def _to_tag(msg: Request | Response) -> str:
+    try:
+        return msg.to.tag or ""
+    except CallwardError:
+        return ""
+
+
+@dataclass(slots=True)
+class _History:
+    """Per Call-ID bookkeeping while the capture is read (not reported)."""
+
+    initial: set[int] = field(default_factory=set)  # CSeq numbers of out-of-dialog INVITEs
+    in_dialog: dict[int, tuple[str, str]] = field(default_factory=dict)  # CSeq → (method, src)
+    finals: dict[int, int] = field(default_factory=dict)  # initial CSeq → its final status
+    to_tags: set[str] = field(default_factory=set)
+    early: dict[str, tuple[MediaDesc, str]] = field(default_factory=dict)  # To tag → SDP, src
+    answer_tag: str = ""
+
+
 def build_calls(sip: list[Datagram]) -> list[Call]:
-    """Calls (INVITE dialogs by Call-ID) from the SIP datagrams of a capture, in order."""
+    """Calls (INVITE dialogs by Call-ID) from the SIP datagrams of a capture, in order, with
+    their whole transaction history folded into ``outcome``/``final_status`` (module doc)."""
     calls: dict[str, Call] = {}
+    hist: dict[str, _History] = {}
     for d in sorted(sip, key=lambda x: x.ts_ns):
         try:
             msg = parse_message(d.payload, strict=False)
@@ -233,44 +282,117 @@ def build_calls(sip: list[Datagram]) -> list[Call]:
         cid = msg.headers.get("Call-ID") or ""
         cseq = (msg.headers.get("CSeq") or "").split()
         method = cseq[1].upper() if len(cseq) == 2 else ""
+        num = int(cseq[0]) if len(cseq) == 2 and cseq[0].isdigit() else -1
         if isinstance(msg, Request):
-            if msg.method == "INVITE" and cid not in calls:
-                c = calls[cid] = Call(cid, d.ts_ns, d.src, d.dst)
-                c.offer = parse_sdp(msg.body) if msg.body else None
-                c.session_expires_s = _session_expires(msg.headers.get("Session-Expires"))
-                c.last_refresh_ts = d.ts_ns
-                continue
-            c2 = calls.get(cid)
-            if c2 is None:
-                continue
-            if msg.method in ("INVITE", "UPDATE"):
-                c2.last_refresh_ts = d.ts_ns
-            elif msg.method == "ACK" and c2.offer is None and msg.body:
-                # Late offer (RFC 3261 §13.2.1): the 200 carried the offer, the ACK the
-                # caller's answer; either way this is where the caller receives media.
-                c2.offer = parse_sdp(msg.body)
-            elif msg.method == "BYE" and c2.bye_ts is None:
-                c2.bye_ts = d.ts_ns
-                c2.bye_from = "caller" if d.src == c2.caller_sig else "callee"
-                c2.bye_reason = msg.headers.get("Reason") or ""
-        elif isinstance(msg, Response):
-            c3 = calls.get(cid)
-            if c3 is None or method != "INVITE":
-                continue
-            if 100 < msg.status < 200 and c3.first_provisional_ts is None:
-                c3.first_provisional_ts = d.ts_ns
-            if msg.body and c3.answer is None and msg.status < 300:
-                c3.answer = parse_sdp(msg.body)
-                c3.answer_sig = d.src
-            if msg.status >= 200 and c3.final_status is None:
-                c3.final_status = msg.status
-                if msg.status < 300:
-                    c3.answered_ts = d.ts_ns
-                    c3.last_refresh_ts = d.ts_ns
-                    se = _session_expires(msg.headers.get("Session-Expires"))
-                    if se is not None:
-                        c3.session_expires_s = se
+            _on_request(calls, hist, msg, cid, num, d)
+        elif isinstance(msg, Response) and cid in calls:
+            _on_response(calls[cid], hist[cid], msg, method, num, d)
+    for cid, c in calls.items():
+        _decide(c, hist[cid])
     return list(calls.values())
+
+
+def _on_request(
+    calls: dict[str, Call], hist: dict[str, _History], msg: Request, cid: str, num: int,
+    d: Datagram,
+) -> None:  # fmt: skip
+    in_dialog = bool(_to_tag(msg))
+    if msg.method == "INVITE" and not in_dialog:
+        c = calls.get(cid)
+        if c is None:
+            c = calls[cid] = Call(cid, d.ts_ns, d.src, d.dst)
+            hist[cid] = _History()
+            c.session_expires_s = _session_expires(msg.headers.get("Session-Expires"))
+            c.last_refresh_ts = d.ts_ns
+        if c.offer is None and msg.body:
+            c.offer = parse_sdp(msg.body)
+        hist[cid].initial.add(num)
+        return
+    c = calls.get(cid)
+    if c is None:
+        return
+    h = hist[cid]
+    if msg.method in ("INVITE", "UPDATE"):
+        c.last_refresh_ts = d.ts_ns
+        if msg.method == "INVITE":
+            c.reinvites += 1
+        else:
+            c.updates += 1
+        h.in_dialog[num] = (msg.method, d.src)
+        if msg.body and (m := parse_sdp(msg.body)) is not None:
+            c.extra_media.append(m)
+    elif msg.method == "CANCEL" and c.cancel_ts is None:
+        c.cancel_ts = d.ts_ns
+    elif msg.method == "ACK" and c.offer is None and msg.body:
+        # Late offer (RFC 3261 §13.2.1): the 200 carried the offer, the ACK the caller's
+        # answer; either way this is where the caller receives media.
+        c.offer = parse_sdp(msg.body)
+    elif msg.method == "BYE" and c.bye_ts is None:
+        c.bye_ts = d.ts_ns
+        c.bye_from = "caller" if d.src == c.caller_sig else "callee"
+        c.bye_reason = msg.headers.get("Reason") or ""
+
+
+def _on_response(c: Call, h: _History, msg: Response, method: str, num: int, d: Datagram) -> None:
+    if method in ("INVITE", "UPDATE") and num in h.in_dialog:
+        if msg.status == 491:
+            c.glare += 1
+        elif 200 <= msg.status < 300 and msg.body and (m := parse_sdp(msg.body)) is not None:
+            c.extra_media.append(m)
+        return
+    if method != "INVITE" or num not in h.initial:
+        return
+    tag = _to_tag(msg)
+    if tag and msg.status > 100:
+        h.to_tags.add(tag)
+    if 100 < msg.status < 200:
+        if c.first_provisional_ts is None:
+            c.first_provisional_ts = d.ts_ns
+        if msg.body and (m := parse_sdp(msg.body)) is not None:
+            c.early_media = True
+            h.early.setdefault(tag, (m, d.src))
+        return
+    if msg.status < 200:
+        return
+    h.finals.setdefault(num, msg.status)
+    if msg.status < 300 and c.answered_ts is None:
+        c.answered_ts = d.ts_ns
+        c.last_refresh_ts = d.ts_ns
+        h.answer_tag = tag
+        se = _session_expires(msg.headers.get("Session-Expires"))
+        if se is not None:
+            c.session_expires_s = se
+        if msg.body and (m := parse_sdp(msg.body)) is not None:
+            c.answer, c.answer_sig = m, d.src
+        elif tag in h.early:  # the 2xx repeats nothing: the early answer stands (RFC 3261 §13.2.1)
+            c.answer, c.answer_sig = h.early[tag]
+
+
+def _decide(c: Call, h: _History) -> None:
+    """Fold the attempts into one outcome and the decisive final status."""
+    c.attempts = sorted(h.finals.items())
+    c.forks = len(h.to_tags)
+    if c.answered_ts is not None:
+        c.outcome = "answered"
+        c.final_status = next(s for _, s in c.attempts if s < 300)
+    elif c.attempts:
+        last_cseq, last = c.attempts[-1]
+        c.final_status = last
+        # A challenge or redirect answered by a later INVITE was an intermediate step.
+        c.challenges = sum(1 for n, s in c.attempts if s in (401, 407) and n < max(h.initial))
+        if last == 487 and c.cancel_ts is not None:
+            c.outcome = "cancelled"
+        elif 300 <= last < 400:
+            c.outcome = "redirected"
+        else:
+            c.outcome = "failed"
+        if last_cseq < max(h.initial):  # a retry was sent but never answered in the capture
+            c.outcome, c.final_status = "pending", None
+    if c.answer is None and h.early:
+        # Early media only (a failed or still ringing call): the callee side's media address.
+        c.answer, c.answer_sig = next(iter(h.early.values()))
+    if c.answered_ts is not None:
+        c.challenges = sum(1 for _, s in c.attempts if s in (401, 407))
 
 
 # Addresses a NAT hides: RFC 1918, RFC 6598 shared (CGNAT), link-local, RFC 4193 ULA.
@@ -339,7 +461,7 @@ def classify(
     """Attach the call's streams and fill ``call.problems``."""
     mine: list[StreamReport] = []
     addrs = set()
-    for d in (call.offer, call.answer):
+    for d in (call.offer, call.answer, *call.extra_media):
         if d:
             addrs.add((d.ip, d.port))
     sig_ips = {call.caller_sig, call.callee_sig, call.answer_sig}
@@ -362,9 +484,10 @@ def classify(
     p = call.problems
     if call.pdd_s is not None and call.pdd_s > pdd_warn_s:
         p.append(Problem("post_dial_delay", f"{call.pdd_s:.1f} s from INVITE to first response"))
-    if call.final_status is not None and call.final_status >= 300:
-        causes = {408: "request_timeout", 480: "temporarily_unavailable", 486: "busy",
-                  487: "request_terminated"}  # fmt: skip
+    if call.outcome == "failed" and call.final_status is not None:
+        causes = {401: "auth_failed", 407: "auth_failed", 408: "request_timeout",
+                  480: "temporarily_unavailable", 486: "busy", 487: "request_terminated",
+                  491: "glare"}  # fmt: skip
         cause = causes.get(call.final_status, "server_error" if call.final_status < 600 and
                            call.final_status >= 500 else "rejected")  # fmt: skip
         p.append(Problem("call_failed", f"INVITE answered {call.final_status}", cause))
