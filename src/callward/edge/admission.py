@@ -131,11 +131,12 @@ class AdmissionPolicy:
     """Limits; the defaults are on and sized so that a phone, a PBX behind one address and a
     NATed office all pass, while floods and guessing do not."""
 
-    unauth_source: MethodRates = field(default_factory=lambda: _rates(10, 20, 10, 20, 4))
-    unauth_total: MethodRates = field(default_factory=lambda: _rates(500, 1000, 500, 1000, 2))
-    auth_source: MethodRates = field(default_factory=lambda: _rates(200, 100, 200, 400, 2))
-    account: MethodRates = field(default_factory=lambda: _rates(10, 2, 10, 50, 5))
-    tenant: MethodRates = field(default_factory=lambda: _rates(500, 500, 500, 2000, 2))
+    # requests/s (INVITE, REGISTER, OPTIONS, other) and the burst factor
+    unauth_source: MethodRates = field(default_factory=lambda: _rates(100, 200, 100, 200, 2))
+    unauth_total: MethodRates = field(default_factory=lambda: _rates(2000, 4000, 1000, 2000, 2))
+    auth_source: MethodRates = field(default_factory=lambda: _rates(2000, 2000, 1000, 4000, 2))
+    account: MethodRates = field(default_factory=lambda: _rates(50, 50, 50, 200, 2))
+    tenant: MethodRates = field(default_factory=lambda: _rates(5000, 5000, 2000, 10000, 2))
     in_dialog_source: Rate = Rate(1000, 2000)
     # Over-limit answers per source: beyond this the source is ignored until it slows down
     # (answering a flood 1:1 would amplify it).

@@ -214,6 +214,11 @@ class EdgeNode:
         await self.server.settle(5.0)
 
     async def start(self) -> None:
+        if not self.settings.auth:
+            log.warning(
+                "edge.auth_off",
+                detail="authentication is off: every source may call and relay (lab use only)",
+            )
         await self.server.start()
         tune_gc()
         loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ core asks (:class:`~callward.edge.pending.SubscriberLookup`), never store calls.
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import Protocol
 
 from callward.edge.hooks import Authenticated, AuthRefused, AuthScheme
 from callward.edge.pending import Query, subscriber
@@ -13,8 +14,9 @@ from callward.edge.subscribers import Subscriber
 from callward.errors import AuthError
 from callward.sip.auth import AuthOutcome, Credentials, DigestAlgorithm, DigestVerifier
 from callward.sip.message import Request, Response, make_response
+from callward.sip.peer import Peer
 
-__all__ = ["Authenticator", "DigestScheme"]
+__all__ = ["AuthGuard", "Authenticator", "DigestScheme"]
 
 
 class DigestScheme:
@@ -96,12 +98,27 @@ class DigestScheme:
         return Authenticated(result.username, sub.tenant if sub is not None else "default")
 
 
+class AuthGuard(Protocol):
+    """Sees every verification outcome and may turn it into a refusal (failed-auth lockout:
+    :class:`callward.edge.security.EdgeSecurity`)."""
+
+    def checked(
+        self,
+        request: Request,
+        source: Peer | None,
+        outcome: Authenticated | AuthRefused,
+        now: float,
+    ) -> Authenticated | AuthRefused: ...
+
+
 class Authenticator:
     """Runs the scheme whose credentials a request carries; challenges with all of them when it
-    carries none. ``schemes`` is the core's hook list (others append, e.g. Bearer)."""
+    carries none. ``schemes`` is the core's hook list (others append, e.g. Bearer); ``guard``
+    (optional) rules on every outcome."""
 
-    def __init__(self, schemes: list[AuthScheme]) -> None:
+    def __init__(self, schemes: list[AuthScheme], guard: AuthGuard | None = None) -> None:
         self.schemes = schemes
+        self.guard = guard
 
     def challenge(
         self, request: Request, now: float, *, proxy: bool, stale: bool = False
@@ -123,6 +140,8 @@ class Authenticator:
         for scheme in self.schemes:
             if scheme.has_credentials(request, proxy=proxy):
                 outcome = yield from scheme.verify(request, now, proxy=proxy)
+                if self.guard is not None:
+                    outcome = self.guard.checked(request, None, outcome, now)
                 break
         if isinstance(outcome, AuthRefused):
             if outcome.status:

@@ -7,12 +7,22 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["KNOWN_METHODS", "EdgeMetrics"]
+__all__ = ["KNOWN_METHODS", "SECURITY_RULES", "EdgeMetrics"]
 
 KNOWN_METHODS = frozenset(
     {
         "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK", "SUBSCRIBE",
         "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+    }
+)  # fmt: skip
+
+
+# Bounded label set of callward_edge_security_alerts (anything else is counted as "other").
+SECURITY_RULES = frozenset(
+    {
+        "account-lockout", "password-guessing", "scanner-user-agent", "options-sweep",
+        "extension-scan", "concurrent-calls", "cps-spike", "costly-velocity",
+        "register-auth-failed",
     }
 )  # fmt: skip
 
@@ -40,6 +50,12 @@ class EdgeMetrics:
         self.registrations = Gauge(
             "callward_edge_registrations", "Contact bindings known to this node", registry=r
         )
+        self.security_alerts = Counter(
+            "callward_edge_security_alerts",
+            "SecurityAlert events raised by this node (scanners, lockouts, fraud)",
+            ["rule"],
+            registry=r,
+        )
         self._req_children: dict[str, Any] = {}
         self._resp_children: dict[int, Any] = {}
         self.session_expired = Counter(
@@ -62,6 +78,10 @@ class EdgeMetrics:
         if child is None:
             child = self._resp_children[cls] = self.responses.labels(f"{cls}xx")
         child.inc()
+
+    def security_alert(self, rule: str) -> None:
+        label = rule if rule in SECURITY_RULES else "other"
+        self.security_alerts.labels(label).inc()
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason).inc()

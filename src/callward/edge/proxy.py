@@ -39,6 +39,7 @@ from callward.edge.overload import OverloadGuard, OverloadLimits, RateLimiter
 from callward.edge.pending import Pending, Query, Task, Tasks
 from callward.edge.registrar import Registrar, RegistrarPolicy
 from callward.edge.routing import loop_hash, make_branch
+from callward.edge.security import EdgeSecurity, strip_untrusted
 from callward.edge.sessions import UNSUPERVISED_CALL_LIMIT, DialogTracker
 from callward.edge.settings import EdgeSettings
 from callward.edge.targets import ALLOW, Router
@@ -116,6 +117,16 @@ class EdgeCore:
             OverloadLimits(), lambda: self.forking.setup, lambda: len(self.layer)
         )
         self.hooks.admission.append(self.overload)
+        # Security on by default (docs/security.md): admission after the overload guard,
+        # failed-auth lockout on every authentication outcome, relay and toll-fraud policy.
+        self.security = EdgeSecurity(
+            node=settings.node,
+            emit=self._security_alert,
+            is_trusted=self.topology.is_trusted,
+            auth_on=lambda: self.settings.auth,
+        )
+        self.hooks.admission.append(self.security)
+        self.authenticator.guard = self.security
         self._now = 0.0
         self.reconfigure(settings)
 
@@ -396,6 +407,20 @@ class EdgeCore:
 
     def _route_and_forward(self, ctx: ProxyContext, now: float) -> Task:
         forking = self.forking
+        if ctx.initial and ctx.request.method != "REGISTER":
+            req0 = ctx.request
+            refusal = self.security.relay_refusal(
+                req0,
+                ruri_local=self.router.local.is_local_uri(req0.uri),
+                from_local=self.router.local.is_local_uri(req0.from_.uri),
+                trusted=self.topology.is_trusted(ctx.source),
+                auth_on=self.settings.auth,
+                authenticates=req0.method in _AUTH_METHODS,
+            )
+            if refusal is not None:
+                self.metrics.reject("not-relaying")
+                forking.respond(ctx, refusal[0], refusal[1], now)
+                return
         routed = yield from self.router.route(ctx.request, ctx.source, initial=ctx.initial, now=now)
         if routed.local:
             req = routed.request
@@ -459,22 +484,33 @@ class EdgeCore:
             authed: str | None = None
             frm = req.from_.uri
             trusted = self.topology.is_trusted(ctx.source)
-            if (
-                self.settings.auth
-                and isinstance(frm, SipURI)
-                and self.router.local.is_local_uri(frm)
-                and not trusted
-            ):
+            if not trusted:
+                req = strip_untrusted(req)
+            # Every From is authenticated (tel:, foreign domains, ours with a trailing dot):
+            # an untrusted request is only ever processed for one of our subscribers. A From
+            # in our domain must be the authenticated user's own (§22.4).
+            if self.settings.auth and not trusted:
+                local_from = isinstance(frm, SipURI) and self.router.local.is_local_uri(frm)
                 who = yield from self.authenticator.authenticate(
-                    req, self._now, proxy=True, username=frm.user_unescaped
+                    req,
+                    self._now,
+                    proxy=True,
+                    username=frm.user_unescaped if local_from and isinstance(frm, SipURI) else None,
                 )
                 if isinstance(who, Response):
                     self.metrics.reject("auth")
                     self.forking.send_up(ctx, who, self._now, False)
                     return None
                 tenant = who.tenant
-                authed = f"{who.username}@{self.router.aor_domain(frm.host)}"
+                domain = frm.host if local_from and isinstance(frm, SipURI) else self.settings.realm
+                authed = f"{who.username}@{self.router.aor_domain(domain)}"
                 req = req.replace(headers=req.headers.remove("Proxy-Authorization"))
+                if method == "INVITE":
+                    refused = self.security.call_attempt(who.username, tenant, req, self._now)
+                    if refused is not None:
+                        self.metrics.reject("fraud")
+                        self.forking.respond(ctx, refused[0], refused[1], self._now)
+                        return None
             req = assert_identity(
                 req,
                 trusted_source=trusted,
@@ -564,7 +600,14 @@ class EdgeCore:
             resp = make_response(ctx.request, 500, "Media Unavailable", to_tag="cwmedia")
         self.forking.send_up(ctx, resp, self._now, False)
 
+    def _security_alert(self, alert: SecurityAlert) -> None:
+        self.metrics.security_alert(alert.rule)
+        self.outbox.emit(
+            SecurityAlert, alert.ts, rule=alert.rule, source=alert.source, detail=alert.detail
+        )
+
     def _media_ended(self, call_id: str, now: float) -> None:
+        self.security.call_ended(call_id)
         media = self.hooks.media
         if media is not None:
             self.tasks.start(_quiet(media.ended(call_id, now)), now)

@@ -56,7 +56,8 @@ class LocalIdentity:
         return False
 
     def is_local_domain(self, host: str) -> bool:
-        h = host.lower()
+        # A fully qualified name with its trailing dot is the same domain (RFC 1034 §3.1).
+        h = host.lower().rstrip(".")
         return h in self.domains
 
     def is_local_uri(self, uri: URI) -> bool:

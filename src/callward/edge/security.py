@@ -1,0 +1,198 @@
+"""The edge's security components, plugged into the core's hooks (docs/security.md).
+
+:class:`EdgeSecurity` is built by :class:`~callward.edge.proxy.EdgeCore` (on by default) and
+holds the sans-IO policies; the core calls it at four points:
+
+- **admission** (:class:`~callward.edge.hooks.AdmissionPolicy`): banned sources are dropped;
+  scanners detected; token buckets per source / account / tenant, unauthenticated traffic
+  apart from credentialed traffic (:mod:`callward.edge.admission`);
+- **authentication outcome** (:meth:`EdgeSecurity.checked`, the Authenticator's guard): failed
+  credentials feed the per-account / per-source lockout; a locked account's attempts are
+  refused *after* verification with exactly the answer a wrong password gets (same status,
+  headers and work), so a brute-forcer learns nothing even when it guesses right;
+- **relay policy** (:meth:`EdgeSecurity.relay_refusal`): a request for a foreign domain from an
+  untrusted source that carries no credentials gets ``403 Not relaying``;
+- **toll fraud** (:mod:`callward.edge.fraud`): per-tenant premium/international permission,
+  concurrent-call caps, CPS and costly-call velocity per account.
+
+Alerts go out as :class:`~callward.events.SecurityAlert` events through the core's outbox (the
+bus, the runtime's alert log) and are counted in ``callward_edge_security_alerts{rule}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from callward.edge.admission import Admission, AdmissionPolicy, RequestInfo, VerdictKind
+from callward.edge.fraud import FraudGuard, FraudPolicy
+from callward.edge.hooks import ACCEPT, Authenticated, AuthRefused, Drop, Reject, Verdict
+from callward.errors import SipParseError
+from callward.events import SecurityAlert
+from callward.sip.headers import parse_auth
+from callward.sip.message import Request
+from callward.sip.peer import Peer
+from callward.sip.uri import SipURI, TelURI
+
+__all__ = ["UNTRUSTED_STRIP", "EdgeSecurity", "claimed_username", "strip_untrusted"]
+
+# Identity and access-network headers only a trusted node may state (RFC 3325 §5, RFC 7315
+# §4.4: P-Access-Network-Info carries cell ids; Remote-Party-ID is the pre-3325 draft form).
+UNTRUSTED_STRIP = (
+    "P-Preferred-Identity",
+    "Remote-Party-ID",
+    "P-Access-Network-Info",
+    "P-Visited-Network-ID",
+    "P-Charging-Vector",
+    "P-Charging-Function-Addresses",
+    "P-Served-User",
+    "P-Associated-URI",
+)
+
+
+def strip_untrusted(req: Request) -> Request:
+    """Remove :data:`UNTRUSTED_STRIP` (a request from, or toward, an untrusted peer)."""
+    headers = req.headers
+    for name in UNTRUSTED_STRIP:
+        if name in headers:
+            headers = headers.remove(name)
+    return req if headers is req.headers else req.replace(headers=headers)
+
+
+def claimed_username(req: Request) -> str | None:
+    """The username a request's Digest credentials claim (not yet verified)."""
+    for name in ("Proxy-Authorization", "Authorization"):
+        for value in req.headers.get_lines(name):
+            try:
+                user = parse_auth(value).get("username")
+            except SipParseError:
+                continue
+            if user:
+                return user[:128]
+    return None
+
+
+def _target(req: Request) -> str:
+    uri = req.uri
+    if isinstance(uri, SipURI):
+        return (uri.user or uri.host)[:128]
+    if isinstance(uri, TelURI):
+        return uri.number[:64]
+    return ""
+
+
+class EdgeSecurity:
+    def __init__(
+        self,
+        *,
+        node: str,
+        emit: Callable[[SecurityAlert], None],
+        is_trusted: Callable[[Peer], bool],
+        auth_on: Callable[[], bool] = lambda: True,
+        admission: AdmissionPolicy | None = None,
+        fraud: FraudPolicy | None = None,
+    ) -> None:
+        self.admission = Admission(admission, node=node)
+        self.fraud = FraudGuard(fraud, node=node)
+        self._emit = emit
+        self._is_trusted = is_trusted
+        self._auth_on = auth_on
+
+    # ---- AdmissionPolicy hook
+    def admit(self, request: Request, peer: Peer, *, in_dialog: bool, now: float) -> Verdict:
+        # With authentication off (the operator's choice) nobody can prove who they are, so
+        # every source is accounted like an authenticated one (generous per-source buckets).
+        trusted = self._is_trusted(peer) or not self._auth_on()
+        account = claimed_username(request)
+        frm = request.from_.uri
+        tenant = frm.host.lower().rstrip(".")[:64] if isinstance(frm, SipURI) else "tel"
+        contact = request.headers.get("Contact") or ""
+        info = RequestInfo(
+            source=peer.host,
+            method=request.method,
+            tenant=tenant,
+            account=account if account is not None else (f"peer:{peer.host}" if trusted else None),
+            authenticated=trusted or account is not None,
+            in_dialog=in_dialog,
+            user_agent=(request.headers.get("User-Agent") or "")[:200],
+            target=_target(request),
+            call_id=request.call_id[:128],
+            contact=contact[:200],
+        )
+        verdict = self.admission.admit(info, now)
+        self._flush()
+        if verdict.kind is VerdictKind.ADMIT:
+            return ACCEPT
+        if verdict.kind is VerdictKind.DROP:
+            return Drop(verdict.rule)
+        return Reject(verdict.status, verdict.reason or None, verdict.retry_after, verdict.rule)
+
+    # ---- Authenticator guard
+    def checked(
+        self,
+        request: Request,
+        source: Peer | None,
+        outcome: Authenticated | AuthRefused,
+        now: float,
+    ) -> Authenticated | AuthRefused:
+        """The scheme's verdict on ``request``'s credentials, after the lockout rules."""
+        host = source.host if source is not None else _via_source(request)
+        claimed = claimed_username(request)
+        if isinstance(outcome, Authenticated):
+            if self.admission.locked(outcome.username, host, now):
+                self.admission.auth_failed(host, outcome.username, now)
+                self._flush()
+                return AuthRefused(403)  # what a wrong password gets
+            self.admission.auth_succeeded(host, outcome.username, now, request.call_id)
+            return outcome
+        if outcome.status == 403:
+            self.admission.auth_failed(host, claimed, now)
+            self._flush()
+        return outcome
+
+    # ---- relay policy
+    @staticmethod
+    def relay_refusal(
+        request: Request,
+        *,
+        ruri_local: bool,
+        from_local: bool,
+        trusted: bool,
+        auth_on: bool,
+        authenticates: bool,
+    ) -> tuple[int, str] | None:
+        """``(403, "Not relaying")`` for an untrusted request aimed at a foreign domain that
+        cannot turn out to be an authenticated local subscriber's: a method the edge does not
+        authenticate, or neither a From in our domain nor credentials. ``auth_on`` False is
+        the operator's explicit "no authorization" (lab use; ``callward edge`` warns)."""
+        if trusted or ruri_local or not auth_on:
+            return None
+        credentialed = claimed_username(request) is not None
+        if authenticates and (from_local or credentialed):
+            return None  # authentication decides (challenge, then only our subscribers pass)
+        return 403, "Not relaying"
+
+    # ---- toll fraud
+    def call_attempt(
+        self, account: str, tenant: str, request: Request, now: float
+    ) -> tuple[int, str] | None:
+        verdict = self.fraud.call_attempt(account, tenant, _target(request), request.call_id, now)
+        self._flush()
+        if verdict.kind is VerdictKind.ADMIT:
+            return None
+        return verdict.status, verdict.reason
+
+    def call_ended(self, call_id: str) -> None:
+        self.fraud.call_ended(call_id)
+
+    def _flush(self) -> None:
+        for alert in (*self.admission.take_alerts(), *self.fraud.take_alerts()):
+            self._emit(alert)
+
+
+def _via_source(request: Request) -> str:
+    """Where the request came from, as the edge stamped it (§18.2.1 received)."""
+    try:
+        via = request.top_via
+    except SipParseError:
+        return ""
+    return via.received or via.host
