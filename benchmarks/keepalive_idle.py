@@ -99,10 +99,9 @@ async def _run(transport: str, seconds: float, work: Path) -> dict[str, object]:
         from callward.edge.app import EdgeNode
 
         port = free_port()
-        cfg = CallwardConfig(
-            edge=EdgeConfig(listen=[f"tcp:127.0.0.1:{port}"], realm=REALM, domains=[REALM],
-                            auth=False)  # fmt: skip
-        )
+        listen = [f"tcp:127.0.0.1:{port}"]
+        edge_cfg = EdgeConfig(listen=listen, realm=REALM, domains=[REALM], auth=False)
+        cfg = CallwardConfig(edge=edge_cfg)
         edge = EdgeNode(cfg)
         await edge.start()
         registrar = ("127.0.0.1", port)
