@@ -165,6 +165,10 @@ class PrivacyConfig(_Section):
     pkcs11_token: str | None = Field(None, description="token label")
     pkcs11_key_label: str = "callward-master"
     pkcs11_pin_env: str = Field("CALLWARD_PKCS11_PIN", description="env var holding the PIN")
+    record_calls: bool = Field(False, description="record calls whose parties consented")
+    recording_jurisdiction: str = Field("GDPR", description="consent rule for recordings")
+    tenant_recording_jurisdictions: dict[str, str] = Field(default_factory=dict)
+    li_mediation: str | None = Field(None, description="HOST:PORT of the LI mediation (X2/X3)")
 
 
 class RetentionConfig(_Section):

@@ -33,6 +33,7 @@ from callward.errors import ConfigError
 from callward.events import Event, EventBus, Handler, InProcessBus
 
 if TYPE_CHECKING:
+    from callward.privacy.serve_hooks import PrivacyServices
     from callward.records.security_alerts import SecurityAlertLog
     from callward.records.service import CdrSink, Records
     from callward.relay.ng_daemon import NgDaemon
@@ -76,6 +77,7 @@ class Runtime:
     nats: Any = None  # the NATS connection of a JetStream deployment
     relay: NgDaemon | None = None
     security_alerts: SecurityAlertLog | None = None  # the SecurityAlert consumer (dashboard)
+    privacy: PrivacyServices | None = None  # retention, consent/LI tap policy, IRI, mediation
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -106,8 +108,16 @@ class Runtime:
             bus=self.bus,
         )
         await daemon.start()
+        if self.privacy is not None and daemon.server is not None:
+            daemon.server.tap_policy = self.privacy.taps_for  # consent / warrant decide taps
         self.relay = daemon
         return daemon
+
+    def start_privacy(self) -> None:
+        """Long-running nodes (``callward serve``): the retention scheduler and the LI
+        mediation client run until :meth:`close`."""
+        if self.privacy is not None:
+            self.privacy.start(self._stop)
 
     async def start_consumer(self) -> None:
         """With JetStream: consume this deployment's events into the CDR store in process."""
@@ -143,6 +153,12 @@ class Runtime:
         if self.nats is not None:
             with contextlib.suppress(Exception):
                 await self.nats.drain()
+        if self.privacy is not None:
+            for task in self.privacy.tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.privacy.close()
         if self.records is not None:
             self.records.close()
 
@@ -155,7 +171,9 @@ async def open_runtime(cfg: CallwardConfig, *, cdr_writer: bool = True) -> Runti
     if cdr_writer:
         from callward.records.service import open_records
 
-        records = open_records(cfg.storage.data_dir, cfg.records, cfg.storage.postgres_url)
+        records = open_records(
+            cfg.storage.data_dir, cfg.records, cfg.storage.postgres_url, cfg.privacy
+        )
     if cfg.storage.nats_url:
         from callward.events_jetstream import JetStreamPublisher
         from callward.records.bus import connect, ensure_stream
@@ -174,6 +192,14 @@ async def open_runtime(cfg: CallwardConfig, *, cdr_writer: bool = True) -> Runti
             )
             bus.subscribe(sink.handle)
     rt = Runtime(cfg, bus, records=records, sink=sink, nats=nc)
+    if records is not None:
+        from callward.privacy.serve_hooks import open_privacy_services
+
+        try:
+            rt.privacy = open_privacy_services(cfg, records, bus)
+        except BaseException:
+            records.close()
+            raise
     from callward.records.security_alerts import SecurityAlertLog
 
     rt.security_alerts = SecurityAlertLog()  # every alert: logged (redacted) and counted

@@ -32,7 +32,11 @@ privacy_app = typer.Typer(
     help="Redaction, pseudonyms, erasure across every store, key backups, retention."
 )
 retention_app = typer.Typer(help="Retention rule sets and staged retention over every store.")
+consent_app = typer.Typer(help="Recording consent registry (given/withdrawn, with evidence).")
+li_app = typer.Typer(help="Lawful interception warrants (X1-like, li-officer role, dual control).")
 privacy_app.add_typer(retention_app, name="retention")
+privacy_app.add_typer(consent_app, name="consent")
+privacy_app.add_typer(li_app, name="li")
 
 
 def _config(config: Path | None) -> Any:
@@ -349,6 +353,159 @@ def privacy_rotate_master(
         rec.close()
     line = f"master key {kid}: {n} subject key(s) re-wrapped; retired {retired or 'none'}"
     _emit({"kek": kid, "rewrapped": n, "retired": retired}, as_json, [line])
+
+
+def _consent(rec: Any) -> Any:
+    from callward.privacy.consent import ConsentRegistry
+
+    return ConsentRegistry(rec.data_dir / "consent.db", rec.codec.cipher.pseudonymizer, rec.audit)
+
+
+@consent_app.command("set")
+def consent_set(
+    subject: str = typer.Option(..., "--subject"),
+    jurisdiction: str = typer.Option(..., "--jurisdiction", help="US-FED, US-NY, US-CA, GDPR, UK"),
+    given: bool = typer.Option(..., "--given/--withdrawn"),
+    evidence: str = typer.Option(..., "--evidence", help="IVR prompt id, form, ticket"),
+    actor: str = ACTOR,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Record consent given or withdrawn (audited; the latest entry wins)."""
+    rec = _open(data_dir, config)
+    try:
+        reg = _consent(rec)
+        with _store_errors():
+            e = reg.record(subject, jurisdiction, given=given, evidence=evidence, actor=actor,
+                           now=time.time())  # fmt: skip
+        reg.close()
+    finally:
+        rec.close()
+    typer.echo(
+        f"consent {'given' if e.given else 'withdrawn'} for {e.subject[:12]}… ({e.jurisdiction})"
+    )
+
+
+@consent_app.command("show")
+def consent_show(
+    subject: str = typer.Option(..., "--subject"),
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """A subject's consent history (pseudonym, jurisdiction, given, time, evidence, actor)."""
+    import dataclasses
+
+    rec = _open(data_dir, config)
+    try:
+        reg = _consent(rec)
+        with _store_errors():
+            hist = reg.history(subject)
+        reg.close()
+    finally:
+        rec.close()
+    _emit([dataclasses.asdict(e) for e in hist], as_json,
+          [f"{e.ts:.0f} {e.jurisdiction} {'given' if e.given else 'withdrawn'} {e.evidence}"
+           for e in hist] or ["no consent recorded (= no consent)"])  # fmt: skip
+
+
+LI_ACTOR = typer.Option(..., "--actor", help="the LI officer (dual control: two different)")
+LI_ROLE_OPT = typer.Option(..., "--role", help="must be li-officer")
+
+
+def _warrants(rec: Any) -> tuple[Any, Any]:
+    import os
+
+    from callward.privacy.intercept import WarrantRegistry
+    from callward.records.audit import AuditLog
+
+    li = rec.data_dir / "li"
+    li.mkdir(parents=True, exist_ok=True)
+    os.chmod(li, 0o700)  # the LI area: only the service account, never other operators
+    audit = AuditLog(li / "audit.db")
+    return WarrantRegistry(li / "warrants.db", rec.codec.cipher.pseudonymizer, audit), audit
+
+
+@li_app.command("provision")
+def li_provision(
+    liid: str = typer.Option(..., "--liid"),
+    target: list[str] = typer.Option(..., "--target", help="MSISDN or URI (repeatable)"),
+    scope: str = typer.Option("iri,cc", "--scope", help="iri, cc or iri,cc"),
+    valid_from: str = typer.Option(..., "--from", help="epoch or ISO 8601"),
+    valid_to: str = typer.Option(..., "--to", help="epoch or ISO 8601"),
+    authority: str = typer.Option(..., "--authority", help="issuing authority and reference"),
+    actor: str = LI_ACTOR,
+    role: str = LI_ROLE_OPT,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """First officer records a warrant; it stays inactive until a second officer activates it."""
+    parts = {p.strip().lower() for p in scope.split(",") if p.strip()}
+    if not parts or parts - {"iri", "cc"}:
+        raise _fail(f"--scope {scope!r}: expected iri, cc or iri,cc")
+    start, end = _when(valid_from, "--from"), _when(valid_to, "--to")
+    rec = _open(data_dir, config)
+    try:
+        reg, audit = _warrants(rec)
+        with _store_errors():
+            w = reg.provision(actor=actor, role=role, liid=liid, targets=target,
+                              iri="iri" in parts, cc="cc" in parts, valid_from=start or 0.0,
+                              valid_to=end or 0.0, authority=authority)  # fmt: skip
+        reg.close()
+        audit.close()
+    finally:
+        rec.close()
+    typer.echo(f"warrant {w.liid} provisioned (xid {w.xid}); needs activation by another officer")
+
+
+@li_app.command("activate")
+def li_activate(
+    liid: str = typer.Argument(...),
+    actor: str = LI_ACTOR,
+    role: str = LI_ROLE_OPT,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Second officer activates a provisioned warrant (dual control)."""
+    rec = _open(data_dir, config)
+    try:
+        reg, audit = _warrants(rec)
+        with _store_errors():
+            reg.activate(liid, actor=actor, role=role)
+        reg.close()
+        audit.close()
+    finally:
+        rec.close()
+    typer.echo(f"warrant {liid} active")
+
+
+@li_app.command("list")
+def li_list(
+    actor: str = LI_ACTOR,
+    role: str = LI_ROLE_OPT,
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Warrants (li-officer role only)."""
+    import dataclasses
+
+    rec = _open(data_dir, config)
+    try:
+        reg, audit = _warrants(rec)
+        with _store_errors():
+            ws = reg.all(actor=actor, role=role)
+        reg.close()
+        audit.close()
+    finally:
+        rec.close()
+    now = time.time()
+    lines = [
+        f"{w.liid} {'ACTIVE' if w.active(now) else 'inactive'} "
+        f"{'IRI' if w.iri else ''}{'+CC' if w.cc else ''} {w.authority}"
+        for w in ws
+    ]
+    _emit([dataclasses.asdict(w) for w in ws], as_json, lines)
 
 
 def register(app: typer.Typer) -> None:

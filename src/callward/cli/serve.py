@@ -75,6 +75,7 @@ async def _serve(cfg: Any, web: tuple[str, int] | None, as_json: bool) -> None:
     web_task = None
     try:
         daemon = await runtime.start_relay(call_events=False)
+        runtime.start_privacy()
         node = EdgeNode(cfg, bus=runtime.bus)
         await node.start()
         bound: dict[str, Any] = {

@@ -319,8 +319,11 @@ def open_retention(config: Any, records: Any, location_client: Any = None) -> Re
         "quality-captures", "quality_capture", Path(rc.captures_dir or d / "captures")
     )
     hep = FileTreeStore("hep-archive", "hep_archive", Path(rc.hep_dir or d / "hep"))
+    recs = FileTreeStore("recordings", "recording", d / "recordings")
     aggregates = AggregateStore(d / "aggregates.db")
-    stores: list[Any] = [CdrRetention(records.tiered, aggregates), aggregates, logs, caps, hep]
+    stores: list[Any] = [
+        CdrRetention(records.tiered, aggregates), aggregates, logs, caps, hep, recs,
+    ]  # fmt: skip
     erasables: list[Any] = [logs, caps, hep]
     if (d / "telemetry.sqlite").exists():  # phone telemetry (callward web): the CDR rules
         from callward.records.telemetry import TelemetryStore

@@ -39,6 +39,7 @@ from typing import NamedTuple
 from callward.errors import CallwardError, MediaError
 from callward.events import CallEnded, MediaStats
 from callward.relay.leg import LegConfig, LegCounters
+from callward.relay.taps import MediaTap
 from callward.rtp.packet import is_rtcp
 from callward.rtp.srtp import SrtpContext, SrtpError, SrtpKeying
 
@@ -190,6 +191,11 @@ class MediaCore:
         #: optional per-direction packet transform (DTMF interworking): plain RTP in from leg
         #: i -> the plain packets to send to the other leg (None = forward unchanged)
         self.transform: list[Callable[[bytes], list[bytes]] | None] = [None, None]
+        #: recording / lawful-intercept taps (relay/taps.py, called with wall-clock ``now``),
+        #: attached by the ng server only when the privacy layer's tap policy allows
+        #: (consent, warrant); never decided here
+        self.taps: list[MediaTap] = []
+        self.tap_errors = 0
 
     # -- control (from signalling) ---------------------------------------------------------
     def rekey(self, leg: int, rx: SrtpKeying | None, tx: SrtpKeying | None) -> None:
@@ -259,6 +265,14 @@ class MediaCore:
             counters.rtcp_in += 1
         else:
             counters.note_rtp(plain, now, src.config.clock_rate)
+        if self.taps:
+            for tap in self.taps:
+                try:
+                    tap.on_packet(
+                        self.call_id, "ab"[leg], plain, rtcp=rtcp, now=now + self.wall_offset
+                    )
+                except Exception:  # a tap must never break media
+                    self.tap_errors += 1
         j = 1 - leg
         transform = None if rtcp else self.transform[leg]
         if transform is not None:
@@ -324,6 +338,11 @@ class MediaCore:
             return
         self.ended = True
         self.end_reason = reason
+        for tap in self.taps:
+            try:
+                tap.on_close(self.call_id)
+            except Exception:
+                self.tap_errors += 1
         self._events.extend(self.stats_events(now))
         self._events.append(
             CallEnded(

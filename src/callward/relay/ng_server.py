@@ -36,6 +36,7 @@ from callward.ng.protocol import (
 )
 from callward.relay.media_core import LegStats, MediaCore, MosEstimator, emodel_mos
 from callward.relay.ng_calls import LegState, NgCall
+from callward.relay.taps import MediaTap
 
 __all__ = ["NgServer", "NgSettings", "PortPool"]
 
@@ -79,6 +80,9 @@ class NgServer:
         self.mos_estimator = mos_estimator
         self.calls: dict[str, NgCall] = {}
         self.cores: dict[str, MediaCore] = {}
+        #: ``tap_policy(call_id, epoch_now) -> taps``: the privacy layer decides whether a
+        #: call is recorded or intercepted (consent, warrant) when its media starts
+        self.tap_policy: Callable[[str, float], list[MediaTap]] | None = None
         #: bound port -> (call id, leg index, is the leg's separate RTCP port)
         self.routes: dict[int, tuple[str, int, bool]] = {}
         self._seq: Callable[[], int] = itertools.count(1).__next__
@@ -217,6 +221,8 @@ class NgServer:
                 codecs=call.legs[0].codecs, mos_estimator=self.mos_estimator,
             )  # fmt: skip
             self.cores[call.call_id] = core
+            if self.tap_policy is not None:
+                core.taps = list(self.tap_policy(call.call_id, now + self.wall_offset))
             for leg, state in enumerate(call.legs):
                 self.routes[state.port] = (call.call_id, leg, False)
                 self.routes[state.port + 1] = (call.call_id, leg, True)
