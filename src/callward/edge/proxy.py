@@ -278,11 +278,12 @@ class EdgeCore:
             if port != source.port:
                 source = Peer("udp", source.host, port)
         method = req.method
-        if method == "ACK" or server_key(req) not in self.layer.servers:
+        key = server_key(req)
+        if method == "ACK" or key not in self.layer.servers:
             in_dialog = method in ("ACK", "CANCEL") or req.to.tag is not None
             if not self._admit(req, source, in_dialog, now):
                 return
-        self.layer.receive(req, now, reliable=source.reliable, peer=source)
+        self.layer.receive(req, now, reliable=source.reliable, peer=source, key=key)
 
     def _admit(self, req: Request, peer: Peer, in_dialog: bool, now: float) -> bool:
         for policy in self.hooks.admission:

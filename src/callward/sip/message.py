@@ -247,10 +247,16 @@ class Message:
 
     @property
     def top_via(self) -> Via:
-        vias = self.vias
-        if not vias:
-            raise SipParseError("missing Via header", rule="RFC 3261 §8.1.1.7")
-        return vias[0]
+        v = self._cache.get("top-via")
+        if v is None:
+            vias = self._cache.get("via")
+            if vias is None:  # parse only the first (a proxy asks for it many times)
+                values = self.headers.values("Via")[:1]
+                vias = (parse_via(values[0]),) if values else ()
+            if not vias:
+                raise SipParseError("missing Via header", rule="RFC 3261 §8.1.1.7")
+            v = self._cache["top-via"] = vias[0]
+        return v
 
     @property
     def from_(self) -> NameAddr:

@@ -156,10 +156,17 @@ class TransactionLayer:
 
     # ------------------------------------------------------------ network inputs
     def receive(
-        self, message: Request | Response, now: float, *, reliable: bool = False, peer: Any = None
+        self,
+        message: Request | Response,
+        now: float,
+        *,
+        reliable: bool = False,
+        peer: Any = None,
+        key: TransactionKey | None = None,
     ) -> None:
         """Feed one parsed message. Raises SipParseError if it lacks Via/CSeq (the transport
-        answers 400 to requests when it can and drops responses)."""
+        answers 400 to requests when it can and drops responses). ``key``: the request's
+        :func:`server_key` when the caller computed it already."""
         if isinstance(message, Response):
             tx = self.clients.get(client_key_of_response(message))
             if tx is None:
@@ -168,7 +175,8 @@ class TransactionLayer:
             tx.receive(message, now)
             self._pump(tx, True)
             return
-        key = server_key(message)
+        if key is None:
+            key = server_key(message)
         stx = self.servers.get(key)
         if message.method == "ACK":
             if stx is None:
