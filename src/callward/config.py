@@ -114,6 +114,17 @@ class MediaConfig(_Section):
     hold_timeout_s: float = Field(3600.0, gt=0, description="the same while on hold")
     stats_interval_s: float = Field(5.0, gt=0, description="MediaStats period per leg")
     max_calls: int = Field(10000, ge=1, description="concurrent calls per relay")
+    # media anchoring by the edge (ng client side)
+    relays: list[str] = Field(
+        default_factory=list,
+        description="ng relays the edge anchors through: 'HOST:PORT [weight=N]'",
+    )
+    anchor: str = Field("always", description="always | nat | never (when relays are set)")
+    anchor_tenants: dict[str, str] = Field(default_factory=dict, description="tenant -> mode")
+    anchor_routes: dict[str, str] = Field(
+        default_factory=dict, description="Request-URI user prefix -> mode"
+    )
+    relay_ping_s: float = Field(5.0, gt=0, description="relay health-check period")
 
     @model_validator(mode="after")
     def _range(self) -> MediaConfig:

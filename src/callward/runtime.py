@@ -33,12 +33,21 @@ from callward.errors import ConfigError
 from callward.events import Event, EventBus, Handler, InProcessBus
 
 if TYPE_CHECKING:
+    from callward.edge.app import EdgeNode
+    from callward.edge.relays import RelayLinks
     from callward.privacy.serve_hooks import PrivacyServices
     from callward.records.security_alerts import SecurityAlertLog
     from callward.records.service import CdrSink, Records
     from callward.relay.ng_daemon import NgDaemon
 
-__all__ = ["SUBSCRIBER_FACTORIES", "FanoutBus", "Runtime", "open_runtime", "parse_hostport"]
+__all__ = [
+    "SUBSCRIBER_FACTORIES",
+    "FanoutBus",
+    "Runtime",
+    "attach_media_anchor",
+    "open_runtime",
+    "parse_hostport",
+]
 
 #: ``factory(runtime) -> handler | None``; other areas append theirs (see module docstring)
 SUBSCRIBER_FACTORIES: list[Callable[[Runtime], Handler | None]] = []
@@ -76,6 +85,8 @@ class Runtime:
     sink: CdrSink | None = None
     nats: Any = None  # the NATS connection of a JetStream deployment
     relay: NgDaemon | None = None
+    edge: EdgeNode | None = None
+    relay_links: RelayLinks | None = None
     security_alerts: SecurityAlertLog | None = None  # the SecurityAlert consumer (dashboard)
     privacy: PrivacyServices | None = None  # retention, consent/LI tap policy, IRI, mediation
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -119,6 +130,22 @@ class Runtime:
         if self.privacy is not None:
             self.privacy.start(self._stop)
 
+    async def start_edge(self, *, relays: list[str] | None = None, **kw: Any) -> EdgeNode:
+        """The SIP edge publishing to :attr:`bus`; with ``media.relays`` (or ``relays``) it
+        anchors media through those ng relays (see ``callward.edge.media_anchor``)."""
+        from callward.edge.app import EdgeNode
+
+        node = EdgeNode(self.config, bus=self.bus, **kw)
+        targets = self.config.media.relays if relays is None else relays
+        if targets:
+            self.relay_links = attach_media_anchor(node, self.config, targets)
+        await node.start()
+        if self.relay_links is not None:
+            await self.relay_links.check()
+            self.relay_links.start()
+        self.edge = node
+        return node
+
     async def start_consumer(self) -> None:
         """With JetStream: consume this deployment's events into the CDR store in process."""
         if self.nats is None or self.records is None:
@@ -142,6 +169,10 @@ class Runtime:
 
     async def close(self) -> None:
         self._stop.set()
+        if self.edge is not None:
+            await self.edge.stop()
+        if self.relay_links is not None:
+            await self.relay_links.close()
         if self.relay is not None:
             await self.relay.stop()
         for task in self.tasks:
@@ -161,6 +192,31 @@ class Runtime:
             self.privacy.close()
         if self.records is not None:
             self.records.close()
+
+
+def attach_media_anchor(node: EdgeNode, cfg: CallwardConfig, relays: list[str]) -> RelayLinks:
+    """Plug :class:`~callward.edge.media_anchor.RelayAnchor` into the edge's media hook and
+    answer its relay commands over ng."""
+    from callward.edge.media_anchor import (
+        AnchorPolicy,
+        RelayAnchor,
+        RelayCommand,
+        RelayPool,
+        parse_relay,
+    )
+    from callward.edge.relays import RelayLinks
+
+    m = cfg.media
+    pool = RelayPool([parse_relay(r) for r in relays])
+    policy = AnchorPolicy(
+        default=m.anchor,
+        tenants=tuple(m.anchor_tenants.items()),
+        routes=tuple(m.anchor_routes.items()),
+    )
+    node.core.hooks.media = RelayAnchor(pool, policy)
+    links = RelayLinks(pool, ping_s=m.relay_ping_s)
+    node.server.answer_with(RelayCommand, links.answer)
+    return links
 
 
 async def open_runtime(cfg: CallwardConfig, *, cdr_writer: bool = True) -> Runtime:

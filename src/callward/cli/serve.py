@@ -65,7 +65,7 @@ class _QuietServer:
 
 async def _serve(cfg: Any, web: tuple[str, int] | None, as_json: bool) -> None:
     from callward.cli.web import _listen
-    from callward.edge.app import EdgeNode, configure_logging
+    from callward.edge.app import configure_logging
     from callward.runtime import open_runtime
 
     configure_logging()
@@ -76,8 +76,8 @@ async def _serve(cfg: Any, web: tuple[str, int] | None, as_json: bool) -> None:
     try:
         daemon = await runtime.start_relay(call_events=False)
         runtime.start_privacy()
-        node = EdgeNode(cfg, bus=runtime.bus)
-        await node.start()
+        # the edge anchors media in this process's relay unless media.relays names others
+        node = await runtime.start_edge(relays=cfg.media.relays or ["{}:{}".format(*daemon.bound)])
         bound: dict[str, Any] = {
             "event": "serving",
             "edge": [str(p) for p in node.server.bound],
@@ -109,6 +109,4 @@ async def _serve(cfg: Any, web: tuple[str, int] | None, as_json: bool) -> None:
         if web_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(web_task, 5)
-        if node is not None:
-            await node.stop()
         await runtime.close()

@@ -282,7 +282,8 @@ class NgCall:
             leg.on_hold = hold
             leg.codecs = codecs
             leg.clock_rate = rate
-        self.pending = None
+        # the offer stays pending: a 183 and then the 200 both answer it (rtpengine does the
+        # same); the next offer replaces it
         self.answered = True
         return str(out)
 
