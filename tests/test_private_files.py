@@ -49,3 +49,12 @@ def test_cdr_and_audit_databases_are_private(tmp_path: Path, open_umask: None) -
         for companion in f.parent.glob(name + "-*"):
             assert _mode(companion) == 0o600, companion.name
     assert _mode(tmp_path / "var") == 0o700
+
+
+def test_subscriber_database_is_private(tmp_path: Path, open_umask: None) -> None:
+    from callward.edge.subscribers import SqliteSubscribers, Subscriber
+
+    subs = SqliteSubscribers(tmp_path / "var" / "subscribers.sqlite")
+    subs.put(Subscriber.from_password("alice", "callward.local", "pw"))
+    subs.close()
+    assert _mode(tmp_path / "var" / "subscribers.sqlite") == 0o600

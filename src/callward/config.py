@@ -209,6 +209,14 @@ class SecurityConfig(_Section):
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="without a token, /metrics answers only these networks",
     )
+    tls_min_version: str = Field("TLSv1.2", description="TLSv1.2 or TLSv1.3")
+    tls_ciphers: str = Field(
+        "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1:!RC4:!3DES",
+        description="OpenSSL cipher string for TLS <= 1.2",
+    )
+    tls_ca_file: str | None = Field(None, description="CA bundle for peers' certificates")
+    tls_crl_files: list[str] = Field(default_factory=list, description="PEM CRLs to enforce")
+    tls_require_client_cert: bool = Field(False, description="mTLS: TLS clients need a cert")
 
 
 class IdentityConfig(_Section):

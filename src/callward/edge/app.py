@@ -8,7 +8,6 @@ import contextlib
 import gc
 import hashlib
 import signal
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,6 +29,7 @@ from callward.events import EventBus, InProcessBus
 from callward.sip.dns import AsyncResolver, ServerLocator
 from callward.sip.parser import ParseLimits
 from callward.sip.peer import Peer
+from callward.sip.tls import TlsPolicy, server_context
 from callward.sip.uri import SipURI, parse_uri
 
 __all__ = ["EdgeNode", "configure_logging", "settings_from_config"]
@@ -154,8 +154,18 @@ class EdgeNode:
         self.core = EdgeCore(self.settings, secret=_secret(e), metrics=self.metrics)
         tls = None
         if e.tls_cert and e.tls_key:
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            tls.load_cert_chain(e.tls_cert, e.tls_key)
+            sec = cfg.security
+            tls = server_context(
+                TlsPolicy(
+                    e.tls_cert,
+                    e.tls_key,
+                    ca_file=sec.tls_ca_file,
+                    crl_files=tuple(sec.tls_crl_files),
+                    min_version=sec.tls_min_version,
+                    ciphers=sec.tls_ciphers,
+                    require_client_cert=sec.tls_require_client_cert,
+                )
+            )
         self._locator = ServerLocator(clock=time.time)
         self.server = EdgeServer(
             self.core,

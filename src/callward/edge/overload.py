@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from callward.edge.bounded_table import BoundedTable
 from callward.edge.hooks import ACCEPT, Reject, Verdict
 from callward.sip.message import Request
 from callward.sip.peer import Peer
@@ -33,17 +34,17 @@ class RateLimiter:
         self.rate = rate
         self.burst = float(burst)
         self.max_sources = max_sources
-        self._buckets: dict[str, tuple[float, float]] = {}
+        # LRU of fixed capacity: a spray of new sources evicts the oldest entries one at a
+        # time, never the whole table (a wholesale clear handed every flooder a full bucket).
+        self._buckets: BoundedTable[str, tuple[float, float]] = BoundedTable(max_sources)
 
     def admit(self, host: str, now: float) -> bool:
-        tokens, last = self._buckets.get(host, (self.burst, now))
+        tokens, last = self._buckets.get(host) or (self.burst, now)
         tokens = min(self.burst, tokens + (now - last) * self.rate)
         if tokens < 1.0:
-            self._buckets[host] = (tokens, now)
+            self._buckets.put(host, (tokens, now))
             return False
-        self._buckets[host] = (tokens - 1.0, now)
-        if len(self._buckets) > self.max_sources:
-            self._buckets.clear()
+        self._buckets.put(host, (tokens - 1.0, now))
         return True
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from callward.errors import StoreError
+from callward.private_files import private_file
 from callward.sip.auth import DigestAlgorithm, ha1
 
 __all__ = [
@@ -79,7 +80,7 @@ class SqliteSubscribers:
         self._table = table
         self._lock = threading.Lock()
         if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)  # HA1 digests are enough to log in: 0600 in a 0700 folder
         try:
             self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=5)
             self._db.execute(_SCHEMA.format(table=table))
