@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from callward.edge.app import EdgeNode
     from callward.edge.relays import RelayLinks
     from callward.privacy.serve_hooks import PrivacyServices
+    from callward.quality.alerts import QualityMonitor
     from callward.records.security_alerts import SecurityAlertLog
     from callward.records.service import CdrSink, Records
     from callward.relay.ng_daemon import NgDaemon
@@ -89,6 +90,7 @@ class Runtime:
     relay_links: RelayLinks | None = None
     security_alerts: SecurityAlertLog | None = None  # the SecurityAlert consumer (dashboard)
     privacy: PrivacyServices | None = None  # retention, consent/LI tap policy, IRI, mediation
+    quality: QualityMonitor | None = None  # MediaStats → per-tenant QualityAlert, live
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -98,6 +100,9 @@ class Runtime:
     ) -> NgDaemon:
         """The media relay (ng daemon) from the ``media`` section; ``call_events`` makes it
         publish CallStarted/Answered/Ended itself (when no callward edge does)."""
+        from functools import partial
+
+        from callward.quality.live_mos import playout_mos
         from callward.relay.ng_daemon import NgDaemon
         from callward.relay.ng_server import NgSettings
 
@@ -117,6 +122,8 @@ class Runtime:
             port_range=(m.rtp_port_min, m.rtp_port_max),
             dscp=m.dscp_media,
             bus=self.bus,
+            # Each leg's MOS per playout model (the worst goes into MediaStats.mos).
+            mos_estimator=partial(playout_mos, base_delay_ms=self.config.quality.base_delay_ms),
         )
         await daemon.start()
         if self.privacy is not None and daemon.server is not None:
@@ -260,6 +267,13 @@ async def open_runtime(cfg: CallwardConfig, *, cdr_writer: bool = True) -> Runti
 
     rt.security_alerts = SecurityAlertLog()  # every alert: logged (redacted) and counted
     bus.subscribe(rt.security_alerts.handle)
+    import time
+
+    from callward.quality.alerts import QualityMonitor
+
+    # Every leg's MediaStats (relay, phones) judged against its tenant's MOS thresholds; the
+    # QualityAlert goes back on the bus (dashboard, JetStream subject quality_alert).
+    rt.quality = QualityMonitor(bus, cfg.quality, cfg.edge.node_id, time.time)
     for factory in SUBSCRIBER_FACTORIES:
         handler = factory(rt)
         if handler is not None:

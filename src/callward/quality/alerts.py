@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callward.config import QualityConfig
-from callward.events import EventBus, MediaStats, QualityAlert
+from callward.events import CallEnded, EventBus, MediaStats, QualityAlert
 from callward.quality import emodel_wb
 from callward.quality.playout import codec_for
 
@@ -81,6 +81,9 @@ class QualityMonitor:
 
     MediaStats carrying a MOS are judged as-is; otherwise the E-model is run on the reported
     loss (jitter enters as delay: a buffer of ~2× jitter, G.107 Id). Clock injected for tests.
+
+    Periodic stats repeat: an alert is published when a leg's level changes (ok → warn →
+    critical and back down is silent until it worsens again); CallEnded forgets the call.
     """
 
     def __init__(self, bus: EventBus, cfg: QualityConfig, node: str, clock: Callable[[], float]):
@@ -89,9 +92,14 @@ class QualityMonitor:
         self.node = node
         self.clock = clock
         self.seq = 0
+        self._level: dict[tuple[str, str], str | None] = {}  # (call, leg) → last level alerted
         bus.subscribe(self.on_event)
 
     async def on_event(self, ev: object) -> None:
+        if isinstance(ev, CallEnded):
+            for leg in ("a", "b"):
+                self._level.pop((ev.call_id, leg), None)
+            return
         if not isinstance(ev, MediaStats):
             return
         key = codec_for(-1, ev.codec)
@@ -112,5 +120,15 @@ class QualityMonitor:
             tenant=ev.tenant, ts=self.clock(), node=self.node, seq=self.seq, model="network",
             codec_ie=ie,
         )  # fmt: skip
-        if alert is not None:
-            await self.bus.publish(alert)
+        key2 = (ev.call_id, ev.leg)
+        level = alert.level if alert is not None else None
+        previous = self._level.get(key2)
+        if level is None or level == previous or (previous == "critical" and level == "warn"):
+            if level is None and key2 in self._level:
+                self._level[key2] = None
+            return
+        if len(self._level) >= 100_000:  # bounded: calls whose CallEnded never came
+            self._level.clear()
+        self._level[key2] = level
+        assert alert is not None
+        await self.bus.publish(alert)

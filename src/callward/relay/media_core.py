@@ -91,6 +91,13 @@ class LegStats:
     def worst_mos(self) -> float | None:
         return min((m for _, m in self.mos), default=None)
 
+    @property
+    def headline_mos(self) -> float | None:
+        """The MOS a MediaStats carries: the adaptive playout model when the estimator rates
+        one (what a current receiver does), else the worst model given."""
+        d = dict(self.mos)
+        return d.get("adaptive", self.worst_mos)
+
 
 class Output(NamedTuple):
     """A datagram to send from ``leg``'s RTP socket (``rtcp_socket`` False) or its RTCP one."""
@@ -407,7 +414,7 @@ class MediaCore:
                     lost=s.lost,
                     jitter_ms=s.jitter_ms,
                     rtt_ms=s.rtt_ms,
-                    mos=s.worst_mos,
+                    mos=s.headline_mos,
                     bytes_sent=s.bytes_out,
                     bytes_received=s.bytes_in,
                 )

@@ -20,6 +20,7 @@ from typing import Any
 from callward.errors import MediaError, TransportError
 from callward.events import Event, EventBus
 from callward.relay.leg import DSCP_EF, open_media_pair
+from callward.relay.media_core import MosEstimator, emodel_mos
 from callward.relay.ng_server import NgServer, NgSettings
 
 __all__ = ["NgDaemon", "SocketPortPool"]
@@ -75,8 +76,10 @@ class NgDaemon:
         port_range: tuple[int, int] = (20000, 29999),
         dscp: int = DSCP_EF,
         bus: EventBus | None = None,
+        mos_estimator: MosEstimator | None = emodel_mos,
     ) -> None:
         self.settings = settings
+        self.mos_estimator = mos_estimator
         self.control_address = control
         self.port_range = port_range
         self.dscp = dscp
@@ -105,7 +108,8 @@ class NgDaemon:
         self.pool = SocketPortPool(
             self.settings.address, *self.port_range, self.dscp, self._media_readable
         )
-        self.server = NgServer(self.settings, self.pool, wall_offset=time.time() - loop.time())
+        self.server = NgServer(self.settings, self.pool, wall_offset=time.time() - loop.time(),
+                               mos_estimator=self.mos_estimator)  # fmt: skip
         loop.add_reader(sock.fileno(), self._control_readable)
         self._publisher = loop.create_task(self._publish_loop())
 
