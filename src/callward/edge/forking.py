@@ -16,6 +16,7 @@ finished call's messages are freed by reference counting (see ``app.tune_gc``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -194,9 +195,14 @@ class Forking:
             ):
                 front.append(("Record-Route", _rr(out_if, None)))  # RFC 5658 double RR
             token = None
+            ftag = None
             if len(ctx.request.vias) == 1 and not untrusted:
                 token = encode_flow_token(self.router.secret, self.settings.node, ctx.source)
-            front.append(("Record-Route", _rr(in_if, token)))
+                # The flow's owner is the caller: its From tag tells its in-dialog requests
+                # apart even after it moved to a new address (mobility, RFC 5626 §5.3 leaves
+                # direction to the proxy; Kamailio's rr uses the same ftag parameter).
+                ftag = ctx.request.from_.tag
+            front.append(("Record-Route", _rr(in_if, token, ftag)))
         front += [("Route", r) for r in target.routes]
         sets = ctx.fwd_set
         if untrusted and "Contact" in base.headers:
@@ -419,8 +425,12 @@ class Forking:
             )
 
 
-def _rr(iface: Peer, token: str | None) -> str:
+def _rr(iface: Peer, token: str | None, ftag: str | None = None) -> str:
     host = f"[{iface.host}]" if ":" in iface.host else iface.host
     user = f"{token}@" if token else ""
     transport = "" if iface.transport == "udp" else f";transport={iface.transport}"
-    return f"<sip:{user}{host}:{iface.port}{transport};lr>"
+    tag = f";ftag={ftag}" if token and ftag and _TOKEN_SAFE.fullmatch(ftag) else ""
+    return f"<sip:{user}{host}:{iface.port}{transport}{tag};lr>"
+
+
+_TOKEN_SAFE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]{1,64}")  # RFC 3261 token, bounded

@@ -19,7 +19,7 @@ from callward.edge.pending import Query, bindings_of, resolve_upstream
 from callward.edge.routing import LocalIdentity, Target, branch_loop_hash, dest_for_uri
 from callward.edge.settings import EdgeSettings
 from callward.edge.topology import TopologyHider
-from callward.errors import StoreError
+from callward.errors import SipParseError, StoreError
 from callward.sip.headers import parse_name_addr
 from callward.sip.message import Headers, Request
 from callward.sip.peer import Peer
@@ -104,7 +104,7 @@ class Router:
                 for r in routes[:-1]:
                     headers = headers.append("Route", r)
                 req = req.replace(uri=last.uri, headers=headers)
-            flow, flow_node = self._token(uri.user, source)
+            flow, flow_node = self._token(uri.user, source, _from_owner(uri, req))
         for _ in range(2):
             value = req.headers.values("Route")[:1]
             if not value:
@@ -115,18 +115,22 @@ class Router:
             _, headers = req.headers.pop_first_value("Route")
             req = req.replace(headers=headers)
             if flow is None and isinstance(top.uri, SipURI):
-                flow, flow_node = self._token(top.uri.user, source)
+                flow, flow_node = self._token(top.uri.user, source, _from_owner(top.uri, req))
         return req, flow, flow_node
 
-    def _token(self, user: str | None, source: Peer) -> tuple[Peer | None, str | None]:
+    def _token(
+        self, user: str | None, source: Peer, from_owner: bool = False
+    ) -> tuple[Peer | None, str | None]:
         if not user:
             return None, None
         decoded = decode_flow_token(self.secret, user)
         if decoded is None:
             return None, None
         node, peer = decoded
-        if node == self.settings.node and peer.same_address(source):
-            return None, None  # the request came *from* that flow: it goes the other way
+        if node == self.settings.node and (from_owner or peer.same_address(source)):
+            # The request came *from* that flow's owner (its address, or its From tag after
+            # it moved to a new address): it goes the other way.
+            return None, None
         return peer, node
 
     # ------------------------------------------------------------------ §16.5
@@ -290,3 +294,15 @@ def _is_numeric(host: str) -> bool:
         return True
     parts = h.split(".")
     return len(parts) == 4 and all(p.isdigit() for p in parts)
+
+
+def _from_owner(route_uri: SipURI, req: Request) -> bool:
+    """The Route's ``ftag`` (the From tag of the request that created the dialog) equals this
+    request's From tag: it was sent by the party the flow token belongs to."""
+    ftag = route_uri.param("ftag")
+    if not ftag:
+        return False
+    try:
+        return req.from_.tag == ftag
+    except SipParseError:
+        return False

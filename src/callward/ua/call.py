@@ -366,7 +366,9 @@ class CallLeg:
         dialog's remote target follows it, so a moved phone stays reachable (§12.2.1.1)."""
         if self.dialog is None or self.state is not CallState.CONFIRMED:
             raise LocalProtocolError(f"re-INVITE needs a confirmed call, not {self.state.value}")
-        extra = [("Contact", self.local.contact), ("Allow", ALLOW), ("User-Agent", USER_AGENT)]
+        # Our target may have moved (handover): the dialog's Contact follows (§12.2.1.1).
+        self.dialog.local_target = parse_name_addr(self.local.contact).uri
+        extra = [("Allow", ALLOW), ("User-Agent", USER_AGENT)]
         if sdp:
             extra.append(("Content-Type", "application/sdp"))
         return self.dialog.create_request("INVITE", via=self._via(), body=sdp, extra=extra)

@@ -135,6 +135,7 @@ class Phone:
         self._registration: tuple[Address, int, str, str | None, int | None] | None = None
         self.flow_timer: float | None = None  # RFC 5626 §5.4 Flow-Timer from the registrar
         self.registration: RegistrationAgent | None = None  # the registration manager's adapter
+        self._transport_kw: dict[str, Any] = {}  # limits / TLS contexts, reused by rebind()
         self._session_id = secrets.randbelow(2**31)
         self.media_host = "127.0.0.1"
         self.media_port = 0  # the port advertised in our SDP (0: none chosen → 9, discard)
@@ -176,12 +177,9 @@ class Phone:
             password=password,
             auth_user=auth_user,
         )
+        self._transport_kw = {"limits": limits, "server_ssl": server_ssl, "client_ssl": client_ssl}
         self.transport = await open_transport(
-            f"{transport}:{host}:{port}",
-            self._on_message,
-            limits=limits,
-            server_ssl=server_ssl,
-            client_ssl=client_ssl,
+            f"{transport}:{host}:{port}", self._on_message, **self._transport_kw
         )
         lhost, lport = self.transport.local_addr
         self.local = LocalEndpoint(
@@ -190,6 +188,43 @@ class Phone:
         self.media_host = lhost
         self._sender = self._loop.create_task(self._send_loop())
         return self
+
+    async def rebind(self, host: str, port: int = 0) -> None:
+        """Move SIP to a new local address (the phone's network changed: Wi-Fi <-> cellular,
+        IPv4 <-> IPv6). The old socket closes; Via/Contact of what we send next use the new
+        address. Registration and calls follow through :meth:`handover`."""
+        old = self.transport
+        new = await open_transport(
+            f"{old.name}:{host}:{port}", self._on_message, **self._transport_kw
+        )
+        for tap in old._taps:
+            new.add_tap(tap)
+        self.transport = new
+        lhost, lport = new.local_addr
+        self.local = LocalEndpoint(
+            self.user, self.local.domain, lhost, lport, new.name, self._display
+        )
+        self.media_host = lhost
+        await old.close()
+
+    async def handover(
+        self, host: str, *, port: int = 0, media_port: int | None = None, timeout: float = 10.0
+    ) -> list[int]:
+        """Survive an address change: rebind SIP to ``host``, re-register every flow from the
+        new Contact, and re-INVITE every confirmed call with the new Contact and media address
+        (``media_port``: the RTP socket the app opened on the new network). Returns the
+        re-INVITE statuses."""
+        await self.rebind(host, port)
+        if media_port is not None:
+            self.media_port = media_port
+        if self.registration is not None:
+            self.registration.address_changed()
+        statuses = []
+        for call in list(self.calls.values()):
+            if call.state is CallState.CONFIRMED:
+                call.leg.local = self.local
+                statuses.append(await call.reinvite(timeout=timeout))
+        return statuses
 
     @property
     def local_addr(self) -> Address:
