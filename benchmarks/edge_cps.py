@@ -179,6 +179,7 @@ def register_memory(n: int) -> dict:
                 f"Call-ID: r{i}\r\nCSeq: 1 REGISTER\r\nContact: <sip:u{i}@{ip}:5060>\r\n"
                 f"Expires: 3600\r\nContent-Length: 0\r\n\r\n"
             ).encode()
+            now += 0.001  # 1000 REGISTER/s of simulated time: within the admission buckets
             core.receive_datagram(msg, Peer("udp", ip, 5060), now)
             while (q := core.next_request()) is not None:  # the adapter's job, inline here
                 core.resolve(q.id, answers.answer(q.query, now), now)
@@ -232,6 +233,7 @@ def main() -> None:
                 calls = ramp(work, port, rates, args.seconds, ["-sn", "uac"])
                 regs = ramp(work, port, reg_rates, args.seconds, ["-sf", str(REG_XML)])
             out[name] = {"calls": calls, "registers": regs}
+            print(name, json.dumps(out[name]), file=sys.stderr, flush=True)
         capacity = out["callward"]["calls"]["best"]["rate"] or rates[0]
         uas, port = peers.free_port((20000, 40000)), peers.free_port((20000, 40000))
         with sipp_uas(work, uas), callward_edge(work, port, uas) as edge:
@@ -240,6 +242,7 @@ def main() -> None:
                 work, port, rate, int(rate * args.overload_seconds), ["-sf", str(SHED_XML)], True
             )
             out["overload"] = over
+            print("overload", json.dumps(over), file=sys.stderr, flush=True)
             if args.rss_calls:
                 time.sleep(2.0)
                 out["rss"] = rss_curve(

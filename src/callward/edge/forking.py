@@ -119,7 +119,10 @@ class Forking:
         if ctx.final_status == 0:
             self.respond(ctx, 500, "No Final Response", now)
         for bkey in ctx.branches:
-            self.branches.pop(bkey, None)
+            if self.branches.pop(bkey, None) is not None:
+                tx = self.layer.clients.get(bkey)
+                if tx is not None and tx.state in (TxState.CALLING, TxState.PROCEEDING):
+                    self.layer.abandon(bkey)  # one that would never end by itself
         self.contexts.pop(key, None)
 
     def respond(
