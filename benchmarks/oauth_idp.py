@@ -121,6 +121,7 @@ class IdPStats:
     reuse_detected: int = 0
     refused: int = 0
     jwks_fetches: int = 0
+    refreshes_by: dict[str, int] = field(default_factory=dict)  # subject -> refreshes
 
 
 class _Server(AuthorizationServer):  # type: ignore[misc]
@@ -192,7 +193,10 @@ class _RotatingRefresh(grants.RefreshTokenGrant):  # type: ignore[misc]
 
     def revoke_old_credential(self, refresh_token: _Refresh) -> None:
         refresh_token.used = True
-        self.server.idp.stats.refreshes += 1
+        stats = self.server.idp.stats
+        stats.refreshes += 1
+        sub = refresh_token.user.subject
+        stats.refreshes_by[sub] = stats.refreshes_by.get(sub, 0) + 1
 
 
 @dataclass

@@ -229,6 +229,8 @@ class IdentityConfig(_Section):
     audience: str = Field("sip:callward.local", description="aud the tokens must carry")
     sip_scope: str = Field("sip", description="scope needed to REGISTER/INVITE")
     leeway: float = Field(30.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat")
+    jwks_refetch: float = Field(5.0, ge=0.1, description="min s between JWKS fetches (new kid)")
+    jwks_max_age: float = Field(3600.0, ge=1, description="refetch the JWKS after this many s")
     tenants: list[str] = Field(default_factory=list, description="tenants accepted; [] = all")
     directory: str = Field("identity.sqlite", description="SQLite file, relative: in data_dir")
     discovery_salt: str | None = Field(None, description="server salt for contact discovery")

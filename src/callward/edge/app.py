@@ -175,6 +175,9 @@ class EdgeNode:
             tls_context=tls,
         )
         self._answer_questions()
+        from callward.edge.bearer_io import install_bearer  # httpx/joserfc only when used
+
+        self.bearer = install_bearer(cfg, self.core, self.server)  # RFC 8898, if configured
         self._reload = reload
         self._metrics_server: object | None = None
         self._dns_resolver = dns_resolver
@@ -285,5 +288,7 @@ class EdgeNode:
             if shutdown is not None:
                 shutdown()
         self.location.close()
+        if self.bearer is not None:
+            await self.bearer.aclose()
         if self.subscribers is not None:
             self.subscribers.close()

@@ -63,7 +63,7 @@ class BearerPolicy:
     algorithms: tuple[str, ...] = ("ES256", "RS256", "EdDSA")
     tenants: frozenset[str] = frozenset()
     max_token_bytes: int = 4096
-    jwks_refetch: float = 30.0  # at most one on-demand JWKS fetch per this many seconds
+    jwks_refetch: float = 5.0  # at most one on-demand JWKS fetch per this many seconds
     jwks_max_age: float = 3600.0  # then fetch again even without an unknown kid
 
     def __post_init__(self) -> None:
@@ -117,6 +117,7 @@ class JwksCache:
     fetched_at: float | None = None
     _tried_at: float | None = field(default=None, repr=False)
     installs: int = 0
+    fetching: bool = False  # a fetch is on the wire: verifiers of unknown kids wait for it
 
     def wants_fetch(self, now: float, kid: str | None = None) -> bool:
         if self._tried_at is not None and now - self._tried_at < self.policy.jwks_refetch:
@@ -129,9 +130,11 @@ class JwksCache:
 
     def fetch_started(self, now: float) -> None:
         self._tried_at = now
+        self.fetching = True
 
     def fetch_failed(self, now: float) -> None:
         self._tried_at = now  # keep the old keys; try again after jwks_refetch
+        self.fetching = False
 
     def install(self, raw: bytes | str | dict[str, Any], now: float) -> None:
         """Replace the keys with a JWKS document (RFC 7517 §5). AuthError when it is not one."""
@@ -159,6 +162,7 @@ class JwksCache:
         self.kids = frozenset(str(k["kid"]) for k in usable)
         self.fetched_at = now
         self._tried_at = now
+        self.fetching = False
         self.installs += 1
 
 
@@ -222,7 +226,7 @@ class BearerVerifier:
     def verify(self, token: str, now: float) -> BearerClaims:
         p = self.policy
         kid = str(self.header(token)["kid"])
-        if self.cache.wants_fetch(now, kid):
+        if self.cache.wants_fetch(now, kid) or (self.cache.fetching and kid not in self.cache.kids):
             raise KeysNeeded(kid)
         if self.cache.keys is None or kid not in self.cache.kids:
             raise BearerRejected(f"signing key {kid[:40]!r} unknown to the issuer's JWKS")

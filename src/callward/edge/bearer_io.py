@@ -4,14 +4,19 @@ phone API both use it)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
 
 from callward.edge.bearer import BearerClaims, BearerPolicy, BearerVerifier, KeysNeeded
+from callward.edge.bearer_scheme import BearerScheme, IdentityLookup, JwksFetch
+from callward.edge.directory import SqliteDirectory
 from callward.errors import AuthError
 
-__all__ = ["JwksFetcher", "policy_from_config"]
+__all__ = ["EdgeBearer", "JwksFetcher", "install_bearer", "policy_from_config"]
 
 
 def policy_from_config(cfg: object) -> BearerPolicy | None:
@@ -26,6 +31,8 @@ def policy_from_config(cfg: object) -> BearerPolicy | None:
         required_scope=str(cfg.sip_scope),  # type: ignore[attr-defined]
         leeway=float(cfg.leeway),  # type: ignore[attr-defined]
         tenants=frozenset(getattr(cfg, "tenants", ()) or ()),
+        jwks_refetch=float(getattr(cfg, "jwks_refetch", 5.0)),
+        jwks_max_age=float(getattr(cfg, "jwks_max_age", 3600.0)),
     )
 
 
@@ -74,3 +81,54 @@ class JwksFetcher:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+class EdgeBearer:
+    """The Bearer scheme of one edge node and what answers its questions."""
+
+    def __init__(self, scheme: BearerScheme, directory: SqliteDirectory) -> None:
+        self.scheme = scheme
+        self.directory = directory
+        self._http = httpx.AsyncClient(timeout=JwksFetch.timeout - 0.5, trust_env=False)
+        self._inflight: asyncio.Future[object] | None = None
+
+    async def fetch_jwks(self, query: object) -> object:
+        """One GET at a time: questions arriving while it runs share its answer."""
+        assert isinstance(query, JwksFetch)
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(self._get(query))
+        return await asyncio.shield(self._inflight)
+
+    async def _get(self, query: JwksFetch) -> object:
+        try:
+            resp = await self._http.get(query.uri)
+        except httpx.HTTPError as exc:
+            return AuthError(f"JWKS unreachable: {type(exc).__name__}")
+        if resp.status_code != 200:
+            return AuthError(f"JWKS endpoint answered {resp.status_code}")
+        return resp.content
+
+    def lookup(self, query: object) -> object:
+        assert isinstance(query, IdentityLookup)
+        return self.directory.by_subject(query.subject)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        self.directory.close()
+
+
+def install_bearer(cfg: Any, core: Any, server: Any) -> EdgeBearer | None:
+    """Append the RFC 8898 Bearer scheme to ``core.hooks.auth_schemes`` (after Digest) and
+    register the answers to its questions on ``server``, when ``identity.issuer`` is set."""
+    policy = policy_from_config(cfg.identity)
+    if policy is None:
+        return None
+    path = Path(cfg.identity.directory)
+    if not path.is_absolute():
+        path = Path(cfg.storage.data_dir) / path
+    bearer = EdgeBearer(BearerScheme(core.settings.realm, BearerVerifier(policy)),
+                        SqliteDirectory(path))  # fmt: skip
+    core.hooks.auth_schemes.append(bearer.scheme)
+    server.answer_with(JwksFetch, bearer.fetch_jwks)
+    server.answer_with(IdentityLookup, bearer.lookup, inline=True)
+    return bearer

@@ -65,6 +65,7 @@ from callward.sip.transport import (
     open_transport,
 )
 from callward.sip.uri import parse_uri
+from callward.ua.bearer_credentials import bearer_slot
 from callward.ua.call import ALLOW, CallLeg, CallState, LocalEndpoint, new_branch, new_tag
 from callward.ua.call_handle import Call, Peer
 from callward.ua.sdp_offer import answer_sdp, offer_sdp
@@ -306,8 +307,16 @@ class Phone:
     async def _run_invite(self, call: Call) -> int:
         leg = call.leg
         assert leg.invite is not None
+        creds = self.registration.manager.credentials if self.registration else None
+        finalize = getattr(creds, "finalize", None)
+        if finalize is not None:  # RFC 8898: the registration's Bearer token on the INVITE too
+            leg.invite = await finalize(bearer_slot(leg.invite))
         resp = await self.request(leg.invite, call.peer[0], on_provisional=call._on_provisional)
         retry = self._authorized(leg.invite, resp, leg.local_cseq + 1)
+        if retry is None and finalize and creds is not None and creds.answer(leg.invite, resp):
+            headers = leg.invite.headers.set("Via", self.local.via(new_branch()))
+            headers = headers.set("CSeq", f"{leg.local_cseq + 1} INVITE")
+            retry = await finalize(bearer_slot(leg.invite.replace(headers=headers)))
         if retry is not None:
             leg.invite = retry
             leg.local_cseq += 1

@@ -18,10 +18,11 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from callward.errors import RemoteProtocolError, TransportError
+from callward.errors import AuthError, RemoteProtocolError, TransportError
 from callward.events import RegistrationChanged
 from callward.nat.keepalive import KeepAlivePolicy
 from callward.nat.stun import binding_request, is_stun, parse_binding_response
+from callward.sip.message import Headers, Response
 from callward.sip.transport import StreamTransport, WireEvent
 from callward.ua.call import LocalEndpoint
 from callward.ua.credentials import CredentialSource, DigestCredentials
@@ -209,7 +210,17 @@ class RegistrationAgent:
         self._pump()
 
     async def _run(self, out: OutgoingRegister) -> None:
-        resp = await self.phone.request(out.request, out.dest)
+        request = out.request
+        finalize = getattr(self.manager.credentials, "finalize", None)
+        if finalize is not None:  # e.g. Bearer (ua.bearer_credentials): a token alive now
+            try:
+                request = await finalize(request)
+            except (AuthError, TimeoutError):
+                resp = Response(Headers(), status=401, reason="No Usable Token")
+                self.manager.receive_response(out.flow, resp, self.phone.now(), request=out.request)
+                self._pump()
+                return
+        resp = await self.phone.request(request, out.dest)
         self.manager.receive_response(out.flow, resp, self.phone.now(), request=out.request)
         self._pump()
 

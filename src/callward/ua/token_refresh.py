@@ -137,23 +137,29 @@ class TokenCore:
         self._retry_at: float | None = None
         self._events: deque[TokenEvent] = deque()
         self.refreshes_started = 0
+        self._refused = False
 
     # ---- what the phone may use
 
+    def _margin(self, g: TokenGrant) -> float:
+        # A short-lived token (lifetime <= skew) must not be dead on arrival: that would make
+        # every refresh trigger the next one (a storm). The margin is at most a quarter of it.
+        return min(self.policy.skew, g.expires_in / 4.0)
+
     def expires_at(self) -> float | None:
         g = self.grant
-        return None if g is None else g.received_at + g.expires_in - self.policy.skew
+        return None if g is None else g.received_at + g.expires_in - self._margin(g)
 
     def refresh_at(self) -> float | None:
         g = self.grant
         if g is None:
             return None
-        return g.received_at + g.expires_in * (1.0 - self.policy.ahead) - self.policy.skew
+        return g.received_at + g.expires_in * (1.0 - self.policy.ahead) - self._margin(g)
 
     def access_token(self, now: float) -> str | None:
         """The access token if it is still alive at ``now`` (skew included), else None."""
         end = self.expires_at()
-        if self.grant is None or end is None or now >= end:
+        if self.grant is None or end is None or now >= end or self._refused:
             return None
         return self.grant.access_token
 
@@ -171,6 +177,7 @@ class TokenCore:
         """Tokens from a login (or from the keystore at start-up)."""
         self.grant = grant
         self._refresh_token = grant.refresh_token
+        self._refused = False
         self.state = TokenState.VALID
         self._attempt = 0
         self._retry_at = None
@@ -178,12 +185,7 @@ class TokenCore:
     def invalidate(self, now: float) -> None:
         """The server refused the access token (RFC 6750 ``invalid_token``): it is dead now,
         whatever its lifetime said; the next :meth:`wants_refresh` is True."""
-        g = self.grant
-        if g is not None:  # dead from now on: expires_at() == now
-            dead_in = max(1e-3, now - g.received_at + self.policy.skew)
-            self.grant = TokenGrant(
-                g.access_token, dead_in, g.received_at, g.refresh_token, g.scope
-            )
+        self._refused = True  # dead from now on, whatever its lifetime said
         if self.state is TokenState.VALID:
             if self._refresh_token is None:
                 self._give_up("access token refused and no refresh token")
