@@ -508,6 +508,72 @@ def li_list(
     _emit([dataclasses.asdict(w) for w in ws], as_json, lines)
 
 
+DEPLOYMENT = typer.Option(..., "--deployment", help="deployment YAML (docs/examples/)")
+
+
+@privacy_app.command("dataflow")
+def privacy_dataflow(
+    deployment: Path = DEPLOYMENT,
+    out: Path = typer.Option(Path("dataflow"), "--out", help="directory for JSON/SVG/PNG"),
+    as_json: bool = JSON,
+) -> None:
+    """Data-flow map of a deployment (components, regions, processors, data classes) as JSON,
+    SVG and PNG; exit 1 when a cross-border transfer has no safeguard."""
+    from callward.privacy.dataflow import dataflow_graph, load_deployment, write_outputs
+
+    with _store_errors():
+        graph = dataflow_graph(load_deployment(deployment))
+    paths = write_outputs(graph, out)
+    lines = [f"{len(graph['nodes'])} components in {len(graph['regions'])} regions, "
+             f"{len(graph['transfers'])} cross-border flow(s); wrote "
+             + ", ".join(str(p) for p in paths)]  # fmt: skip
+    lines += [f"  transfer {t['source']} -> {t['target']} {t['from_country']}->{t['to_country']}"
+              f" [{', '.join(t['data'])}]: {t['safeguard'] or 'NO SAFEGUARD'}"
+              for t in graph["transfers"]]  # fmt: skip
+    _emit(graph, as_json, lines)
+    if graph["unsafeguarded"]:
+        raise typer.Exit(1)
+
+
+dpia_app = typer.Typer(help="DPIA and DPA registers checked against the deployment.")
+privacy_app.add_typer(dpia_app, name="dpia")
+
+
+@dpia_app.command("check")
+def dpia_check(
+    deployment: Path = DEPLOYMENT,
+    today: str | None = typer.Option(None, "--today", help="YYYY-MM-DD (default: today)"),
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Exit 1 when the deployment violates a DPIA mitigation (excluded region, recording
+    without a consent rule, retention longer than stated), a DPA, or a transfer safeguard."""
+    import dataclasses
+    import datetime as dt
+
+    from callward.privacy.dataflow import load_deployment
+    from callward.privacy.dpia import check_deployment
+    from callward.privacy.retention_policy import load_policy
+
+    cfg = _config(config)
+    try:
+        day = dt.date.fromisoformat(today) if today else None
+    except ValueError:
+        raise _fail(f"--today {today!r}: expected YYYY-MM-DD") from None
+    with _store_errors():
+        dep = load_deployment(deployment)
+        policy = load_policy(cfg.retention.rule_sets, cfg.records.jurisdictions,
+                             cfg.records.default_jurisdictions)  # fmt: skip
+        found = check_deployment(dep, cfg, policy, day)
+    bad = [f for f in found if f.severity == "violation"]
+    lines = [f"{f.severity.upper():9} {f.register:8} {f.subject}: {f.message}" for f in found]
+    lines.append(f"{len(bad)} violation(s), {len(found) - len(bad)} warning(s)")
+    _emit([dataclasses.asdict(f) for f in found], as_json, lines)
+    if bad:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Attach ``privacy`` to the root app."""
     app.add_typer(privacy_app, name="privacy")
