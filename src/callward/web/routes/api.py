@@ -9,6 +9,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -376,7 +377,7 @@ async def get_health(request: Request) -> dict[str, Any]:
     "/metrics",
     response_class=Response,
     tags=["ops"],
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 422: _ERR},
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: _ERR, 403: _ERR, 422: _ERR},
     summary="Prometheus text format; labels carry no personal data",
 )
 def get_metrics(request: Request) -> Response:
@@ -387,6 +388,6 @@ def get_metrics(request: Request) -> Response:
     )
     if refused:
         headers = {"WWW-Authenticate": "Bearer"} if refused == 401 else None
-        return Response("metrics: not allowed\n", refused, headers=headers)
+        return JSONResponse({"error": "metrics: not allowed"}, refused, headers=headers)
     return Response(generate_latest(state.metrics.registry), 200,
                     media_type=CONTENT_TYPE_LATEST)  # fmt: skip
