@@ -26,6 +26,7 @@ SCRIPTS = [
     "records_lookup",
     "web_paging",
     "cli_startup",
+    "identity_day",
 ]
 
 

@@ -190,3 +190,13 @@ def test_parse_token_response_hostile(body: dict[str, object]) -> None:
     except AuthError:
         return
     assert grant.access_token and grant.expires_in > 0
+
+
+def test_short_lived_token_is_not_dead_on_arrival() -> None:
+    """A 4 s token with the default 5 s skew would be dead on arrival and every refresh would
+    trigger the next (a storm); the margin is capped at a quarter of the lifetime."""
+    core = TokenCore(RefreshPolicy(skew=5.0, ahead=0.2), rand=lambda: 0.0)
+    core.load(TokenGrant("tok", 4.0, 100.0, "rt"))
+    assert core.access_token(100.0) == "tok" and core.access_token(102.9) == "tok"
+    assert core.access_token(103.0) is None
+    assert not core.wants_refresh(100.5) and core.wants_refresh(102.2)

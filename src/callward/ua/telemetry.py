@@ -43,7 +43,7 @@ DAY = 86400.0
 class TelemetryPolicy:
     max_records: int = 2000
     batch_records: int = 200
-    interval: float = 900.0
+    interval: float = 3600.0
     daily_bytes: int = 64 * 1024
     backoff_base: float = 5.0
     backoff_cap: float = 3600.0
