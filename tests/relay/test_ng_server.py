@@ -253,3 +253,31 @@ def test_garbage_sdp_gives_error_reply(sdp: str) -> None:
     assert r["result"] in ("ok", "error")
     if r["result"] == "error":
         assert not server.ports.bound  # type: ignore[attr-defined]
+
+
+def test_rekey_on_reinvite_switches_srtp_keys(server: NgServer) -> None:
+    """RFC 4568 §7.1.4: a re-offer with a new a=crypto re-keys that leg; the old key stops
+    authenticating, the new one works, and the other leg is untouched."""
+    k1, k2 = SrtpKeying.generate(), SrtpKeying.generate()
+
+    def savp(key: SrtpKeying) -> str:
+        return OFFER.replace("RTP/AVP", "RTP/SAVP").replace(
+            "a=sendrecv", f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 {key.inline}\r\na=sendrecv"
+        )
+
+    flags = {"transport-protocol": "RTP/AVP"}
+    call(server, offer(sdp=savp(k1), **flags))
+    call(server, answer())
+    core = server.cores["c1"]
+    b_before = core.legs[1].config
+    call(server, offer(sdp=savp(k2), **flags), now=1)
+    call(server, answer(), now=1)
+    assert server.cores["c1"] is core and core.legs[0].config.srtp_rx == k2
+    assert core.legs[1].config == b_before
+    phone = ("192.0.2.10", 4000)
+    old = SrtpContext(k1, inbound=False).protect(bytes(RtpPacket(0, 1, 160, 5, b"\0" * 160)))
+    new = SrtpContext(k2, inbound=False).protect(bytes(RtpPacket(0, 2, 320, 5, b"\0" * 160)))
+    core.receive_datagram(0, old, phone, 1.1)
+    core.receive_datagram(0, new, phone, 1.1)
+    (out,) = core.datagrams_to_send()
+    assert parse_rtp(out.data).sequence_number == 2 and core.counters[0].auth_failures == 1
