@@ -95,14 +95,14 @@ def register(app: typer.Typer) -> None:
         )
         try:
             cfg = _load(config, ov)
-            from callward.edge.app import EdgeNode, configure_logging, settings_from_config
+            from callward.edge.app import configure_logging, settings_from_config
 
             configure_logging()
 
             def reload() -> Any:
                 return settings_from_config(_load(config, ov))
 
-            node_obj = EdgeNode(cfg, reload=reload)
+            settings = settings_from_config(cfg)  # bad flags exit 2 before anything opens
         except CallwardError as exc:
             raise _fail(str(exc)) from None
         try:
@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
         except ImportError:
             pass
         try:
-            asyncio.run(_serve(node_obj))
+            asyncio.run(_serve(cfg, settings, reload))
         except CallwardError as exc:
             raise _fail(str(exc)) from None
         except OSError as exc:
@@ -151,16 +151,22 @@ def register(app: typer.Typer) -> None:
     app.add_typer(edge_app, name="edge")
 
 
-async def _serve(node: Any) -> None:
-    await node.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    bound = ", ".join(str(p) for p in node.server.bound)
-    typer.echo(f"callward edge {node.settings.node} listening on {bound}", err=True)
+async def _serve(cfg: Any, settings: Any, reload: Any) -> None:
+    """The edge through the runtime (callward/runtime.py): its events reach the data layer
+    (CDRs on embedded defaults, JetStream with ``storage.nats_url``) and, with
+    ``media.relays``, it anchors media through those ng relays."""
+    from callward.runtime import open_runtime
+
+    runtime = await open_runtime(cfg)
     try:
+        node = await runtime.start_edge(settings=settings, reload=reload)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        bound = ", ".join(str(p) for p in node.server.bound)
+        typer.echo(f"callward edge {node.settings.node} listening on {bound}", err=True)
         await stop.wait()
     finally:
-        await node.stop()
+        await runtime.close()
