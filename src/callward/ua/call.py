@@ -29,7 +29,7 @@ __all__ = [
     "next_hop",
 ]
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE"
 USER_AGENT = "callward"
 
 
@@ -317,11 +317,13 @@ class CallLeg:
         leg.remote_sdp = invite.body
         return leg
 
-    def make_response(self, status: int, body: bytes = b"") -> Response:
+    def make_response(
+        self, status: int, body: bytes = b"", extra_headers: Iterable[tuple[str, str]] = ()
+    ) -> Response:
         """A response to the INVITE carrying our To tag (and Contact for 1xx-2xx, §12.1.1)."""
         if self.invite is None:
             raise LocalProtocolError("no INVITE to answer")
-        extra: list[tuple[str, str]] = []
+        extra: list[tuple[str, str]] = list(extra_headers)
         if 100 < status < 300:
             extra += [("Contact", self.local.contact), ("Allow", ALLOW)]
         extra.append(("User-Agent", USER_AGENT))
@@ -379,6 +381,15 @@ class CallLeg:
             raise LocalProtocolError("ACK needs a dialog")
         return self.dialog.create_request(
             "ACK", via=self._via(), cseq=invite.cseq.seq, extra=[("User-Agent", USER_AGENT)]
+        )
+
+    def make_update(self, extra: Iterable[tuple[str, str]] = ()) -> Request:
+        """A body-less UPDATE (RFC 3311) refreshing the session (RFC 4028 §9)."""
+        if self.dialog is None or self.state is not CallState.CONFIRMED:
+            raise LocalProtocolError(f"UPDATE needs a confirmed call, not {self.state.value}")
+        self.dialog.local_target = parse_name_addr(self.local.contact).uri
+        return self.dialog.create_request(
+            "UPDATE", via=self._via(), extra=[*extra, ("User-Agent", USER_AGENT)]
         )
 
     def make_bye(self) -> Request:

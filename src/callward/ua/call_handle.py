@@ -20,6 +20,11 @@ from callward.sip.transport import Address
 from callward.ua.call import ALLOW as ALLOW_HEADER
 from callward.ua.call import CallLeg, CallState
 from callward.ua.sdp_offer import negotiated_audio
+from callward.ua.session_timer import (
+    SessionTimer,
+    parse_session_expires,
+    response_timer,
+)
 
 if TYPE_CHECKING:
     from callward.ua.phone import Phone
@@ -53,6 +58,10 @@ class Call:
         self._reinvite_pending = False  # our re-INVITE is in flight (glare, §14.2)
         self._reinvite_ok: Response | None = None  # our 2xx to their re-INVITE, until ACK
         self._reinvite_acked = asyncio.Event()
+        self.session_timer: SessionTimer | None = None
+        self.refreshes_sent = 0
+        self._refreshed = asyncio.Event()  # the peer refreshed the session
+        self._timer_task: asyncio.Task[None] | None = None
 
     @property
     def call_id(self) -> str:
@@ -131,9 +140,17 @@ class Call:
             if sdp is None:
                 await self.reject(488)
                 return
-        resp = self.leg.make_response(200, sdp)
+        timer = self._uas_timer()
+        extra: list[tuple[str, str]] = []
+        if timer is not None:
+            extra.append(("Session-Expires", f"{timer.interval};refresher={timer.refresher}"))
+            if timer.refresher == "uac":
+                extra.append(("Require", "timer"))  # §9: the UAC must refresh
+        resp = self.leg.make_response(200, sdp, extra)
         self._respond(resp)
         self.phone._publish_answered(self)
+        if timer is not None:
+            self._start_session_timer(timer)
         if not self.phone.transport.reliable:
             timers = self.phone.layer.timers
             interval, waited = timers.t1, 0.0
@@ -184,6 +201,9 @@ class Call:
             self.answered_at = asyncio.get_running_loop().time()
             self._send_ack()
             self.phone._publish_answered(self)
+            timer = parse_session_expires(resp)
+            if timer is not None and self.phone.session_expires:
+                self._start_session_timer(timer)
         elif not resp.headers:  # synthesized 408/503
             self.leg.status = resp.status
             self.leg.timed_out("timeout" if resp.status == 408 else "transport-error")
@@ -199,6 +219,88 @@ class Call:
         self.phone._pump()
 
     # -------------------------------------------------------------- re-INVITE (§14)
+    # -------------------------------------------------------------- session timer (RFC 4028)
+    def _uas_timer(self) -> SessionTimer | None:
+        invite = self.leg.invite
+        if invite is None:
+            return None
+        if self.phone.session_expires is None and parse_session_expires(invite) is None:
+            return None
+        return response_timer(invite, self.phone.session_expires, min_se=self.phone.min_se)
+
+    def _start_session_timer(self, timer: SessionTimer) -> None:
+        self.session_timer = timer
+        if self._timer_task is None:
+            self._timer_task = asyncio.get_running_loop().create_task(self._run_session_timer())
+
+    def _timer_headers(self) -> list[tuple[str, str]]:
+        t = self.session_timer
+        if t is None:
+            return []
+        expires = f"{t.interval};refresher={t.refresher}"
+        return [("Supported", "timer"), ("Session-Expires", expires)]
+
+    async def _run_session_timer(self) -> None:
+        """The refresher refreshes at N/2 (UPDATE when the peer allows it, else re-INVITE); the
+        other side hangs up when no refresh arrived by N - min(32, N/3) (§10)."""
+        while self.leg.state is CallState.CONFIRMED or self.leg.state is CallState.ANSWERED:
+            timer = self.session_timer
+            assert timer is not None
+            if timer.we_refresh(we_are_uac=self.leg.outgoing):
+                await asyncio.sleep(timer.refresh_after)
+                if self.leg.state is not CallState.CONFIRMED:
+                    return
+                status = await self._refresh_session()
+                if not 200 <= status < 300 and status != 491:
+                    self.leg.end_reason = "session-refresh-failed"
+                    with contextlib.suppress(Exception):
+                        await self.hangup(timeout=10)
+                    return
+            else:
+                self._refreshed.clear()
+                try:
+                    await asyncio.wait_for(self._refreshed.wait(), timer.expire_after)
+                except TimeoutError:
+                    self.leg.end_reason = "session-expired"
+                    with contextlib.suppress(Exception):
+                        await self.hangup(timeout=10)
+                    return
+
+    async def _refresh_session(self) -> int:
+        allow = self.leg.final.headers.get("Allow", "") if self.leg.final is not None else ""
+        if not self.leg.outgoing and self.leg.invite is not None:
+            allow = self.leg.invite.headers.get("Allow", "")
+        self.refreshes_sent += 1
+        if "UPDATE" in (allow or "").upper():
+            req = self.leg.make_update(self._timer_headers())
+            resp = await self.phone.request(req, self.leg.next_hop())
+            return resp.status
+        return await self.reinvite()
+
+    def _on_update(self, req: Request, key: TransactionKey) -> None:
+        """UPDATE (RFC 3311): a session refresh (RFC 4028) or a new offer before/after the
+        call is up; answered 200 with our Session-Expires, or a fresh SDP answer."""
+        phone, leg = self.phone, self.leg
+        extra = [("Contact", leg.local.contact), *self._timer_headers()]
+        body = b""
+        if req.body:
+            answer = phone.make_answer(req.body, version=leg.sdp_version + 1)
+            if answer is None:
+                phone.layer.send_response(key, make_response(req, 488), phone.now())
+                phone._pump()
+                return
+            leg.sdp_version += 1
+            leg.remote_sdp, leg.local_sdp, body = req.body, answer, answer
+            leg.we_offered = False
+            extra.append(("Content-Type", "application/sdp"))
+            self.media_changed.set()
+        asked = parse_session_expires(req)
+        if asked is not None and self.session_timer is not None:
+            self.session_timer = asked
+        self._refreshed.set()
+        phone.layer.send_response(key, make_response(req, 200, extra=extra, body=body), phone.now())
+        phone._pump()
+
     def _on_reinvite(self, req: Request, key: TransactionKey) -> None:
         """Their re-INVITE (§14.2): answer a new offer with a fresh answer (new o= version,
         new keys when they re-keyed, our direction mirroring their hold), follow the new
@@ -211,6 +313,7 @@ class Call:
             phone._pump()
             return
         self.reinvites_received += 1
+        self._refreshed.set()  # a re-INVITE refreshes the session timer too (RFC 4028 §10)
         version = leg.sdp_version + 1
         if req.body:
             answer = phone.make_answer(req.body, version=version)

@@ -69,6 +69,7 @@ from callward.ua.bearer_credentials import bearer_slot
 from callward.ua.call import ALLOW, CallLeg, CallState, LocalEndpoint, new_branch, new_tag
 from callward.ua.call_handle import Call, Peer
 from callward.ua.sdp_offer import answer_sdp, offer_sdp
+from callward.ua.session_timer import MIN_SE, request_headers
 
 if TYPE_CHECKING:
     from callward.ua.registration_agent import RegistrationAgent
@@ -76,7 +77,7 @@ if TYPE_CHECKING:
 __all__ = ["Call", "Phone"]
 
 _KNOWN_UNSUPPORTED = frozenset(
-    {"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "INFO", "UPDATE", "REFER", "PRACK"}
+    {"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "INFO", "REFER", "PRACK"}
 )
 
 
@@ -136,6 +137,9 @@ class Phone:
         self._registration: tuple[Address, int, str, str | None, int | None] | None = None
         self.flow_timer: float | None = None  # RFC 5626 §5.4 Flow-Timer from the registrar
         self.registration: RegistrationAgent | None = None  # the registration manager's adapter
+        # RFC 4028 session interval we ask for / accept (None: only when the peer asks).
+        self.session_expires: int | None = None
+        self.min_se = MIN_SE  # smallest interval we accept (RFC 4028 §5)
         self._transport_kw: dict[str, Any] = {}  # limits / TLS contexts, reused by rebind()
         self._session_id = secrets.randbelow(2**31)
         self.media_host = "127.0.0.1"
@@ -295,8 +299,13 @@ class Phone:
     ) -> Call:
         """Start a call without waiting for the answer: ``await call.wait_final()`` or
         ``await call.cancel()``. ``dest`` overrides the next hop (an outbound proxy)."""
+        extra = request_headers(self.session_expires) if self.session_expires else []
         leg = CallLeg.outgoing_invite(
-            self.local, target, self.make_offer() if sdp is None else sdp, routes=routes
+            self.local,
+            target,
+            self.make_offer() if sdp is None else sdp,
+            routes=routes,
+            extra=extra,
         )
         call = Call(self, leg, (dest or leg.next_hop(), None))
         self.calls[leg.call_id] = call
@@ -604,7 +613,7 @@ class Phone:
                 self._spawn(self._auto_answer(new))
             else:
                 self.incoming.put_nowait(new)
-        elif method in ("INVITE", "BYE"):
+        elif method in ("INVITE", "BYE", "UPDATE"):
             call = self.calls.get(req.call_id)
             if call is None:
                 self._answer(key, req, 481)
@@ -619,6 +628,8 @@ class Phone:
                 if call.leg.state is not CallState.TERMINATED:
                     call.leg.on_bye("bye")
                     self._end(call)
+            elif method == "UPDATE":
+                call._on_update(req, key)
             else:
                 call._on_reinvite(req, key)
         elif method == "CANCEL":
@@ -654,6 +665,8 @@ class Phone:
             return
         call.ended_at = self.now()
         call._ended.set()
+        if call._timer_task is not None:
+            call._timer_task.cancel()
         # Forget the call once late retransmissions can no longer arrive (64*T1, §17.1.2.2),
         # so a long-running phone does not grow without bound.
         self._loop.call_later(64 * self.layer.timers.t1, self._forget, call)
