@@ -574,6 +574,67 @@ def dpia_check(
         raise typer.Exit(1)
 
 
+@privacy_app.command("minimisation")
+def privacy_minimisation(
+    flagged_only: bool = typer.Option(False, "--flagged", help="only fields with a finding"),
+    as_json: bool = JSON,
+) -> None:
+    """Fields collected per schema (CDR registry, events, logs, stored SIP) against their
+    declared purpose; personal fields nothing reads are flagged (exit 1 when any)."""
+    import dataclasses
+
+    from callward.privacy.minimisation import minimisation_report
+
+    rows = minimisation_report()
+    shown = [r for r in rows if r.flag] if flagged_only else rows
+    lines = [f"{r.schema:<24} {r.field:<16} {'PERSONAL' if r.personal else '':8} "
+             f"readers={r.readers:<3} {r.flag or r.purpose[:60]}" for r in shown]  # fmt: skip
+    unused = [r for r in rows if r.flag == "unused personal field"]
+    lines.append(f"{len(rows)} fields, {sum(r.personal for r in rows)} personal, "
+                 f"{len(unused)} unused personal field(s)")  # fmt: skip
+    _emit([dataclasses.asdict(r) for r in shown], as_json, lines)
+    if unused:
+        raise typer.Exit(1)
+
+
+@privacy_app.command("aggregate-export")
+def privacy_aggregate_export(
+    k: int = typer.Option(5, "--k", help="minimum calls per released group"),
+    since: str | None = typer.Option(None, "--since"),
+    until: str | None = typer.Option(None, "--until"),
+    actor: str = ACTOR,
+    reason: str = REASON,
+    ticket: str = TICKET,
+    as_json: bool = JSON,
+    data_dir: Path | None = DATA_DIR,
+    config: Path | None = CONFIG,
+) -> None:
+    """Quality and usage per period, region and number prefix, released only for groups of at
+    least k calls (time, place and prefix generalised together). Audited as an export."""
+    import dataclasses
+
+    from callward.privacy.anonymize import k_anonymous
+    from callward.records.audit import AuditedReader
+    from callward.records.rows import CdrQuery
+
+    cfg = _config(config)
+    q = CdrQuery(start_from=_when(since, "--since"), start_to=_when(until, "--until"))
+    rec = _open(data_dir, config)
+    try:
+        with _store_errors():
+            cdrs = AuditedReader(rec.tiered, rec.audit, actor).query(
+                q, reason, ticket, action="export"
+            )
+            rows, report = k_anonymous(cdrs, k, cfg.edge.tenant_regions)
+    finally:
+        rec.close()
+    lines = [f"{r.period} {r.region} {r.prefix}: {r.calls} calls, {r.minutes} min, "
+             f"answered {r.answered_share:.0%}, MOS {r.mean_mos}" for r in rows]  # fmt: skip
+    lines.append(f"k={k} level {report['level']}: {report['released_groups']} group(s) released,"
+                 f" {report['suppressed_calls']} call(s) suppressed")  # fmt: skip
+    _emit({"report": report, "rows": [dataclasses.asdict(r) for r in rows]}, as_json, lines)
+
+
 def register(app: typer.Typer) -> None:
     """Attach ``privacy`` to the root app."""
     app.add_typer(privacy_app, name="privacy")
