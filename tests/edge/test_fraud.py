@@ -57,6 +57,15 @@ def test_premium_and_international_need_tenant_permission() -> None:
     assert g.call_attempt("bob", "acme", "0044 20 7946 0000", "c5", 0.0).admitted
 
 
+def test_home_country_comes_from_the_tenant_region() -> None:
+    """A UK tenant's call to a UK mobile is national; the same call from a US tenant is not."""
+    g = FraudGuard()
+    uk = g.call_attempt("alice", "default", "+447700900456", "c1", 0.0, country_code="44")
+    assert uk.admitted
+    us = g.call_attempt("carol", "default", "+447700900456", "c2", 0.0)
+    assert (us.status, us.rule) == (403, "international-denied")
+
+
 def test_concurrent_call_cap_blocks_account_and_alerts() -> None:
     g = FraudGuard(FraudPolicy(default=CallPolicy(max_concurrent=3, cps=Rate(100, 100))))
     for i in range(3):

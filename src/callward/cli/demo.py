@@ -222,6 +222,7 @@ async def start_edge(demo: Demo) -> None:
                 listen=[f"{demo.transport}:127.0.0.1:{port}"],
                 realm=REALM,
                 domains=[REALM],
+                default_region="GB",  # the demo's subscribers have UK numbers
                 subscribers=f"sqlite:{subs_path}",
                 auth_secret="demo-" + "k" * 32,
             )

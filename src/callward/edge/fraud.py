@@ -18,7 +18,7 @@ into ``+``.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from callward.edge.admission import Rate, TokenBucket, Verdict, VerdictKind
 from callward.edge.bounded_table import BoundedTable
@@ -109,11 +109,23 @@ class FraudGuard:
         self._seq = 0
 
     def call_attempt(
-        self, account: str, tenant: str, dest_user: str, call_id: str, now: float
+        self,
+        account: str,
+        tenant: str,
+        dest_user: str,
+        call_id: str,
+        now: float,
+        *,
+        country_code: str | None = None,
     ) -> Verdict:
-        """An authenticated out-of-dialog INVITE from ``account`` to ``dest_user``."""
+        """An authenticated out-of-dialog INVITE from ``account`` to ``dest_user``.
+
+        ``country_code`` is the tenant's home country (from its configured region); without it
+        the policy's own ``country_code`` decides what counts as international."""
         p = self.policy
         rules = p.for_tenant(tenant)
+        if country_code is not None and country_code != rules.country_code:
+            rules = replace(rules, country_code=country_code)
         until = self._blocked.peek(account)
         if until is not None:
             if now < until:

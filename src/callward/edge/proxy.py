@@ -507,7 +507,13 @@ class EdgeCore:
                 authed = f"{who.username}@{self.router.aor_domain(domain)}"
                 req = req.replace(headers=req.headers.remove("Proxy-Authorization"))
                 if method == "INVITE":
-                    refused = self.security.call_attempt(who.username, tenant, req, self._now)
+                    refused = self.security.call_attempt(
+                        who.username,
+                        tenant,
+                        req,
+                        self._now,
+                        region=self.settings.region_for(tenant),
+                    )
                     if refused is not None:
                         self.metrics.reject("fraud")
                         self.forking.respond(ctx, refused[0], refused[1], self._now)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import phonenumbers
+
 from callward.edge.admission import Admission, AdmissionPolicy, RequestInfo, VerdictKind
 from callward.edge.fraud import FraudGuard, FraudPolicy
 from callward.edge.hooks import ACCEPT, Authenticated, AuthRefused, Drop, Reject, Verdict
@@ -173,9 +175,18 @@ class EdgeSecurity:
 
     # ---- toll fraud
     def call_attempt(
-        self, account: str, tenant: str, request: Request, now: float
+        self, account: str, tenant: str, request: Request, now: float, *, region: str | None = None
     ) -> tuple[int, str] | None:
-        verdict = self.fraud.call_attempt(account, tenant, _target(request), request.call_id, now)
+        """``region`` (ISO 3166 alpha-2, the tenant's numbering region) sets what is national."""
+        code = phonenumbers.country_code_for_region(region) if region else 0
+        verdict = self.fraud.call_attempt(
+            account,
+            tenant,
+            _target(request),
+            request.call_id,
+            now,
+            country_code=str(code) if code else None,
+        )
         self._flush()
         if verdict.kind is VerdictKind.ADMIT:
             return None
