@@ -94,6 +94,9 @@ class EdgeConfig(_Section):
         0.25, gt=0, description="seconds of receive backlog/loop lag above which INVITEs shed"
     )
     max_transactions: int = Field(200_000, ge=100, description="hard cap (memory bound)")
+    security_admission: bool = Field(
+        True, description="per-source/account/tenant admission buckets (docs/security.md)"
+    )
     idle_timeout: float = Field(600.0, gt=0)
     metrics_listen: str | None = Field(None, description="host:port for /metrics")
     tls_cert: str | None = None

@@ -110,6 +110,7 @@ def settings_from_config(cfg: CallwardConfig) -> EdgeSettings:
         max_setup_calls=e.max_setup_calls,
         max_backlog=e.max_backlog,
         max_transactions=e.max_transactions,
+        security_admission=e.security_admission,
         limits=ParseLimits(
             cfg.sip.max_message_bytes,
             cfg.sip.max_headers,

@@ -125,7 +125,6 @@ class EdgeCore:
             is_trusted=self.topology.is_trusted,
             auth_on=lambda: self.settings.auth,
         )
-        self.hooks.admission.append(self.security)
         self.authenticator.guard = self.security
         self._now = 0.0
         self.reconfigure(settings)
@@ -135,6 +134,11 @@ class EdgeCore:
         """Swap settings (SIGHUP). Transactions and calls in progress keep running."""
         self.settings = settings
         self.rate = RateLimiter(settings.rate_limit, settings.rate_burst)
+        admission = self.hooks.admission
+        if settings.security_admission and self.security not in admission:
+            admission.insert(admission.index(self.overload) + 1, self.security)
+        elif not settings.security_admission and self.security in admission:
+            admission.remove(self.security)
         self.overload.limits = OverloadLimits(
             capacity=settings.max_setup_calls,
             max_transactions=settings.max_transactions,
