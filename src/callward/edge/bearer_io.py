@@ -16,7 +16,7 @@ from callward.edge.bearer_scheme import BearerScheme, IdentityLookup, JwksFetch
 from callward.edge.directory import SqliteDirectory
 from callward.errors import AuthError
 
-__all__ = ["EdgeBearer", "JwksFetcher", "install_bearer", "policy_from_config"]
+__all__ = ["EdgeBearer", "JwksFetcher", "get_jwks", "install_bearer", "policy_from_config"]
 
 
 def policy_from_config(cfg: object) -> BearerPolicy | None:
@@ -34,6 +34,17 @@ def policy_from_config(cfg: object) -> BearerPolicy | None:
         jwks_refetch=float(getattr(cfg, "jwks_refetch", 5.0)),
         jwks_max_age=float(getattr(cfg, "jwks_max_age", 3600.0)),
     )
+
+
+async def get_jwks(http: httpx.AsyncClient, uri: str) -> bytes:
+    """The JWKS document at ``uri`` (one GET); AuthError when it cannot be had."""
+    try:
+        resp = await http.get(uri)
+    except httpx.HTTPError as exc:
+        raise AuthError(f"JWKS unreachable: {type(exc).__name__}") from None
+    if resp.status_code != 200:
+        raise AuthError(f"JWKS endpoint answered {resp.status_code}")
+    return resp.content
 
 
 class JwksFetcher:
@@ -58,13 +69,10 @@ class JwksFetcher:
         cache.fetch_started(self._clock())
         self.fetches += 1
         try:
-            resp = await self._http.get(self.verifier.policy.jwks_uri)
-            if resp.status_code != 200:
-                raise AuthError(f"JWKS endpoint answered {resp.status_code}")
-            cache.install(resp.content, self._clock())
-        except httpx.HTTPError as exc:
+            cache.install(await get_jwks(self._http, self.verifier.policy.jwks_uri), self._clock())
+        except AuthError:
             cache.fetch_failed(self._clock())
-            raise AuthError(f"JWKS unreachable: {type(exc).__name__}") from None
+            raise
 
     async def verify(self, token: str) -> BearerClaims:
         """Verify, fetching the JWKS once when the verifier needs it. AuthError when the token
@@ -101,12 +109,9 @@ class EdgeBearer:
 
     async def _get(self, query: JwksFetch) -> object:
         try:
-            resp = await self._http.get(query.uri)
-        except httpx.HTTPError as exc:
-            return AuthError(f"JWKS unreachable: {type(exc).__name__}")
-        if resp.status_code != 200:
-            return AuthError(f"JWKS endpoint answered {resp.status_code}")
-        return resp.content
+            return await get_jwks(self._http, query.uri)
+        except AuthError as exc:
+            return exc  # an exception as the answer fails the question (edge.pending)
 
     def lookup(self, query: object) -> object:
         assert isinstance(query, IdentityLookup)
