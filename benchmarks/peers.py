@@ -222,6 +222,18 @@ async def run_sipp_async(cmd: Sequence[str], work: Path, timeout: float) -> tupl
 # ---------------------------------------------------------------- Kamailio
 
 
+def _kamailio_pid(res: subprocess.CompletedProcess[str], pidfile: Path) -> int:
+    """The PID a daemonizing Kamailio wrote (it forks: the pidfile is the only handle)."""
+    if res.returncode != 0:
+        raise RuntimeError(f"kamailio did not start: {res.stderr[-500:]}")
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("kamailio wrote no pidfile")
+        time.sleep(0.1)
+    return int(pidfile.read_text().strip())
+
+
 @contextlib.contextmanager
 def kamailio_proxy(
     work: Path,
@@ -241,14 +253,7 @@ def kamailio_proxy(
          "-A", f'UAS_ADDR="sip:127.0.0.1:{uas}"', "-w", str(work)],
         cwd=work, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    if res.returncode != 0:
-        raise RuntimeError(f"kamailio did not start: {res.stderr[-500:]}")
-    deadline = time.monotonic() + 10
-    while not (pidfile.exists() and pidfile.read_text().strip()):
-        if time.monotonic() > deadline:
-            raise RuntimeError("kamailio wrote no pidfile")
-        time.sleep(0.1)
-    pid = int(pidfile.read_text().strip())
+    pid = _kamailio_pid(res, pidfile)
     time.sleep(settle)
     try:
         yield pid
@@ -272,14 +277,7 @@ def kamailio_media_proxy(
     if flags is not None:
         cmd += ["-A", f'RTP_FLAGS="{flags}"']
     res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=30)
-    if res.returncode != 0:
-        raise RuntimeError(f"kamailio did not start: {res.stderr[-500:]}")
-    deadline = time.monotonic() + 10
-    while not (pidfile.exists() and pidfile.read_text().strip()):
-        if time.monotonic() > deadline:
-            raise RuntimeError("kamailio wrote no pidfile")
-        time.sleep(0.1)
-    pid = int(pidfile.read_text().strip())
+    pid = _kamailio_pid(res, pidfile)
     try:
         yield pid
     finally:
@@ -292,22 +290,12 @@ def callward_relay(
 ) -> Iterator[subprocess.Popen]:
     """``callward relay --ng 127.0.0.1:ng`` with its data under ``work/var`` and media ports in
     ``ports``, once it says it is listening; stopped with SIGTERM (CDRs are flushed)."""
-    log = work / f"relay-{ng}.log"
     full = {**os.environ, "CALLWARD_STORAGE__DATA_DIR": str(work / "var"),
             "CALLWARD_MEDIA__RTP_PORT_MIN": str(ports[0]),
             "CALLWARD_MEDIA__RTP_PORT_MAX": str(ports[1]), **(env or {})}  # fmt: skip
-    with log.open("w") as fh:
-        cmd = [*CALLWARD_CLI, "relay", "--ng", f"127.0.0.1:{ng}"]
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=work, env=full)
-    try:
-        deadline = time.monotonic() + 20
-        while "ng on" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"relay did not start: {log.read_text()[-500:]}")
-            time.sleep(0.1)
+    cmd = [*CALLWARD_CLI, "relay", "--ng", f"127.0.0.1:{ng}"]
+    with _started(cmd, work, work / f"relay-{ng}.log", "ng on", env=full) as proc:
         yield proc
-    finally:
-        stop(proc)
 
 
 def sipp_pcap_dir(work: Path) -> Path:
@@ -388,19 +376,27 @@ def callward_edge(
 ) -> Iterator[subprocess.Popen]:
     """``callward edge ARGS`` (plus ``--config`` written from ``config``) as our child, once its
     log says it is listening; its output goes to a log file in ``work``."""
-    log = work / f"edge-{time.monotonic_ns()}.log"
     cmd = [*prefix, *CALLWARD_CLI, "edge", *args]
     if config is not None:
         cfg = work / "callward.yaml"
         cfg.write_text(config)
         cmd += ["--config", str(cfg)]
+    with _started(cmd, work, work / f"edge-{time.monotonic_ns()}.log", "listening on") as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def _started(
+    cmd: Sequence[str], work: Path, log: Path, ready: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """A callward command as our child, once its log (``log``) says ``ready``; SIGTERM after."""
     with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=work, env=env)
     try:
         deadline = time.monotonic() + 20
-        while "listening on" not in log.read_text():
+        while ready not in log.read_text():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"edge did not start: {log.read_text()[-500:]}")
+                raise RuntimeError(f"{cmd[-1]} did not start: {log.read_text()[-500:]}")
             time.sleep(0.1)
         yield proc
     finally:

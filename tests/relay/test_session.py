@@ -149,7 +149,7 @@ async def test_stats_events_and_rtp_timeout(make_phone) -> None:  # type: ignore
     final = [e for e in events if isinstance(e, MediaStats) and e.leg == "a"][-1]
     # probation (RFC 3550 A.1) does not count the first packet: 44 counted, 49 expected
     assert final.packets == 45 and final.lost == 5 and final.ssrc == 0x1111
-    assert final.codec == "PT0" and final.bytes_received == 45 * (12 + 160 + 10)
+    assert final.codec == "PCMU" and final.bytes_received == 45 * (12 + 160 + 10)
     b_stats = [e for e in events if isinstance(e, MediaStats) and e.leg == "b"][-1]
     assert b_stats.bytes_sent == 45 * (12 + 160)  # plain toward the trusted leg
     await relay.close_all()

@@ -41,6 +41,7 @@ from callward.events import CallEnded, MediaStats
 from callward.relay.leg import LegConfig, LegCounters
 from callward.relay.taps import MediaTap
 from callward.rtp.packet import is_rtcp
+from callward.rtp.rtcp import ReceiverReport, SenderReport, ntp_middle32, parse_rtcp
 from callward.rtp.srtp import SrtpContext, SrtpError, SrtpKeying
 
 __all__ = ["LegStats", "MediaCore", "MosEstimator", "Output", "emodel_mos"]
@@ -203,6 +204,11 @@ class MediaCore:
         #: (consent, warrant); never decided here
         self.taps: list[MediaTap] = []
         self.tap_errors = 0
+        #: ``on_report(leg, fraction_lost)``: a reception report from leg's peer about what
+        #: we send it (Opus rate control listens here)
+        self.on_report: Callable[[int, int], None] | None = None
+        self.sent_at: list[float | None] = [None, None]  # when RTP last went out to each leg
+        self.last_rtp: list[bytes | None] = [None, None]  # its seq, timestamp, SSRC octets
 
     # -- control (from signalling) ---------------------------------------------------------
     def rekey(self, leg: int, rx: SrtpKeying | None, tx: SrtpKeying | None) -> None:
@@ -270,6 +276,7 @@ class MediaCore:
         counters.bytes_in += len(data)
         if rtcp:
             counters.rtcp_in += 1
+            self._note_rtcp(leg, plain, now)
         else:
             counters.note_rtp(plain, now, src.config.clock_rate)
         if self.taps:
@@ -289,11 +296,40 @@ class MediaCore:
                 counters.malformed += 1
                 return
             for pkt in outs:
-                self._forward(j, pkt, rtcp=False)
+                self._forward(j, pkt, now, rtcp=False)
             return
-        self._forward(j, plain, rtcp=rtcp)
+        self._forward(j, plain, now, rtcp=rtcp)
 
-    def _forward(self, j: int, plain: bytes, *, rtcp: bool) -> None:
+    def send_plain(self, j: int, plain: bytes, now: float) -> None:
+        """Queue a plain RTP packet of our own (an injected DTMF event) toward leg ``j``."""
+        self._forward(j, plain, now, rtcp=False)
+
+    def _note_rtcp(self, i: int, plain: bytes, now: float) -> None:
+        """Per-leg RTT without clock sync (RFC 3550 §6.4.1 applied at the relay): remember
+        when each SR passed through; when the far peer's report block echoes that SR's LSR,
+        RTT(relay <-> that peer) = (now - time the SR passed) - DLSR."""
+        try:
+            packets = parse_rtcp(plain)
+        except MediaError:
+            return
+        mine, other = self.counters[i], self.counters[1 - i]
+        for pkt in packets:
+            if isinstance(pkt, SenderReport):
+                if len(mine.sr_seen) >= 64:  # bounded
+                    mine.sr_seen.pop(next(iter(mine.sr_seen)))
+                mine.sr_seen[(pkt.ssrc, ntp_middle32(pkt.ntp_timestamp))] = now
+            if isinstance(pkt, SenderReport | ReceiverReport):
+                for block in pkt.reports:
+                    passed = other.sr_seen.get((block.ssrc, block.lsr))
+                    if block.lsr and passed is not None:
+                        rtt = (now - passed) - block.dlsr / 65536.0
+                        if rtt >= 0:
+                            mine.rtt_ms = rtt * 1000.0
+                if pkt.reports and self.on_report is not None:
+                    # the peer of leg i reports what it loses of the stream we send it
+                    self.on_report(i, pkt.reports[0].fraction_lost)
+
+    def _forward(self, j: int, plain: bytes, now: float, *, rtcp: bool) -> None:
         dst = self.legs[j]
         separate = rtcp and not dst.config.rtcp_mux
         dest = dst.rtcp_destination if separate else dst.destination
@@ -308,6 +344,9 @@ class MediaCore:
                 self.counters[1 - j].malformed += 1
                 return
         self._out.append(Output(j, separate, out, dest))
+        if not rtcp:
+            self.sent_at[j] = now
+            self.last_rtp[j] = plain[2:12]
         oc = self.counters[j]
         oc.packets_out += 1
         oc.bytes_out += len(out)

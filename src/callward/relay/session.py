@@ -1,6 +1,8 @@
-"""The asyncio media relay: anchors the RTP/RTCP of a call between two legs.
+"""The asyncio media relay for one call whose legs are configured directly (``callward relay``
+without ``--ng``, lab set-ups, the DTMF/rate-control features): sockets and a watchdog around
+the same I/O-free packet path as the ng daemon, :class:`~callward.relay.media_core.MediaCore`.
 
-Per packet, in :meth:`RelaySession._on_datagram`:
+Per packet (in the core):
 
 1. demultiplex RTP/RTCP on the one port (rtcp-mux, RFC 5761 §4);
 2. on an SRTP leg, authenticate and decrypt with that leg's inbound context; failures are
@@ -48,15 +50,14 @@ from callward.relay.dtmf_path import DtmfDirection
 from callward.relay.leg import (
     DSCP_EF,
     LegConfig,
-    LegCounters,
     open_media_pair,
     open_media_socket,
 )
+from callward.relay.media_core import MediaCore
 from callward.relay.session_features import DtmfAndRateMixin
 from callward.relay.taps import MediaTap
-from callward.rtp.packet import is_rtcp, parse_rtp
-from callward.rtp.rtcp import ReceiverReport, SenderReport, ntp_middle32, parse_rtcp
-from callward.rtp.srtp import SrtpContext, SrtpError, SrtpKeying
+from callward.rtp.packet import parse_rtp
+from callward.rtp.srtp import SrtpKeying
 
 __all__ = ["MediaRelay", "RelaySession"]
 
@@ -79,32 +80,12 @@ class _LegProtocol(asyncio.DatagramProtocol):
 
 
 @dataclass
-class _Leg:
-    config: LegConfig
+class _Sockets:
+    """A leg's asyncio transports (RTP, and RTCP on port + 1 without rtcp-mux)."""
+
     transport: asyncio.DatagramTransport | None = None
     sock: socket.socket | None = None
-    rx: SrtpContext | None = None
-    tx: SrtpContext | None = None
-    latched: Address | None = None
-    latched_ssrc: int | None = None
-    # the separate RTCP socket of a leg without rtcp-mux
     rtcp_transport: asyncio.DatagramTransport | None = None
-    rtcp_latched: Address | None = None
-    rtcp_latched_ssrc: int | None = None
-
-    @property
-    def destination(self) -> Address | None:
-        return self.latched or self.config.remote
-
-    @property
-    def rtcp_destination(self) -> Address | None:
-        if self.config.rtcp_mux:
-            return self.destination
-        if self.rtcp_latched is not None:
-            return self.rtcp_latched
-        if self.config.remote_rtcp is None and self.latched is not None:
-            return self.latched[0], self.latched[1] + 1
-        return self.config.rtcp_destination
 
 
 class RelaySession(DtmfAndRateMixin):
@@ -129,8 +110,15 @@ class RelaySession(DtmfAndRateMixin):
     ) -> None:
         self.call_id = call_id
         self.port_range = port_range
-        self.legs = (_Leg(a), _Leg(b))
-        self.counters = (LegCounters(), LegCounters())
+        self._seq = seq or itertools.count(1).__next__
+        self.core = MediaCore(
+            call_id, a, b, 0.0, node=node, tenant=tenant, seq=self._seq,
+            rtp_timeout_s=rtp_timeout_s, hold_timeout_s=hold_timeout_s,
+            stats_interval_s=stats_interval_s,
+        )  # fmt: skip
+        self.legs = self.core.legs
+        self.counters = self.core.counters
+        self.sockets = (_Sockets(), _Sockets())
         self.bus = bus
         self.node = node
         self.tenant = tenant
@@ -138,37 +126,38 @@ class RelaySession(DtmfAndRateMixin):
         self.stats_interval_s = stats_interval_s
         self.dscp = dscp
         self.clock = clock
-        self._seq = seq or itertools.count(1).__next__
-        self.taps: list[MediaTap] = []
-        self.tap_errors = 0
+        self.taps: list[MediaTap] = self.core.taps
         self.ended = asyncio.Event()
         self.end_reason = ""
         self._watchdog: asyncio.Task[None] | None = None
         self._loop_time: Callable[[], float] = time.monotonic
         self.on_hold = False
         self.hold_timeout_s = hold_timeout_s
-        for leg in self.legs:
-            self._key(leg, leg.config.srtp_rx, leg.config.srtp_tx)
         #: called with (INFO leg name, digit, duration ms) when a digit must go out by SIP INFO
         self.on_dtmf: Callable[[str, str, float], None] | None = None
         self._dtmf: list[DtmfDirection | None] = [None, None]
-        self._sent_at: list[float | None] = [None, None]  # loop time of the last RTP sent
-        self._last_rtp: list[bytes | None] = [None, None]  # its seq, timestamp, SSRC octets
+        self._sent_at = self.core.sent_at  # loop time of the last RTP sent to each leg
+        self._last_rtp = self.core.last_rtp  # its seq, timestamp, SSRC octets
         self._build_dtmf()
+        self.core.transform = [
+            functools.partial(self._convert, 0),
+            functools.partial(self._convert, 1),
+        ]
+        self.core.on_report = self._on_report
         self.rate: list[OpusRateController | None] = [
             OpusRateController() if leg.config.rate_control else None for leg in self.legs
         ]
         self._pending: set[asyncio.Task[None]] = set()
 
     # -- set-up ---------------------------------------------------------------------------
-    @staticmethod
-    def _key(leg: _Leg, rx: SrtpKeying | None, tx: SrtpKeying | None) -> None:
-        leg.rx = None if rx is None else SrtpContext(rx, inbound=True)
-        leg.tx = None if tx is None else SrtpContext(tx, inbound=False)
+    @property
+    def tap_errors(self) -> int:
+        return self.core.tap_errors
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop_time = loop.time
+        self.core.wall_offset = self.clock() - loop.time()
         for i, leg in enumerate(self.legs):
             cfg = leg.config
             rtcp_sock = None
@@ -186,20 +175,20 @@ class RelaySession(DtmfAndRateMixin):
             transport, _ = await loop.create_datagram_endpoint(
                 functools.partial(_LegProtocol, self, i), sock=sock
             )
-            leg.transport = transport
-            leg.sock = sock
+            socks = self.sockets[i]
+            socks.transport, socks.sock = transport, sock
             if rtcp_sock is not None:
                 rtcp_transport, _ = await loop.create_datagram_endpoint(
                     functools.partial(_LegProtocol, self, i, True), sock=rtcp_sock
                 )
-                leg.rtcp_transport = rtcp_transport
+                socks.rtcp_transport = rtcp_transport
         now = loop.time()
         for c in self.counters:
             c.last_rx = now
         self._watchdog = asyncio.create_task(self._watch())
 
     def local_address(self, leg: str) -> Address:
-        transport = self.legs[self._index(leg)].transport
+        transport = self.sockets[self._index(leg)].transport
         if transport is None:
             raise MediaError("relay session not started")
         host, port = transport.get_extra_info("sockname")[:2]
@@ -207,8 +196,9 @@ class RelaySession(DtmfAndRateMixin):
 
     def local_rtcp_address(self, leg: str) -> Address:
         """Where the leg receives RTCP: the RTP address with rtcp-mux, else the + 1 socket."""
-        target = self.legs[self._index(leg)]
-        transport = target.transport if target.config.rtcp_mux else target.rtcp_transport
+        i = self._index(leg)
+        socks = self.sockets[i]
+        transport = socks.transport if self.legs[i].config.rtcp_mux else socks.rtcp_transport
         if transport is None:
             raise MediaError("relay session not started")
         host, port = transport.get_extra_info("sockname")[:2]
@@ -216,7 +206,7 @@ class RelaySession(DtmfAndRateMixin):
 
     def socket(self, leg: str) -> socket.socket:
         """The leg's media socket (e.g. to read its DSCP back)."""
-        sock = self.legs[self._index(leg)].sock
+        sock = self.sockets[self._index(leg)].sock
         if sock is None:
             raise MediaError("relay session not started")
         return sock
@@ -226,7 +216,7 @@ class RelaySession(DtmfAndRateMixin):
 
     def rekey(self, leg: str, *, rx: SrtpKeying, tx: SrtpKeying) -> None:
         """New SDES keys for one leg (re-INVITE, RFC 4568 §7.1.4); the other leg is untouched."""
-        self._key(self.legs[self._index(leg)], rx, tx)
+        self.legs[self._index(leg)].key(rx, tx)
 
     def set_hold(self, on_hold: bool) -> None:
         """Signalling put the call on hold (a=sendonly/inactive, RFC 3264 §8.4): silence is
@@ -238,160 +228,40 @@ class RelaySession(DtmfAndRateMixin):
 
     def _send_plain(self, j: int, plain: bytes) -> None:
         """Protect for leg ``j`` and send to its peer (RTP only)."""
-        target = self.legs[j]
-        dest, transport = target.destination, target.transport
-        oc = self.counters[j]
-        if dest is None or transport is None:
-            self.counters[1 - j].no_destination += 1
-            return
-        out = plain
-        if target.tx is not None:
-            try:
-                out = target.tx.protect(plain)
-            except MediaError:
-                self.counters[1 - j].malformed += 1
-                return
-        transport.sendto(out, dest)
-        self._sent_at[j] = self._loop_time()
-        oc.packets_out += 1
-        oc.bytes_out += len(out)
+        self.core.send_plain(j, plain, self._loop_time())
+        self._flush()
 
     def update_remote(self, leg: str, remote: Address) -> None:
         """A re-INVITE moved the peer (handover): forget the latch, use the new SDP address."""
-        target = self.legs[self._index(leg)]
-        target.latched = None
-        target.latched_ssrc = None
-        target.config = dataclasses.replace(target.config, remote=remote)
+        i = self._index(leg)
+        self.core.update_leg(i, dataclasses.replace(self.legs[i].config, remote=remote))
 
     # -- data path --------------------------------------------------------------------------
     def _on_datagram(
         self, i: int, data: bytes, addr: Address, *, via_rtcp_port: bool = False
     ) -> None:
-        leg, other = self.legs[i], self.legs[1 - i]
-        counters = self.counters[i]
-        rtcp = via_rtcp_port or is_rtcp(data)
-        if len(data) < (8 if rtcp else 12) or data[0] >> 6 != 2:
-            counters.malformed += 1  # STUN keep-alives and junk land here
-            return
-        plain = data
-        if leg.rx is not None:
-            try:
-                plain = leg.rx.unprotect_rtcp(data) if rtcp else leg.rx.unprotect(data)
-            except SrtpError as exc:
-                if exc.reason == "auth":
-                    counters.auth_failures += 1
-                elif exc.reason == "replay":
-                    counters.replays += 1
-                else:
-                    counters.malformed += 1
-                return
-            except MediaError:
-                counters.malformed += 1
-                return
-        ssrc = int.from_bytes(plain[4:8] if rtcp else plain[8:12], "big")
-        if via_rtcp_port:
-            if leg.rtcp_latched != addr:
-                if not self._may_latch_rtcp(leg, addr, ssrc, verified=leg.rx is not None):
-                    counters.foreign += 1
-                    return
-                leg.rtcp_latched = addr
-                leg.rtcp_latched_ssrc = ssrc
-        elif leg.latched != addr:
-            if not self._may_latch(leg, addr, ssrc, verified=leg.rx is not None):
-                counters.foreign += 1
-                return
-            leg.latched = addr
-            leg.latched_ssrc = ssrc
-        loop_now = self._loop_time()
-        counters.last_rx = loop_now
-        counters.packets_in += 1
-        counters.bytes_in += len(data)
-        if rtcp:
-            counters.rtcp_in += 1
-            self._note_rtcp(i, plain, loop_now)
-        else:
-            counters.note_rtp(plain, loop_now, leg.config.clock_rate)
-        if self.taps:
-            now = self.clock()
-            for tap in self.taps:
-                try:
-                    tap.on_packet(self.call_id, leg.config.name, plain, rtcp=rtcp, now=now)
-                except Exception:  # a tap must never break media
-                    self.tap_errors += 1
-        conv = None if rtcp else self._dtmf[i]
-        if conv is not None:
-            try:
-                outs = conv.process(parse_rtp(plain))
-            except MediaError:
-                counters.malformed += 1
-                return
-            for pkt in outs:
-                self._send_plain(1 - i, bytes(pkt))
-            return
-        if rtcp and not other.config.rtcp_mux:
-            dest, out_transport = other.rtcp_destination, other.rtcp_transport
-        else:
-            dest, out_transport = other.destination, other.transport
-        if dest is None or out_transport is None:
-            counters.no_destination += 1
-            return
-        out = plain
-        if other.tx is not None:
-            try:
-                out = other.tx.protect_rtcp(plain) if rtcp else other.tx.protect(plain)
-            except MediaError:
-                counters.malformed += 1
-                return
-        out_transport.sendto(out, dest)
-        if not rtcp:
-            self._sent_at[1 - i] = loop_now
-            self._last_rtp[1 - i] = plain[2:12]
-        oc = self.counters[1 - i]
-        oc.packets_out += 1
-        oc.bytes_out += len(out)
+        self.core.receive_datagram(i, data, addr, self._loop_time(), rtcp_socket=via_rtcp_port)
+        self._flush()
 
-    def _note_rtcp(self, i: int, plain: bytes, now: float) -> None:
-        """Per-leg RTT without clock sync (RFC 3550 §6.4.1 applied at the relay): remember
-        when each SR passed through; when the far peer's report block echoes that SR's LSR,
-        RTT(relay <-> that peer) = (now - time the SR passed) - DLSR."""
-        try:
-            packets = parse_rtcp(plain)
-        except MediaError:
-            return
-        mine, other = self.counters[i], self.counters[1 - i]
-        for pkt in packets:
-            if isinstance(pkt, SenderReport):
-                if len(mine.sr_seen) >= 64:  # bounded
-                    mine.sr_seen.pop(next(iter(mine.sr_seen)))
-                mine.sr_seen[(pkt.ssrc, ntp_middle32(pkt.ntp_timestamp))] = now
-            if isinstance(pkt, SenderReport | ReceiverReport):
-                for block in pkt.reports:
-                    passed = other.sr_seen.get((block.ssrc, block.lsr))
-                    if block.lsr and passed is not None:
-                        rtt = (now - passed) - block.dlsr / 65536.0
-                        if rtt >= 0:
-                            mine.rtt_ms = rtt * 1000.0
-                if pkt.reports and self.rate[i] is not None:
-                    # the peer of leg i reports what it loses of the stream we send it
-                    self._adapt(i, pkt.reports[0].fraction_lost)
+    def _flush(self) -> None:
+        for out in self.core.datagrams_to_send():
+            socks = self.sockets[out.leg]
+            transport = socks.rtcp_transport if out.rtcp_socket else socks.transport
+            if transport is None:
+                self.counters[1 - out.leg].no_destination += 1
+                continue
+            transport.sendto(out.data, out.dest)
 
-    @staticmethod
-    def _may_latch_rtcp(leg: _Leg, addr: Address, ssrc: int, *, verified: bool) -> bool:
-        # RTCP sockets follow the same rule as RTP: first packet, then only verified packets
-        # or the SSRC already followed may move the latch
-        if not leg.config.latch:
-            return addr == leg.config.rtcp_destination
-        return leg.rtcp_latched is None or verified or ssrc == leg.rtcp_latched_ssrc
+    def _convert(self, i: int, plain: bytes) -> list[bytes]:
+        """DTMF interworking between the legs' negotiated methods (relay.dtmf_path)."""
+        conv = self._dtmf[i]
+        if conv is None:
+            return [plain]
+        return [bytes(p) for p in conv.process(parse_rtp(plain))]
 
-    @staticmethod
-    def _may_latch(leg: _Leg, addr: Address, ssrc: int, *, verified: bool) -> bool:
-        if not leg.config.latch:  # fixed SDP address only
-            return leg.config.remote is not None and addr == leg.config.remote
-        if leg.latched is None:
-            return True
-        # moving an existing latch: only for authenticated packets, or on a trusted plain
-        # leg for the SSRC we already follow (NAT rebinding keeps the SSRC)
-        return verified or ssrc == leg.latched_ssrc
+    def _on_report(self, i: int, fraction_lost: int) -> None:
+        if self.rate[i] is not None:
+            self._adapt(i, fraction_lost)
 
     # -- watchdog, events ---------------------------------------------------------------------
     async def _watch(self) -> None:
@@ -413,29 +283,7 @@ class RelaySession(DtmfAndRateMixin):
             pass
 
     def stats_events(self) -> list[MediaStats]:
-        events = []
-        for leg, c in zip(self.legs, self.counters, strict=True):
-            st = c.main_stats()
-            snap = None if st is None else st.snapshot()
-            events.append(
-                MediaStats(
-                    ts=self.clock(),
-                    node=self.node,
-                    seq=self._seq(),
-                    tenant=self.tenant,
-                    call_id=self.call_id,
-                    leg=leg.config.name,
-                    ssrc=0 if snap is None else snap.ssrc,
-                    codec="" if c.payload_type is None else f"PT{c.payload_type}",
-                    packets=c.packets_in - c.rtcp_in,
-                    lost=0 if snap is None else snap.cumulative_lost,
-                    jitter_ms=0.0 if snap is None else round(snap.jitter_ms, 3),
-                    rtt_ms=None if c.rtt_ms is None else round(c.rtt_ms, 3),
-                    bytes_sent=c.bytes_out,
-                    bytes_received=c.bytes_in,
-                )
-            )
-        return events
+        return self.core.stats_events(self._loop_time())
 
     async def publish_stats(self) -> None:
         if self.bus is None:
@@ -465,16 +313,16 @@ class RelaySession(DtmfAndRateMixin):
         self._close_transports()
 
     def _close_transports(self) -> None:
-        for leg in self.legs:
-            if leg.transport is not None:
-                leg.transport.close()
-            if leg.rtcp_transport is not None:
-                leg.rtcp_transport.close()
+        for socks in self.sockets:
+            if socks.transport is not None:
+                socks.transport.close()
+            if socks.rtcp_transport is not None:
+                socks.rtcp_transport.close()
         for tap in self.taps:
             try:
                 tap.on_close(self.call_id)
             except Exception:
-                self.tap_errors += 1
+                self.core.tap_errors += 1
 
     async def close(self, reason: str = "bye") -> None:
         """End the call from signalling (BYE/CANCEL): final stats + CallEnded, free ports."""

@@ -28,7 +28,7 @@ from callward.relay.leg import LegCounters
 from callward.rtp.dtmf import TelephoneEvent
 
 if TYPE_CHECKING:
-    from callward.relay.session import _Leg
+    from callward.relay.media_core import CoreLeg
 
 __all__ = ["DtmfAndRateMixin"]
 
@@ -39,7 +39,7 @@ class DtmfAndRateMixin:
     node: str
     tenant: str
     bus: EventBus | None
-    legs: tuple[_Leg, _Leg]
+    legs: tuple[CoreLeg, CoreLeg]
     counters: tuple[LegCounters, LegCounters]
     clock: Callable[[], float]
     _seq: Callable[[], int]
