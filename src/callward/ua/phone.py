@@ -139,6 +139,10 @@ class Phone:
         self.registration: RegistrationAgent | None = None  # the registration manager's adapter
         # RFC 4028 session interval we ask for / accept (None: only when the peer asks).
         self.session_expires: int | None = None
+        self.mtu: int | None = None  # path MTU, configured or probed (None: unknown)
+        self.mtu_refused = 0  # datagrams not sent because they exceeded the MTU
+        self._side_tcp: Transport | None = None
+        self._tcp_keys: set[TransactionKey] = set()
         self.min_se = MIN_SE  # smallest interval we accept (RFC 4028 §5)
         self._transport_kw: dict[str, Any] = {}  # limits / TLS contexts, reused by rebind()
         self._session_id = secrets.randbelow(2**31)
@@ -442,12 +446,67 @@ class Phone:
         """Run one client transaction and return its final response (408/503 synthesized on
         timeout or transport failure, §8.1.3.1)."""
         fut: asyncio.Future[Response] = self._loop.create_future()
-        tx = self.layer.send_request(
-            req, self.now(), reliable=self.transport.reliable, peer=(dest, None)
-        )
+        reliable = self.transport.reliable
+        side = False
+        if not reliable and len(bytes(req)) > self.udp_request_limit:
+            # §18.1.1: a request within 200 bytes of the path MTU (or above 1300 bytes when
+            # the MTU is unknown) goes over TCP, so no IP fragment or oversize datagram leaves.
+            tcp = await self._tcp_side()
+            via = f"SIP/2.0/TCP {self.local.host}:{tcp.local_addr[1]};branch={new_branch()};rport"
+            req = req.replace(headers=req.headers.set("Via", via))
+            reliable = side = True
+        tx = self.layer.send_request(req, self.now(), reliable=reliable, peer=(dest, None))
+        if side:
+            self._tcp_keys.add(tx.key)
         self._pending[tx.key] = _Pending(fut, on_provisional)
         self._pump()
-        return await fut
+        try:
+            return await fut
+        finally:
+            self._tcp_keys.discard(tx.key)
+
+    @property
+    def udp_request_limit(self) -> int:
+        """Largest request sent over UDP (RFC 3261 §18.1.1): MTU - 200, or 1300 if unknown."""
+        return self.mtu - 200 if self.mtu else 1300
+
+    async def _tcp_side(self) -> Transport:
+        """A TCP transport beside our UDP one, for requests too large for a datagram (on our
+        UDP port number when free, so the Via names where we listen)."""
+        if self._side_tcp is None:
+            host, port = self.transport.local_addr
+            try:
+                tcp = await open_transport(f"tcp:{host}:{port}", self._on_side_message)
+            except TransportError:
+                tcp = await open_transport(f"tcp:{host}:0", self._on_side_message)
+            for tap in self.transport._taps:
+                tcp.add_tap(tap)
+            self._side_tcp = tcp
+        return self._side_tcp
+
+    def _on_side_message(
+        self, msg: Request | Response, source: Address, _name: str, cid: str | None
+    ) -> None:
+        try:
+            self.layer.receive(msg, self.now(), reliable=True, peer=(source, cid))
+        except SipParseError:
+            return
+        self._pump()
+
+    async def _send_side(self, data: bytes, addr: Address, key: TransactionKey) -> None:
+        try:
+            assert self._side_tcp is not None
+            await self._side_tcp.send(data, addr)
+        except TransportError:
+            self.layer.transport_error(key, self.now())
+            self._pump()
+
+    def _oversize(self, data: bytes) -> bool:
+        """Never emit a UDP datagram above the path MTU (IP + UDP headers included)."""
+        if self.transport.reliable or self.mtu is None or len(data) + 48 <= self.mtu:
+            return False
+        self.mtu_refused += 1
+        return True
 
     async def close(self) -> None:
         for call in list(self.calls.values()):
@@ -460,6 +519,8 @@ class Phone:
             self._timer.cancel()
         for task in [*self._tasks, *([self._sender] if self._sender else [])]:
             task.cancel()
+        if self._side_tcp is not None:
+            await self._side_tcp.close()
         await self.transport.close()
 
     # ------------------------------------------------------------------ adapter plumbing
@@ -483,7 +544,11 @@ class Phone:
             while True:
                 out = self.layer.datagrams_to_send()
                 for t in out:
-                    if not self._send_now(t.data, t.peer):
+                    if t.key is not None and t.key in self._tcp_keys:
+                        self._spawn(self._send_side(t.data, t.peer[0], t.key))
+                    elif self._oversize(t.data):
+                        continue  # dropped: a request fails by its timer, never fragments
+                    elif not self._send_now(t.data, t.peer):
                         self._outq.put_nowait((t.data, t.peer, t.key))
                 ev = self.layer.next_event()
                 if ev is None and not out:
