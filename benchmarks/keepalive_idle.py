@@ -48,7 +48,7 @@ class _Registrar(asyncio.DatagramProtocol):
             msg = parse_message(data)
             reply = None
             if isinstance(msg, Request):
-                extra = [("Contact", msg.headers.get("Contact") or "")]
+                extra = [("Contact", msg.headers.get("Contact") or ""), ("Require", "outbound")]
                 reply = bytes(make_response(msg, 200, extra=extra))
         if reply:
             self.transport.sendto(reply, addr)  # type: ignore[attr-defined]
@@ -119,7 +119,13 @@ async def _run(transport: str, seconds: float, work: Path) -> dict[str, object]:
             transport, initial_interval=interval, min_interval=1.0, learn=False
         )
         agent = await RegistrationAgent.start(
-            phone, [registrar], domain=REALM, expires=3600, keepalive=policy, ka_timeout=1.0
+            phone,
+            [registrar],
+            domain=REALM,
+            expires=3600,
+            keepalive=policy,
+            ka_timeout=1.0,
+            instance="urn:uuid:00000000-0000-4000-8000-000000001d1e",
         )
         await agent.wait_registered(5)
         await asyncio.sleep(seconds)

@@ -110,7 +110,7 @@ class RawRegistrar(asyncio.DatagramProtocol):
         if not isinstance(msg, Request) or msg.method != "REGISTER":
             return
         self.registers.append(msg)
-        extra = [("Contact", msg.headers.get("Contact") or "")]
+        extra = [("Contact", msg.headers.get("Contact") or ""), ("Require", "outbound")]
         if self.flow_timer is not None:
             extra.append(("Flow-Timer", str(self.flow_timer)))
         self.transport.sendto(bytes(make_response(msg, 200, extra=extra)), addr)
@@ -130,7 +130,7 @@ async def test_stun_keepalive_over_udp_and_idle_bytes_on_the_wire() -> None:
     )
     try:
         agent = await RegistrationAgent.start(
-            phone, [edge], domain=REALM, expires=300,
+            phone, [edge], domain=REALM, expires=300, instance=INSTANCE,
             keepalive=keepalive_policy("udp", min_interval=1.0), ka_timeout=1.0,
         )  # fmt: skip
         await agent.wait_registered(5)
@@ -154,6 +154,29 @@ async def test_stun_keepalive_over_udp_and_idle_bytes_on_the_wire() -> None:
     # close() unregistered: the last REGISTER carries Expires: 0.
     assert registrar.registers[-1].headers.get("Expires") == "0"
     transport.close()
+
+
+async def test_no_keepalives_without_outbound() -> None:
+    """RFC 5626 §4.4: a registrar that did not accept outbound gets no keep-alives (it may
+    not answer STUN on its SIP port, and a missing answer would look like a dead flow)."""
+    loop = asyncio.get_running_loop()
+    registrar = RawRegistrar(flow_timer=1)
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: registrar, local_addr=("127.0.0.1", 0), family=socket.AF_INET
+    )
+    edge = transport.get_extra_info("sockname")[:2]
+    phone = await Phone.start("erin", transport="udp")
+    try:
+        agent = await RegistrationAgent.start(
+            phone, [edge], domain=REALM, expires=300,
+            keepalive=keepalive_policy("udp", min_interval=1.0), ka_timeout=1.0,
+        )  # fmt: skip
+        await agent.wait_registered(5)
+        await asyncio.sleep(1.5)
+        assert agent.keepalives_sent == 0 and registrar.stun_in == 0
+    finally:
+        await phone.close()
+        transport.close()
 
 
 async def test_binding_change_seen_by_stun_reregisters() -> None:
@@ -181,7 +204,7 @@ async def test_binding_change_seen_by_stun_reregisters() -> None:
     phone = await Phone.start("dave", transport="udp")
     try:
         agent = await RegistrationAgent.start(
-            phone, [edge], domain=REALM, expires=300,
+            phone, [edge], domain=REALM, expires=300, instance=INSTANCE,
             keepalive=keepalive_policy("udp", min_interval=1.0), ka_timeout=1.0,
         )  # fmt: skip
         await agent.wait_registered(5)

@@ -366,7 +366,9 @@ class RegistrationManager:
         r = self.retry
         flow.deadline = now + granted * self.rng.uniform(r.refresh_low, r.refresh_high)
         self._fire(flow, FlowInput.OK)
-        if self.keepalive is not None:
+        # RFC 5626 §4.4: keep-alives only on an outbound flow the registrar accepted
+        # (``Require: outbound`` in its 2xx); a plain registrar may not answer them at all.
+        if self.keepalive is not None and self.instance is not None and _outbound(resp):
             if flow.sizer is None:
                 flow.sizer = KeepAliveSizer(self.keepalive)
             flow_timer = _int_header(resp, "Flow-Timer")  # RFC 5626 §5.4
@@ -494,6 +496,14 @@ class RegistrationManager:
                 flow.ka_deadline = None
                 if flow.state is FlowState.REGISTERED and self.keepalive is not None:
                     self._events.append(KeepAliveDue(flow.index, self.keepalive.method))
+
+
+def _outbound(resp: Response) -> bool:
+    return any(
+        t.strip().lower() == "outbound"
+        for v in resp.headers.get_lines("Require")
+        for t in v.split(",")
+    )
 
 
 def _int_header(resp: Response, name: str) -> int | None:
