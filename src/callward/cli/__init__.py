@@ -61,6 +61,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "callward.cli.edge",
         "SIP edge: proxy + registrar (RFC 3261 §10, §16).",
     ),
+    "identity": (
+        "callward.cli.identity",
+        "Subscriber directory: OAuth subject <-> SIP AOR <-> MSISDN.",
+    ),
     "mos": (
         "callward.cli.quality",
         "ITU-T G.107 E-model: R and MOS for a codec, loss, delay and burstiness.",
