@@ -183,6 +183,7 @@ class PrivacyConfig(_Section):
     recording_jurisdiction: str = Field("GDPR", description="consent rule for recordings")
     tenant_recording_jurisdictions: dict[str, str] = Field(default_factory=dict)
     li_mediation: str | None = Field(None, description="HOST:PORT of the LI mediation (X2/X3)")
+    deployment: Path | None = Field(None, description="deployment YAML for dataflow/DPIA views")
 
 
 class RetentionConfig(_Section):

@@ -129,7 +129,7 @@ def create_app(
     metrics: WebMetrics | None = None,
 ) -> FastAPI:
     """The web app over an opened :class:`~callward.records.service.Records`."""
-    from callward.web.routes import api, captures, dashboard, phone
+    from callward.web.routes import api, captures, dashboard, governance, phone
 
     state = WebState(
         config=config,
@@ -172,6 +172,7 @@ def create_app(
     app.include_router(captures.router)
     if app.state.phone is not None:  # the phone API exists only with an OAuth issuer
         app.include_router(phone.router)
+    app.include_router(governance.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 

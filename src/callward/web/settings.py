@@ -31,6 +31,8 @@ __all__ = ["ANONYMOUS", "Principal", "Role", "WebSettings", "load_web_settings"]
 class Role(StrEnum):
     VIEWER = "viewer"  # pseudonyms only
     INVESTIGATOR = "investigator"  # may reveal identifiers of one record, with reason + ticket
+    DPO = "dpo"  # governance views: holds, consent counts, data flow, DPIA/DPA, audit status
+    LI_OFFICER = "li-officer"  # lawful-interception views (warrants, LI trail); nobody else
 
 
 class Principal(BaseModel):
