@@ -185,3 +185,25 @@ def test_overload_sheds_new_invites_but_not_dialogs_or_registers(h) -> None:
     out = net.send(h.build("INVITE", "sip:bob@callward.local", call_id="o3"))
     assert h.requests(out, "INVITE")
     assert core.overload.shed == 1
+
+
+def test_overload_lag_sheds_a_share_growing_with_the_lag(h) -> None:
+    core, _, _ = h.make_core(routes=ROUTE, max_backlog=0.2)
+    net = h.Net(core)
+
+    def shed_share(lag: float, n: int = 40) -> float:
+        core.overload.lag = lag
+        shed = 0
+        for i in range(n):
+            net.now += 0.05  # 20 calls/s: well inside the security area's per-source buckets
+            out = net.send(h.build("INVITE", "sip:bob@callward.local", call_id=f"l{lag}-{i}"))
+            shed += any(r.status == 503 for r in h.responses(out))
+            # the callee answers at once: the calls in setup stay far below capacity
+            for _, inv in h.requests(out, "INVITE"):
+                net.send(h.reply(inv, 486), UAS)
+        return shed / n
+
+    assert shed_share(0.1) == 0.0
+    assert 0.4 <= shed_share(0.3) <= 0.6  # half-way between the limit and twice it
+    assert shed_share(0.5) == 1.0
+    assert shed_share(0.0) == 0.0  # back to normal as soon as the backlog is gone

@@ -72,6 +72,20 @@ class OverloadGuard:
         self.transactions = transactions
         self.lag = 0.0  # set by the adapter (seconds the event loop is behind)
         self.shed = 0
+        self._debt = 0.0
+
+    def _lagging(self, max_lag: float) -> bool:
+        """Shed a share of new INVITEs that grows with the lag: none at ``max_lag``, all at
+        twice it (deterministic: a running sum, no randomness), so that the edge keeps
+        answering what it can instead of oscillating between all and nothing."""
+        if self.lag <= max_lag:
+            self._debt = 0.0
+            return False
+        self._debt += min(1.0, (self.lag - max_lag) / max_lag)
+        if self._debt >= 1.0:
+            self._debt -= 1.0
+            return True
+        return False
 
     def admit(self, request: Request, peer: Peer, *, in_dialog: bool, now: float) -> Verdict:
         lim = self.limits
@@ -84,7 +98,7 @@ class OverloadGuard:
             return ACCEPT
         setup = self.setup_calls()
         if request.method == "INVITE":
-            if setup >= lim.capacity or self.lag > lim.max_lag:
+            if setup >= lim.capacity or self._lagging(lim.max_lag):
                 self.shed += 1
                 return Reject(503, "Overloaded", lim.retry_after, rule="overload")
             return ACCEPT
