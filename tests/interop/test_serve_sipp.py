@@ -102,7 +102,7 @@ def test_sipp_calls_with_rtp_through_serve_give_one_cdr_each(tmp_path: Path) -> 
                 capture, f"udp and (port {sip} or port {uas} or portrange {RANGE[0]}-{RANGE[1]})"
             ),
         ):
-            run = sipp_client_cmd(sip, calls=CALLS, rate=4, scenario=("-sn", "uac_pcap"),
+            run = sipp_client_cmd(sip, calls=CALLS, rate=int(os.environ.get("CALLWARD_SERVE_RATE", "4")), scenario=("-sn", "uac_pcap"),
                                   extra=["-mp", str(uac)])  # fmt: skip
             res = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=120)
             assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-1000:]
