@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -168,6 +169,15 @@ class Runtime:
         )  # fmt: skip
         consumer.recover()
         self.tasks.append(asyncio.create_task(consumer.run(self._stop)))
+
+    async def until_signalled(self) -> None:
+        """Run until SIGINT or SIGTERM (long-running commands: serve, edge, relay)."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
 
     def poll(self) -> None:
         """Write CDRs whose grace period passed (called periodically by long-running nodes)."""

@@ -8,9 +8,7 @@ Flags override the YAML ``edge`` section so tests and benchmarks need no config 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -160,13 +158,8 @@ async def _serve(cfg: Any, settings: Any, reload: Any) -> None:
     runtime = await open_runtime(cfg)
     try:
         node = await runtime.start_edge(settings=settings, reload=reload)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
         bound = ", ".join(str(p) for p in node.server.bound)
         typer.echo(f"callward edge {node.settings.node} listening on {bound}", err=True)
-        await stop.wait()
+        await runtime.until_signalled()
     finally:
         await runtime.close()

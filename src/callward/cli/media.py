@@ -230,11 +230,6 @@ async def _daemon(cfg: Any, ng: str | None, as_json: bool) -> None:
         typer.echo(
             f"callward relay {cfg.media.relay_node_id}: ng on {_fmt((host, port))}", err=True
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await runtime.until_signalled()
     finally:
         await runtime.close()

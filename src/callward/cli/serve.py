@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +96,7 @@ async def _serve(cfg: Any, web: tuple[str, int] | None, as_json: bool) -> None:
             + (f", web {bound['web']}" if "web" in bound else ""),
             err=True,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await runtime.until_signalled()
     finally:
         if web_server is not None:
             web_server.should_exit = True
