@@ -218,3 +218,25 @@ async def test_binding_change_seen_by_stun_reregisters() -> None:
     finally:
         await phone.close()
         transport.close()
+
+
+async def test_stun_keepalives_answered_by_a_real_edge_over_udp(tmp_path: Path) -> None:
+    """The edge answers STUN Binding on its SIP UDP port (RFC 5626 §4.4.2): keep-alives on an
+    outbound UDP flow come back with our mapped address and the flow stays up."""
+    edge, addr = await _edge(tmp_path, "udp")
+    bob = await Phone.start("bob", transport="udp", password="pw-bob")
+    try:
+        agent = await RegistrationAgent.start(
+            bob, [addr], domain=REALM, expires=300, instance=INSTANCE,
+            keepalive=keepalive_policy("udp", initial_interval=1.0, min_interval=1.0),
+            ka_timeout=1.0,
+        )  # fmt: skip
+        await agent.wait_registered(5)
+        await asyncio.sleep(2.6)
+        assert agent.keepalives_sent >= 2
+        assert agent.mapped[0] == bob.local_addr
+        sizer = agent.manager.flows[0].sizer
+        assert sizer is not None and sizer.lost == 0 and agent.registered() == [0]
+    finally:
+        await bob.close()
+        await edge.stop()

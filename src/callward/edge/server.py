@@ -31,6 +31,7 @@ from callward.edge.pending import Pending, Query
 from callward.edge.proxy import EdgeCore
 from callward.errors import ConfigError, TransportError
 from callward.events import Event, EventBus
+from callward.nat.stun import binding_success
 from callward.sip.message import Request, Response
 from callward.sip.peer import Peer
 from callward.sip.transport import (
@@ -140,6 +141,8 @@ class EdgeServer:
             t = await self._listen(p)
             t.on_data = self.receive
             t.on_connection_lost = self._lost
+            if isinstance(t, UdpTransport):
+                t.stun_responder = binding_success  # RFC 5626 §4.4.2 keep-alives
             t.on_reject = self.core.metrics.reject
             self.transports.setdefault(p.transport, []).append(t)
             self.bound.append(p)

@@ -242,6 +242,9 @@ class UdpTransport(Transport):
         super().__init__(on_message, limits)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # RFC 5626 §4.4.2: STUN keep-alives arrive on the SIP port. When set, a datagram whose
+        # first byte is 0..3 (RFC 7983) is offered here first; bytes returned are sent back.
+        self.stun_responder: Callable[[bytes, Address], bytes | None] | None = None
         self.emptied_at = 0.0
 
     @classmethod
@@ -306,7 +309,11 @@ class UdpTransport(Transport):
             if data.strip(b"\r\n") == b"":  # RFC 5626 §4.4.1 CRLF keep-alive: ignore
                 continue
             source = _addr(addr)
-            reply = self._receive(data, source, None)
+            if self.stun_responder is not None and data[0] < 4:
+                self._tap("in", data, source, None)
+                reply = self.stun_responder(data, source)
+            else:
+                reply = self._receive(data, source, None)
             if reply is not None:
                 self._tap("out", reply, source, None)
                 self._sendto(reply, addr)
