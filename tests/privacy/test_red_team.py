@@ -54,6 +54,21 @@ def test_logs_never_carry_identifiers() -> None:
         log.exception("routing failed")
     structlog.reset_defaults()
     _clean(out.getvalue(), "structlog")
+    # the standard logging module (web, libraries) goes through the same masking
+    import logging
+
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    std = logging.getLogger("redteam.std")
+    std.addHandler(handler)
+    std.setLevel(logging.INFO)
+    try:
+        std.info("lookup %s from %s (%s)", MSISDN, IP, f'"{NAME}" <sip:x@y>')
+        std.warning("imsi=%s imei %s national %s", IMSI, IMEI, NATIONAL)
+    finally:
+        std.removeHandler(handler)
+    assert "lookup" in buf.getvalue()
+    _clean(buf.getvalue(), "stdlib logging")
 
 
 def test_web_api_metrics_and_errors(make_client, records) -> None:

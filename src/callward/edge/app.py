@@ -40,7 +40,7 @@ log = structlog.get_logger("callward.edge")
 def configure_logging(*, json_logs: bool = True) -> None:
     """structlog JSON lines with the privacy layer's redaction processor in front of the
     renderer, so no URI, number or address reaches the log even if a call site passes one."""
-    from callward.privacy.redact import RedactProcessor
+    from callward.privacy.redact import RedactProcessor, install_stdlib_redaction
 
     renderer: Any = (
         structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
@@ -54,6 +54,7 @@ def configure_logging(*, json_logs: bool = True) -> None:
             renderer,
         ]
     )
+    install_stdlib_redaction()  # stdlib `logging` records (web, libraries) are masked too
 
 
 GC_FREEZE_SECONDS = 1.0

@@ -32,7 +32,7 @@ from typing import Any
 
 from callward.privacy.pseudonym import Pseudonymizer
 
-__all__ = ["PERSONAL_KEYS", "RedactProcessor", "redact_text"]
+__all__ = ["PERSONAL_KEYS", "RedactProcessor", "install_stdlib_redaction", "redact_text"]
 
 PERSONAL_KEYS: frozenset[str] = frozenset(
     {
@@ -213,3 +213,30 @@ class RedactProcessor:
         if isinstance(value, bytes | bytearray):
             return "[bytes]"
         return value
+
+
+_INSTALLED: list[bool] = []
+
+
+def install_stdlib_redaction(pseudo: Pseudonymizer | None = None) -> None:
+    """Redact records of the standard :mod:`logging` module too (libraries and modules that do
+    not use structlog): the record factory formats ``msg % args`` once and masks the result,
+    so every handler sees the redacted text. Idempotent."""
+    import logging
+
+    if _INSTALLED:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: keep the template only
+            message = str(record.msg)
+        record.msg = redact_text(message, pseudo)
+        record.args = None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _INSTALLED.append(True)
