@@ -209,9 +209,38 @@ def test_same_seed_same_losses_and_audit_chain_grows(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("--transport", "carrier-pigeon"), ("--loss", "150"), ("--seconds", "60")],
+    [
+        ("--transport", "carrier-pigeon"),
+        ("--loss", "150"),
+        ("--seconds", "90"),
+        ("--codec", "g729"),
+        ("--ptime", "30"),
+    ],
 )
 def test_demo_bad_input_is_exit_2_with_one_line(args: tuple[str, ...]) -> None:
     proc = run(*args)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "callward:" in proc.stderr
+
+
+def test_demo_opus_dtx_conversation_measured_on_the_wire(tmp_path: Path) -> None:
+    """`--codec opus --ptime 60 --dtx`: Opus is negotiated with the RFC 7587 parameters, the
+    phones talk in turns so DTX has silence to save, every packet is 90 B of CBR Opus at
+    12 kb/s, and the capture agrees with the planner (given the talk model's silences)."""
+    if shutil.which("dumpcap") is None:
+        pytest.skip("why: dumpcap (tshark) is needed to measure the wire")
+    report = run_json(tmp_path, "--codec", "opus", "--ptime", "60", "--dtx", "--bitrate",
+                      "12000", "--seconds", "10", "--loss", "1", "--jitter", "20")  # fmt: skip
+    media = report["media"]
+    assert media["codec"] == "opus/48000" and media["ptime_ms"] == 60 and media["dtx"]
+    usage = report["usage"]
+    assert usage["method"].startswith("dumpcap")
+    for p in usage["per_phone"]:
+        # 10 s at 60 ms is 166 slots; DTX leaves out a good part of the silent ones
+        assert 0 < p["packets"] < 166
+        assert abs(p["ratio"] - 1) <= 0.03, p
+        assert p["rtcp_packets"] >= 2  # SR/RR every ~4 s (RFC 3550 §6.2) and the BYE
+    for leg in report["legs"]:
+        assert leg["decoded"] >= leg["received"] > 0 and leg["rtcp_received"] >= 1
+    # both directions, SRTP + RTCP: far below G.711's 1.26 MB/min
+    assert usage["both_directions_with_rtcp_bytes_per_minute"] < 170_000

@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 
 from callward.ua.sdp_offer import (
     AudioEndpoint,
+    MediaPrefs,
     answer_sdp,
     audio_endpoint,
     negotiated_audio,
     offer_sdp,
+    voice_settings,
 )
 
 # Shaped like RFC 4566 §5 / RFC 3264 §10.1 examples: session c=, media c= override, video first.
@@ -107,3 +109,34 @@ def test_unusable_security_is_refused() -> None:
 def test_sdes_answer_never_crashes(tail: bytes) -> None:
     answer_sdp(SDES_OFFER + tail, "127.0.0.1", 1, 1)
     negotiated_audio(SDES_OFFER, SDES_OFFER + tail, we_offered=True)
+
+
+def test_opus_offer_answer_and_voice_settings() -> None:
+    """Opus with the RFC 7587 §6.1 receive parameters; what each side sends follows the
+    peer's: the lesser maxaveragebitrate, FEC when the peer can use it, DTX when accepted."""
+    alice = MediaPrefs(codecs=("opus", "pcmu"), ptime=60, bitrate=12000, fec=True, dtx=True)
+    bob = MediaPrefs(codecs=("opus", "pcmu"), ptime=20, bitrate=16000, fec=False, dtx=True)
+    offer = offer_sdp("127.0.0.1", 5004, 1, srtp=True, prefs=alice)
+    text = offer.decode()
+    assert "a=rtpmap:111 opus/48000/2" in text and "a=ptime:60" in text
+    assert "useinbandfec=1" in text and "usedtx=1" in text and "maxaveragebitrate=12000" in text
+    answer = answer_sdp(offer, "127.0.0.1", 6004, 2, require_srtp=True, prefs=bob)
+    assert answer is not None and b"useinbandfec=0" in answer
+    a = negotiated_audio(offer, answer, we_offered=True, prefs=alice)
+    b = negotiated_audio(answer, offer, we_offered=False, prefs=bob)
+    assert a is not None and b is not None and a.codec.name == b.codec.name == "opus"
+    sa, sb = voice_settings(a, alice), voice_settings(b, bob)
+    assert (sa.codec, sa.bitrate, sa.fec, sa.dtx, sa.ptime_ms) == ("opus", 12000, False, True, 60)
+    assert (sb.codec, sb.bitrate, sb.fec, sb.dtx, sb.ptime_ms) == ("opus", 12000, False, True, 60)
+
+
+def test_plain_g711_vad_offers_cn() -> None:
+    prefs = MediaPrefs(codecs=("pcma",), dtx=True)
+    offer = offer_sdp("127.0.0.1", 5004, 1, prefs=prefs)
+    assert b"m=audio 5004 RTP/AVP 8 13\r\n" in offer and b"a=rtcp-mux" in offer
+    answer = answer_sdp(offer, "127.0.0.1", 6004, 2, prefs=prefs)
+    assert answer is not None and b"RTP/AVP 8 13" in answer
+    stream = negotiated_audio(offer, answer, we_offered=True, prefs=prefs)
+    assert stream is not None and stream.rtcp_mux
+    s = voice_settings(stream, prefs)
+    assert (s.codec, s.dtx, s.cn_payload_type) == ("pcma", True, 13)

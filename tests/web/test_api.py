@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
 import sqlite3
 from collections.abc import Callable
@@ -231,9 +232,13 @@ def test_plan_matches_hand_arithmetic(client: TestClient) -> None:
     r = client.post("/api/v1/plan", json={"codec": "pcmu", "minutes": 10})
     assert r.status_code == 200
     body = r.json()
-    # G.711 20 ms: 160 B payload + RTP 12 + UDP 8 + IPv4 20 + SRTP tag 10 = 210 B, 50 pkt/s;
-    # RTCP 5 % of that (RFC 3550 §6.2)
-    per_s = 210 * 50 * 1.05
+    # G.711 20 ms: 160 B payload + RTP 12 + UDP 8 + IPv4 20 + SRTP tag 10 = 210 B, 50 pkt/s.
+    # RTCP (RFC 3550 §6.2, A.7): SR with one block (52 B) + SDES with a 16-character CNAME
+    # (28 B) + SRTCP index and tag (14 B) + IPv4/UDP (28 B) = 122 B every 5 s / (e - 1.5) on
+    # average, the first after half of that; RR + BYE (16 + 14 + 28 B) at the end.
+    mean = 5 / (math.e - 1.5)
+    rtcp_per_minute = (1 + (60 - mean / 2) / mean) * 122 + 58
+    per_s = 210 * 50 + rtcp_per_minute / 60
     assert body["plan"]["packet_bytes"] == 210
     assert body["plan"]["bytes_per_minute"] == round(per_s * 60)
     assert body["bytes_both_directions"] == round(2 * per_s * 600)
@@ -241,9 +246,11 @@ def test_plan_matches_hand_arithmetic(client: TestClient) -> None:
                                           "rohc": True, "srtp": "none", "rtcp": False,
                                           "keepalive": {"method": "crlf", "interval_s": 60}})  # fmt: skip
     body = r.json()
-    # 16 kbit/s * 40 ms = 80 B + ROHC 4 B = 84 B at 25 pkt/s; CRLF ping/pong 62 B each minute
+    # 16 kbit/s * 40 ms = 80 B + ROHC 4 B = 84 B at 25 pkt/s. CRLF keep-alive over TCP
+    # (RFC 5626 §4.4.1): ping 4 B and pong 2 B each in a segment of IPv4 20 + TCP 32 (with
+    # the timestamp option), then the bare ACK of the pong: 56 + 54 + 52 B each minute.
     assert body["plan"]["bytes_per_minute"] == 84 * 25 * 60
-    assert body["keepalive"]["bytes_per_hour"] == 62 * 60
+    assert body["keepalive"]["bytes_per_hour"] == (56 + 54 + 52) * 60
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,14 @@ What runs (all in this process, embedded defaults, 127.0.0.1 only):
 2. a records sink on that bus that assembles the edge's CallStarted/Answered/Ended (and the
    phones' MediaStats) into a CDR in the SQLite hot store under ``--data-dir``;
 3. two phones that REGISTER with digest (RFC 3261 §22), call each other through the edge
-   (407 challenge, Record-Route) and exchange SDES-SRTP (RFC 4568, RFC 3711) G.711 media
-   through a seeded loss/jitter shim on each sender;
+   (407 challenge, Record-Route) and hold a conversation (a talk-spurt model, each side
+   talking a little under half of the time) as SDES-SRTP (RFC 4568, RFC 3711) voice: Opus or
+   G.711 with the demo's ptime/bitrate/FEC/DTX flags, RTCP SR/RR, through a seeded
+   loss/jitter shim on each sender;
 4. a summary: the call flow ladder, per-leg loss/jitter from the receivers' RFC 3550 statistics
-   with an E-model MOS (ITU-T G.107), bytes per minute on the wire against the data-usage
-   planner, the CDR read back through the audited query API, and the audit chain verified.
+   with an E-model MOS, bytes per minute per direction captured on the wire with dumpcap
+   (RTP, RTCP and SIP separately) against the data-usage planner, the CDR read back through
+   the audited query API, and the audit chain verified.
 
 The demo is a list of steps (async functions over one :class:`Demo`), so later capabilities
 are added by writing a step and appending it to :data:`DEFAULT_STEPS`. Every SIP message is
@@ -38,21 +41,20 @@ import structlog
 import typer
 from rich.console import Console
 
+from callward.cli.demo_media import exchange_media
 from callward.cli.demo_render import render_ladder, render_summary, report_json
 from callward.config import CallwardConfig, EdgeConfig
 from callward.errors import CallwardError
-from callward.events import InProcessBus, MediaStats
-from callward.quality.emodel import quick
+from callward.events import InProcessBus
+from callward.media.voice import VoiceSettings
 from callward.records.audit import AuditedReader
 from callward.records.rows import CdrQuery
 from callward.records.service import CdrSink, Records, open_records
-from callward.rtp.srtp import SrtpKeying, SrtpProfile
 from callward.sip.transport import WireEvent
-from callward.ua.impairment import Impairment, ImpairmentShim
+from callward.ua.impairment import Impairment
 from callward.ua.media import RtpEndpoint
 from callward.ua.phone import Call, Phone
-from callward.ua.sdp_offer import SRTP_SUITE
-from callward.usage.planner import MediaChoice, plan_call
+from callward.ua.sdp_offer import MediaPrefs
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -65,10 +67,8 @@ __all__ = [
     "run_demo",
 ]
 
-DEMO_TIMEOUT = 25.0  # seconds; the whole demo must finish well under 30 s
+DEMO_TIMEOUT = 25.0  # seconds, plus the media time: the demo's own steps stay well under it
 REALM = "callward.local"
-IP_UDP_OVERHEAD = 28  # IPv4 header (20) + UDP header (8) per packet, not seen by a socket
-PTIME_MS = 20
 # Fictitious subscribers: numbers from Ofcom's range reserved for drama (07700 900000-900999).
 SUBSCRIBERS = {"alice": "+447700900123", "bob": "+447700900456"}
 
@@ -101,6 +101,13 @@ class Demo:
     jitter_ms: float = 30.0
     seed: int = 1
     data_dir: Path | None = None
+    codec: str = "pcmu"
+    ptime_ms: int = 20
+    bitrate: int = 16000
+    fec: bool = True
+    dtx: bool = False
+    noise_suppression: bool = False
+    capture: bool = True  # measure bytes with dumpcap on lo (falls back to sender counters)
     lanes: list[str] = field(default_factory=list)
     phones: dict[str, Phone] = field(default_factory=dict)
     rtp: dict[str, RtpEndpoint] = field(default_factory=dict)
@@ -128,6 +135,10 @@ class Demo:
 
     def now(self) -> float:
         return asyncio.get_running_loop().time() - self.t0
+
+    def prefs(self) -> MediaPrefs:
+        return MediaPrefs(codecs=(self.codec,), ptime=self.ptime_ms, bitrate=self.bitrate,
+                          fec=self.fec, dtx=self.dtx)  # fmt: skip
 
     def add_lane(self, name: str) -> None:
         if name not in self.lanes:
@@ -254,6 +265,7 @@ async def start_phones(demo: Demo) -> None:
             password=f"demo-secret-{name}",
         )
         phone.media_security = "srtp"
+        phone.media_prefs = demo.prefs()
         rtp = await RtpEndpoint.open("127.0.0.1")
         phone.media_port = rtp.local_addr[1]
         demo.phones[name], demo.rtp[name] = phone, rtp
@@ -282,150 +294,6 @@ async def place_call(demo: Demo) -> None:
     if call.ringing_at is not None:
         pdd = (call.ringing_at - call.started_at) * 1000
         demo.summary.append(("post-dial delay (INVITE → 180)", f"{pdd:.1f} ms"))
-
-
-def _keying(crypto: Any) -> SrtpKeying:
-    return SrtpKeying(SrtpProfile(crypto.suite), crypto.master_key, crypto.master_salt)
-
-
-async def exchange_media(demo: Demo) -> None:
-    """Both phones send paced G.711 as SRTP, keyed from the a=crypto lines of the offer and
-    answer (RFC 4568 §6.1: each side's line keys what that side sends), through the shim."""
-    if "bob" not in demo.calls:
-        return
-    streams = {name: demo.calls[name].negotiated() for name in ("alice", "bob")}
-    for name, s in streams.items():
-        if s is None or s.local_crypto is None or s.remote_crypto is None:
-            demo.fail(f"{name}: offer/answer agreed on no SDES-SRTP audio stream")
-            return
-        demo.rtp[name].secure(_keying(s.local_crypto), _keying(s.remote_crypto))
-        impairment = Impairment(demo.loss_pct, demo.jitter_ms)
-        demo.rtp[name].impairment = ImpairmentShim.seeded(impairment, demo.seed, name)
-    a, b = streams["alice"], streams["bob"]
-    assert a is not None and b is not None
-    n = max(1, round(demo.seconds * 1000 / PTIME_MS))
-    demo.media = {
-        "security": str(a.security),
-        "suite": a.local_crypto.suite if a.local_crypto else "",
-        "codec": f"{a.codec.name}/{a.codec.clock_rate}",
-        "packets_each_way": n,
-        "ptime_ms": PTIME_MS,
-    }
-    demo.note("alice", "bob", f"SRTP {a.codec.name} ×{n} ⇄ {demo.seconds:g} s", 0)
-    await asyncio.gather(
-        demo.rtp["alice"].send_audio((a.remote_address, a.remote_port), n, a.codec.payload_type),
-        demo.rtp["bob"].send_audio((b.remote_address, b.remote_port), n, b.codec.payload_type),
-    )
-    await asyncio.sleep(demo.jitter_ms / 1000 + 0.1)  # delayed packets still in flight
-    for src, dst in (("alice", "bob"), ("bob", "alice")):
-        demo.legs.append(_leg_report(demo, src, dst))
-    await _publish_media_stats(demo)
-    _usage(demo)
-    if any(leg["received"] == 0 for leg in demo.legs):
-        demo.fail("no SRTP packet was accepted on one leg")
-
-
-def _leg_report(demo: Demo, src: str, dst: str) -> dict[str, Any]:
-    """One direction as its receiver measured it (RFC 3550 A.3 loss, A.8 jitter), the one-way
-    transit from the sender's due time to arrival (same clock: same process), and the E-model
-    MOS for G.711 with PLC at the measured loss and a mouth-to-ear delay of packetization plus
-    the 95th percentile transit (a jitter buffer deep enough to play 95 % of packets on time;
-    the maximum would let one packet delayed by a busy host decide the figure)."""
-    tx, rx = demo.rtp[src], demo.rtp[dst]
-    stats = rx.stats.get(tx.ssrc)
-    snap = stats.snapshot() if stats is not None else None
-    transit = [
-        (t - tx.sent_at[seq]) * 1000
-        for ssrc, seq, t in rx.arrivals
-        if ssrc == tx.ssrc and seq in tx.sent_at
-    ]
-    expected = snap.expected if snap else 0
-    lost = max(0, snap.cumulative_lost) if snap else 0
-    loss_pct = 100.0 * lost / expected if expected else 0.0
-    mean_transit = sum(transit) / len(transit) if transit else 0.0
-    max_transit = max(transit, default=0.0)
-    p95 = sorted(transit)[int(0.95 * (len(transit) - 1))] if transit else 0.0
-    delay = PTIME_MS + p95
-    mos = quick("g711", min(loss_pct, 100.0), min(delay, 10_000.0)).mos
-    return {
-        "from": src,
-        "to": dst,
-        "sent": tx.counters.packets_sent,
-        "dropped_by_shim": tx.counters.dropped,
-        "received": snap.received if snap else 0,
-        "expected": expected,
-        "lost": lost,
-        "loss_pct": round(loss_pct, 2),
-        "jitter_ms": round(snap.jitter_ms, 2) if snap else 0.0,
-        "transit_mean_ms": round(mean_transit, 2),
-        "transit_p95_ms": round(p95, 2),
-        "transit_max_ms": round(max_transit, 2),
-        "mouth_to_ear_ms": round(delay, 1),
-        "mos": round(mos, 2),
-        "srtp_rejected": rx.counters.invalid,
-        "_ssrc": tx.ssrc,
-    }
-
-
-async def _publish_media_stats(demo: Demo) -> None:
-    """Each phone reports what it received (RFC 3550 §6.4.1 style counters) on the bus, so
-    the CDR carries packets, loss, jitter and MOS. Sent before the BYE so the CDR written
-    when the call ends already has them."""
-    call_id = demo.calls["alice"].call_id
-    for seq, leg in enumerate(demo.legs, 1):
-        rx = demo.rtp[leg["to"]]
-        await demo.bus.publish(
-            MediaStats(
-                ts=time.time(),
-                node=f"ua-{leg['to']}",
-                seq=seq,
-                call_id=call_id,
-                leg="a",
-                ssrc=leg["_ssrc"],
-                codec=demo.media.get("codec", ""),
-                packets=leg["received"],
-                lost=leg["lost"],
-                jitter_ms=leg["jitter_ms"],
-                mos=leg["mos"],
-                bytes_sent=rx.counters.bytes_sent,
-                bytes_received=rx.counters.bytes_received,
-            )
-        )
-
-
-def _usage(demo: Demo) -> None:
-    """Bytes per minute each phone put on the air, against the planner. A socket sees UDP
-    payloads only, so 28 bytes of IPv4 + UDP header are added per packet. The demo sends no
-    RTCP, so the planner's media-only figure (rtcp=False) is the like-for-like comparison;
-    its RTCP-inclusive figure (5 % of session bandwidth, RFC 3550 §6.2) is shown beside it."""
-    media_only = plan_call(MediaChoice(codec="pcmu", srtp=SRTP_SUITE, rtcp=False))
-    with_rtcp = plan_call(MediaChoice(codec="pcmu", srtp=SRTP_SUITE))
-    per_phone: list[dict[str, Any]] = []
-    for name in ("alice", "bob"):
-        c = demo.rtp[name].counters
-        wire = c.bytes_sent + IP_UDP_OVERHEAD * c.packets_sent
-        minutes = c.packets_sent * PTIME_MS / 1000 / 60
-        per_phone.append(
-            {
-                "phone": name,
-                "packets": c.packets_sent,
-                "udp_payload_bytes": c.bytes_sent,
-                "wire_bytes": wire,
-                "bytes_per_minute": round(wire / minutes) if minutes else 0,
-            }
-        )
-    actual = sum(p["bytes_per_minute"] for p in per_phone) / len(per_phone)
-    planned = media_only.bytes_per_minute
-    demo.usage = {
-        "bytes_per_minute": {
-            "actual": round(actual),
-            "planned": round(planned),
-            "planned_with_rtcp": round(with_rtcp.bytes_per_minute),
-            "ratio": round(actual / planned, 4) if planned else None,
-        },
-        "per_phone": per_phone,
-        "method": "UDP payload bytes sent + 28 B IPv4/UDP header per packet",
-    }
 
 
 async def hang_up(demo: Demo) -> None:
@@ -537,13 +405,13 @@ async def run_demo(demo: Demo, steps: tuple[Step, ...] = DEFAULT_STEPS) -> Demo:
         tmp = tempfile.TemporaryDirectory(prefix="callward-demo-")
         demo.data_dir = Path(tmp.name)
     try:
-        async with asyncio.timeout(DEMO_TIMEOUT):
+        async with asyncio.timeout(DEMO_TIMEOUT + demo.seconds):
             for step in steps:
                 await step(demo)
                 if not demo.ok:
                     break
     except TimeoutError:
-        demo.fail(f"demo did not finish within {DEMO_TIMEOUT:.0f} s")
+        demo.fail(f"demo did not finish within {DEMO_TIMEOUT + demo.seconds:.0f} s")
     except CallwardError as exc:
         demo.fail(f"{type(exc).__name__}: {exc}")
     finally:
@@ -583,29 +451,41 @@ def register(app: typer.Typer) -> None:
         transport: str = typer.Option("udp", help="SIP transport: udp or tcp"),
         loss: float = typer.Option(2.0, "--loss", help="packet loss on each sender, percent"),
         jitter: float = typer.Option(30.0, "--jitter", help="max extra delay per packet, ms"),
-        seconds: float = typer.Option(3.0, "--seconds", help="seconds of media (1-10)"),
+        seconds: float = typer.Option(3.0, "--seconds", help="seconds of media (1-60)"),
         seed: int = typer.Option(1, "--seed", help="impairment RNG seed (reproducible runs)"),
         data_dir: Path = typer.Option(
             Path("var"), "--data-dir", help="where the CDR store, keys and audit trail live"
         ),
         json_out: bool = typer.Option(False, "--json", help="print the report as JSON"),
+        codec: str = typer.Option("pcmu", "--codec", help="voice codec: opus, pcmu or pcma"),
+        ptime: int = typer.Option(20, "--ptime", help="packet time, ms: 20, 40 or 60"),
+        bitrate: int = typer.Option(16000, "--bitrate", help="Opus bit rate, b/s (6000-64000)"),
+        fec: bool = typer.Option(True, "--fec/--no-fec", help="Opus in-band FEC"),
+        dtx: bool = typer.Option(False, "--dtx", help="Opus DTX, or G.711 VAD + comfort noise"),
+        ns: bool = typer.Option(False, "--ns", help="noise suppression before VAD/DTX"),
+        capture: bool = typer.Option(
+            True, "--capture/--no-capture", help="measure bytes with dumpcap on lo"
+        ),
     ) -> None:
         """Two phones register with an edge, call through it with SRTP under loss/jitter,
         and the CDR, audit entry and data usage are shown."""
         if transport not in ("udp", "tcp"):
             typer.echo(f"callward: --transport {transport!r}: expected udp or tcp", err=True)
             raise typer.Exit(2)
-        if not 1.0 <= seconds <= 10.0:
-            typer.echo(f"callward: --seconds {seconds:g}: expected 1 to 10", err=True)
+        if not 1.0 <= seconds <= 60.0:
+            typer.echo(f"callward: --seconds {seconds:g}: expected 1 to 60", err=True)
             raise typer.Exit(2)
         try:
             Impairment(loss, jitter)
+            VoiceSettings(codec, 111 if codec == "opus" else 0, ptime, bitrate)
         except CallwardError as exc:
             typer.echo(f"callward: {exc}", err=True)
             raise typer.Exit(2) from None
         _quiet_logs()
         demo = Demo(transport=transport, seconds=seconds, loss_pct=loss, jitter_ms=jitter,
-                    seed=seed, data_dir=data_dir)  # fmt: skip
+                    seed=seed, data_dir=data_dir, codec=codec, ptime_ms=ptime,
+                    bitrate=bitrate, fec=fec, dtx=dtx, noise_suppression=ns,
+                    capture=capture)  # fmt: skip
         demo = asyncio.run(run_demo(demo))
         if json_out:
             typer.echo(json.dumps(report_json(demo), indent=2))

@@ -71,9 +71,12 @@ def _table(title: str, *columns: str) -> Table:
 def render_summary(demo: Demo, console: Console) -> None:
     if demo.legs:
         media = demo.media
+        rate = f"{media.get('bitrate', 0) / 1000:g} kb/s"
         console.print(
-            f"media: {media.get('codec', '')} {media.get('security', '')} "
-            f"{media.get('suite', '')}\nimpairment on each sender: loss {demo.loss_pct:g} %, "
+            f"media: {media.get('codec', '')} {media.get('ptime_ms', '')} ms {rate}"
+            f"{' FEC' if media.get('fec') else ''}{' DTX' if media.get('dtx') else ''} "
+            f"{media.get('security', '')} {media.get('suite', '')}\n"
+            f"impairment on each sender: loss {demo.loss_pct:g} %, "
             f"extra delay U(0, {demo.jitter_ms:g} ms), seed {demo.seed}"
         )
         legs = _table(
@@ -89,25 +92,29 @@ def render_summary(demo: Demo, console: Console) -> None:
                 f"{leg['lost']} {leg['loss_pct']:.1f}%",
                 f"{leg['jitter_ms']:.1f} ms",
                 f"{leg['mouth_to_ear_ms']:.0f} ms",
-                f"{leg['mos']:.2f}",
+                "n/a" if leg["mos"] is None else f"{leg['mos']:.2f}",
             )
         console.print(legs)
         console.print(
             "  lost, jitter: receiver's RFC 3550 A.3 / A.8 statistics\n"
-            "  delay: 20 ms packetization + 95th percentile one-way transit\n"
-            "  MOS: ITU-T G.107 E-model, G.711 with PLC",
+            "  delay: packetization + one-way transit + adaptive jitter buffer delay\n"
+            f"  MOS: {demo.legs[0].get('mos_model', '')} at measured + late loss",
             style="dim",
         )
     if demo.usage:
-        u = demo.usage["bytes_per_minute"]
-        usage = _table("data usage per minute, one direction", "", "bytes/min", "vs planner")
+        usage = _table(
+            "bytes per minute on the wire, per direction", "", "RTP", "planner", "ratio",
+            "RTCP", "planner",
+        )  # fmt: skip
         for p in demo.usage["per_phone"]:
-            ratio = p["bytes_per_minute"] / u["planned"] if u["planned"] else 0.0
-            usage.add_row(f"{p['phone']} sent (measured)", f"{p['bytes_per_minute']:,}",
-                          f"{ratio:.3f}")  # fmt: skip
-        usage.add_row("planner: PCMU+SRTP-80, IPv4, no RTCP", f"{u['planned']:,}", "1.000")
-        usage.add_row("planner: same + RTCP at 5 %", f"{u['planned_with_rtcp']:,}", "")
+            usage.add_row(
+                f"{p['phone']} sent", f"{p['bytes_per_minute']:,}",
+                f"{p['planned_bytes_per_minute']:,}", f"{p['ratio']:.4f}",
+                f"{p['rtcp_bytes_per_minute']:,}", f"{p['planned_rtcp_bytes_per_minute']:,}",
+            )  # fmt: skip
         console.print(usage)
+        both = demo.usage["both_directions_with_rtcp_bytes_per_minute"]
+        console.print(f"  both directions, RTP + RTCP: {both:,} bytes/min", style="bold")
         console.print(f"  measured: {demo.usage['method']}", style="dim")
     if demo.cdr:
         c = demo.cdr

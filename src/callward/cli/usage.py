@@ -1,15 +1,53 @@
-"""``callward plan``: bytes per minute of call for a media/transport choice."""
+"""``callward plan``: bytes per minute of call for a media/transport choice, the idle cost of
+staying reachable, and (``--verify CAPTURE``) the planner against a capture of a real call."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from callward.errors import ConfigError
+from callward.errors import CallwardError
 from callward.usage import MediaChoice, plan_call, plan_keepalive
+
+
+def _verify(capture: Path, choice: MediaChoice) -> dict[str, Any]:
+    """Each RTP direction of the capture against the planner for that direction's own length.
+    The capture gives packets and bytes; the planner gets the settings (and, with DTX, the
+    voice activity the user states): it never sees the byte counts."""
+    from callward.usage.wire import measure_capture
+
+    wire = measure_capture(capture)
+    rows: list[dict[str, Any]] = []
+    for flow in wire.of("rtp"):
+        if flow.packets < 2:
+            continue
+        seconds = flow.seconds + choice.ptime_ms / 1000.0
+        plan = plan_call(choice, duration_s=seconds)
+        planned = plan.media_bytes_per_minute
+        measured = flow.bytes_per_minute(seconds)
+        host, port = flow.src.rsplit(":", 1)
+        rtcp_srcs = {flow.src, f"{host}:{int(port) + 1}"}  # rtcp-mux, or RTP port + 1
+        rtcp_bytes = sum(f.ip_bytes for f in wire.of("rtcp") if f.src in rtcp_srcs)
+        rows.append({
+            **flow.as_dict(),
+            "bytes_per_minute": round(measured),
+            "planned_bytes_per_minute": round(planned),
+            "ratio": round(measured / planned, 4) if planned else None,
+            "rtcp_bytes_per_minute": round(rtcp_bytes * 60 / seconds),
+            "planned_rtcp_bytes_per_minute": round(plan.rtcp_bytes_per_minute),
+        })  # fmt: skip
+    return {
+        "capture": str(capture),
+        "directions": rows,
+        "sip_bytes": wire.total("sip"),
+        "stun_bytes": wire.total("stun"),
+        "within_1pct": bool(rows) and all(abs(r["ratio"] - 1) <= 0.01 for r in rows),
+    }
 
 
 def plan(
@@ -19,42 +57,73 @@ def plan(
     srtp: str = typer.Option("AES_CM_128_HMAC_SHA1_80", help="SRTP suite or 'none'"),
     ipv6: bool = typer.Option(False, "--ipv6", help="IPv6 headers (40 bytes)"),
     rohc: bool = typer.Option(False, "--rohc", help="ROHC header compression on the radio link"),
+    rohc_bytes: float = typer.Option(4.0, help="mean ROHC header size, bytes"),
     activity: float = typer.Option(1.0, help="voice activity factor with VAD/DTX, 0..1"),
-    keepalive: str = typer.Option("crlf", help="idle keep-alive: crlf, stun or register"),
+    spurts: float = typer.Option(15.0, help="talk spurts per minute (DTX gaps to bridge)"),
+    fec: bool = typer.Option(True, "--fec/--no-fec", help="Opus in-band FEC"),
+    vbr: bool = typer.Option(False, "--vbr", help="Opus variable bit rate (default CBR)"),
+    transport: str = typer.Option("udp", help="udp, turn-channel or turn-send"),
+    rtcp_reduced: bool = typer.Option(False, "--rtcp-reduced", help="RFC 5506 reduced RTCP"),
+    no_rtcp: bool = typer.Option(False, "--no-rtcp", help="price media only"),
+    seconds: float = typer.Option(60.0, "--seconds", help="call length the RTCP count uses"),
+    keepalive: str = typer.Option("crlf", help="idle keep-alive: crlf, stun, register, options"),
     keepalive_interval: int = typer.Option(120, help="keep-alive interval, s"),
+    keepalive_transport: str | None = typer.Option(None, help="udp, tcp or tls"),
+    verify: Path | None = typer.Option(None, "--verify", help="pcap/pcapng of a call"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Estimate bytes per minute (one direction) and the idle keep-alive cost."""
+    """Estimate bytes per minute (one direction) and the idle keep-alive cost; with
+    ``--verify CAPTURE`` compare each RTP direction of a capture with the plan (exit 1 when
+    one is off by more than 1 %)."""
     try:
         choice = MediaChoice(
-            codec=codec.lower(),
-            ptime_ms=ptime,
-            bitrate=bitrate,
-            srtp=srtp,
-            ip_version=6 if ipv6 else 4,
-            rohc=rohc,
-            voice_activity=activity,
-        )
-        idle = plan_keepalive(keepalive, keepalive_interval)
-    except ConfigError as exc:
+            codec=codec.lower(), ptime_ms=ptime, bitrate=bitrate, srtp=srtp,
+            ip_version=6 if ipv6 else 4, rohc=rohc, rohc_header_bytes=rohc_bytes,
+            voice_activity=activity, talkspurts_per_minute=spurts, fec=fec, cbr=not vbr,
+            transport=transport, rtcp_reduced=rtcp_reduced, rtcp=not no_rtcp,
+        )  # fmt: skip
+        idle = plan_keepalive(keepalive, keepalive_interval, transport=keepalive_transport)
+        call = plan_call(choice, duration_s=seconds)
+        checked = _verify(verify, choice) if verify is not None else None
+    except CallwardError as exc:
         typer.echo(f"callward: {exc}", err=True)
         raise typer.Exit(2) from None
-    result = plan_call(choice).as_dict()
+    result = call.as_dict()
     result["keepalive"] = idle.as_dict()
+    if checked is not None:
+        result["verify"] = checked
     if as_json:
         typer.echo(json.dumps(result, indent=2))
-        return
+    else:
+        _render(result, choice, codec, ptime, srtp)
+    if checked is not None and not checked["within_1pct"]:
+        raise typer.Exit(1)
+
+
+def _render(result: dict[str, Any], choice: MediaChoice, codec: str, ptime: int, srtp: str) -> None:
     table = Table(title=f"{codec} {ptime} ms, {srtp}, IPv{choice.ip_version}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
-    for key in ("packets_per_second", "packet_bytes", "kbit_per_second", "bytes_per_minute"):
+    for key in ("packets_per_second", "packet_bytes", "kbit_per_second", "bytes_per_minute",
+                "rtcp_interval_s"):  # fmt: skip
         table.add_row(key.replace("_", " "), f"{result[key]:,}")
     breakdown = result["breakdown_bytes_per_minute"]
     assert isinstance(breakdown, dict)
     for key, value in breakdown.items():
         table.add_row(f"  {key.replace('_', ' ')} /min", f"{value:,}")
-    table.add_row("idle keep-alive /hour", f"{idle.as_dict()['bytes_per_hour']:,}")
-    Console().print(table)
+    table.add_row("idle keep-alive /hour", f"{result['keepalive']['bytes_per_hour']:,}")
+    console = Console()
+    console.print(table)
+    checked = result.get("verify")
+    if checked:
+        v = Table(title=f"capture {checked['capture']}")
+        for col in ("src → dst", "packets", "B/min", "planner", "ratio", "RTCP B/min"):
+            v.add_column(col, justify="right" if col != "src → dst" else "left")
+        for r in checked["directions"]:
+            v.add_row(f"{r['src']} → {r['dst']}", str(r["packets"]), f"{r['bytes_per_minute']:,}",
+                      f"{r['planned_bytes_per_minute']:,}", f"{r['ratio']}",
+                      f"{r['rtcp_bytes_per_minute']:,}")  # fmt: skip
+        console.print(v)
 
 
 def register(app: typer.Typer) -> None:

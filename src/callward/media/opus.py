@@ -35,6 +35,9 @@ class OpusSettings:
     dtx: bool = False
     packet_loss_perc: int = 0
     complexity: int = 5
+    #: constant bit rate: every coded frame has the same size. RFC 6562 recommends it under
+    #: SRTP (VBR packet lengths leak phrases), and it makes bytes on the wire predictable.
+    cbr: bool = False
 
     def __post_init__(self) -> None:
         if not 6000 <= self.bitrate <= 510000:  # RFC 6716 §2.1.1
@@ -76,6 +79,7 @@ class OpusEncoder:
             # value, the other sends a GET request): issue the CTLs ourselves.
             _enc_ctl(self._enc.encoder_state, _ctl.set_inband_fec, int(settings.fec))
             _enc_ctl(self._enc.encoder_state, _ctl.set_dtx, int(settings.dtx))
+            _enc_ctl(self._enc.encoder_state, _ctl.set_vbr, int(not settings.cbr))
             self._enc.packet_loss_perc = settings.packet_loss_perc
             self._enc.complexity = settings.complexity
         except opuslib.OpusError as exc:

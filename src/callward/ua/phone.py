@@ -68,7 +68,7 @@ from callward.sip.uri import parse_uri
 from callward.ua.bearer_credentials import bearer_slot
 from callward.ua.call import ALLOW, CallLeg, CallState, LocalEndpoint, new_branch, new_tag
 from callward.ua.call_handle import Call, Peer
-from callward.ua.sdp_offer import answer_sdp, offer_sdp
+from callward.ua.sdp_offer import G711_ONLY, MediaPrefs, answer_sdp, offer_sdp
 from callward.ua.session_timer import MIN_SE, request_headers
 
 if TYPE_CHECKING:
@@ -153,6 +153,8 @@ class Phone:
         # the mode, a secure offer is answered securely (sdp/policy.py picks DTLS, then SDES).
         self.media_security = "rtp"
         self._dtls_certificate: DtlsCertificate | None = None
+        # codecs, ptime and Opus FEC/DTX/bitrate we offer and accept (ua/sdp_offer.py)
+        self.media_prefs: MediaPrefs = G711_ONLY
 
     @classmethod
     async def start(
@@ -266,6 +268,7 @@ class Phone:
             dtls=self._fingerprint() if self.media_security == "dtls" else None,
             version=version,
             hold=hold,
+            prefs=self.media_prefs,
         )
 
     def make_answer(self, offer: bytes, *, version: int = 1) -> bytes | None:
@@ -277,6 +280,7 @@ class Phone:
             require_srtp=self.media_security in ("srtp", "dtls"),
             dtls=self._fingerprint(),
             version=version,
+            prefs=self.media_prefs,
         )
 
     async def call(

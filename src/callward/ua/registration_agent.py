@@ -35,7 +35,7 @@ from callward.ua.registration import (
     RetryPolicy,
     Unregistered,
 )
-from callward.usage.planner import plan_keepalive
+from callward.usage import plan_keepalive
 
 if TYPE_CHECKING:
     from callward.ua.phone import Phone
@@ -56,7 +56,8 @@ def keepalive_policy(
     """RFC 5626 §4.4: STUN on UDP, CRLF on connection-oriented transports; the bytes per
     keep-alive come from the usage planner so the cap and the planner agree."""
     method = "stun" if transport == "udp" else "crlf"
-    per = round(plan_keepalive(method, 3600).bytes_per_hour)
+    carrier = {"udp": "udp", "tcp": "tcp", "ws": "tcp"}.get(transport, "tls")
+    per = plan_keepalive(method, 3600, transport=carrier).bytes_per_exchange
     return KeepAlivePolicy(
         method,
         per,

@@ -1,6 +1,7 @@
 """The SDP a basic phone needs (RFC 4566 §5, RFC 3264 §5-6), sans-IO.
 
-Two flavours of one audio stream with static G.711 payload types:
+Two flavours of one audio stream (Opus and/or G.711 by :class:`MediaPrefs`, with the RFC 7587
+Opus parameters and CN for G.711 VAD):
 
 * **plain RTP** (``RTP/AVP``), written by hand in a few lines: what SIPp scenarios, baresip
   without an SRTP module and other lab peers expect;
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from callward.errors import CallwardError
+from callward.media.voice import VoiceSettings
 from callward.sdp import (
+    Codec,
     CodecPolicy,
     CodecSpec,
     LocalMedia,
@@ -30,25 +33,26 @@ from callward.sdp import (
     SecurityPolicy,
     create_answer,
     create_offer,
+    media_codecs,
     negotiate,
     parse_sdp,
     serialize_sdp,
 )
+from callward.sdp.codecs import media_maxptime, media_ptime
 from callward.sdp.policy import choose_security
 from callward.sdp.security import Fingerprint
 
 __all__ = [
+    "G711_ONLY",
     "SRTP_SUITE",
     "AudioEndpoint",
+    "MediaPrefs",
     "answer_sdp",
     "audio_endpoint",
     "negotiated_audio",
     "offer_sdp",
+    "voice_settings",
 ]
-
-# RFC 3551 §6 static payload types we can send (G.711 only: no codec library needed).
-_STATIC = {0: "PCMU/8000", 8: "PCMA/8000"}
-_SPECS = {0: CodecSpec("PCMU", 8000, payload_type=0), 8: CodecSpec("PCMA", 8000, payload_type=8)}
 
 #: The one suite the phone offers and accepts: RFC 4568 §6.2.1's mandatory-to-implement suite,
 #: which callward.rtp.srtp keys and the usage planner prices.
@@ -67,10 +71,65 @@ def answer_policy(*, require_srtp: bool, dtls: bool) -> SecurityPolicy:
     )
 
 
-def _codecs(pts: tuple[int, ...]) -> CodecPolicy:
-    # No rtcp-mux: the phone sends no RTCP, so there is nothing to multiplex (RFC 5761).
+OPUS_PT = 111  # the dynamic payload type our offers give Opus (RFC 7587 §7)
+CN_PT = 13  # RFC 3551 Table 4: static CN/8000
+_STATIC = {"pcmu": 0, "pcma": 8}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPrefs:
+    """What the phone offers and accepts: codecs by preference (``opus``, ``pcmu``, ``pcma``),
+    the ptime we want to receive, and the Opus receive parameters of RFC 7587 §6.1
+    (``maxaveragebitrate``, ``useinbandfec``, ``usedtx``). ``dtx`` with G.711 offers CN/8000
+    (RFC 3389) so the peer may send comfort noise instead of silence. RTCP is sent, and
+    multiplexed on the RTP port when the peer agrees (RFC 5761)."""
+
+    codecs: tuple[str, ...] = ("pcmu", "pcma")
+    ptime: int = 20
+    maxptime: int = 60
+    bitrate: int = 16000
+    fec: bool = True
+    dtx: bool = False
+    rtcp_mux: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.codecs or any(c not in ("opus", "pcmu", "pcma") for c in self.codecs):
+            raise CallwardError(f"codecs {self.codecs}: expected opus, pcmu and/or pcma")
+        if self.ptime not in (10, 20, 40, 60) or not self.ptime <= self.maxptime <= 120:
+            raise CallwardError(f"ptime {self.ptime}/maxptime {self.maxptime} not usable")
+        if not 6000 <= self.bitrate <= 510000:
+            raise CallwardError(f"Opus bitrate {self.bitrate} outside 6000-510000")
+
+    @property
+    def opus_fmtp(self) -> str:
+        return (
+            f"maxplaybackrate=16000;sprop-maxcapturerate=16000;"
+            f"maxaveragebitrate={self.bitrate};useinbandfec={int(self.fec)};"
+            f"usedtx={int(self.dtx)}"
+        )
+
+    def specs(self) -> tuple[CodecSpec, ...]:
+        out = []
+        for c in self.codecs:
+            if c == "opus":
+                out.append(CodecSpec("opus", 48000, 2, OPUS_PT, self.opus_fmtp))
+            else:
+                out.append(CodecSpec(c.upper(), 8000, payload_type=_STATIC[c]))
+        if self.dtx and any(c in _STATIC for c in self.codecs):
+            out.append(CodecSpec("CN", 8000, payload_type=CN_PT))
+        return tuple(out)
+
+
+G711_ONLY = MediaPrefs()
+
+
+def _codecs(prefs: MediaPrefs) -> CodecPolicy:
     return CodecPolicy(
-        codecs=tuple(_SPECS[p] for p in pts if p in _SPECS), rtcp_mux=False, single_codec=True
+        codecs=prefs.specs(),
+        ptime=prefs.ptime,
+        maxptime=prefs.maxptime,
+        rtcp_mux=prefs.rtcp_mux,
+        single_codec=True,
     )
 
 
@@ -84,13 +143,9 @@ class AudioEndpoint:
 
 
 def _sdp(
-    host: str,
-    port: int,
-    session_id: int,
-    version: int,
-    pts: tuple[int, ...],
-    direction: str = "sendrecv",
-) -> bytes:
+    host: str, port: int, session_id: int, version: int, specs: tuple[CodecSpec, ...],
+    prefs: MediaPrefs, ptime: int | None = None, direction: str = "sendrecv",
+) -> bytes:  # fmt: skip
     ip = "IP6" if ":" in host else "IP4"
     lines = [
         "v=0",
@@ -98,10 +153,16 @@ def _sdp(
         "s=callward",
         f"c=IN {ip} {host}",
         "t=0 0",
-        f"m=audio {port} RTP/AVP {' '.join(str(p) for p in pts)}",
+        f"m=audio {port} RTP/AVP {' '.join(str(s.payload_type) for s in specs)}",
     ]
-    lines += [f"a=rtpmap:{p} {_STATIC[p]}" for p in pts if p in _STATIC]
-    lines += ["a=ptime:20", f"a={direction}"]
+    for s in specs:
+        lines.append(f"a=rtpmap:{s.codec().rtpmap}")
+        if s.fmtp:
+            lines.append(f"a=fmtp:{s.payload_type} {s.fmtp}")
+    lines += [f"a=ptime:{ptime or prefs.ptime}", f"a=maxptime:{prefs.maxptime}"]
+    if prefs.rtcp_mux:
+        lines.append("a=rtcp-mux")
+    lines.append(f"a={direction}")
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
@@ -110,24 +171,30 @@ def offer_sdp(
     port: int,
     session_id: int,
     *,
-    pts: tuple[int, ...] = (0, 8),
+    pts: tuple[int, ...] | None = None,
     srtp: bool = False,
     dtls: Fingerprint | None = None,
+    prefs: MediaPrefs = G711_ONLY,
     rng: Callable[[int], bytes] = os.urandom,
     version: int = 1,
     hold: bool = False,
 ) -> bytes:
-    """An RFC 3264 §5 offer for one G.711 audio stream; ``srtp`` offers RTP/SAVP with one
-    SDES crypto line keyed from ``rng`` (RFC 4568 §6.1); ``dtls`` (our certificate's
-    fingerprint) offers UDP/TLS/RTP/SAVP with ``a=setup:actpass`` (RFC 5763 §5). A re-offer
-    passes the next ``version`` (RFC 3264 §8: o= version grows); ``hold`` offers sendonly."""
+    """An RFC 3264 §5 offer for one audio stream with ``prefs``' codecs; ``srtp`` offers
+    RTP/SAVP with one SDES crypto line keyed from ``rng`` (RFC 4568 §6.1); ``dtls`` (our
+    certificate's fingerprint) offers UDP/TLS/RTP/SAVP with ``a=setup:actpass`` (RFC 5763 §5).
+    A re-offer passes the next ``version`` (RFC 3264 §8: o= version grows); ``hold`` offers
+    sendonly. ``pts`` (static G.711 payload types) is the older way to pick codecs."""
+    if pts is not None:
+        names = tuple(n for p in pts for n, v in _STATIC.items() if v == p)
+        prefs = replace(prefs, codecs=names or prefs.codecs)
     if dtls is not None or srtp:
         local = LocalMedia(host, (port,), session_id=str(session_id), fingerprint=dtls)
         policy = _DTLS if dtls is not None else _SDES
-        offer = create_offer(local, codecs=_codecs(pts), security=policy, rng=rng,
+        offer = create_offer(local, codecs=_codecs(prefs), security=policy, rng=rng,
                              origin=local.origin(version), hold=hold)  # fmt: skip
         return serialize_sdp(offer).encode()
-    return _sdp(host, port, session_id, version, pts, "sendonly" if hold else "sendrecv")
+    return _sdp(host, port, session_id, version, prefs.specs(), prefs,
+                direction="sendonly" if hold else "sendrecv")  # fmt: skip
 
 
 def answer_sdp(
@@ -138,6 +205,7 @@ def answer_sdp(
     *,
     require_srtp: bool = False,
     dtls: Fingerprint | None = None,
+    prefs: MediaPrefs = G711_ONLY,
     rng: Callable[[int], bytes] = os.urandom,
     version: int = 1,
 ) -> bytes | None:
@@ -155,18 +223,35 @@ def answer_sdp(
     if mode is not SecurityMode.PLAIN:
         local = LocalMedia(host, (port,), session_id=str(session_id), fingerprint=dtls)
         try:
-            answer = create_answer(parsed, local, codecs=_codecs((0, 8)), security=policy,
+            answer = create_answer(parsed, local, codecs=_codecs(prefs), security=policy,
                                    rng=rng, origin=local.origin(version))  # fmt: skip
         except CallwardError:
             return None
         return serialize_sdp(answer).encode()
-    remote = audio_endpoint(offer)
-    if remote is None:
+    try:
+        md = next(m for m in parsed.media if m.media == "audio" and not m.rejected)
+    except StopIteration:
         return None
-    common = tuple(p for p in remote.payload_types if p in _STATIC)
-    if not common:
+    codec_policy = _codecs(prefs)
+    offered = media_codecs(md)
+    # the offer's voice codecs we support, in the offer's order, with its payload types
+    # (lab peers expect every common codec back), plus CN when we do VAD
+    chosen = [
+        c
+        for c in offered
+        if not c.is_dtmf and not c.is_comfort_noise and codec_policy.spec_for(c) is not None
+    ]
+    if not chosen:
         return None
-    return _sdp(host, port, session_id, version, common, _answer_direction(offer))
+    specs = [_answer_spec(c, codec_policy) for c in chosen]
+    cn = next((c for c in offered if c.is_comfort_noise and c.clock_rate == 8000), None)
+    if cn is not None and prefs.dtx and any(c.clock_rate == 8000 for c in chosen):
+        specs.append(CodecSpec("CN", 8000, payload_type=cn.payload_type))
+    cap = min(prefs.maxptime, media_maxptime(md) or prefs.maxptime)
+    ptime = max(10, min(media_ptime(md) or prefs.ptime, cap))
+    mux = replace(prefs, rtcp_mux=prefs.rtcp_mux and md.has("rtcp-mux"))
+    return _sdp(host, port, session_id, version, tuple(specs), mux, ptime,
+                _answer_direction(offer))  # fmt: skip
 
 
 # RFC 3264 §6.1: the answer's direction mirrors the offer's (hold: sendonly -> recvonly).
@@ -191,7 +276,15 @@ def _answer_direction(offer: bytes) -> str:
     return _MIRROR.get(direction, "sendrecv")
 
 
-def negotiated_audio(local: bytes, remote: bytes, *, we_offered: bool) -> NegotiatedStream | None:
+def _answer_spec(offered: Codec, policy: CodecPolicy) -> CodecSpec:
+    spec = policy.spec_for(offered)
+    assert spec is not None
+    return replace(spec, payload_type=offered.payload_type)
+
+
+def negotiated_audio(
+    local: bytes, remote: bytes, *, we_offered: bool, prefs: MediaPrefs = G711_ONLY
+) -> NegotiatedStream | None:
     """The first accepted audio stream of a completed exchange, from our side: where to send,
     which codec, and for SDES the crypto line for each direction (``local_crypto`` keys what
     we send, ``remote_crypto`` what we receive, RFC 4568 §6.1). None when the exchange has no
@@ -199,7 +292,7 @@ def negotiated_audio(local: bytes, remote: bytes, *, we_offered: bool) -> Negoti
     try:
         mine, theirs = parse_sdp(local), parse_sdp(remote)
         offer, answer = (mine, theirs) if we_offered else (theirs, mine)
-        streams = negotiate(offer, answer, we_offered=we_offered, codecs=_codecs((0, 8)))
+        streams = negotiate(offer, answer, we_offered=we_offered, codecs=_codecs(prefs))
     except CallwardError:
         return None
     return next((s for s in streams if s.media == "audio"), None)
@@ -232,3 +325,29 @@ def audio_endpoint(sdp: bytes) -> AudioEndpoint | None:
     if not in_audio or host is None or port is None or not 0 < port < 65536:
         return None
     return AudioEndpoint(host, port, pts)
+
+
+def voice_settings(stream: NegotiatedStream, prefs: MediaPrefs) -> VoiceSettings:
+    """What to send on a negotiated stream: the codec and ptime agreed, and for Opus the
+    lesser of our bitrate and the peer's ``maxaveragebitrate``, FEC when the peer can use it
+    (``useinbandfec=1``) and DTX when we want it and the peer accepts it (``usedtx=1``), the
+    receiver's parameters of RFC 7587 §6.1. G.711 uses VAD + CN when CN was agreed."""
+    name = stream.codec.name.lower()
+    if name not in ("opus", "pcmu", "pcma"):
+        raise CallwardError(f"cannot send {stream.codec}: only Opus and G.711 are encoded")
+    if name != "opus":
+        ptime = stream.ptime if stream.ptime in (20, 40, 60) else 20
+        cn = stream.comfort_noise
+        return VoiceSettings(
+            name, stream.codec.payload_type, ptime, dtx=prefs.dtx and cn is not None,
+            cn_payload_type=cn.payload_type if cn is not None else CN_PT,
+        )  # fmt: skip
+    fmtp = stream.codec.fmtp_params()
+    peer_max = fmtp.get("maxaveragebitrate", "")
+    bitrate = min(prefs.bitrate, int(peer_max)) if peer_max.isdigit() else prefs.bitrate
+    ptime = stream.ptime if stream.ptime in (10, 20, 40, 60) else 20
+    return VoiceSettings(
+        "opus", stream.codec.payload_type, ptime, max(6000, min(64000, bitrate)),
+        fec=prefs.fec and fmtp.get("useinbandfec") == "1",
+        dtx=prefs.dtx and fmtp.get("usedtx") == "1",
+    )  # fmt: skip

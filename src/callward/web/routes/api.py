@@ -17,7 +17,7 @@ from callward import __version__
 from callward.errors import PolicyError
 from callward.metrics_access import MetricsAccess
 from callward.records.rows import CdrQuery
-from callward.usage.planner import MediaChoice, plan_call, plan_keepalive
+from callward.usage import MediaChoice, plan_call, plan_keepalive
 from callward.web.app import WebState
 from callward.web.calls import assess, call_detail, call_row, mos_distribution, recent_calls
 from callward.web.schemas import (
