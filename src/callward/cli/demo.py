@@ -54,7 +54,7 @@ from callward.sip.transport import WireEvent
 from callward.ua.impairment import Impairment
 from callward.ua.media import RtpEndpoint
 from callward.ua.phone import Call, Phone
-from callward.ua.sdp_offer import MediaPrefs
+from callward.ua.sdp_offer import MediaPrefs, prefs_for
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -108,6 +108,8 @@ class Demo:
     dtx: bool = False
     noise_suppression: bool = False
     capture: bool = True  # measure bytes with dumpcap on lo (falls back to sender counters)
+    optimise: bool = False  # choose codec/bitrate/ptime/FEC with usage/optimise.py
+    min_mos: float = 4.0
     lanes: list[str] = field(default_factory=list)
     phones: dict[str, Phone] = field(default_factory=dict)
     rtp: dict[str, RtpEndpoint] = field(default_factory=dict)
@@ -137,6 +139,14 @@ class Demo:
         return asyncio.get_running_loop().time() - self.t0
 
     def prefs(self) -> MediaPrefs:
+        if self.optimise:
+            from callward.usage.optimise import Network, optimise
+
+            # the shim's uniform extra delay U(0, J): jitter J/3, mean one-way J/2
+            net = Network(loss_pct=self.loss_pct, rtt_ms=self.jitter_ms,
+                          jitter_ms=self.jitter_ms / 3)  # fmt: skip
+            s = optimise(net, self.min_mos).best.setting
+            return prefs_for(s.codec, s.bitrate, s.ptime_ms, s.fec, dtx=True)
         return MediaPrefs(codecs=(self.codec,), ptime=self.ptime_ms, bitrate=self.bitrate,
                           fec=self.fec, dtx=self.dtx)  # fmt: skip
 
@@ -466,6 +476,10 @@ def register(app: typer.Typer) -> None:
         capture: bool = typer.Option(
             True, "--capture/--no-capture", help="measure bytes with dumpcap on lo"
         ),
+        optimise: bool = typer.Option(
+            False, "--optimise", help="pick codec/bitrate/ptime/FEC for --loss/--jitter"
+        ),
+        min_mos: float = typer.Option(4.0, "--min-mos", help="with --optimise: MOS to reach"),
     ) -> None:
         """Two phones register with an edge, call through it with SRTP under loss/jitter,
         and the CDR, audit entry and data usage are shown."""
@@ -484,8 +498,8 @@ def register(app: typer.Typer) -> None:
         _quiet_logs()
         demo = Demo(transport=transport, seconds=seconds, loss_pct=loss, jitter_ms=jitter,
                     seed=seed, data_dir=data_dir, codec=codec, ptime_ms=ptime,
-                    bitrate=bitrate, fec=fec, dtx=dtx, noise_suppression=ns,
-                    capture=capture)  # fmt: skip
+                    bitrate=bitrate, fec=fec, dtx=dtx or optimise, noise_suppression=ns,
+                    capture=capture, optimise=optimise, min_mos=min_mos)  # fmt: skip
         demo = asyncio.run(run_demo(demo))
         if json_out:
             typer.echo(json.dumps(report_json(demo), indent=2))

@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from callward.errors import CallwardError
-from callward.usage import MediaChoice, plan_call, plan_keepalive
+
+if TYPE_CHECKING:
+    from callward.usage import MediaChoice
 
 
 def _verify(capture: Path, choice: MediaChoice) -> dict[str, Any]:
     """Each RTP direction of the capture against the planner for that direction's own length.
     The capture gives packets and bytes; the planner gets the settings (and, with DTX, the
     voice activity the user states): it never sees the byte counts."""
+    from callward.usage import plan_call
     from callward.usage.wire import measure_capture
 
     wire = measure_capture(capture)
@@ -58,7 +59,9 @@ def plan(
     ipv6: bool = typer.Option(False, "--ipv6", help="IPv6 headers (40 bytes)"),
     rohc: bool = typer.Option(False, "--rohc", help="ROHC header compression on the radio link"),
     rohc_bytes: float = typer.Option(4.0, help="mean ROHC header size, bytes"),
-    activity: float = typer.Option(1.0, help="voice activity factor with VAD/DTX, 0..1"),
+    activity: float | None = typer.Option(
+        None, help="voice activity with VAD/DTX, 0..1 (plan: 1.0, --optimise: 0.5)"
+    ),
     spurts: float = typer.Option(15.0, help="talk spurts per minute (DTX gaps to bridge)"),
     fec: bool = typer.Option(True, "--fec/--no-fec", help="Opus in-band FEC"),
     vbr: bool = typer.Option(False, "--vbr", help="Opus variable bit rate (default CBR)"),
@@ -70,11 +73,27 @@ def plan(
     keepalive_interval: int = typer.Option(120, help="keep-alive interval, s"),
     keepalive_transport: str | None = typer.Option(None, help="udp, tcp or tls"),
     verify: Path | None = typer.Option(None, "--verify", help="pcap/pcapng of a call"),
+    optimise: bool = typer.Option(
+        False, "--optimise", "--optimize", help="choose codec/bitrate/ptime/FEC: MOS per byte"
+    ),
+    loss: float = typer.Option(0.0, "--loss", help="--optimise: packet loss, percent"),
+    burst: float = typer.Option(1.0, "--burst", help="--optimise: G.107 BurstR (1 = random)"),
+    rtt: float = typer.Option(100.0, "--rtt", help="--optimise: round-trip time, ms"),
+    jitter: float = typer.Option(20.0, "--jitter", help="--optimise: jitter, ms"),
+    min_mos: float = typer.Option(4.0, "--min-mos", help="--optimise: MOS to reach"),
+    unmetered: bool = typer.Option(False, "--unmetered", help="--optimise: best MOS wins"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Estimate bytes per minute (one direction) and the idle keep-alive cost; with
-    ``--verify CAPTURE`` compare each RTP direction of a capture with the plan (exit 1 when
-    one is off by more than 1 %)."""
+    """Estimate bytes per minute (one direction) and the idle keep-alive cost."""
+    # --verify CAPTURE: each RTP direction of a capture against the plan; exit 1 when one is
+    # off by more than 1 %.
+    from callward.usage import MediaChoice, plan_call, plan_keepalive
+
+    if optimise:
+        _optimise(loss, burst, rtt, jitter, 0.5 if activity is None else activity, min_mos,
+                  not unmetered, ipv6, rohc, rohc_bytes, srtp, as_json)  # fmt: skip
+        return
+    activity = 1.0 if activity is None else activity
     try:
         choice = MediaChoice(
             codec=codec.lower(), ptime_ms=ptime, bitrate=bitrate, srtp=srtp,
@@ -100,7 +119,40 @@ def plan(
         raise typer.Exit(1)
 
 
+def _optimise(
+    loss: float, burst: float, rtt: float, jitter: float, activity: float, min_mos: float,
+    metered: bool, ipv6: bool, rohc: bool, rohc_bytes: float, srtp: str, as_json: bool,
+) -> None:  # fmt: skip
+    """``--optimise``: exit 0 with the choice, 1 when no setting reaches ``--min-mos``."""
+    from callward.usage.optimise import Network, optimise
+
+    try:
+        net = Network(loss_pct=loss, burst_r=burst, rtt_ms=rtt, jitter_ms=jitter,
+                      voice_activity=activity, ip_version=6 if ipv6 else 4, metered=metered,
+                      srtp=srtp, rohc=rohc, rohc_header_bytes=rohc_bytes)  # fmt: skip
+        best = optimise(net, min_mos)
+    except CallwardError as exc:
+        typer.echo(f"callward: {exc}", err=True)
+        raise typer.Exit(2) from None
+    doc = best.as_dict()
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        s, b = best.best.setting, best.best
+        typer.echo(
+            f"{s.codec} {s.bitrate / 1000:g} kb/s, ptime {s.ptime_ms} ms, "
+            f"FEC {'on' if s.fec else 'off'}, DTX on: MOS {b.mos:.3f} ({b.model}), "
+            f"{round(2 * b.bytes_per_minute):,} B/min both directions"
+            + ("" if best.meets_target else f" - no setting reaches MOS {min_mos}")
+        )
+    if not best.meets_target:
+        raise typer.Exit(1)
+
+
 def _render(result: dict[str, Any], choice: MediaChoice, codec: str, ptime: int, srtp: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"{codec} {ptime} ms, {srtp}, IPv{choice.ip_version}")
     table.add_column("quantity")
     table.add_column("value", justify="right")

@@ -51,6 +51,7 @@ __all__ = [
     "audio_endpoint",
     "negotiated_audio",
     "offer_sdp",
+    "prefs_for",
     "voice_settings",
 ]
 
@@ -351,3 +352,11 @@ def voice_settings(stream: NegotiatedStream, prefs: MediaPrefs) -> VoiceSettings
         fec=prefs.fec and fmtp.get("useinbandfec") == "1",
         dtx=prefs.dtx and fmtp.get("usedtx") == "1",
     )  # fmt: skip
+
+
+def prefs_for(codec: str, bitrate: int, ptime: int, fec: bool, dtx: bool = True) -> MediaPrefs:
+    """What to offer for an optimiser's choice (``usage/optimise.py``): that codec first,
+    the others after it as fallbacks for peers without it."""
+    order = (codec, *(c for c in ("opus", "pcmu", "pcma") if c != codec))
+    return MediaPrefs(codecs=order, ptime=ptime, bitrate=bitrate if codec == "opus" else 16000,
+                      fec=fec, dtx=dtx)  # fmt: skip
