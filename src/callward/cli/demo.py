@@ -109,6 +109,7 @@ class Demo:
     noise_suppression: bool = False
     capture: bool = True  # measure bytes with dumpcap on lo (falls back to sender counters)
     optimise: bool = False  # choose codec/bitrate/ptime/FEC with usage/optimise.py
+    keep_capture: Path | None = None  # copy the media capture (pcapng) here
     min_mos: float = 4.0
     lanes: list[str] = field(default_factory=list)
     phones: dict[str, Phone] = field(default_factory=dict)
@@ -480,6 +481,9 @@ def register(app: typer.Typer) -> None:
             False, "--optimise", help="pick codec/bitrate/ptime/FEC for --loss/--jitter"
         ),
         min_mos: float = typer.Option(4.0, "--min-mos", help="with --optimise: MOS to reach"),
+        keep_capture: Path | None = typer.Option(
+            None, "--keep-capture", help="write the media capture (pcapng) to this file"
+        ),
     ) -> None:
         """Two phones register with an edge, call through it with SRTP under loss/jitter,
         and the CDR, audit entry and data usage are shown."""
@@ -499,7 +503,8 @@ def register(app: typer.Typer) -> None:
         demo = Demo(transport=transport, seconds=seconds, loss_pct=loss, jitter_ms=jitter,
                     seed=seed, data_dir=data_dir, codec=codec, ptime_ms=ptime,
                     bitrate=bitrate, fec=fec, dtx=dtx or optimise, noise_suppression=ns,
-                    capture=capture, optimise=optimise, min_mos=min_mos)  # fmt: skip
+                    capture=capture, optimise=optimise, min_mos=min_mos,
+                    keep_capture=keep_capture)  # fmt: skip
         demo = asyncio.run(run_demo(demo))
         if json_out:
             typer.echo(json.dumps(report_json(demo), indent=2))

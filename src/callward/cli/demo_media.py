@@ -15,6 +15,7 @@ the report says so.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import tempfile
 import time
@@ -138,6 +139,8 @@ async def _talk(demo: Demo, streams: dict[str, Any], sink: tuple[str, int]) -> N
                 await capture.__aexit__(None, None, None)
         if use_capture:
             wire = measure_capture(path)
+            if demo.keep_capture is not None:
+                shutil.copyfile(path, demo.keep_capture)
     for src, dst in (("alice", "bob"), ("bob", "alice")):
         demo.legs.append(_leg_report(demo, src, dst))
     await _publish_media_stats(demo)

@@ -24,7 +24,7 @@ from pathlib import Path
 from callward.errors import CaptureError
 from callward.quality.capture import _ip_from_link, decode_ip, iter_frames
 
-__all__ = ["Flow", "WireUsage", "classify", "measure_capture"]
+__all__ = ["Flow", "WireUsage", "classify", "measure_capture", "rtp_datagrams"]
 
 _SIP_STARTS = (b"SIP/2.0 ", b"INVITE ", b"ACK ", b"BYE ", b"CANCEL ", b"REGISTER ", b"OPTIONS ",
                b"PRACK ", b"UPDATE ", b"INFO ", b"SUBSCRIBE ", b"NOTIFY ", b"MESSAGE ",
@@ -125,3 +125,27 @@ def measure_capture(path: str | Path, *, sip_ports: Iterable[int] = ()) -> WireU
     except OSError as exc:
         raise CaptureError(f"cannot read capture {path}: {exc.strerror}") from None
     return WireUsage(tuple(flows.values()))
+
+
+def rtp_datagrams(path: str | Path, *, max_packets: int = 1_000_000) -> dict[str, list[bytes]]:
+    """The IPv4 datagrams of each RTP flow ("src:port>dst:port"), in capture order: what a
+    header compressor on the sender's radio link would see."""
+    out: dict[str, list[bytes]] = {}
+    n = 0
+    for _ts, lt, frame in iter_frames(path):
+        link = _ip_from_link(lt, frame)
+        if link is None or link[0] != 0x0800 or len(frame) < link[1] + 28:
+            continue
+        ip = frame[link[1] :]
+        if ip[9] != 17 or ip[0] != 0x45:
+            continue
+        ip = ip[: int.from_bytes(ip[2:4], "big")]
+        if classify(ip[28:]) != "rtp":
+            continue
+        key = f"{'.'.join(map(str, ip[12:16]))}:{int.from_bytes(ip[20:22], 'big')}>" \
+              f"{'.'.join(map(str, ip[16:20]))}:{int.from_bytes(ip[22:24], 'big')}"  # fmt: skip
+        out.setdefault(key, []).append(ip)
+        n += 1
+        if n >= max_packets:
+            break
+    return out
