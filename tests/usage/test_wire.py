@@ -54,3 +54,32 @@ def test_capture_bytes_per_direction(tmp_path: Path) -> None:
 def test_missing_capture_is_a_capture_error(tmp_path: Path) -> None:
     with pytest.raises(CaptureError):
         measure_capture(tmp_path / "nope.pcap")
+
+
+def test_plan_verify_against_a_capture(tmp_path: Path) -> None:
+    """`callward plan --verify`: 10 s of Opus 12 kb/s CBR at 60 ms (90 B + 12 RTP + 10 tag)
+    written by hand; the planner for the same settings agrees exactly, a wrong bitrate
+    does not (exit 1)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from callward.cli import app
+
+    pkt = bytes([0x80, 111]) + bytes(10) + bytes(90 + 10)
+    frames = [Frame(1.0 + i * 0.06, ethernet_ipv4_udp("10.0.0.1", 4000, "10.0.0.2", 5000, pkt))
+              for i in range(167)]  # fmt: skip
+    path = tmp_path / "call.pcap"
+    write_pcap(path, frames)
+    runner = CliRunner()
+    args = ["plan", "--codec", "opus", "--bitrate", "12000", "--ptime", "60", "--no-rtcp",
+            "--verify", str(path), "--json"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)["verify"]
+    (row,) = doc["directions"]
+    assert row["packets"] == 167 and row["ratio"] == pytest.approx(1.0, abs=1e-3)
+    res = runner.invoke(app, [*args[:4], "16000", *args[5:]])
+    assert res.exit_code == 1
+    res = runner.invoke(app, ["plan", "--verify", str(tmp_path / "missing.pcap")])
+    assert res.exit_code == 2

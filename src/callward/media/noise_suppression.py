@@ -27,7 +27,6 @@ __all__ = ["NoiseSuppressor", "available"]
 # speex/speex_preprocess.h request numbers
 _SET_DENOISE = 0
 _SET_AGC = 2
-_SET_VAD = 4
 _SET_DEREVERB = 8
 _SET_NOISE_SUPPRESS = 18
 
@@ -72,8 +71,9 @@ class NoiseSuppressor:
         if not state:
             raise MediaError("speex_preprocess_state_init failed")
         self._state: int | None = state
-        for request, value in ((_SET_DENOISE, 1), (_SET_AGC, 0), (_SET_VAD, 0),
-                               (_SET_DEREVERB, 0), (_SET_NOISE_SUPPRESS, suppress_db)):  # fmt: skip
+        # (no SET_VAD: libspeexdsp prints a warning for it and its VAD is off by default)
+        for request, value in ((_SET_DENOISE, 1), (_SET_AGC, 0), (_SET_DEREVERB, 0),
+                               (_SET_NOISE_SUPPRESS, suppress_db)):  # fmt: skip
             v = ctypes.c_int(value)
             lib.speex_preprocess_ctl(state, request, ctypes.byref(v))
 

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from callward.errors import ConfigError
+from callward.usage.keepalive import plan_keepalive  # re-exported: idle costs live there
 
 __all__ = [
     "CODECS",
@@ -42,6 +43,7 @@ __all__ = [
     "MediaChoice",
     "dtx_packets_in_gap",
     "plan_call",
+    "plan_keepalive",
     "rtcp_reports",
     "rtcp_sizes",
 ]

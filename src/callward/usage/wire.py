@@ -128,8 +128,8 @@ def measure_capture(path: str | Path, *, sip_ports: Iterable[int] = ()) -> WireU
 
 
 def rtp_datagrams(path: str | Path, *, max_packets: int = 1_000_000) -> dict[str, list[bytes]]:
-    """The IPv4 datagrams of each RTP flow ("src:port>dst:port"), in capture order: what a
-    header compressor on the sender's radio link would see."""
+    """The IPv4 RTP datagrams each sender ("addr:port") sent, in capture order: what a header
+    compressor on the sender's radio link sees (packets lost later included)."""
     out: dict[str, list[bytes]] = {}
     n = 0
     for _ts, lt, frame in iter_frames(path):
@@ -142,8 +142,7 @@ def rtp_datagrams(path: str | Path, *, max_packets: int = 1_000_000) -> dict[str
         ip = ip[: int.from_bytes(ip[2:4], "big")]
         if classify(ip[28:]) != "rtp":
             continue
-        key = f"{'.'.join(map(str, ip[12:16]))}:{int.from_bytes(ip[20:22], 'big')}>" \
-              f"{'.'.join(map(str, ip[16:20]))}:{int.from_bytes(ip[22:24], 'big')}"  # fmt: skip
+        key = f"{'.'.join(map(str, ip[12:16]))}:{int.from_bytes(ip[20:22], 'big')}"
         out.setdefault(key, []).append(ip)
         n += 1
         if n >= max_packets:
