@@ -106,9 +106,22 @@ def adaptive_playout(arrival_s: np.ndarray, ext_ts: np.ndarray, clock_rate: int)
     np.minimum.at(first, key_id, np.arange(n))
     tr_ord = transits[order]
     plans = np.empty(len(uniq), dtype=np.float64)
-    for k, p in enumerate(first.tolist()):
-        window = tr_ord[max(0, p - buf.window + 1) : p + 1].tolist()
-        plans[k] = buf._plan(deque(window))
+    w = buf.window
+    full = first >= w - 1
+    for k in np.flatnonzero(~full).tolist():  # windows still filling: the buffer's own plan
+        p = int(first[k])
+        plans[k] = buf._plan(deque(tr_ord[max(0, p - w + 1) : p + 1].tolist()))
+    if full.any():
+        # Full windows, all at once: nearest-rank percentile and minimum per row, then the
+        # same margin and clamps as AdaptiveBuffer._plan.
+        rows = np.lib.stride_tricks.sliding_window_view(tr_ord, w)[first[full] - (w - 1)]
+        rank = int(max(0, min(w - 1, -(-w * buf.percentile // 100) - 1)))
+        kth = np.partition(rows, rank, axis=1)[:, rank]
+        floor = rows.min(axis=1)
+        target = kth + buf.margin_ms / 1000.0
+        lo = floor + buf.min_delay_ms / 1000.0
+        hi = floor + buf.max_delay_ms / 1000.0
+        plans[full] = np.minimum(np.maximum(target, lo), hi)
     chosen = np.empty(n, dtype=np.float64)
     chosen[order] = plans[key_id]
     late = transits > chosen

@@ -277,18 +277,26 @@ def write_pcapng(
 
 
 def iter_bulk_rtp(
-    n_packets: int, n_streams: int = 50, loss: float = 0.01, seed: int = 3
+    n_packets: int,
+    n_streams: int = 50,
+    loss: float = 0.01,
+    seed: int = 3,
+    *,
+    pt: int = 18,
+    payload_len: int = 20,
+    ts_step: int = 160,
 ) -> Iterator[Frame]:
-    """A large interleaved multi-stream capture for benchmarks (streams share the clock)."""
+    """A large interleaved multi-stream capture for benchmarks (streams share the clock).
+    Defaults: G.729 (PT 18, 20 bytes per 20 ms); G.711 is ``pt=0, payload_len=160``."""
     rng = random.Random(seed)
     per = n_packets // n_streams
-    payload = bytes(20)  # G.729: 20 bytes per 20 ms frame
+    payload = bytes(payload_len)
     base = 1_700_000_000.0
     for i in range(int(per / (1 - loss)) + 1):
         for s in range(n_streams):
             if rng.random() < loss:
                 continue
-            rtp = rtp_header(18, i, i * 160, 0x1000 + s)
+            rtp = rtp_header(pt, i, i * ts_step, 0x1000 + s)
             data = ethernet_ipv4_udp(
                 f"10.1.{s // 200}.{s % 200 + 1}",
                 20000 + 2 * s,

@@ -7,42 +7,53 @@ Entry points: :func:`parse_message` (bytes → Request | Response) and :func:`se
 The asyncio adapters live in ``callward.sip.transport`` and ``callward.sip.dns_resolver``.
 """
 
-from callward.errors import SipParseError
-from callward.sip.auth import AuthOutcome, AuthResult, DigestVerifier, NonceSigner, authorize, ha1
-from callward.sip.dialog import Dialog, DialogId, DialogState
-from callward.sip.dns import DnsCache, ServerLocator, Target
-from callward.sip.headers import (
-    AuthHeader,
-    CSeq,
-    NameAddr,
-    Via,
-    canonical_name,
-    parse_auth,
-    parse_cseq,
-    parse_name_addr,
-    parse_via,
-    split_list,
-)
-from callward.sip.message import (
-    REASON_PHRASES,
-    Headers,
-    Request,
-    Response,
-    make_response,
-    serialize,
-)
-from callward.sip.parser import DEFAULT_LIMITS, ParseLimits, frame_stream, parse_message
-from callward.sip.timers import TimerConfig
-from callward.sip.transaction import (
-    ClientTransaction,
-    ServerTransaction,
-    TransactionKey,
-    make_ack,
-    make_cancel,
-    new_branch,
-)
-from callward.sip.transaction_layer import TransactionLayer
-from callward.sip.uri import URI, AbsoluteURI, SipURI, TelURI, parse_uri
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from callward.errors import SipParseError
+    from callward.sip.auth import (
+        AuthOutcome,
+        AuthResult,
+        DigestVerifier,
+        NonceSigner,
+        authorize,
+        ha1,
+    )
+    from callward.sip.dialog import Dialog, DialogId, DialogState
+    from callward.sip.dns import DnsCache, ServerLocator, Target
+    from callward.sip.headers import (
+        AuthHeader,
+        CSeq,
+        NameAddr,
+        Via,
+        canonical_name,
+        parse_auth,
+        parse_cseq,
+        parse_name_addr,
+        parse_via,
+        split_list,
+    )
+    from callward.sip.message import (
+        REASON_PHRASES,
+        Headers,
+        Request,
+        Response,
+        make_response,
+        serialize,
+    )
+    from callward.sip.parser import DEFAULT_LIMITS, ParseLimits, frame_stream, parse_message
+    from callward.sip.timers import TimerConfig
+    from callward.sip.transaction import (
+        ClientTransaction,
+        ServerTransaction,
+        TransactionKey,
+        make_ack,
+        make_cancel,
+        new_branch,
+    )
+    from callward.sip.transaction_layer import TransactionLayer
+    from callward.sip.uri import URI, AbsoluteURI, SipURI, TelURI, parse_uri
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -92,3 +103,63 @@ __all__ = [
     "serialize",
     "split_list",
 ]
+
+# Names load on first use (PEP 562): importing one submodule (e.g. the parser) does not
+# pull in the whole package. Add an export by importing it above AND listing it here.
+_HOME = {
+    "AbsoluteURI": "callward.sip.uri",
+    "AuthHeader": "callward.sip.headers",
+    "AuthOutcome": "callward.sip.auth",
+    "AuthResult": "callward.sip.auth",
+    "CSeq": "callward.sip.headers",
+    "ClientTransaction": "callward.sip.transaction",
+    "DEFAULT_LIMITS": "callward.sip.parser",
+    "Dialog": "callward.sip.dialog",
+    "DialogId": "callward.sip.dialog",
+    "DialogState": "callward.sip.dialog",
+    "DigestVerifier": "callward.sip.auth",
+    "DnsCache": "callward.sip.dns",
+    "Headers": "callward.sip.message",
+    "NameAddr": "callward.sip.headers",
+    "NonceSigner": "callward.sip.auth",
+    "ParseLimits": "callward.sip.parser",
+    "REASON_PHRASES": "callward.sip.message",
+    "Request": "callward.sip.message",
+    "Response": "callward.sip.message",
+    "ServerLocator": "callward.sip.dns",
+    "ServerTransaction": "callward.sip.transaction",
+    "SipParseError": "callward.errors",
+    "SipURI": "callward.sip.uri",
+    "Target": "callward.sip.dns",
+    "TelURI": "callward.sip.uri",
+    "TimerConfig": "callward.sip.timers",
+    "TransactionKey": "callward.sip.transaction",
+    "TransactionLayer": "callward.sip.transaction_layer",
+    "URI": "callward.sip.uri",
+    "Via": "callward.sip.headers",
+    "authorize": "callward.sip.auth",
+    "canonical_name": "callward.sip.headers",
+    "frame_stream": "callward.sip.parser",
+    "ha1": "callward.sip.auth",
+    "make_ack": "callward.sip.transaction",
+    "make_cancel": "callward.sip.transaction",
+    "make_response": "callward.sip.message",
+    "new_branch": "callward.sip.transaction",
+    "parse_auth": "callward.sip.headers",
+    "parse_cseq": "callward.sip.headers",
+    "parse_message": "callward.sip.parser",
+    "parse_name_addr": "callward.sip.headers",
+    "parse_uri": "callward.sip.uri",
+    "parse_via": "callward.sip.headers",
+    "serialize": "callward.sip.message",
+    "split_list": "callward.sip.headers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
