@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from callward.edge.relays import RelayLinks
     from callward.privacy.serve_hooks import PrivacyServices
     from callward.quality.alerts import QualityMonitor
+    from callward.quality.hep import HepExporter
     from callward.records.security_alerts import SecurityAlertLog
     from callward.records.service import CdrSink, Records
     from callward.relay.ng_daemon import NgDaemon
@@ -92,6 +93,7 @@ class Runtime:
     security_alerts: SecurityAlertLog | None = None  # the SecurityAlert consumer (dashboard)
     privacy: PrivacyServices | None = None  # retention, consent/LI tap policy, IRI, mediation
     quality: QualityMonitor | None = None  # MediaStats → per-tenant QualityAlert, live
+    hep: HepExporter | None = None  # the edge's SIP to quality.hep_collector
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -148,11 +150,35 @@ class Runtime:
         if targets:
             self.relay_links = attach_media_anchor(node, self.config, targets)
         await node.start()
+        if self.config.quality.hep_collector:
+            await self._export_hep(node)
         if self.relay_links is not None:
             await self.relay_links.check()
             self.relay_links.start()
         self.edge = node
         return node
+
+    async def _export_hep(self, node: EdgeNode) -> None:
+        """Every SIP message on the edge's transports, in and out, to the HEP collector
+        (``quality.hep_collector``): Homer/heplify or ``HepReceiver`` see the edge's ladder."""
+        import time
+
+        from callward.quality.hep import HepExporter, sip_wire_to_hep
+        from callward.sip.transport import WireEvent
+
+        q = self.config.quality
+        host, port = parse_hostport(q.hep_collector or "", "quality.hep_collector")
+        exporter = await HepExporter.connect(host, port, capture_id=q.hep_capture_id)
+        self.hep = exporter
+
+        def tap(ev: WireEvent) -> None:
+            if ev.data.strip():  # not CRLF keep-alives
+                exporter.export(sip_wire_to_hep(ev.direction, ev.data, ev.local, ev.remote,
+                                                ev.transport, time.time_ns()))  # fmt: skip
+
+        for transports in node.server.transports.values():
+            for t in transports:
+                t.add_tap(tap)
 
     async def start_consumer(self) -> None:
         """With JetStream: consume this deployment's events into the CDR store in process."""
@@ -188,6 +214,8 @@ class Runtime:
         self._stop.set()
         if self.edge is not None:
             await self.edge.stop()
+        if self.hep is not None:
+            self.hep.close()
         if self.relay_links is not None:
             await self.relay_links.close()
         if self.relay is not None:

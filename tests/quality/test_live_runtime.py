@@ -99,3 +99,48 @@ async def test_runtime_relay_rates_legs_and_alerts_the_tenant(tmp_path: Path) ->
     assert len(alerts) == 1, alerts
     assert (alerts[0].tenant, alerts[0].call_id, alerts[0].cause) == ("default", "q1", "loss")
     assert alerts[0].level in ("warn", "critical") and alerts[0].mos < 4.0
+
+
+async def test_runtime_edge_exports_its_sip_as_hep(tmp_path: Path) -> None:
+    from callward.quality.hep import HepMessage, HepProto, HepReceiver
+    from peers import free_port
+
+    got: list[HepMessage] = []
+    hep_port, sip_port = free_port(), free_port()
+    transport, _ = await HepReceiver.listen("127.0.0.1", hep_port, got.append)
+    cfg = CallwardConfig.model_validate({
+        "storage": {"data_dir": str(tmp_path)},
+        "edge": {"listen": [f"udp:127.0.0.1:{sip_port}"], "auth": False},
+        "quality": {"hep_collector": f"127.0.0.1:{hep_port}", "hep_capture_id": 77},
+    })  # fmt: skip
+    rt = await open_runtime(cfg)
+    ua = _udp()
+    try:
+        await rt.start_edge()
+        ua_port = ua.getsockname()[1]
+        options = (
+            f"OPTIONS sip:127.0.0.1:{sip_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{ua_port};branch=z9hG4bKhep1\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1:{sip_port}>\r\n"
+            "Call-ID: hep-test-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        ua.sendto(options, ("127.0.0.1", sip_port))
+        loop = asyncio.get_running_loop()
+        reply = (await asyncio.wait_for(loop.sock_recvfrom(ua, 4096), 5))[0]
+        for _ in range(50):
+            if len(got) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        ua.close()
+        await rt.close()
+        transport.close()
+    assert reply.startswith(b"SIP/2.0 ")
+    inbound = [m for m in got if m.payload == options]
+    outbound = [m for m in got if m.payload == reply]
+    assert inbound and outbound
+    (i,), (o,) = inbound, outbound
+    assert (i.src, i.sport, i.dst, i.dport) == ("127.0.0.1", ua_port, "127.0.0.1", sip_port)
+    assert (o.src, o.sport, o.dst, o.dport) == ("127.0.0.1", sip_port, "127.0.0.1", ua_port)
+    assert i.proto_type == HepProto.SIP and i.capture_id == 77 and i.ip_proto == 17

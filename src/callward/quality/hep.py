@@ -170,6 +170,18 @@ def iter_hep_file(path: str | Path) -> Iterator[HepMessage]:
             yield decode_hep(head + rest)
 
 
+def sip_wire_to_hep(
+    direction: str, data: bytes, local: tuple[str, int], remote: tuple[str, int],
+    transport: str, ts_ns: int,
+) -> HepMessage:  # fmt: skip
+    """A SIP message a transport tap saw (``direction`` "in" or "out") as a HEPv3 SIP
+    message: source and destination as on the wire, IP protocol UDP (17) or TCP (6)."""
+    src, dst = (remote, local) if direction == "in" else (local, remote)
+    ip_proto = 17 if transport.lower().startswith("udp") else 6
+    return HepMessage(str(src[0]), int(src[1]), str(dst[0]), int(dst[1]), ts_ns, HepProto.SIP,
+                      data, ip_proto)  # fmt: skip
+
+
 class HepReceiver(asyncio.DatagramProtocol):
     """asyncio adapter: decode each received HEPv3 datagram and hand it to ``on_message``.
 
