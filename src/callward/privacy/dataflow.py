@@ -29,10 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from callward.errors import ConfigError
-from callward.privacy.retention_policy import DATA_CLASSES
+from callward.privacy.retention_policy import DATA_CLASSES, read_yaml
 
 __all__ = [
     "ADEQUACY",
@@ -126,14 +124,7 @@ def _classes(v: Any, where: str) -> tuple[str, ...]:
 
 def load_deployment(path: Path) -> Deployment:
     """Parse and cross-check a deployment file; ConfigError (one line) on any inconsistency."""
-    try:
-        if path.stat().st_size > _MAX_BYTES:
-            raise ConfigError(f"{path}: larger than {_MAX_BYTES} bytes")
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read deployment: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml(path, "deployment", _MAX_BYTES)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping")
     try:

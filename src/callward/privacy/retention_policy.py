@@ -177,15 +177,19 @@ def load_ruleset(source: str | Path) -> RuleSet:
         path = RULESET_DIR / f"{name.lower()}.yaml"
     else:
         path = Path(text_source)
+    return _parse_ruleset(read_yaml(path, "rule set", _MAX_RULESET_BYTES), text_source)
+
+
+def read_yaml(path: Path, what: str, max_bytes: int) -> Any:
+    """A bounded YAML file read for the privacy registers; one-line ConfigError on failure."""
     try:
-        if path.stat().st_size > _MAX_RULESET_BYTES:
-            raise ConfigError(f"{path}: rule set larger than {_MAX_RULESET_BYTES} bytes")
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > max_bytes:
+            raise ConfigError(f"{path}: {what} larger than {max_bytes} bytes")
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read rule set: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return _parse_ruleset(data, text_source)
 
 
 @dataclass(frozen=True, slots=True)
