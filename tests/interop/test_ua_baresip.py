@@ -31,10 +31,12 @@ MODULES = Path("/usr/lib/baresip/modules")
 SINE = ("synth", "3", "sine", "440")
 
 
-@pytest.fixture
-def baresip_dir(tmp_path: Path) -> tuple[Path, int]:
-    if BARESIP is None or SOX is None or not (MODULES / "g711.so").exists():
-        pytest.skip("why: baresip (baresip-core) or sox not installed")
+def _baresip(tmp_path: Path, extra_module: str = "", mediaenc: str = "") -> tuple[Path, int]:
+    """A baresip config directory (auto-answering bob, aufile in/out, sndfile dumps) and the
+    SIP port it will listen on; skips when baresip, the module or sox is missing."""
+    module = extra_module or "g711.so"
+    if BARESIP is None or SOX is None or not (MODULES / module).exists():
+        pytest.skip(f"why: baresip (baresip-core) with {module}, or sox, not installed")
     port = free_port()
     subprocess.run(
         [SOX, "-n", "-r", "8000", "-c", "1", "-b", "16", str(tmp_path / "in.wav"), *SINE],
@@ -44,8 +46,9 @@ def baresip_dir(tmp_path: Path) -> tuple[Path, int]:
     baresip_config(
         tmp_path,
         sip_port=port,
-        modules=["g711.so", "aufile.so", "sndfile.so"],
-        account="<sip:bob@127.0.0.1>;regint=0;answermode=auto",
+        modules=["g711.so", "aufile.so", "sndfile.so", *([extra_module] if extra_module else [])],
+        account="<sip:bob@127.0.0.1>;regint=0;answermode=auto"
+        + (f";mediaenc={mediaenc}" if mediaenc else ""),
         settings=[
             f"snd_path {tmp_path}",
             f"audio_player aufile,{tmp_path / 'out.wav'}",
@@ -54,6 +57,11 @@ def baresip_dir(tmp_path: Path) -> tuple[Path, int]:
         ],
     )
     return tmp_path, port
+
+
+@pytest.fixture
+def baresip_dir(tmp_path: Path) -> tuple[Path, int]:
+    return _baresip(tmp_path)
 
 
 async def start_baresip(cfg: Path, *extra: str) -> asyncio.subprocess.Process:
@@ -164,27 +172,7 @@ async def _first_call(phone: Phone) -> object:
 
 @pytest.fixture
 def baresip_dtls(tmp_path: Path) -> tuple[Path, int]:
-    if BARESIP is None or SOX is None or not (MODULES / "dtls_srtp.so").exists():
-        pytest.skip("why: baresip with the dtls_srtp module, or sox, not installed")
-    port = free_port()
-    subprocess.run(
-        [SOX, "-n", "-r", "8000", "-c", "1", "-b", "16", str(tmp_path / "in.wav"),
-         "synth", "3", "sine", "440"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    baresip_config(
-        tmp_path,
-        sip_port=port,
-        modules=["g711.so", "aufile.so", "sndfile.so", "dtls_srtp.so"],
-        account="<sip:bob@127.0.0.1>;regint=0;answermode=auto;mediaenc=dtls_srtp",
-        settings=[
-            f"snd_path {tmp_path}",
-            f"audio_player aufile,{tmp_path / 'out.wav'}",
-            f"audio_source aufile,{tmp_path / 'in.wav'}",
-            f"audio_alert aufile,{tmp_path / 'alert.wav'}",
-        ],
-    )
-    return tmp_path, port
+    return _baresip(tmp_path, "dtls_srtp.so", "dtls_srtp")
 
 
 def _tshark_sees_dtls_and_srtp(cap: Path, port: int) -> None:

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from callward.config import CallwardConfig, EdgeConfig
 from callward.ua.call import CallState
 from callward.ua.media import RtpEndpoint
 from callward.ua.phone import Phone
 from callward.ua.registration_agent import RegistrationAgent
-from peers import free_port
 
 pytestmark = pytest.mark.timeout(60)
 REALM = "callward.local"
@@ -32,29 +29,10 @@ def _second_loopback() -> bool:
         return False
 
 
-async def _edge(tmp_path: Path) -> tuple[Any, tuple[str, int]]:
-    edge_mod = pytest.importorskip("callward.edge.app")
-    subs_mod = pytest.importorskip("callward.edge.subscribers")
-    port = free_port()
-    db = tmp_path / "subs.sqlite"
-    cfg = CallwardConfig(
-        edge=EdgeConfig(
-            listen=[f"udp:127.0.0.1:{port}"], realm=REALM, domains=[REALM],
-            subscribers=f"sqlite:{db}", auth_secret="k" * 32,
-        )
-    )  # fmt: skip
-    subscribers = subs_mod.SqliteSubscribers(db)
-    for user in ("alice", "bob"):
-        subscribers.put(subs_mod.Subscriber.from_password(user, REALM, f"pw-{user}"))
-    edge = edge_mod.EdgeNode(cfg, subscribers=subscribers)
-    await edge.start()
-    return edge, ("127.0.0.1", port)
-
-
-async def test_call_survives_an_address_change(tmp_path: Path) -> None:
+async def test_call_survives_an_address_change(start_edge: Any) -> None:
     if not _second_loopback():
         pytest.skip("why: 127.0.0.2 is not usable on this host")
-    edge, edge_addr = await _edge(tmp_path)
+    _, edge_addr = await start_edge("udp")
     alice = await Phone.start("alice", password="pw-alice", auto_answer=True)
     bob = await Phone.start("bob", password="pw-bob")
     a_rtp = await RtpEndpoint.open("127.0.0.1")
@@ -98,4 +76,3 @@ async def test_call_survives_an_address_change(tmp_path: Path) -> None:
                 r.close()
         await alice.close()
         await bob.close()
-        await edge.stop()

@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from callward.config import CallwardConfig, EdgeConfig
 from callward.nat.stun import binding_success, is_stun
 from callward.sip.message import Request, make_response
 from callward.sip.parser import parse_message
 from callward.ua.phone import Phone
 from callward.ua.registration_agent import RegistrationAgent, keepalive_policy
 from callward.usage.planner import plan_keepalive
-from peers import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,34 +24,11 @@ REALM = "callward.local"
 INSTANCE = "urn:uuid:00000000-0000-4000-8000-0000000000a1"
 
 
-async def _edge(tmp_path: Path, transport: str) -> tuple[Any, tuple[str, int]]:
-    edge_mod = pytest.importorskip("callward.edge.app")
-    subs_mod = pytest.importorskip("callward.edge.subscribers")
-    port = free_port()
-    db = tmp_path / "subs.sqlite"
-    cfg = CallwardConfig(
-        edge=EdgeConfig(
-            listen=[f"{transport}:127.0.0.1:{port}"],
-            realm=REALM,
-            domains=[REALM],
-            subscribers=f"sqlite:{db}",
-            auth_secret="k" * 32,
-        )
-    )
-    subscribers = subs_mod.SqliteSubscribers(db)
-    for user in ("alice", "bob"):
-        subscribers.put(subs_mod.Subscriber.from_password(user, REALM, f"pw-{user}"))
-    edge = edge_mod.EdgeNode(cfg, subscribers=subscribers)
-    await edge.start()
-    return edge, ("127.0.0.1", port)
-
-
-async def test_two_flows_to_two_edges_fail_over_on_a_dead_keepalive(tmp_path: Path) -> None:
-    edge_a, addr_a = await _edge(tmp_path, "tcp")
-    edge_b, addr_b = await _edge(tmp_path, "tcp")
+async def test_two_flows_to_two_edges_fail_over_on_a_dead_keepalive(start_edge: Any) -> None:
+    edge_a, addr_a = await start_edge("tcp")
+    _, addr_b = await start_edge("tcp")
     bob = await Phone.start("bob", transport="tcp", password="pw-bob", auto_answer=True)
     alice = await Phone.start("alice", transport="tcp", password="pw-alice")
-    a_stopped = False
     try:
         agent = await RegistrationAgent.start(
             bob, [addr_a, addr_b], domain=REALM, expires=300, instance=INSTANCE,
@@ -66,7 +40,6 @@ async def test_two_flows_to_two_edges_fail_over_on_a_dead_keepalive(tmp_path: Pa
         await asyncio.sleep(1.5)
         assert agent.keepalives_sent >= 2 and len(agent.registered()) == 2
         await edge_a.stop()  # edge A dies: its flow's next CRLF ping gets no pong
-        a_stopped = True
         for _ in range(60):
             if agent.active_edge() == addr_b:
                 break
@@ -80,9 +53,6 @@ async def test_two_flows_to_two_edges_fail_over_on_a_dead_keepalive(tmp_path: Pa
     finally:
         await alice.close()
         await bob.close()
-        if not a_stopped:
-            await edge_a.stop()
-        await edge_b.stop()
 
 
 class RawRegistrar(asyncio.DatagramProtocol):
@@ -220,10 +190,10 @@ async def test_binding_change_seen_by_stun_reregisters() -> None:
         transport.close()
 
 
-async def test_stun_keepalives_answered_by_a_real_edge_over_udp(tmp_path: Path) -> None:
+async def test_stun_keepalives_answered_by_a_real_edge_over_udp(start_edge: Any) -> None:
     """The edge answers STUN Binding on its SIP UDP port (RFC 5626 §4.4.2): keep-alives on an
     outbound UDP flow come back with our mapped address and the flow stays up."""
-    edge, addr = await _edge(tmp_path, "udp")
+    _, addr = await start_edge("udp")
     bob = await Phone.start("bob", transport="udp", password="pw-bob")
     try:
         agent = await RegistrationAgent.start(
@@ -239,4 +209,3 @@ async def test_stun_keepalives_answered_by_a_real_edge_over_udp(tmp_path: Path) 
         assert sizer is not None and sizer.lost == 0 and agent.registered() == [0]
     finally:
         await bob.close()
-        await edge.stop()
