@@ -172,3 +172,16 @@ def test_untrusted_identity_headers_are_stripped(h) -> None:
     for name in ("P-Preferred-Identity", "Remote-Party-ID", "P-Access-Network-Info"):
         assert name not in fwd.headers, name
     assert "alice" in (fwd.headers.get("P-Asserted-Identity") or "")
+
+
+def test_unauthenticated_invites_are_challenged_statelessly(h) -> None:
+    """A flood of challenged INVITEs holds no transaction (no 32 s of memory per request)."""
+    core, net = _core(h)
+    for i in range(200):
+        out = _invite(h, net, "sip:bob@callward.local", src=ATTACKER, call_id=f"fl{i}",
+                      from_="<sip:x@evil.example>")  # fmt: skip
+        resp = _final(out)
+        assert resp.status == 407 and resp.headers.get("Proxy-Authenticate")
+    assert core.active_transactions == 0
+    # the ACK of a stateless 407 is absorbed, and nothing was forwarded
+    assert not [m for _, m in net.log if getattr(m, "method", "") == "INVITE"]

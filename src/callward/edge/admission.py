@@ -270,6 +270,10 @@ class Admission:
         if self._load >= p.shed_new_at and req.method != "ACK":
             return self._over(req.source, now, "overload", 0.0)
         if req.authenticated:
+            if req.call_id:
+                # credentials on the Call-ID we challenged: a client, not a scanner (whether
+                # or not they verify: wrong ones are the lockout's business)
+                self.scanner.answered(req.source, req.call_id)
             return self._admit_authenticated(req, mclass, now)
         return self._admit_unauthenticated(req, mclass, now)
 
@@ -305,6 +309,7 @@ class Admission:
     def auth_succeeded(self, source: str, account: str, now: float, call_id: str = "") -> None:
         p = self.policy
         self._proven.put(source, now + p.proven_ttl)
+        self.scanner.forgive(source)
         known = self._acct_sources.peek(account) or ()
         if source not in known:
             self._acct_sources.put(account, (source, *known[:3]))
@@ -348,7 +353,13 @@ class Admission:
             total = self._totals[mclass] = TokenBucket(total_rate.burst, now)
         if not total.take(total_rate, now):
             return self._over(req.source, now, "unauth-total", total.wait(total_rate))
-        if req.call_id and req.method in ("REGISTER", "INVITE"):
+        # A source that authenticated recently (a NAT full of phones) is not watched for
+        # unanswered challenges: its retries are the smoothing working, not a scan.
+        if (
+            req.call_id
+            and req.method in ("REGISTER", "INVITE")
+            and not self._is_proven(req.source, now)
+        ):
             self.scanner.challenged(req.source, req.call_id, req.target or req.account or "", now)
         return ADMIT
 

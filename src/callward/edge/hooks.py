@@ -57,6 +57,7 @@ class Reject:
     reason: str | None = None
     retry_after: int | None = None  # seconds, RFC 3261 §20.33 (with 503)
     rule: str = "policy"  # metric label and SecurityAlert rule (bounded vocabulary)
+    headers: tuple[tuple[str, str], ...] = ()  # extra header lines (e.g. a stateless 407's)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from callward.edge.overload import OverloadGuard, OverloadLimits, RateLimiter
 from callward.edge.pending import Pending, Query, Task, Tasks
 from callward.edge.registrar import Registrar, RegistrarPolicy
 from callward.edge.routing import loop_hash, make_branch
-from callward.edge.security import EdgeSecurity, strip_untrusted
+from callward.edge.security import AUTH_METHODS, EdgeSecurity, strip_untrusted
 from callward.edge.sessions import UNSUPERVISED_CALL_LIMIT, DialogTracker
 from callward.edge.settings import EdgeSettings
 from callward.edge.targets import ALLOW, Router
@@ -66,7 +66,7 @@ from callward.sip.uri import SipURI
 __all__ = ["UNSUPERVISED_CALL_LIMIT", "EdgeCore"]
 
 _OURS: frozenset[str] = frozenset()  # Proxy-Require option tags this proxy implements
-_AUTH_METHODS = frozenset({"INVITE", "MESSAGE", "SUBSCRIBE", "REFER", "PUBLISH"})
+_AUTH_METHODS = AUTH_METHODS  # one list, edge/security.py
 _REJECT_TAG = "cwrj"  # To tag of stateless rejections: their ACKs are absorbed
 
 
@@ -124,6 +124,8 @@ class EdgeCore:
             emit=self._security_alert,
             is_trusted=self.topology.is_trusted,
             auth_on=lambda: self.settings.auth,
+            challenge=self._stateless_challenge,
+            is_local=self.router.local.is_local_uri,
         )
         self.authenticator.guard = self.security
         self._now = 0.0
@@ -297,7 +299,7 @@ class EdgeCore:
             self.metrics.reject(verdict.rule)
             if isinstance(verdict, Drop) or req.method == "ACK":
                 return False
-            extra = []
+            extra = list(verdict.headers)
             if verdict.retry_after is not None:
                 extra.append(("Retry-After", str(verdict.retry_after)))
             tag = _REJECT_TAG + secrets.token_hex(4)
@@ -610,6 +612,15 @@ class EdgeCore:
                 return
             resp = make_response(ctx.request, 500, "Media Unavailable", to_tag="cwmedia")
         self.forking.send_up(ctx, resp, self._now, False)
+
+    def _stateless_challenge(self, req: Request, now: float) -> list[tuple[str, str]]:
+        """The Proxy-Authenticate lines of a 407 (every scheme's), for a challenge answered
+        before any transaction exists (memory per unauthenticated INVITE: none)."""
+        return [
+            line
+            for scheme in self.hooks.auth_schemes
+            for line in scheme.challenges(req, now, proxy=True)
+        ]
 
     def _security_alert(self, alert: SecurityAlert) -> None:
         self.metrics.security_alert(alert.rule)

@@ -105,6 +105,13 @@ class ScannerDetector:
         if t is not None:
             t.pending.pop(call_id, None)
 
+    def forgive(self, source: str) -> None:
+        """The source authenticated: what it left unanswered was a client's, not a scan's."""
+        t = self._tracks.peek(source)
+        if t is not None:
+            t.pending.clear()
+            t.unanswered.clear()
+
     def _expire(self, t: _Track, now: float) -> None:
         if not t.pending:
             return

@@ -33,9 +33,12 @@ from callward.events import SecurityAlert
 from callward.sip.headers import parse_auth
 from callward.sip.message import Request
 from callward.sip.peer import Peer
-from callward.sip.uri import SipURI, TelURI
+from callward.sip.uri import URI, SipURI, TelURI
 
-__all__ = ["UNTRUSTED_STRIP", "EdgeSecurity", "claimed_username", "strip_untrusted"]
+__all__ = ["AUTH_METHODS", "UNTRUSTED_STRIP", "EdgeSecurity", "claimed_username", "strip_untrusted"]
+
+# Requests the edge authenticates (407) when they come from an untrusted source.
+AUTH_METHODS = frozenset({"INVITE", "MESSAGE", "SUBSCRIBE", "REFER", "PUBLISH"})
 
 # Identity and access-network headers only a trusted node may state (RFC 3325 §5, RFC 7315
 # §4.4: P-Access-Network-Info carries cell ids; Remote-Party-ID is the pre-3325 draft form).
@@ -90,6 +93,8 @@ class EdgeSecurity:
         emit: Callable[[SecurityAlert], None],
         is_trusted: Callable[[Peer], bool],
         auth_on: Callable[[], bool] = lambda: True,
+        challenge: Callable[[Request, float], list[tuple[str, str]]] | None = None,
+        is_local: Callable[[URI], bool] | None = None,
         admission: AdmissionPolicy | None = None,
         fraud: FraudPolicy | None = None,
     ) -> None:
@@ -98,6 +103,8 @@ class EdgeSecurity:
         self._emit = emit
         self._is_trusted = is_trusted
         self._auth_on = auth_on
+        self._challenge = challenge
+        self._is_local = is_local
 
     # ---- AdmissionPolicy hook
     def admit(self, request: Request, peer: Peer, *, in_dialog: bool, now: float) -> Verdict:
@@ -105,6 +112,9 @@ class EdgeSecurity:
         # every source is accounted like an authenticated one (generous per-source buckets).
         trusted = self._is_trusted(peer) or not self._auth_on()
         account = claimed_username(request)
+        credentialed = account is not None or any(
+            name in request.headers for name in ("Proxy-Authorization", "Authorization")
+        )
         frm = request.from_.uri
         tenant = frm.host.lower().rstrip(".")[:64] if isinstance(frm, SipURI) else "tel"
         contact = request.headers.get("Contact") or ""
@@ -113,7 +123,7 @@ class EdgeSecurity:
             method=request.method,
             tenant=tenant,
             account=account if account is not None else (f"peer:{peer.host}" if trusted else None),
-            authenticated=trusted or account is not None,
+            authenticated=trusted or credentialed,
             in_dialog=in_dialog,
             user_agent=(request.headers.get("User-Agent") or "")[:200],
             target=_target(request),
@@ -123,10 +133,32 @@ class EdgeSecurity:
         verdict = self.admission.admit(info, now)
         self._flush()
         if verdict.kind is VerdictKind.ADMIT:
+            if not in_dialog and not trusted and not credentialed:
+                return self._unauthenticated(request, now)
             return ACCEPT
         if verdict.kind is VerdictKind.DROP:
             return Drop(verdict.rule)
         return Reject(verdict.status, verdict.reason or None, verdict.retry_after, verdict.rule)
+
+    def _unauthenticated(self, request: Request, now: float) -> Verdict:
+        """An untrusted request without credentials that the edge would only challenge (or
+        refuse as a relay attempt) is answered here, statelessly: no transaction, no memory
+        held for 32 s per request, the same answer whoever the target is."""
+        if self._challenge is None or self._is_local is None:
+            return ACCEPT
+        if request.method not in AUTH_METHODS:
+            return ACCEPT
+        refusal = self.relay_refusal(
+            request,
+            ruri_local=self._is_local(request.uri),
+            from_local=self._is_local(request.from_.uri),
+            trusted=False,
+            auth_on=True,
+            authenticates=True,
+        )
+        if refusal is not None:
+            return Reject(refusal[0], refusal[1], rule="not-relaying")
+        return Reject(407, None, rule="challenge", headers=tuple(self._challenge(request, now)))
 
     # ---- Authenticator guard
     def checked(
@@ -168,7 +200,9 @@ class EdgeSecurity:
         the operator's explicit "no authorization" (lab use; ``callward edge`` warns)."""
         if trusted or ruri_local or not auth_on:
             return None
-        credentialed = claimed_username(request) is not None
+        credentialed = any(
+            name in request.headers for name in ("Proxy-Authorization", "Authorization")
+        )
         if authenticates and (from_local or credentialed):
             return None  # authentication decides (challenge, then only our subscribers pass)
         return 403, "Not relaying"
