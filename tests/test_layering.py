@@ -10,7 +10,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "callward"
 
 LAYER = {
-    "config": 0, "errors": 0, "events": 0, "events_jetstream": 0,
+    "config": 0, "errors": 0, "events": 0, "events_jetstream": 0, "lazy": 0,
     "sip": 1, "sdp": 1, "rtp": 1, "nat": 1, "media": 1, "ng": 1,
     "quality": 2, "records": 2, "privacy": 2, "usage": 2,
     "edge": 3, "ua": 3, "relay": 3,

@@ -80,15 +80,18 @@ def _in_dialog(method: str, cseq: int) -> str:
     ]]></send>"""
 
 
-AUTH_CALL = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="digest-challenged call">
-{_invite(1, auth=False)}
+# INVITE, 407, ACK, the authenticated INVITE (RFC 3261 §22.2): how both scenarios start.
+_CHALLENGED = f"""{_invite(1, auth=False)}
   <recv response="100" optional="true"/>
   <recv response="407" auth="true"/>
 {_ack_non2xx(1)}
 {_invite(2, auth=True)}
-  <recv response="100" optional="true"/>
+  <recv response="100" optional="true"/>"""
+
+AUTH_CALL = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="digest-challenged call">
+{_CHALLENGED}
   <recv response="180" optional="true"/>
   <recv response="200"/>
 {_in_dialog("ACK", 2)}
@@ -102,12 +105,7 @@ AUTH_CALL = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 CANCEL_CALL = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="cancelled while ringing">
-{_invite(1, auth=False)}
-  <recv response="100" optional="true"/>
-  <recv response="407" auth="true"/>
-{_ack_non2xx(1)}
-{_invite(2, auth=True)}
-  <recv response="100" optional="true"/>
+{_CHALLENGED}
   <recv response="180"/>
   <send><![CDATA[
       CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0

@@ -8,8 +8,9 @@ The names below load on first use (PEP 562), so ``callward mos`` importing
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from callward.lazy import exports
 
 if TYPE_CHECKING:
     from callward.quality.emodel import (
@@ -47,8 +48,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'callward.quality' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"callward.quality.{home}"), name)
+__getattr__ = exports(__name__, {k: f"callward.quality.{v}" for k, v in _HOME.items()})

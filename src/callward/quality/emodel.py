@@ -169,6 +169,16 @@ def mos_from_r(r: float) -> float:
     return max(1.0, 1 + 0.035 * r + r * (r - 60) * (100 - r) * 7e-6)
 
 
+def check_inputs(loss_pct: float, delay_ms: float, burst_r: float) -> None:
+    """PolicyError naming the first out-of-range value (shared with the wideband model)."""
+    if not 0 <= loss_pct <= 100 or math.isnan(loss_pct):
+        raise PolicyError(f"loss {loss_pct} must be a percentage in [0, 100]")
+    if not 0 <= delay_ms <= 10_000 or math.isnan(delay_ms):
+        raise PolicyError(f"delay {delay_ms} ms must be in [0, 10000]")
+    if not 1 <= burst_r <= 100 or math.isnan(burst_r):
+        raise PolicyError(f"BurstR {burst_r} must be in [1, 100] (1 = random loss)")
+
+
 def quick(codec_name: str, loss_pct: float, delay_ms: float, burst_r: float = 1.0) -> EModelResult:
     """The common case: a codec, packet loss, one-way mouth-to-ear delay and BurstR.
 
@@ -176,12 +186,7 @@ def quick(codec_name: str, loss_pct: float, delay_ms: float, burst_r: float = 1.
     documents. PolicyError on an unknown codec or an out-of-range value.
     """
     c = codec(codec_name)
-    if not 0 <= loss_pct <= 100 or math.isnan(loss_pct):
-        raise PolicyError(f"loss {loss_pct} must be a percentage in [0, 100]")
-    if not 0 <= delay_ms <= 10_000 or math.isnan(delay_ms):
-        raise PolicyError(f"delay {delay_ms} ms must be in [0, 10000]")
-    if not 1 <= burst_r <= 100 or math.isnan(burst_r):
-        raise PolicyError(f"BurstR {burst_r} must be in [1, 100] (1 = random loss)")
+    check_inputs(loss_pct, delay_ms, burst_r)
     return compute(
         EModelInput(t=delay_ms, ta=delay_ms, tr=2 * delay_ms, ie=c.ie, bpl=c.bpl, ppl=loss_pct,
                     burst_r=burst_r)

@@ -213,15 +213,6 @@ def compute_wb(
                        c.source, c.bpl_source)  # fmt: skip
 
 
-def _check(loss: float, burst: float, delay_ms: float) -> None:
-    if not 0 <= loss <= 100 or math.isnan(loss):
-        raise PolicyError(f"loss {loss} must be a percentage in [0, 100]")
-    if not 0 <= delay_ms <= 10_000 or math.isnan(delay_ms):
-        raise PolicyError(f"delay {delay_ms} ms must be in [0, 10000]")
-    if not 1 <= burst <= 100 or math.isnan(burst):
-        raise PolicyError(f"BurstR {burst} must be in [1, 100] (1 = random loss)")
-
-
 def mos_for(
     codec: str,
     bitrate: float | None = None,
@@ -237,7 +228,7 @@ def mos_for(
     scales are MOS-CQE on the same 1–4.5 range, so they can be compared and ranked.
     PolicyError on an unknown codec or an out-of-range value.
     """
-    _check(loss, burst, delay_ms)
+    emodel.check_inputs(loss, delay_ms, burst)
     k = _key(codec)
     if k == "opus" and bitrate is not None and bitrate < 11_000:
         if bitrate <= 0 or math.isnan(bitrate):

@@ -1,8 +1,9 @@
 """callward.rtp: RTP/RTCP wire formats (RFC 3550, 3611, 8285, 5761), receiver statistics,
 SRTP (RFC 3711/7714 via libsrtp), RFC 4733 DTMF and playout-buffer models. Sans-IO."""
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from callward.lazy import exports
 
 if TYPE_CHECKING:
     from callward.rtp.dtmf import (
@@ -137,10 +138,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = exports(__name__, _HOME)

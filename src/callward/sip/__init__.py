@@ -7,8 +7,9 @@ Entry points: :func:`parse_message` (bytes → Request | Response) and :func:`se
 The asyncio adapters live in ``callward.sip.transport`` and ``callward.sip.dns_resolver``.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from callward.lazy import exports
 
 if TYPE_CHECKING:
     from callward.errors import SipParseError
@@ -156,10 +157,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = exports(__name__, _HOME)
