@@ -177,9 +177,11 @@ class EdgeNode:
             tls_context=tls,
         )
         self._answer_questions()
-        from callward.edge.bearer_io import install_bearer  # httpx/joserfc only when used
+        self.bearer = None
+        if cfg.identity.issuer:  # RFC 8898 Bearer; httpx/joserfc are imported only then
+            from callward.edge.bearer_io import install_bearer
 
-        self.bearer = install_bearer(cfg, self.core, self.server)  # RFC 8898, if configured
+            self.bearer = install_bearer(cfg, self.core, self.server)
         self._reload = reload
         self._metrics_server: object | None = None
         self._dns_resolver = dns_resolver
