@@ -214,6 +214,8 @@ def storm(work: Path, phones: int) -> dict[str, object]:
                 if i not in done and i not in due and now - t > 4:
                     due[i] = now
                     del sent_at[i]
+                    auth.pop(i, None)  # like a phone: start over with a fresh challenge
+                    cseq[i] += 1
             time.sleep(0.005)
         elapsed = time.monotonic() - t0
         sock.close()

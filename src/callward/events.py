@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol
 
 __all__ = [
     "PERSONAL_FIELDS",
+    "SECURITY_ALERT_RULES",
     "CallAnswered",
     "CallEnded",
     "CallStarted",
@@ -94,6 +95,17 @@ class MediaStats(_Base):
     mos: float | None = None
     bytes_sent: int = 0
     bytes_received: int = 0
+
+
+# The rules a SecurityAlert may carry (a bounded vocabulary: metric labels and log fields use
+# it; anything else is reported as "other").
+SECURITY_ALERT_RULES = frozenset(
+    {
+        "account-lockout", "password-guessing", "scanner-user-agent", "options-sweep",
+        "extension-scan", "concurrent-calls", "cps-spike", "costly-velocity",
+        "register-auth-failed", "tls-cert-expiring", "tls-cert-expired",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

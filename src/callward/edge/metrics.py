@@ -7,6 +7,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from callward.events import SECURITY_ALERT_RULES
+
 __all__ = ["KNOWN_METHODS", "SECURITY_RULES", "EdgeMetrics"]
 
 KNOWN_METHODS = frozenset(
@@ -18,13 +20,7 @@ KNOWN_METHODS = frozenset(
 
 
 # Bounded label set of callward_edge_security_alerts (anything else is counted as "other").
-SECURITY_RULES = frozenset(
-    {
-        "account-lockout", "password-guessing", "scanner-user-agent", "options-sweep",
-        "extension-scan", "concurrent-calls", "cps-spike", "costly-velocity",
-        "register-auth-failed",
-    }
-)  # fmt: skip
+SECURITY_RULES = SECURITY_ALERT_RULES
 
 
 class EdgeMetrics:

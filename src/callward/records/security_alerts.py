@@ -16,21 +16,14 @@ from dataclasses import dataclass
 
 import structlog
 
-from callward.events import Event, SecurityAlert
+from callward.events import SECURITY_ALERT_RULES, Event, SecurityAlert
 from callward.privacy.pseudonym import Pseudonymizer
 
 __all__ = ["KNOWN_RULES", "AlertRecord", "SecurityAlertLog", "safe_text"]
 
 log = structlog.get_logger("callward.security")
 
-KNOWN_RULES = frozenset(
-    {
-        "account-lockout", "password-guessing", "scanner-user-agent", "options-sweep",
-        "extension-scan", "concurrent-calls", "cps-spike", "costly-velocity",
-        "register-auth-failed", "tls-cert-expiring", "tls-cert-expired", "not-relaying",
-        "premium-denied", "international-denied",
-    }
-)  # fmt: skip
+KNOWN_RULES = SECURITY_ALERT_RULES
 
 
 def safe_text(text: str, limit: int = 120) -> str:
