@@ -416,13 +416,13 @@ async def run_demo(demo: Demo, steps: tuple[Step, ...] = DEFAULT_STEPS) -> Demo:
         tmp = tempfile.TemporaryDirectory(prefix="callward-demo-")
         demo.data_dir = Path(tmp.name)
     try:
-        async with asyncio.timeout(DEMO_TIMEOUT + demo.seconds):
+        async with asyncio.timeout(DEMO_TIMEOUT + 2 * demo.seconds):
             for step in steps:
                 await step(demo)
                 if not demo.ok:
                     break
     except TimeoutError:
-        demo.fail(f"demo did not finish within {DEMO_TIMEOUT + demo.seconds:.0f} s")
+        demo.fail(f"demo did not finish within {DEMO_TIMEOUT + 2 * demo.seconds:.0f} s")
     except CallwardError as exc:
         demo.fail(f"{type(exc).__name__}: {exc}")
     finally:
