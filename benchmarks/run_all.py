@@ -26,6 +26,10 @@ SCRIPTS = [
     "records_lookup",
     "web_paging",
     "cli_startup",
+    "usage_idle",
+    "usage_ns",
+    "usage_rohc",
+    "usage_wire",
     "identity_day",
 ]
 
