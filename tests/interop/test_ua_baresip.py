@@ -9,6 +9,7 @@ import contextlib
 import shutil
 import subprocess
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,14 @@ def _tshark_sees_dtls_and_srtp(cap: Path, port: int) -> None:
     assert srtp["out"] >= 45 and srtp["in"] >= 10, srtp
 
 
+async def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for ``cond`` (a loaded machine delays baresip's first SRTP after its handshake)."""
+    for _ in range(int(timeout / 0.1)):
+        if cond():
+            return
+        await asyncio.sleep(0.1)
+
+
 def _tone() -> bytes:
     tone = (8000 * np.sin(2 * np.pi * 1000 * np.arange(160) / 8000)).astype(np.int16)
     return ulaw_encode(tone)
@@ -224,6 +233,7 @@ async def test_we_call_baresip_with_dtls_srtp(baresip_dtls: tuple[Path, int]) ->
         dtls = await secure_media(rtp, stream, alice.dtls_certificate, allow_plain=False)
         assert dtls is not None
         await rtp.send_audio((stream.remote_address, stream.remote_port), 50, 0, _tone())
+        await _until(lambda: rtp.counters.packets_received > 10)
         assert rtp.counters.packets_received > 10, "baresip's SRTP authenticated with our keys"
         assert await call.hangup() == 200
     finally:
@@ -261,6 +271,7 @@ async def test_baresip_calls_us_with_dtls_srtp(baresip_dtls: tuple[Path, int]) -
         dtls = await secure_media(rtp, stream, bob.dtls_certificate, allow_plain=False)
         assert dtls is not None
         await rtp.send_audio((stream.remote_address, stream.remote_port), 50, 0, _tone())
+        await _until(lambda: rtp.counters.packets_received > 10)
         assert rtp.counters.packets_received > 10
         assert await incoming.hangup() == 200
     finally:
