@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import re
 import shutil
 import socket
@@ -161,7 +162,9 @@ def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
 
             # planner: G.711 at 30 ms over IPv6 with SRTP 80-bit tags, 2 minutes.
             # By hand: 240 B payload + RTP 12 + UDP 8 + IPv6 40 + tag 10 = 310 B;
-            # 33.333 pkt/s -> 10333.3 B/s, + 5 % RTCP (RFC 3550 §6.2) = 10850 B/s.
+            # 33.333 pkt/s -> 620,000 B/min. RTCP (RFC 3550 §6.2, A.7): SR with one block 52 B
+            # + SDES 28 B + SRTCP index/tag 14 B + IPv6/UDP 48 B = 142 B every 5 s / (e - 1.5)
+            # on average, the first after half of that; RR + BYE (16 + 14 + 48 B) at the end.
             page.select_option("select[name=codec]", "pcma")
             page.fill("input[name=ptime_ms]", "30")
             page.select_option("select[name=ip_version]", "6")
@@ -170,7 +173,9 @@ def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
             result = page.locator("#plan-table")
             result.wait_for(timeout=10_000)
             text = result.inner_text()
-            per_min = round(310 * (1000 / 30) * 1.05 * 60)
+            mean = 5 / (math.e - 1.5)
+            rtcp_per_min = (1 + (60 - mean / 2) / mean) * 142 + 78
+            per_min = round(310 * (1000 / 30) * 60 + rtcp_per_min)
             assert f"{per_min:,}" in text, text
             assert f"{2 * 2 * per_min / 1e6:.3f} MB" in text, text
 
