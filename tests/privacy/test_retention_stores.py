@@ -20,7 +20,6 @@ from callward.privacy.retention_policy import load_policy
 from callward.privacy.retention_stores import (
     FileTreeStore,
     RedisLocationStore,
-    SqliteSubscriberStore,
     erase_subject,
 )
 from callward.privacy.shred import subject_needles
@@ -141,7 +140,3 @@ def test_subscriber_database_is_verified_and_erased_by_the_cli(tmp_path: Path) -
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["privacy", "verify", "--subject", "+447700900999", *base])
     assert r.exit_code == 1  # the other subscriber is untouched
-
-
-def test_subscriber_store_ignores_missing_database(tmp_path: Path) -> None:
-    assert SqliteSubscriberStore(tmp_path / "none.sqlite").erase("x", {}) == 0

@@ -191,7 +191,8 @@ def privacy_shred(
     config: Path | None = CONFIG,
 ) -> None:
     """Erase a subject from every store: CDR keys crypto-shredded (hot, cold and backup copies
-    become unreadable), subscriber rows, location bindings, log lines and captures naming them.
+    become unreadable), subscriber rows (SQLite or PostgreSQL), identity directory rows,
+    location bindings, log lines and captures naming them.
     Refused (exit 2) while a legal hold covers the subject."""
     import json
 
@@ -226,12 +227,14 @@ def privacy_verify(
     data_dir: Path | None = DATA_DIR,
     config: Path | None = CONFIG,
 ) -> None:
-    """Search every store callward writes (CDR database and WAL, cold Parquet, aggregates,
-    subscriber database, logs, captures, HEP archives, Redis location, given paths) for
-    plaintext of a subject; exit 1 when any is found."""
+    """Search every store callward writes (CDR database and WAL or the PostgreSQL CDR schema,
+    cold Parquet, aggregates, subscriber database (SQLite or PostgreSQL), identity directory,
+    logs, captures, HEP archives, Redis location, given paths) for plaintext of a subject;
+    exit 1 when any is found."""
     import dataclasses
 
     from callward.privacy.shred import PlaintextFinding, subject_needles, verify_no_plaintext
+    from callward.privacy.subscriber_retention import postgres_plaintext
 
     rec = _open(data_dir, config)
     try:
@@ -241,9 +244,16 @@ def privacy_verify(
             paths = [Path(rec.store.path) if hasattr(rec.store, "path") else rec.data_dir,
                      rec.cold.root, *setup.scan_paths, *extra]  # fmt: skip
             found = verify_no_plaintext(dict.fromkeys(paths), subject)
+            needles = subject_needles(subject)
             if setup.location is not None:
-                hits = setup.location.plaintext(subject_needles(subject))
+                hits = setup.location.plaintext(needles)
                 found += [PlaintextFinding("redis", h, "location") for h in hits]
+            if setup.subscribers.pg:
+                found += [PlaintextFinding("postgresql", h, "subscriber")
+                          for h in setup.subscribers.plaintext(needles)]  # fmt: skip
+            for url, schemas in setup.postgres:  # the CDR schema and its event journal
+                found += [PlaintextFinding("postgresql", h, "row text")
+                          for h in postgres_plaintext(url, schemas, needles)]  # fmt: skip
         setup.close()
     finally:
         rec.close()

@@ -3,12 +3,20 @@
 Two implementations behind one small interface (style.md §7): SQLite (embedded default) and
 PostgreSQL (scale-out, shared by every edge node). Both keep one row per (username, realm)
 with an MD5 and a SHA-256 HA1 (RFC 8760 lets the client choose), plus the tenant.
+
+Each row also carries ``created`` and ``last_seen`` (epoch seconds): the retention engine ages a
+subscriber from the later of the two (:mod:`callward.privacy.retention_stores`), so an account
+unused for the ``subscriber`` period of the rule set is purged. ``last_seen`` is bumped by
+:meth:`touch` when a REGISTER saves bindings (at most once an hour per AOR and process). Rows
+from before these columns existed get ``created`` = the time of the migration: their real age is
+unknown, and purging a customer's account on a guess would be worse than keeping it one period.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -58,6 +66,10 @@ class SubscriberStore(Protocol):
 
     def delete(self, username: str, realm: str) -> bool: ...
 
+    def touch(self, username: str, now: float) -> None:
+        """The subscriber ``username`` (any realm) was active at ``now`` (for retention)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -67,8 +79,12 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS {table} (
     ha1_md5 TEXT NOT NULL,
     ha1_sha256 TEXT NOT NULL,
     tenant TEXT NOT NULL DEFAULT 'default',
+    created DOUBLE PRECISION,
+    last_seen DOUBLE PRECISION,
     PRIMARY KEY (username, realm)
 )"""
+_COLS = "username, realm, ha1_md5, ha1_sha256, tenant, created, last_seen"
+_AGE_COLS = ("created", "last_seen")
 
 
 class SqliteSubscribers:
@@ -84,6 +100,13 @@ class SqliteSubscribers:
         try:
             self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=5)
             self._db.execute(_SCHEMA.format(table=table))
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for col in _AGE_COLS:
+                if col not in have:  # a database from before retention aged subscribers
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {col} DOUBLE PRECISION")
+            self._db.execute(
+                f"UPDATE {table} SET created = ? WHERE created IS NULL", (time.time(),)
+            )
             self._db.commit()
         except sqlite3.Error as exc:
             raise StoreError(f"subscriber store {path}: {exc}") from None
@@ -98,12 +121,25 @@ class SqliteSubscribers:
         return None if row is None else Subscriber(*row)
 
     def put(self, sub: Subscriber) -> None:
+        """Add or update (``created`` stays the first provisioning time)."""
         with self._lock:
             self._db.execute(
-                f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?, ?, ?, ?)",
-                (sub.username, sub.realm, sub.ha1_md5, sub.ha1_sha256, sub.tenant),
+                f"INSERT INTO {self._table} ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, NULL) "
+                "ON CONFLICT (username, realm) DO UPDATE SET ha1_md5 = excluded.ha1_md5, "
+                "ha1_sha256 = excluded.ha1_sha256, tenant = excluded.tenant",
+                (sub.username, sub.realm, sub.ha1_md5, sub.ha1_sha256, sub.tenant, time.time()),
             )
             self._db.commit()
+
+    def touch(self, username: str, now: float) -> None:
+        with self._lock:
+            try:
+                self._db.execute(
+                    f"UPDATE {self._table} SET last_seen = ? WHERE username = ?", (now, username)
+                )
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise StoreError(f"subscriber store: {exc}") from None
 
     def delete(self, username: str, realm: str) -> bool:
         with self._lock:
@@ -130,6 +166,13 @@ class PostgresSubscribers:
         try:
             self._db = psycopg.connect(url, autocommit=True, connect_timeout=5)
             self._db.execute(_SCHEMA.format(table=table))
+            for col in _AGE_COLS:  # tables from before retention aged subscribers
+                self._db.execute(
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} DOUBLE PRECISION"
+                )
+            self._db.execute(
+                f"UPDATE {table} SET created = %s WHERE created IS NULL", (time.time(),)
+            )
         except psycopg.Error as exc:
             raise StoreError(f"subscriber store: {str(exc).splitlines()[0]}") from None
 
@@ -145,11 +188,23 @@ class PostgresSubscribers:
     def put(self, sub: Subscriber) -> None:
         with self._lock:
             self._db.execute(
-                f"INSERT INTO {self._table} VALUES (%s, %s, %s, %s, %s) "
+                f"INSERT INTO {self._table} ({_COLS}) VALUES (%s, %s, %s, %s, %s, %s, NULL) "
                 "ON CONFLICT (username, realm) DO UPDATE SET ha1_md5 = EXCLUDED.ha1_md5, "
                 "ha1_sha256 = EXCLUDED.ha1_sha256, tenant = EXCLUDED.tenant",
-                (sub.username, sub.realm, sub.ha1_md5, sub.ha1_sha256, sub.tenant),
+                (sub.username, sub.realm, sub.ha1_md5, sub.ha1_sha256, sub.tenant, time.time()),
             )
+
+    def touch(self, username: str, now: float) -> None:
+        import psycopg
+
+        with self._lock:
+            try:
+                self._db.execute(
+                    f"UPDATE {self._table} SET last_seen = %s WHERE username = %s",
+                    (now, username),
+                )
+            except psycopg.Error as exc:
+                raise StoreError(f"subscriber store: {str(exc).splitlines()[0]}") from None
 
     def delete(self, username: str, realm: str) -> bool:
         with self._lock:

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from callward.errors import PolicyError, StoreError
-from callward.privacy.pseudonym import Pseudonymizer, normalize_subject
+from callward.privacy.pseudonym import Pseudonymizer
 from callward.privacy.redact import redact_text
 from callward.privacy.retention_policy import Stage
 from callward.privacy.shred import subject_needles
+from callward.privacy.subscriber_retention import DirectoryRows, SubscriberRows
 from callward.records.retention import LegalHold, RetainedItem
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "ErasureReport",
     "FileTreeStore",
     "RedisLocationStore",
-    "SqliteSubscriberStore",
     "erase_subject",
     "wipe_file",
 ]
@@ -202,55 +201,6 @@ class RedisLocationStore:
         return n
 
 
-@dataclass
-class SqliteSubscriberStore:
-    """The edge's subscriber database (``edge.subscribers`` = ``sqlite:PATH``): one row per
-    (username, realm) whose username is usually the MSISDN. Rows carry no age (they live as long
-    as the contract), so retention never ages them; they leave by erasure, under the same holds."""
-
-    path: Path
-    table: str = "subscribers"
-    name: str = "subscriber"
-    data_class: str = "subscriber"
-    supports: frozenset[Stage] = frozenset({Stage.PURGED})
-
-    def items(self, older_than: float) -> Iterable[RetainedItem]:
-        return ()
-
-    def apply(self, stage: Stage, items: Sequence[RetainedItem]) -> int:
-        return 0
-
-    def erase(self, pn: str, needles: dict[str, bytes]) -> int:
-        if not self.path.exists() or not self.table.isidentifier():
-            return 0
-        forms = {nd.decode("utf-8", "ignore") for k, nd in needles.items() if "utf-8" in k}
-        try:
-            db = sqlite3.connect(str(self.path), timeout=5)
-            try:
-                db.execute("PRAGMA secure_delete=ON")
-                rows = db.execute(f"SELECT username, realm FROM {self.table}").fetchall()
-                gone = [
-                    (u, r) for u, r in rows
-                    if _subject_of(u) in forms or _subject_of(f"{u}@{r}") in forms
-                ]  # fmt: skip
-                db.executemany(f"DELETE FROM {self.table} WHERE username=? AND realm=?", gone)
-                db.commit()
-                if gone:
-                    db.execute("VACUUM")  # no free page keeps the deleted username
-                return len(gone)
-            finally:
-                db.close()
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path.name}: subscriber erasure failed: {exc}") from None
-
-
-def _subject_of(text: str) -> str:
-    try:
-        return normalize_subject(text)
-    except PolicyError:
-        return ""
-
-
 @dataclass(frozen=True, slots=True)
 class ErasureReport:
     pseudonym: str
@@ -297,6 +247,8 @@ class RetentionSetup:
     erasables: list[Any]  # Erasable (without the CDR key shred, which needs a reason)
     scan_paths: list[Path]  # files/dirs ``privacy verify`` searches for plaintext
     location: RedisLocationStore | None = None
+    subscribers: Any = None  # SubscriberRows (PostgreSQL rows are searched by query)
+    postgres: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # CDR schemas
 
     def close(self) -> None:
         for s in self.stores:
@@ -330,12 +282,18 @@ def open_retention(config: Any, records: Any, location_client: Any = None) -> Re
 
         stores.append(TelemetryStore(d / "telemetry.sqlite"))
     scan: list[Path] = [d, logs.root, caps.root, hep.root]
-    spec = str(config.edge.subscribers)
-    if not spec.startswith(("postgresql://", "postgres://")):
-        sub = SqliteSubscriberStore(Path(spec.removeprefix("sqlite:")))
-        stores.append(sub)
-        erasables.append(sub)
+    sub = SubscriberRows(str(config.edge.subscribers), pseudo)
+    stores.append(sub)
+    erasables.append(sub)
+    if sub.path is not None:
         scan.append(sub.path)
+    pg: list[tuple[str, tuple[str, ...]]] = []
+    if config.storage.postgres_url:  # the hot CDR store and its event journal
+        pg.append((config.storage.postgres_url, ("callward",)))
+    directory = Path(config.identity.directory)
+    directory = directory if directory.is_absolute() else d / directory
+    erasables.append(DirectoryRows(directory, pseudo))
+    scan.append(directory)
     location = None
     loc_spec = str(config.edge.location)
     if location_client is not None or loc_spec.startswith(("redis://", "rediss://", "unix://")):
@@ -347,4 +305,4 @@ def open_retention(config: Any, records: Any, location_client: Any = None) -> Re
         location = RedisLocationStore(client, pseudo, config.edge.location_prefix)
         stores.append(location)
         erasables.append(location)
-    return RetentionSetup(stores, erasables, scan, location)
+    return RetentionSetup(stores, erasables, scan, location, sub, pg)
