@@ -1,7 +1,9 @@
 """callward.ua: a SIP user agent (register, call, answer, cancel, hang up) over any transport.
 
 Sans-IO call/dialog state lives in :mod:`callward.ua.call`; the asyncio adapter in
-:mod:`callward.ua.phone`, with the per-call handle in :mod:`callward.ua.call_handle`; a minimal
+:mod:`callward.ua.phone` (on the transaction/transport plumbing of :mod:`callward.ua.sip_adapter`,
+incoming requests routed by :mod:`callward.ua.incoming`), with the per-call handle in
+:mod:`callward.ua.call_handle`; a minimal
 G.711 offer/answer in :mod:`callward.ua.sdp_offer` and a paced RTP sender/counter in
 :mod:`callward.ua.media`.
 """

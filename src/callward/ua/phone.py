@@ -2,9 +2,10 @@
 
 The protocol logic is sans-IO: retransmissions and timers in
 :class:`~callward.sip.transaction_layer.TransactionLayer`, dialog and call state in
-:class:`~callward.ua.call.CallLeg`. This module only moves bytes between them and a
-:mod:`callward.sip.transport`, re-arms the one transaction timer, and turns outcomes into
-awaitables and events::
+:class:`~callward.ua.call.CallLeg`. The byte/timer plumbing is
+:class:`~callward.ua.sip_adapter.SipAdapter`, what an incoming request does is
+:mod:`callward.ua.incoming`; this module is the UA's API (call, register, keep-alive, handover)
+and turns outcomes into awaitables and events::
 
     alice = await Phone.start("alice", transport="udp")
     bob = await Phone.start("bob", transport="udp", auto_answer=True)
@@ -21,17 +22,9 @@ import itertools
 import secrets
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from callward.errors import (
-    AuthError,
-    LocalProtocolError,
-    RemoteProtocolError,
-    SipParseError,
-    TransportError,
-)
+from callward.errors import AuthError, LocalProtocolError, TransportError
 from callward.events import (
     CallAnswered,
     CallEnded,
@@ -43,56 +36,26 @@ from callward.events import (
 from callward.rtp.dtls_srtp import DtlsCertificate
 from callward.sdp.security import Fingerprint
 from callward.sip.auth import authorize
-from callward.sip.message import Headers, Request, Response, make_response
+from callward.sip.message import Headers, Request, Response
 from callward.sip.timers import TimerConfig
-from callward.sip.transaction import (
-    AckReceived,
-    RequestReceived,
-    ResponseReceived,
-    StrayResponse,
-    TransactionEvent,
-    TransactionKey,
-    TransactionTerminated,
-    TransactionTimeout,
-    TransportFailed,
-)
-from callward.sip.transaction_layer import TransactionLayer
-from callward.sip.transport import (
-    Address,
-    StreamTransport,
-    Transport,
-    TransportLimits,
-    open_transport,
-)
+from callward.sip.transaction import TransactionKey
+from callward.sip.transport import Address, StreamTransport, TransportLimits, open_transport
 from callward.sip.uri import parse_uri
 from callward.ua.bearer_credentials import bearer_slot
-from callward.ua.call import ALLOW, CallLeg, CallState, LocalEndpoint, new_branch, new_tag
+from callward.ua.call import CallLeg, CallState, LocalEndpoint, new_branch, new_tag
 from callward.ua.call_handle import Call, Peer
+from callward.ua.incoming import route_request
 from callward.ua.sdp_offer import G711_ONLY, MediaPrefs, answer_sdp, offer_sdp
 from callward.ua.session_timer import MIN_SE, request_headers
+from callward.ua.sip_adapter import SipAdapter
 
 if TYPE_CHECKING:
     from callward.ua.registration_agent import RegistrationAgent
 
 __all__ = ["Call", "Phone"]
 
-_KNOWN_UNSUPPORTED = frozenset(
-    {"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "INFO", "REFER", "PRACK"}
-)
 
-
-def _synthetic(status: int, reason: str) -> Response:
-    """A locally generated final response (§8.1.3.1: timeout → 408, transport error → 503)."""
-    return Response(Headers(), status=status, reason=reason)
-
-
-@dataclass(slots=True)
-class _Pending:
-    future: asyncio.Future[Response]
-    on_provisional: Callable[[Response], None] | None
-
-
-class Phone:
+class Phone(SipAdapter):
     """One SIP user agent bound to one transport. See the module docstring."""
 
     def __init__(
@@ -116,20 +79,9 @@ class Phone:
         self.bus = bus
         self.node = node
         self.auto_answer = auto_answer
-        self.layer = TransactionLayer(timers=timers)
-        self.transport: Transport
-        self.local: LocalEndpoint
+        super().__init__(timers)
         self.calls: dict[str, Call] = {}
         self.incoming: asyncio.Queue[Call] = asyncio.Queue()
-        self._pending: dict[TransactionKey, _Pending] = {}
-        self._outq: asyncio.Queue[tuple[bytes, Peer, TransactionKey | None]] = asyncio.Queue()
-        self._loop = asyncio.get_running_loop()
-        self._sender: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._pumping = False
-        self._send_busy = False
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._seq = itertools.count(1)
         self._reg_call_id = secrets.token_hex(12)
         self._reg_tag = new_tag()
@@ -139,10 +91,6 @@ class Phone:
         self.registration: RegistrationAgent | None = None  # the registration manager's adapter
         # RFC 4028 session interval we ask for / accept (None: only when the peer asks).
         self.session_expires: int | None = None
-        self.mtu: int | None = None  # path MTU, configured or probed (None: unknown)
-        self.mtu_refused = 0  # datagrams not sent because they exceeded the MTU
-        self._side_tcp: Transport | None = None
-        self._tcp_keys: set[TransactionKey] = set()
         self.min_se = MIN_SE  # smallest interval we accept (RFC 4028 §5)
         self._transport_kw: dict[str, Any] = {}  # limits / TLS contexts, reused by rebind()
         self._session_id = secrets.randbelow(2**31)
@@ -238,15 +186,8 @@ class Phone:
         return statuses
 
     @property
-    def local_addr(self) -> Address:
-        return self.transport.local_addr
-
-    @property
     def aor(self) -> str:
         return self.local.aor
-
-    def now(self) -> float:
-        return self._loop.time()
 
     # ------------------------------------------------------------------ public API
     @property
@@ -440,78 +381,6 @@ class Phone:
         headers = headers.set("CSeq", f"{cseq} {req.method}")
         return authed.replace(headers=headers)
 
-    async def request(
-        self,
-        req: Request,
-        dest: Address,
-        *,
-        on_provisional: Callable[[Response], None] | None = None,
-    ) -> Response:
-        """Run one client transaction and return its final response (408/503 synthesized on
-        timeout or transport failure, §8.1.3.1)."""
-        fut: asyncio.Future[Response] = self._loop.create_future()
-        reliable = self.transport.reliable
-        side = False
-        if not reliable and len(bytes(req)) > self.udp_request_limit:
-            # §18.1.1: a request within 200 bytes of the path MTU (or above 1300 bytes when
-            # the MTU is unknown) goes over TCP, so no IP fragment or oversize datagram leaves.
-            tcp = await self._tcp_side()
-            via = f"SIP/2.0/TCP {self.local.host}:{tcp.local_addr[1]};branch={new_branch()};rport"
-            req = req.replace(headers=req.headers.set("Via", via))
-            reliable = side = True
-        tx = self.layer.send_request(req, self.now(), reliable=reliable, peer=(dest, None))
-        if side:
-            self._tcp_keys.add(tx.key)
-        self._pending[tx.key] = _Pending(fut, on_provisional)
-        self._pump()
-        try:
-            return await fut
-        finally:
-            self._tcp_keys.discard(tx.key)
-
-    @property
-    def udp_request_limit(self) -> int:
-        """Largest request sent over UDP (RFC 3261 §18.1.1): MTU - 200, or 1300 if unknown."""
-        return self.mtu - 200 if self.mtu else 1300
-
-    async def _tcp_side(self) -> Transport:
-        """A TCP transport beside our UDP one, for requests too large for a datagram (on our
-        UDP port number when free, so the Via names where we listen)."""
-        if self._side_tcp is None:
-            host, port = self.transport.local_addr
-            try:
-                tcp = await open_transport(f"tcp:{host}:{port}", self._on_side_message)
-            except TransportError:
-                tcp = await open_transport(f"tcp:{host}:0", self._on_side_message)
-            for tap in self.transport._taps:
-                tcp.add_tap(tap)
-            self._side_tcp = tcp
-        return self._side_tcp
-
-    def _on_side_message(
-        self, msg: Request | Response, source: Address, _name: str, cid: str | None
-    ) -> None:
-        try:
-            self.layer.receive(msg, self.now(), reliable=True, peer=(source, cid))
-        except SipParseError:
-            return
-        self._pump()
-
-    async def _send_side(self, data: bytes, addr: Address, key: TransactionKey) -> None:
-        try:
-            assert self._side_tcp is not None
-            await self._side_tcp.send(data, addr)
-        except TransportError:
-            self.layer.transport_error(key, self.now())
-            self._pump()
-
-    def _oversize(self, data: bytes) -> bool:
-        """Never emit a UDP datagram above the path MTU (IP + UDP headers included)."""
-        if self.transport.reliable or self.mtu is None or len(data) + 48 <= self.mtu:
-            return False
-        self.mtu_refused += 1
-        return True
-
     async def close(self) -> None:
         for call in list(self.calls.values()):
             if call.state in (CallState.CONFIRMED, CallState.ANSWERED):
@@ -519,130 +388,20 @@ class Phone:
                     await call.hangup(timeout=2.0)
         if self.registration is not None:
             await self.registration.stop(timeout=4.0)  # clean unregister on shutdown
-        if self._timer is not None:
-            self._timer.cancel()
-        for task in [*self._tasks, *([self._sender] if self._sender else [])]:
-            task.cancel()
-        if self._side_tcp is not None:
-            await self._side_tcp.close()
-        await self.transport.close()
+        await self._close_adapter()
 
-    # ------------------------------------------------------------------ adapter plumbing
-    def _on_message(
-        self, msg: Request | Response, source: Address, _name: str, cid: str | None
-    ) -> None:
-        try:
-            self.layer.receive(
-                msg, self.now(), reliable=self.transport.reliable, peer=(source, cid)
-            )
-        except SipParseError:
-            return  # no usable Via/CSeq: nothing to match or answer
-        self._pump()
+    # ------------------------------------------------------------------ adapter hooks
+    def _on_request(self, req: Request, key: TransactionKey, peer: Peer) -> None:
+        route_request(self, req, key, peer)
 
-    def _pump(self) -> None:
-        """Flush what the transaction layer wants sent, dispatch its events, re-arm its timer."""
-        if self._pumping:
+    def _on_ack(self, ack: Request) -> None:
+        call = self.calls.get(ack.call_id)
+        if call is None:
             return
-        self._pumping = True
-        try:
-            while True:
-                out = self.layer.datagrams_to_send()
-                for t in out:
-                    if t.key is not None and t.key in self._tcp_keys:
-                        self._spawn(self._send_side(t.data, t.peer[0], t.key))
-                    elif self._oversize(t.data):
-                        continue  # dropped: a request fails by its timer, never fragments
-                    elif not self._send_now(t.data, t.peer):
-                        self._outq.put_nowait((t.data, t.peer, t.key))
-                ev = self.layer.next_event()
-                if ev is None and not out:
-                    break
-                if ev is not None:
-                    self._dispatch(ev)
-        finally:
-            self._pumping = False
-        deadline = self.layer.get_timer()
-        if deadline != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = None if deadline is None else self._loop.call_at(deadline, self._tick)
-            self._timer_at = deadline
-
-    def _tick(self) -> None:
-        self._timer, self._timer_at = None, None
-        self.layer.handle_timer(self.now())
-        self._pump()
-
-    def _send_now(self, data: bytes, peer: Peer) -> bool:
-        """Fast path: UDP or an open connection, and nothing queued ahead (order matters on a
-        stream). Anything needing a connect or failing goes through :meth:`_send_loop`."""
-        if self._send_busy or not self._outq.empty():
-            return False
-        try:
-            return self.transport.send_nowait(data, peer[0], peer[1])
-        except TransportError:
-            return False
-
-    async def _send_loop(self) -> None:
-        """One writer so messages leave in the order the core produced them."""
-        while True:
-            data, peer, key = await self._outq.get()
-            self._send_busy = True
-            addr, cid = peer
-            try:
-                if cid is not None and self.transport.has_connection(cid):
-                    await self.transport.send_to_connection(data, cid)
-                else:
-                    await self.transport.send(data, addr)
-            except TransportError:
-                if key is not None:
-                    self.layer.transport_error(key, self.now())
-                    self._pump()
-            finally:
-                self._send_busy = self._outq.qsize() > 0
-
-    def _spawn(self, coro: Any) -> None:
-        task = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _dispatch(self, ev: TransactionEvent) -> None:
-        match ev:
-            case ResponseReceived(response=resp, key=key):
-                pending = self._pending.get(key)
-                if resp.status < 200:
-                    if pending is not None and pending.on_provisional is not None:
-                        pending.on_provisional(resp)
-                elif pending is not None and not pending.future.done():
-                    pending.future.set_result(resp)
-                else:
-                    self._resend_ack(resp)
-            case StrayResponse(response=resp):
-                self._resend_ack(resp)
-            case TransactionTimeout(key=key):
-                self._fail(key, _synthetic(408, "Request Timeout"))
-            case TransportFailed(key=key):
-                self._fail(key, _synthetic(503, "Service Unavailable"))
-            case TransactionTerminated(key=key):
-                self._fail(key, _synthetic(408, "Request Timeout"))
-                self._pending.pop(key, None)
-            case AckReceived(request=ack):
-                call = self.calls.get(ack.call_id)
-                if (
-                    call is not None
-                    and call._reinvite_ok is not None
-                    and (ack.cseq.seq == call._reinvite_ok.cseq.seq)
-                ):
-                    call._on_reinvite_ack(ack)
-                elif call is not None and not call.leg.outgoing:
-                    call._on_ack()
-            case RequestReceived(request=req, key=key, peer=peer):
-                self._on_request(req, key, peer)
-
-    def _fail(self, key: TransactionKey, resp: Response) -> None:
-        pending = self._pending.get(key)
-        if pending is not None and not pending.future.done():
-            pending.future.set_result(resp)
+        if call._reinvite_ok is not None and ack.cseq.seq == call._reinvite_ok.cseq.seq:
+            call._on_reinvite_ack(ack)
+        elif not call.leg.outgoing:
+            call._on_ack()
 
     def _resend_ack(self, resp: Response) -> None:
         """§13.2.2.4: every retransmitted 2xx to our INVITE gets the same ACK again."""
@@ -654,79 +413,6 @@ class Phone:
         ack = call.acks.get(resp.cseq.seq) or call.leg.ack
         if ack is not None:
             self.layer.send_stateless(ack, call.peer)
-
-    def _answer(self, key: TransactionKey, req: Request, status: int, **kw: Any) -> None:
-        extra = list(kw.pop("extra", ()))
-        resp = make_response(req, status, to_tag=new_tag(), extra=extra, **kw)
-        self.layer.send_response(key, resp, self.now())
-
-    def _on_request(self, req: Request, key: TransactionKey, peer: Peer) -> None:
-        method = req.method
-        if method == "INVITE" and req.to.tag is None:
-            try:
-                leg = CallLeg.incoming_invite(self.local, req)
-            except RemoteProtocolError as exc:
-                self._answer(key, req, exc.status_hint, reason=f"Bad Request - {exc}"[:120])
-                return
-            new = Call(self, leg, peer)
-            new.server_key = key
-            self.calls[leg.call_id] = new
-            self._publish(
-                CallStarted,
-                call_id=leg.call_id,
-                leg="b",
-                caller=leg.remote_uri,
-                callee=leg.local_uri,
-            )
-            if self.auto_answer:
-                self._spawn(self._auto_answer(new))
-            else:
-                self.incoming.put_nowait(new)
-        elif method in ("INVITE", "BYE", "UPDATE"):
-            call = self.calls.get(req.call_id)
-            if call is None:
-                self._answer(key, req, 481)
-                return
-            try:
-                call.leg.receive_in_dialog(req)  # §12.2.2: 481 unknown dialog, 500 old CSeq
-            except RemoteProtocolError as exc:
-                self._answer(key, req, exc.status_hint)
-                return
-            if method == "BYE":
-                self._answer(key, req, 200)
-                if call.leg.state is not CallState.TERMINATED:
-                    call.leg.on_bye("bye")
-                    self._end(call)
-            elif method == "UPDATE":
-                call._on_update(req, key)
-            else:
-                call._on_reinvite(req, key)
-        elif method == "CANCEL":
-            target = self.layer.cancel_target(req)
-            call = self.calls.get(req.call_id)
-            self._answer(key, req, 200 if target is not None else 481)
-            if call is not None and call.state in (CallState.INCOMING, CallState.RINGING):
-                # §9.2: answer the INVITE with 487, then the call is over.
-                assert call.server_key is not None
-                resp = make_response(call.leg.invite or req, 487, to_tag=call.leg.local_tag)
-                self.layer.send_response(call.server_key, resp, self.now())
-                call.leg.on_cancel()
-                self._end(call)
-        elif method == "OPTIONS":
-            self._answer(key, req, 200, extra=[("Allow", ALLOW), ("Accept", "application/sdp")])
-        elif method in _KNOWN_UNSUPPORTED:
-            self._answer(key, req, 405, extra=[("Allow", ALLOW)])
-        else:
-            self._answer(key, req, 501, extra=[("Allow", ALLOW)])
-
-    async def _auto_answer(self, call: Call) -> None:
-        try:
-            await call.ring()
-            await call.answer()
-        except LocalProtocolError:
-            pass  # the caller cancelled (or the call ended) before we could answer
-        except TimeoutError:
-            pass  # no ACK: answer() already hung up
 
     # ------------------------------------------------------------------ events
     def _end(self, call: Call) -> None:
