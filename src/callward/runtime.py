@@ -134,6 +134,17 @@ class Runtime:
         self.relay = daemon
         return daemon
 
+    async def start_node(self, **edge_kw: Any) -> tuple[NgDaemon, EdgeNode]:
+        """The ``callward serve`` composition: this process's ng relay, the privacy services
+        and the edge anchoring media in that relay (unless ``media.relays`` names others).
+        ``callward demo`` runs the same composition, so what the demo shows is what a node
+        does. ``edge_kw`` goes to :class:`~callward.edge.app.EdgeNode` (e.g. ``subscribers``)."""
+        daemon = await self.start_relay(call_events=False)
+        self.start_privacy()
+        relays = self.config.media.relays or ["{}:{}".format(*daemon.bound)]
+        node = await self.start_edge(relays=relays, **edge_kw)
+        return daemon, node
+
     def start_privacy(self) -> None:
         """Long-running nodes (``callward serve``): the retention scheduler and the LI
         mediation client run until :meth:`close`."""

@@ -2,19 +2,22 @@
 
 What runs (all in this process, embedded defaults, 127.0.0.1 only):
 
-1. an :class:`~callward.edge.app.EdgeNode` (registrar + proxy, digest auth against a SQLite
-   subscriber table) publishing call events on an :class:`~callward.events.InProcessBus`;
-2. a records sink on that bus that assembles the edge's CallStarted/Answered/Ended (and the
-   phones' MediaStats) into a CDR in the SQLite hot store under ``--data-dir``;
-3. two phones that REGISTER with digest (RFC 3261 §22), call each other through the edge
+1. the ``callward serve`` composition from :mod:`callward.runtime`
+   (:meth:`~callward.runtime.Runtime.start_node`): the media relay (ng daemon), the edge
+   (registrar + proxy, digest auth against a SQLite subscriber table) anchoring every call's
+   media in that relay over the ng protocol, and the data layer on the in-process bus: the
+   CDR writer (SQLite under ``--data-dir``), quality alerts, privacy services;
+2. two phones that REGISTER with digest (RFC 3261 §22), call each other through the edge
    (407 challenge, Record-Route) and hold a conversation (a talk-spurt model, each side
    talking a little under half of the time) as SDES-SRTP (RFC 4568, RFC 3711) voice: Opus or
    G.711 with the demo's ptime/bitrate/FEC/DTX flags, RTCP SR/RR, through a seeded
-   loss/jitter shim on each sender;
-4. a summary: the call flow ladder, per-leg loss/jitter from the receivers' RFC 3550 statistics
-   with an E-model MOS, bytes per minute per direction captured on the wire with dumpcap
-   (RTP, RTCP and SIP separately) against the data-usage planner, the CDR read back through
-   the audited query API, and the audit chain verified.
+   loss/jitter shim on each sender. The media goes through the relay, which terminates SRTP
+   per leg (each leg has the relay's own keys);
+3. a summary: the call flow ladder, per-leg loss/jitter from the receivers' RFC 3550 statistics
+   with an E-model MOS, the relay's per-leg counts (ng ``query``) beside the phones', bytes
+   per minute per direction captured on the wire with dumpcap (RTP, RTCP and SIP separately)
+   against the data-usage planner, the CDR (with the relay's media statistics) read back
+   through the audited query API, and the audit chain verified.
 
 The demo is a list of steps (async functions over one :class:`Demo`), so later capabilities
 are added by writing a step and appending it to :data:`DEFAULT_STEPS`. Every SIP message is
@@ -42,14 +45,15 @@ import typer
 from rich.console import Console
 
 from callward.cli.demo_media import exchange_media
+from callward.cli.demo_relay import query_relay
 from callward.cli.demo_render import render_ladder, render_summary, report_json
-from callward.config import CallwardConfig, EdgeConfig
+from callward.config import CallwardConfig, EdgeConfig, MediaConfig, RecordsConfig, StorageConfig
 from callward.errors import CallwardError
-from callward.events import InProcessBus
 from callward.media.voice import VoiceSettings
 from callward.records.audit import AuditedReader
 from callward.records.rows import CdrQuery
-from callward.records.service import CdrSink, Records, open_records
+from callward.records.service import CdrSink, Records
+from callward.runtime import Runtime, open_runtime
 from callward.sip.transport import WireEvent
 from callward.ua.impairment import Impairment
 from callward.ua.media import RtpEndpoint
@@ -67,6 +71,8 @@ __all__ = [
     "run_demo",
 ]
 
+#: the relay's media ports: outside the default 20000-29999 and below Linux's ephemeral range
+DEMO_MEDIA_PORTS = (30000, 31999)
 DEMO_TIMEOUT = 25.0  # seconds, plus the media time: the demo's own steps stay well under it
 REALM = "callward.local"
 # Fictitious subscribers: numbers from Ofcom's range reserved for drama (07700 900000-900999).
@@ -126,9 +132,10 @@ class Demo:
     ok: bool = True
     failure: str = ""
     t0: float = 0.0
+    relay: dict[str, Any] = field(default_factory=dict)
     edge: Any = None
     edge_addr: tuple[str, int] = ("127.0.0.1", 0)
-    bus: InProcessBus = field(default_factory=InProcessBus)
+    runtime: Runtime | None = None
     records: Records | None = None
     sink: CdrSink | None = None
     names: dict[tuple[str, int], str] = field(default_factory=dict)
@@ -225,14 +232,11 @@ def _free_port(transport: str) -> int:
 
 # ----------------------------------------------------------------------------- steps
 async def start_edge(demo: Demo) -> None:
-    """The edge with digest auth over a SQLite subscriber table, and the CDR sink on its bus."""
-    from callward.edge.app import EdgeNode
+    """``callward serve``'s node on embedded defaults (runtime.py): the ng relay, the edge
+    anchoring media in it (digest auth over a SQLite subscriber table), the CDR writer."""
     from callward.edge.subscribers import SqliteSubscribers, Subscriber
 
     assert demo.data_dir is not None
-    demo.records = open_records(demo.data_dir)
-    demo.sink = CdrSink(demo.records.store, grace_s=0.0)
-    demo.bus.subscribe(demo.sink.handle)
     subs_path = demo.data_dir / "demo-subscribers.sqlite"
     subscribers = SqliteSubscribers(subs_path)
     for name, number in SUBSCRIBERS.items():
@@ -247,14 +251,22 @@ async def start_edge(demo: Demo) -> None:
                 default_region="GB",  # the demo's subscribers have UK numbers
                 subscribers=f"sqlite:{subs_path}",
                 auth_secret="demo-" + "k" * 32,
-            )
+            ),
+            media=MediaConfig(
+                ng_listen="127.0.0.1:0",
+                rtp_port_min=DEMO_MEDIA_PORTS[0],
+                rtp_port_max=DEMO_MEDIA_PORTS[1],
+            ),
+            storage=StorageConfig(data_dir=demo.data_dir),
+            records=RecordsConfig(grace_s=0.0),
         )
-        edge = EdgeNode(cfg, subscribers=subscribers, bus=demo.bus)
+        runtime = await open_runtime(cfg)
         try:
-            await edge.start()
+            _daemon, edge = await runtime.start_node(subscribers=subscribers)
         except OSError:
-            await edge.stop()
+            await runtime.close()
             continue
+        demo.runtime, demo.records, demo.sink = runtime, runtime.records, runtime.sink
         demo.edge, demo.edge_addr = edge, ("127.0.0.1", port)
         demo.names[demo.edge_addr] = demo.default_peer = "edge"
         return
@@ -326,10 +338,19 @@ async def read_cdr(demo: Demo) -> None:
         return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 3.0
-    while call.call_id not in demo.sink.written and loop.time() < deadline:
+    relay_node = demo.relay.get("node", "")
+    written = demo.sink.written
+    # the edge's CallEnded writes the CDR; the relay's final MediaStats (sent when the edge
+    # deletes the session) rewrite it with the media statistics
+    while loop.time() < deadline and (
+        call.call_id not in written or relay_node not in written[call.call_id].lineage.nodes
+    ):
         await asyncio.sleep(0.02)
-    if call.call_id not in demo.sink.written:
+    if call.call_id not in written:
         demo.fail("no CDR was written for the call")
+        return
+    if relay_node not in written[call.call_id].lineage.nodes:
+        demo.fail("the CDR has no media statistics from the relay")
         return
     records = demo.records
     reader = AuditedReader(records.store, records.audit, actor="callward-demo")
@@ -360,6 +381,11 @@ async def read_cdr(demo: Demo) -> None:
         "jitter_ms": round(cdr.jitter_ms, 2),
         "mos_min": cdr.mos_min,
         "flags": list(cdr.flags),
+        "nodes": list(cdr.lineage.nodes),
+        "legs": [
+            {"leg": lg.leg, "packets": lg.packets, "lost": lg.lost, "mos": lg.mos}
+            for lg in cdr.legs
+        ],
         "store": str(records.data_dir / "cdr.db"),
     }
     entry = records.audit.entries()[-1]
@@ -389,6 +415,7 @@ DEFAULT_STEPS: tuple[Step, ...] = (
     start_phones,
     place_call,
     exchange_media,
+    query_relay,
     hang_up,
     read_cdr,
 )
@@ -430,10 +457,8 @@ async def run_demo(demo: Demo, steps: tuple[Step, ...] = DEFAULT_STEPS) -> Demo:
             await phone.close()
         for rtp in demo.rtp.values():
             rtp.close()
-        if demo.edge is not None:
-            await demo.edge.stop()
-        if demo.records is not None:
-            demo.records.close()
+        if demo.runtime is not None:
+            await demo.runtime.close()
         if tmp is not None:
             tmp.cleanup()
             demo.dashboard = {}  # nothing left to browse

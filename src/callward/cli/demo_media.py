@@ -18,14 +18,12 @@ import asyncio
 import shutil
 import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from callward.errors import CallwardError
-from callward.events import MediaStats
 from callward.media.talkspurt import STEP_MS, conversation, speech_signal
 from callward.rtp.srtp import SrtpKeying, SrtpProfile
 from callward.ua.impairment import Impairment, ImpairmentShim
@@ -114,7 +112,8 @@ async def _talk(demo: Demo, streams: dict[str, Any], sink: tuple[str, int]) -> N
         "rtcp_mux": a.rtcp_mux,
         "voice_activity": {n: round(float(m.mean()), 3) for n, m in masks.items()},
     }
-    demo.note("alice", "bob", f"SRTP {a.codec.name} {settings.ptime_ms} ms ⇄ {demo.seconds:g} s")
+    label = f"SRTP {a.codec.name} {settings.ptime_ms} ms via relay ⇄ {demo.seconds:g} s"
+    demo.note("alice", "bob", label)
     ports = [p.local_addr[1] for p in demo.phones.values()] + [demo.edge_addr[1]]
     for r in demo.rtp.values():
         ports += [r.local_addr[1], r.local_addr[1] + 1]
@@ -143,7 +142,6 @@ async def _talk(demo: Demo, streams: dict[str, Any], sink: tuple[str, int]) -> N
                 shutil.copyfile(path, demo.keep_capture)
     for src, dst in (("alice", "bob"), ("bob", "alice")):
         demo.legs.append(_leg_report(demo, src, dst))
-    await _publish_media_stats(demo)
     _usage(demo, masks, wire)
     if any(leg["received"] == 0 for leg in demo.legs):
         demo.fail("no SRTP packet was accepted on one leg")
@@ -200,32 +198,6 @@ def _leg_report(demo: Demo, src: str, dst: str) -> dict[str, Any]:
         "srtp_rejected": rx.counters.invalid,
         "_ssrc": tx.ssrc,
     }
-
-
-async def _publish_media_stats(demo: Demo) -> None:
-    """Each phone reports what it received (RFC 3550 §6.4.1 style counters) on the bus, so
-    the CDR carries packets, loss, jitter and MOS. Sent before the BYE so the CDR written
-    when the call ends already has them."""
-    call_id = demo.calls["alice"].call_id
-    for seq, leg in enumerate(demo.legs, 1):
-        rx = demo.rtp[leg["to"]]
-        await demo.bus.publish(
-            MediaStats(
-                ts=time.time(),
-                node=f"ua-{leg['to']}",
-                seq=seq,
-                call_id=call_id,
-                leg="a",
-                ssrc=leg["_ssrc"],
-                codec=demo.media.get("codec", ""),
-                packets=leg["received"],
-                lost=leg["lost"],
-                jitter_ms=leg["jitter_ms"],
-                mos=leg["mos"],
-                bytes_sent=rx.counters.bytes_sent,
-                bytes_received=rx.counters.bytes_received,
-            )
-        )
 
 
 def _usage(demo: Demo, masks: dict[str, np.ndarray], wire: WireUsage | None) -> None:

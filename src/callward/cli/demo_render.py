@@ -101,6 +101,8 @@ def render_summary(demo: Demo, console: Console) -> None:
             f"  MOS: {demo.legs[0].get('mos_model', '')} at measured + late loss",
             style="dim",
         )
+    if demo.relay:
+        _render_relay(demo, console)
     if demo.usage:
         usage = _table(
             "bytes per minute on the wire, per direction", "", "RTP", "planner", "ratio",
@@ -154,6 +156,27 @@ def render_summary(demo: Demo, console: Console) -> None:
         )
 
 
+def _render_relay(demo: Demo, console: Console) -> None:
+    r = demo.relay
+    table = _table(
+        f"media relay {r['node']} (ng query): each direction through it",
+        "direction", "phone sent", "relay in", "relay out", "phone rcvd", "",
+    )  # fmt: skip
+    for d in r["directions"]:
+        table.add_row(
+            f"{d['from']}→{d['to']}", str(d["phone_sent"]), str(d["relay_in"]),
+            str(d["relay_out"]), str(d["phone_received"]),
+            "[green]match[/green]" if d["match"] else "[red]differ[/red]",
+        )  # fmt: skip
+    console.print(table)
+    for name, leg in r["legs"].items():
+        mos = ", ".join(f"{k} {v:.2f}" for k, v in sorted(leg["mos"].items())) or "n/a"
+        console.print(
+            f"  relay leg {name}: lost {leg['lost']}, jitter {leg['jitter_ms']:.1f} ms, MOS {mos}",
+            style="dim",
+        )
+
+
 def report_json(demo: Demo) -> dict[str, Any]:
     return {
         "ok": demo.ok,
@@ -174,6 +197,7 @@ def report_json(demo: Demo) -> dict[str, Any]:
         ],
         "media": demo.media,
         "legs": [{k: v for k, v in leg.items() if not k.startswith("_")} for leg in demo.legs],
+        "relay": demo.relay or None,
         "usage": demo.usage,
         "cdr": demo.cdr or None,
         "audit": demo.audit or None,

@@ -73,10 +73,7 @@ async def _serve(cfg: Any, web: tuple[str, int] | None, as_json: bool) -> None:
     web_server = None
     web_task = None
     try:
-        daemon = await runtime.start_relay(call_events=False)
-        runtime.start_privacy()
-        # the edge anchors media in this process's relay unless media.relays names others
-        node = await runtime.start_edge(relays=cfg.media.relays or ["{}:{}".format(*daemon.bound)])
+        daemon, node = await runtime.start_node()
         bound: dict[str, Any] = {
             "event": "serving",
             "edge": [str(p) for p in node.server.bound],

@@ -59,6 +59,12 @@ def _codec(summary: str) -> str:
     return summary.split()[0] if summary.strip() else ""
 
 
+def _add_codec(codecs: list[str], c: str) -> None:
+    """One codec named twice (the edge's rtpmap "PCMU/8000", a relay's "PCMU") is one."""
+    if c and c.split("/")[0].lower() not in {k.split("/")[0].lower() for k in codecs}:
+        codecs.append(c)
+
+
 def _select_status(statuses: list[int]) -> int:
     """RFC 3261 §16.7 step 6: best final response; 6xx preferred over 4xx/5xx."""
     ok = [s for s in statuses if 200 <= s < 300]
@@ -178,7 +184,8 @@ class CallAssembler:
         disposition = _disposition(answer_ts is not None, status or None, all_ended)
         codecs: list[str] = []
         for lg in legs:
-            codecs.extend(c for c in lg.codecs if c not in codecs)
+            for c in lg.codecs:
+                _add_codec(codecs, c)
         moses = [lg.mos for lg in legs if lg.mos is not None]
         return Cdr(
             call_id=call_id,
@@ -214,8 +221,7 @@ def _build_leg(name: str, evs: list[CallEvent], flags: set[str]) -> Leg:
     codecs: list[str] = []
     for e in evs:
         c = e.codec if isinstance(e, MediaStats) else _codec(getattr(e, "sdp_summary", ""))
-        if c and c not in codecs:
-            codecs.append(c)
+        _add_codec(codecs, c)
     per_node: dict[str, int] = {}
     for a in answers:
         per_node[a.node] = per_node.get(a.node, 0) + 1

@@ -95,9 +95,10 @@ class LegCounters:
 
     packets_in: int = 0
     bytes_in: int = 0
-    packets_out: int = 0
+    packets_out: int = 0  # RTP and RTCP sent to this leg's peer
     bytes_out: int = 0
     rtcp_in: int = 0
+    rtcp_out: int = 0
     auth_failures: int = 0
     replays: int = 0
     malformed: int = 0

@@ -80,7 +80,8 @@ class LegStats:
     packets: int
     rtcp_packets: int
     bytes_in: int
-    packets_out: int
+    packets_out: int  # RTP and RTCP
+    rtcp_packets_out: int
     bytes_out: int
     lost: int
     jitter_ms: float
@@ -344,10 +345,12 @@ class MediaCore:
                 self.counters[1 - j].malformed += 1
                 return
         self._out.append(Output(j, separate, out, dest))
-        if not rtcp:
+        oc = self.counters[j]
+        if rtcp:
+            oc.rtcp_out += 1
+        else:
             self.sent_at[j] = now
             self.last_rtp[j] = plain[2:12]
-        oc = self.counters[j]
         oc.packets_out += 1
         oc.bytes_out += len(out)
 
@@ -427,6 +430,7 @@ class MediaCore:
             rtcp_packets=c.rtcp_in,
             bytes_in=c.bytes_in,
             packets_out=c.packets_out,
+            rtcp_packets_out=c.rtcp_out,
             bytes_out=c.bytes_out,
             lost=lost,
             jitter_ms=jitter,

@@ -380,6 +380,7 @@ def _bencodable(s: LegStats) -> dict[str, BValue]:
         "bytes": s.bytes_in,
         "rtcp packets": s.rtcp_packets,
         "packets out": s.packets_out,
+        "rtcp packets out": s.rtcp_packets_out,
         "bytes out": s.bytes_out,
         "lost": s.lost,
         "jitter_us": round(s.jitter_ms * 1000),
