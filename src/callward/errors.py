@@ -10,6 +10,7 @@
     │       └── SdpError              malformed / unacceptable SDP (488 by default)
     │       └── MediaError            malformed RTP/RTCP/SRTP, codec failures
     │       └── NgError               malformed or refused rtpengine ng control messages
+    │       └── X2X3Error             malformed ETSI TS 103 221-2 X2/X3 PDUs (LI delivery)
     ├── TransportError                sockets, TLS, WebSocket framing
     ├── AuthError                     digest / OAuth2 failures
     ├── DnsError                      RFC 3263 resolution failures
@@ -40,6 +41,7 @@ __all__ = [
     "SipParseError",
     "StoreError",
     "TransportError",
+    "X2X3Error",
 ]
 
 
@@ -130,6 +132,10 @@ class MediaError(RemoteProtocolError):
 class NgError(RemoteProtocolError):
     """A bad rtpengine ng control message (bencode, cookie framing, command, flags), or an ng
     command the relay refused; the message is what goes into the reply's ``error-reason``."""
+
+
+class X2X3Error(RemoteProtocolError):
+    """A malformed or rule-breaking ETSI TS 103 221-2 X2/X3 PDU (field and rule named)."""
 
 
 class TransportError(CallwardError):

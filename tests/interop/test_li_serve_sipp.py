@@ -19,7 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from callward.cli import app
-from callward.privacy.intercept import PduType, decode_pdu
+from callward.privacy.intercept import Pdu, PduType, iri_record
+from callward.privacy.x2x3 import split_pdus
 from callward.records.service import open_records
 from peers import free_port, sipp_client_cmd, sipp_pcap_dir, sipp_uas
 
@@ -56,19 +57,16 @@ class Mediation:
                 self.data += chunk
             conn.close()
 
-    def pdus(self) -> list[tuple[dict, bytes]]:
+    def pdus(self) -> list[Pdu]:
         self.stop.set()
         self.thread.join(5)
         self.sock.close()
-        out, buf = [], self.data
-        while buf:
-            hdr, payload = decode_pdu(buf)
-            out.append((hdr, payload))
-            buf = buf[hdr["length"] :]
+        out, rest = split_pdus(self.data)
+        assert rest == b"", "a truncated PDU reached the mediation endpoint"
         return out
 
 
-def _run_call(tmp_path: Path, valid: bool) -> tuple[list[tuple[dict, bytes]], list[str]]:
+def _run_call(tmp_path: Path, valid: bool) -> tuple[list[Pdu], list[str]]:
     for tool in ("sipp",):
         if shutil.which(tool) is None:
             pytest.skip(f"why: {tool} not installed")
@@ -129,8 +127,8 @@ def _run_call(tmp_path: Path, valid: bool) -> tuple[list[tuple[dict, bytes]], li
 
 def test_valid_warrant_iri_and_cc_reach_mediation(tmp_path: Path) -> None:
     pdus, actions = _run_call(tmp_path, valid=True)
-    x2 = [json.loads(p)["type"] for h, p in pdus if h["type"] is PduType.X2]
-    x3 = [p for h, p in pdus if h["type"] is PduType.X3]
+    x2 = [iri_record(p)["type"] for p in pdus if p.pdu_type is PduType.X2]
+    x3 = [p.payload for p in pdus if p.pdu_type is PduType.X3]
     assert x2[0] == "BEGIN" and "END" in x2, x2
     assert len(x3) > 100 and all(p[0] >> 6 == 2 for p in x3)  # RTP version 2
     assert "warrant" not in actions and "intercept" not in actions

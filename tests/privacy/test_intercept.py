@@ -5,12 +5,9 @@ only; expired warrant = nothing delivered; other roles see nothing."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from callward.errors import PolicyError
 from callward.events import CallAnswered, CallEnded, CallStarted, InProcessBus
@@ -19,11 +16,13 @@ from callward.privacy.intercept import (
     LI_ROLE,
     InterceptPolicy,
     IriSubscriber,
+    Pdu,
     PduType,
     WarrantRegistry,
-    decode_pdu,
+    iri_record,
 )
 from callward.privacy.mediation import MediationClient
+from callward.privacy.x2x3 import split_pdus
 from callward.records.audit import AuditLog
 
 NOW = 1_800_000_000.0
@@ -37,7 +36,7 @@ class Mediation:
 
     def __init__(self) -> None:
         self.buf = b""
-        self.pdus: list[tuple[dict, bytes]] = []
+        self.pdus: list[Pdu] = []
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
@@ -46,10 +45,8 @@ class Mediation:
     async def _conn(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         while data := await r.read(65536):
             self.buf += data
-            while len(self.buf) >= 40:
-                hdr, payload = decode_pdu(self.buf)
-                self.pdus.append((hdr, payload))
-                self.buf = self.buf[hdr["length"] :]
+            got, self.buf = split_pdus(self.buf)
+            self.pdus += got
 
 
 def _registry(tmp_path: Path):
@@ -111,12 +108,12 @@ async def _run(tmp_path: Path, start: float, end: float, sdp: str = "PCMU srtp",
 
 async def test_valid_warrant_delivers_iri_and_cc_for_the_target_only(tmp_path: Path) -> None:
     med, _, li_audit = await _run(tmp_path, NOW - 3600, NOW + 3600)
-    x2 = [json.loads(p) for h, p in med.pdus if h["type"] is PduType.X2]
-    x3 = [p for h, p in med.pdus if h["type"] is PduType.X3]
+    x2 = [iri_record(p) for p in med.pdus if p.pdu_type is PduType.X2]
+    x3 = [p.payload for p in med.pdus if p.pdu_type is PduType.X3]
     assert [r["type"] for r in x2] == ["BEGIN", "CONTINUE", "END"]
     assert all(r["liid"] == "LIID-1" and r["call_id"] == "c-1" for r in x2)
     assert x3 == [RTP] * 5
-    assert len({h["correlation"] for h, _ in med.pdus}) == 1  # one call, one correlation id
+    assert len({p.correlation for p in med.pdus}) == 1  # one call, one correlation id
     assert [e.action for e in li_audit.entries()] == ["warrant", "warrant", "intercept"]
 
 
@@ -129,9 +126,9 @@ async def test_expired_warrant_delivers_nothing(tmp_path: Path) -> None:
 
 async def test_end_to_end_encrypted_call_reports_content_unavailable(tmp_path: Path) -> None:
     med, *_ = await _run(tmp_path, NOW - 3600, NOW + 3600, sdp="opus zrtp")
-    kinds = [json.loads(p).get("cc") for h, p in med.pdus if h["type"] is PduType.X2]
+    kinds = [iri_record(p).get("cc") for p in med.pdus if p.pdu_type is PduType.X2]
     assert "content-unavailable" in kinds
-    assert not [p for h, p in med.pdus if h["type"] is PduType.X3]
+    assert not [p.payload for p in med.pdus if p.pdu_type is PduType.X3]
 
 
 def test_dual_control_roles_and_a_trail_other_roles_cannot_see(tmp_path: Path) -> None:
@@ -153,11 +150,3 @@ def test_dual_control_roles_and_a_trail_other_roles_cannot_see(tmp_path: Path) -
     raw = (tmp_path / "li" / "warrants.db").read_bytes()
     assert TARGET[1:].encode() not in raw  # targets stored as pseudonyms
     assert li_audit.path != Path(tmp_path / "audit.db")
-
-
-@given(st.binary(max_size=200))
-def test_pdu_decoder_rejects_garbage_with_value_error(data: bytes) -> None:
-    try:
-        decode_pdu(data)
-    except ValueError:
-        pass

@@ -18,7 +18,7 @@ from callward.config import load_config
 from callward.events import CallEnded, CallStarted
 from callward.ng import NgCommand, NgRequest
 from callward.ng.transport import NgConnection
-from callward.privacy.intercept import LI_ROLE, PduType
+from callward.privacy.intercept import LI_ROLE, PduType, iri_record
 from callward.rtp.packet import RtpPacket
 from callward.runtime import open_runtime
 from callward.sdp import parse_sdp
@@ -111,8 +111,8 @@ async def _li_run(tmp_path: Path, valid: bool) -> Mediation:
 
 async def test_valid_warrant_iri_and_cc_reach_the_mediation_endpoint(tmp_path: Path) -> None:
     med = await _li_run(tmp_path, valid=True)
-    x2 = [json.loads(p)["type"] for h, p in med.pdus if h["type"] is PduType.X2]
-    x3 = [p for h, p in med.pdus if h["type"] is PduType.X3]
+    x2 = [iri_record(p)["type"] for p in med.pdus if p.pdu_type is PduType.X2]
+    x3 = [p.payload for p in med.pdus if p.pdu_type is PduType.X3]
     assert x2 == ["BEGIN", "END"]
     assert len(x3) == 20 and all(p[12:] == b"\x01" * 160 for p in x3)
 

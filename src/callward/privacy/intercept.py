@@ -15,8 +15,10 @@ X3 content).
   relay (ZRTP, or DTLS-SRTP that the relay does not terminate), no content exists at the relay:
   an IRI record says ``cc: content-unavailable`` and nothing is weakened.
 
-Everything leaves as TS 103 221-2-shaped PDUs (version, PDU type, header length, payload length,
-payload format, direction, XID, correlation id) to one mediation endpoint. Nothing is
+Everything leaves as TS 103 221-2 X2/X3 PDUs (:mod:`callward.privacy.x2x3`, validated on encode
+and decode) to one mediation endpoint: IRI as a MIME entity (payload format 15,
+``application/json``, direction not applicable), content as RTP packets (format 8, direction
+to/from the target), each with a Timestamp and a per-XID Sequence Number attribute. Nothing is
 intercepted without a warrant that is active at that instant: an expired, not-yet-valid, not
 activated or revoked warrant matches nothing.
 """
@@ -25,86 +27,55 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import struct
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from callward.errors import PolicyError, StoreError
+from callward.errors import PolicyError, StoreError, X2X3Error
 from callward.privacy.pseudonym import Pseudonymizer
+from callward.privacy.x2x3 import (
+    Direction,
+    PayloadFormat,
+    Pdu,
+    PduType,
+    decode_pdu,
+    encode_pdu,
+    sequence_attr,
+    timestamp_attr,
+)
 
 __all__ = [
     "LI_ROLE",
     "CcTap",
+    "Direction",
     "InterceptPolicy",
     "IriSubscriber",
     "PayloadFormat",
+    "Pdu",
     "PduType",
     "Warrant",
     "WarrantRegistry",
     "decode_pdu",
     "encode_pdu",
+    "iri_record",
 ]
 
 LI_ROLE = "li-officer"
-_VERSION = 5
-_HEADER = struct.Struct("!HHIIHH16s8s")  # TS 103 221-2 §5.1 fixed header fields
 _MAX_TARGETS = 64
-_MAX_PDU = 1 << 20
 
 
-class PduType(IntEnum):
-    X2 = 1
-    X3 = 2
-    KEEPALIVE = 3
-    KEEPALIVE_ACK = 4
-
-
-class PayloadFormat(IntEnum):
-    """Payload format codes used here. IRI is sent as a JSON document and CC as RTP packets;
-    check the code points against the TS 103 221-2 version your mediation function speaks."""
-
-    IRI_JSON = 14  # callward IRI record (JSON)
-    RTP = 12  # RTP packet as relayed (plain, after SRTP termination)
-
-
-class Direction(IntEnum):
-    UNKNOWN = 1
-    TO_TARGET = 2
-    FROM_TARGET = 3
-
-
-def encode_pdu(
-    pdu_type: PduType,
-    payload: bytes,
-    xid: uuid.UUID,
-    correlation: int,
-    fmt: PayloadFormat,
-    direction: Direction = Direction.UNKNOWN,
-) -> bytes:
-    if len(payload) > _MAX_PDU:
-        raise PolicyError("X2/X3 payload too large")
-    return (
-        _HEADER.pack(_VERSION, pdu_type, _HEADER.size, len(payload), fmt, direction, xid.bytes,
-                     correlation.to_bytes(8, "big"))
-        + payload
-    )  # fmt: skip
-
-
-def decode_pdu(data: bytes) -> tuple[dict[str, Any], bytes]:
-    """(header fields, payload) of one PDU; ValueError on a malformed one."""
-    if len(data) < _HEADER.size:
-        raise ValueError("truncated X2/X3 header")
-    ver, typ, hlen, plen, fmt, direction, xid, corr = _HEADER.unpack_from(data)
-    if ver != _VERSION or hlen < _HEADER.size or len(data) < hlen + plen or plen > _MAX_PDU:
-        raise ValueError("malformed X2/X3 PDU")
-    hdr = {"version": ver, "type": PduType(typ), "format": fmt, "direction": direction,
-           "xid": uuid.UUID(bytes=xid), "correlation": int.from_bytes(corr, "big"),
-           "length": hlen + plen}  # fmt: skip
-    return hdr, data[hlen : hlen + plen]
+def iri_record(pdu: Pdu) -> dict[str, Any]:
+    """The IRI record of an X2 PDU callward sent (a MIME entity holding JSON)."""
+    _, _, body = pdu.payload.partition(b"\r\n\r\n")
+    try:
+        record = json.loads(body)
+    except ValueError:
+        raise X2X3Error("X2 IRI: MIME body is not JSON") from None
+    if not isinstance(record, dict):
+        raise X2X3Error("X2 IRI: expected a JSON object")
+    return record
 
 
 # --- X1: warrants ------------------------------------------------------------------------------
@@ -263,6 +234,7 @@ class InterceptPolicy:
     pseudo: Pseudonymizer
     calls: dict[str, list[Warrant]] = field(default_factory=dict)
     sent: int = 0
+    _seq: dict[str, int] = field(default_factory=dict)  # XID -> next sequence number
 
     def _pn(self, identifier: str) -> str:
         try:
@@ -277,14 +249,19 @@ class InterceptPolicy:
         return found
 
     def send(self, w: Warrant, pdu_type: PduType, payload: bytes, corr: int,
-             fmt: PayloadFormat, direction: Direction = Direction.UNKNOWN) -> None:  # fmt: skip
-        self.deliver(encode_pdu(pdu_type, payload, uuid.UUID(w.xid), corr, fmt, direction))
+             fmt: PayloadFormat, direction: Direction, ts: float) -> None:  # fmt: skip
+        seq = self._seq.get(w.xid, 0)
+        self._seq[w.xid] = seq + 1
+        attrs = (timestamp_attr(ts), sequence_attr(seq))
+        pdu = Pdu(pdu_type, fmt, direction, uuid.UUID(w.xid), corr, attrs, payload)
+        self.deliver(encode_pdu(pdu))
         self.sent += 1
 
     def iri(self, w: Warrant, call_id: str, kind: str, ts: float, **extra: Any) -> None:
         record = {"liid": w.liid, "type": kind, "ts": ts, "call_id": call_id, **extra}
         corr = int.from_bytes(uuid.uuid5(uuid.NAMESPACE_OID, call_id).bytes[:8], "big")
-        self.send(w, PduType.X2, json.dumps(record).encode(), corr, PayloadFormat.IRI_JSON)
+        entity = b"Content-Type: application/json\r\n\r\n" + json.dumps(record).encode()
+        self.send(w, PduType.X2, entity, corr, PayloadFormat.MIME, Direction.NOT_APPLICABLE, ts)
 
     def cc_tap(self, call_id: str, now: float, e2e_encrypted: bool = False) -> CcTap | None:
         """The X3 tap the relay attaches for this call, or None (no CC warrant). For an
@@ -312,6 +289,7 @@ class CcTap:
     warrants: list[Warrant]
     wall_offset: float = 0.0  # relay clock -> epoch seconds
     packets: int = 0
+    malformed: int = 0
 
     def on_packet(self, call_id: str, leg: str, packet: bytes, *, rtcp: bool, now: float) -> None:
         if rtcp:
@@ -320,7 +298,12 @@ class CcTap:
         direction = Direction.FROM_TARGET if leg == "a" else Direction.TO_TARGET
         for w in self.warrants:
             if w.active(now + self.wall_offset):
-                self.policy.send(w, PduType.X3, packet, corr, PayloadFormat.RTP, direction)
+                try:
+                    self.policy.send(w, PduType.X3, packet, corr, PayloadFormat.RTP, direction,
+                                     now + self.wall_offset)  # fmt: skip
+                except X2X3Error:
+                    self.malformed += 1  # not an RTP packet: never delivered as one
+                    return
                 self.packets += 1
 
     def on_close(self, call_id: str) -> None:
