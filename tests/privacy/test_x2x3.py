@@ -129,14 +129,20 @@ _ATTR = st.one_of(
     st.tuples(st.just(AttrType.OTHER_TARGET_ID), st.text(min_size=1, max_size=20).map(str.encode)),
     st.tuples(st.just(AttrType.PROPRIETARY), st.binary(max_size=30)),
 )
+_REPEATABLE = (AttrType.OTHER_TARGET_ID, AttrType.PROPRIETARY)
+
+
+def _valid(fmt: PayloadFormat, d: Direction, attrs: list[tuple[AttrType, bytes]], corr: int,
+           body: bytes) -> Pdu:  # fmt: skip
+    once = {t: (t, v) for t, v in attrs if t not in _REPEATABLE}  # single-instance: last wins
+    many = [(t, v) for t, v in attrs if t in _REPEATABLE]
+    typ = PduType.X3 if fmt is PayloadFormat.RTP else PduType.X2
+    payload = RTP[:12] + body if fmt is PayloadFormat.RTP else b"x" + body
+    return Pdu(typ, fmt, d, XID, corr, (*once.values(), *many), payload)
+
+
 _PDU = st.builds(
-    lambda fmt, d, attrs, corr, body: Pdu(
-        PduType.X3 if fmt is PayloadFormat.RTP else PduType.X2, fmt, d, XID, corr,
-        tuple({a[0]: a for a in attrs if a[0] not in (AttrType.OTHER_TARGET_ID,
-               AttrType.PROPRIETARY)}.values()) + tuple(a for a in attrs if a[0] in
-              (AttrType.OTHER_TARGET_ID, AttrType.PROPRIETARY)),
-        RTP[:12] + body if fmt is PayloadFormat.RTP else b"x" + body,
-    ),  # fmt: skip
+    _valid,
     st.sampled_from([PayloadFormat.RTP, PayloadFormat.PROPRIETARY, PayloadFormat.UNSTRUCTURED]),
     st.sampled_from([d for d in Direction if d is not Direction.KEEPALIVE]),
     st.lists(_ATTR, max_size=5),
