@@ -37,10 +37,18 @@ from urllib.parse import parse_qsl
 
 import pyotp
 from authlib.oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import OAuth2Request, grants
+from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Request, grants
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
+
+from oauth_idp_authcode import (
+    AuthCodeWithPkce,
+    CodeChallengeS256,
+    check_login,
+    check_loopback_redirect,
+    login_page,
+)
 
 __all__ = ["LocalIdP", "User"]
 
@@ -66,7 +74,10 @@ class _Client:
         return method == "none"  # a public (native) client, RFC 8252 §8.4
 
     def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type in ("password", "refresh_token")
+        return grant_type in ("password", "refresh_token", "authorization_code")
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
 
     def check_client_secret(self, secret: str) -> bool:
         return False
@@ -76,7 +87,7 @@ class _Client:
         return " ".join(s for s in (scope or self.scope).split() if s in allowed)
 
     def check_redirect_uri(self, uri: str) -> bool:
-        return False
+        return check_loopback_redirect(uri)
 
     def get_default_redirect_uri(self) -> str:
         return ""
@@ -121,6 +132,8 @@ class IdPStats:
     reuse_detected: int = 0
     refused: int = 0
     jwks_fetches: int = 0
+    code_exchanges: int = 0
+    code_replays: int = 0
     refreshes_by: dict[str, int] = field(default_factory=dict)  # subject -> refreshes
 
 
@@ -215,6 +228,7 @@ class LocalIdP:
         self.lock = threading.RLock()
         self.clients = {self.client_id: _Client(self.client_id, " ".join(self.scopes))}
         self.refresh_tokens: dict[str, _Refresh] = {}
+        self.codes: dict[str, Any] = {}  # authorization codes (oauth_idp_authcode)
         self.revoked_subjects: set[str] = set()
         self.stats = IdPStats()
         self.keys: list[ECKey] = []
@@ -222,6 +236,7 @@ class LocalIdP:
         self.server = _Server(self)
         self.server.register_grant(_PasswordWithTotp)
         self.server.register_grant(_RotatingRefresh)
+        self.server.register_grant(AuthCodeWithPkce, [CodeChallengeS256(required=True)])
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -329,15 +344,17 @@ class LocalIdP:
     def metadata(self) -> dict[str, Any]:
         return {
             "issuer": self.issuer,
+            "authorization_endpoint": f"{self.issuer}/authorize",
             "token_endpoint": f"{self.issuer}/token",
             "jwks_uri": f"{self.issuer}/jwks",
             "revocation_endpoint": f"{self.issuer}/revoke",
-            "grant_types_supported": ["password", "refresh_token"],
+            "grant_types_supported": ["authorization_code", "password", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["none"],
             "scopes_supported": self.scopes,
             "id_token_signing_alg_values_supported": ["ES256"],
             "subject_types_supported": ["public"],
-            "response_types_supported": ["token"],
+            "response_types_supported": ["code"],
         }
 
     def handle(self, method: str, path: str, form: dict[str, str]) -> tuple[int, Any]:
@@ -360,6 +377,26 @@ class LocalIdP:
             return 200, {}
         return 404, {"error": "not_found"}
 
+    def authorize(
+        self, method: str, query: dict[str, str], form: dict[str, str]
+    ) -> tuple[int, str, list[tuple[str, str]]]:
+        """The authorization endpoint (oauth_idp_authcode): the login page on GET, a 302 to
+        the app's loopback redirect URI on POST. Returns (status, HTML body, headers)."""
+        params = {**query, **{k: v for k, v in form.items()
+                              if k not in ("username", "password", "otp")}}  # fmt: skip
+        req = _FormRequest(f"{self.issuer}/authorize", params, params)
+        try:
+            grant = self.server.get_consent_grant(req)
+        except OAuth2Error as exc:  # bad client or redirect URI: never redirect (§4.1.2.1)
+            return 400, f"<p>authorization request refused: {exc.error}</p>", []
+        if method == "GET":
+            return 200, login_page(params), []
+        user = check_login(self, form)
+        if user is None:
+            self.stats.refused += 1
+        status, _, headers = self.server.create_authorization_response(req, user, grant)
+        return status, "", list(headers)
+
     def start(self) -> LocalIdP:
         """Listen (again) on 127.0.0.1; a restart reuses the port of the first start."""
         idp = self
@@ -374,12 +411,32 @@ class LocalIdP:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _page(self, status: int, body: str, headers: list[tuple[str, str]]) -> None:
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Cache-Control", "no-store")
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_GET(self) -> None:
+                path, _, query = self.path.partition("?")
+                if path == "/authorize":
+                    self._page(*idp.authorize("GET", dict(parse_qsl(query)), {}))
+                    return
                 self._reply(*idp.handle("GET", self.path, {}))
 
             def do_POST(self) -> None:
                 size = min(int(self.headers.get("Content-Length") or 0), 65536)
                 raw = self.rfile.read(size).decode("utf-8", "replace")
+                path, _, query = self.path.partition("?")
+                if path == "/authorize":
+                    self._page(*idp.authorize("POST", dict(parse_qsl(query)),
+                                              dict(parse_qsl(raw))))  # fmt: skip
+                    return
                 self._reply(*idp.handle("POST", self.path, dict(parse_qsl(raw))))
 
             def log_message(self, format: str, *args: Any) -> None:
@@ -406,14 +463,15 @@ class LocalIdP:
 class _FormRequest(OAuth2Request):  # type: ignore[misc]
     """authlib's request for a parsed form body (what its Flask/Django integrations build)."""
 
-    def __init__(self, uri: str, form: dict[str, str]) -> None:
+    def __init__(self, uri: str, form: dict[str, str], args: dict[str, str] | None = None) -> None:
         super().__init__("POST", uri, headers={})
         self.payload = BasicOAuth2Payload(form)
         self._form = form
+        self._args = args or {}
 
     @property
     def args(self) -> dict[str, str]:
-        return {}
+        return self._args
 
     @property
     def form(self) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """``callward phone``: a CLI phone that makes and answers real calls (the ua core, driven from a
-terminal): register with digest (the registration manager: refresh, backoff, keep-alives, RFC
+terminal): register with digest or an OAuth 2.0 Bearer token (``--oauth-issuer``, RFC 8898:
+cli/phone_oauth.py) (the registration manager: refresh, backoff, keep-alives, RFC
 5626 outbound with up to two edges, unregister on exit), call a SIP URI through an outbound
 proxy, send paced G.711 RTP, hang up, print what happened. Bounded in time: every command ends
-by itself."""
+by itself. ``phone login`` signs in through a browser (PKCE) and keeps the tokens encrypted."""
 
 from __future__ import annotations
 
@@ -10,16 +11,29 @@ import asyncio
 import contextlib
 import json
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 from callward.cli.exits import fail as _fail
 from callward.cli.exits import hostport
-from callward.errors import CallwardError
+from callward.cli.phone_oauth import (
+    CLIENT_OPT,
+    ISSUER_OPT,
+    KEYSTORE_OPT,
+    OAUTH_USER_OPT,
+    TOTP_OPT,
+    OAuthOptions,
+    oauth_options,
+    register_login,
+)
+from callward.errors import AuthError, CallwardError
 
 if TYPE_CHECKING:  # imported inside the commands (lazy CLI, cli/__init__.py)
     from callward.ua import Phone, RtpEndpoint
+    from callward.ua.credentials import CredentialSource
+    from callward.ua.tokens import TokenSource
 
 phone_app = typer.Typer(help="A SIP phone: register, call, answer.", no_args_is_help=True)
 
@@ -36,7 +50,12 @@ def _nonzero(addr: tuple[str, int], what: str) -> tuple[str, int]:
 
 
 async def _register(
-    phone: Phone, edges: list[tuple[str, int]], domain: str | None, expires: int, timeout: float
+    phone: Phone,
+    edges: list[tuple[str, int]],
+    domain: str | None,
+    expires: int,
+    timeout: float,
+    credentials: CredentialSource | None = None,
 ) -> dict[str, Any]:
     """Start the registration manager on ``edges`` (two edges: RFC 5626 outbound with one flow
     each) and wait for the first binding. Unregistered again by ``phone.close()``."""
@@ -45,13 +64,39 @@ async def _register(
     where = domain or f"{edges[0][0]}:{edges[0][1]}"
     instance = f"urn:uuid:{uuid.uuid4()}" if len(edges) > 1 else None
     agent = await RegistrationAgent.start(
-        phone, edges, domain=where, expires=expires, instance=instance
+        phone, edges, domain=where, expires=expires, instance=instance, credentials=credentials
     )
     try:
         await agent.wait_registered(timeout)
     except TimeoutError:
         return {"registered_flows": 0}
     return {"registered_flows": len(agent.registered())}
+
+
+async def _bearer(
+    oauth: OAuthOptions | None, timeout: float
+) -> tuple[TokenSource | None, CredentialSource | None]:
+    """With ``--oauth-issuer``: a token alive now (stored, refreshed or from a login with the
+    second factor) before anything is sent, so a refused login ends the command at once."""
+    if oauth is None:
+        return None, None
+    from callward.cli.phone_oauth import open_token_source
+    from callward.ua.bearer_credentials import BearerCredentials
+
+    tokens = await open_token_source(oauth)
+    try:
+        await tokens.access_token(timeout=timeout)
+    except BaseException:
+        await tokens.aclose()
+        raise
+    return tokens, BearerCredentials(tokens, timeout=timeout)
+
+
+def _token_report(tokens: TokenSource | None) -> dict[str, Any]:
+    if tokens is None:
+        return {}
+    return {"auth": "bearer", "token_logins": tokens.logins,
+            "token_refreshes": tokens.core.refreshes_started}  # fmt: skip
 
 
 async def _media(phone: Phone) -> RtpEndpoint:
@@ -101,10 +146,14 @@ async def _call(
     timeout: float,
     linger: float,
     srtp: str = "none",
+    oauth: OAuthOptions | None = None,
+    domain: str | None = None,
 ) -> dict[str, Any]:
     from callward.ua import Phone
 
-    phone = await Phone.start(user, transport=transport, password=password)
+    tokens, creds = await _bearer(oauth, timeout)
+    # With a token the password is the IdP's: never used for digest (no weaker fallback).
+    phone = await Phone.start(user, transport=transport, password=None if oauth else password)
     phone.media_security = _SRTP[srtp]
     rtp = await _media(phone)
     dtls: Any = None
@@ -113,7 +162,7 @@ async def _call(
         if register:
             if proxy is None:
                 raise CallwardError("--register needs --proxy (the registrar)")
-            reg = await _register(phone, [proxy], None, 600, timeout)
+            reg = await _register(phone, [proxy], domain, 600, timeout, creds)
             out["register_status"] = 200 if reg["registered_flows"] else 408
             if not reg["registered_flows"]:
                 return out
@@ -139,10 +188,13 @@ async def _call(
         await asyncio.sleep(linger)
         return out
     finally:
+        out.update(_token_report(tokens))
         if dtls is not None:
             dtls.close()
         rtp.close()
         await phone.close()
+        if tokens is not None:
+            await tokens.aclose()
 
 
 async def _answer(
@@ -157,19 +209,22 @@ async def _answer(
     domain: str | None = None,
     expires: int = 600,
     srtp: str = "none",
+    oauth: OAuthOptions | None = None,
 ) -> dict[str, Any]:
     from callward.ua import Phone
 
+    tokens, creds = await _bearer(oauth, timeout)
     phone = await Phone.start(
-        user, host=listen[0], port=listen[1], transport=transport, password=password
-    )
+        user, host=listen[0], port=listen[1], transport=transport,
+        password=None if oauth else password,
+    )  # fmt: skip
     phone.media_security = _SRTP[srtp]
     rtp = await _media(phone)
     answered: list[dict[str, Any]] = []
     reg: dict[str, Any] = {}
     try:
         if edges:
-            reg = await _register(phone, edges, domain, expires, timeout)
+            reg = await _register(phone, edges, domain, expires, timeout, creds)
             if not reg["registered_flows"]:
                 raise CallwardError(f"registration failed: no edge answered within {timeout:g} s")
         typer.echo(
@@ -197,10 +252,13 @@ async def _answer(
             "answered": answered,
             "rtp_packets_received": rtp.counters.packets_received,
             **reg,
+            **_token_report(tokens),
         }
     finally:
         rtp.close()
         await phone.close()
+        if tokens is not None:
+            await tokens.aclose()
 
 
 @phone_app.command("call")
@@ -214,11 +272,17 @@ def call_cmd(
     transport: str = typer.Option("udp", help="udp, tcp, tls, ws or wss"),
     seconds: float = typer.Option(2.0, help="seconds of G.711 RTP once answered"),
     register: bool = typer.Option(False, "--register", help="REGISTER with the proxy first"),
+    domain: str | None = typer.Option(None, help="AOR domain (default: the --proxy address)"),
     timeout: float = typer.Option(32.0, help="give up on any step after this many seconds"),
     linger: float = typer.Option(0.0, help="keep the connection open this long after hang-up"),
     srtp: str = typer.Option(
         "none", help="media security: none (plain RTP), sdes or dtls (SRTP only, never plain)"
     ),
+    oauth_issuer: str | None = ISSUER_OPT,
+    client_id: str = CLIENT_OPT,
+    oauth_user: str | None = OAUTH_USER_OPT,
+    totp_secret_file: Path | None = TOTP_OPT,
+    keystore: Path | None = KEYSTORE_OPT,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Place one call; exit 0 when answered and hung up, 1 when rejected or timed out."""
@@ -232,6 +296,13 @@ def call_cmd(
         raise _fail("--seconds must be 0..3600, --timeout 0..600 and --linger 0..60")
     outbound = _nonzero(hostport(proxy, "--proxy"), "--proxy") if proxy else None
     try:
+        oauth = oauth_options(oauth_issuer, client_id, oauth_user, user, password,
+                              totp_secret_file, keystore)  # fmt: skip
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    if oauth is not None and not register:
+        raise _fail("--oauth-issuer needs --register (the token goes on REGISTER and INVITE)")
+    try:
         result = asyncio.run(
             _call(
                 target,
@@ -244,10 +315,14 @@ def call_cmd(
                 timeout,
                 linger,
                 srtp,
+                oauth,
+                domain,
             )
         )
     except TimeoutError:
         raise _fail(f"no answer within {timeout:g} s") from None
+    except AuthError as exc:  # the IdP refused us: a finding, not bad input
+        raise _fail(str(exc).splitlines()[0], code=1) from None
     except (CallwardError, OSError) as exc:
         raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     if as_json:
@@ -283,6 +358,11 @@ def answer_cmd(
     srtp: str = typer.Option(
         "none", help="media security: none (accepts any), sdes or dtls (refuses plain RTP)"
     ),
+    oauth_issuer: str | None = ISSUER_OPT,
+    client_id: str = CLIENT_OPT,
+    oauth_user: str | None = OAUTH_USER_OPT,
+    totp_secret_file: Path | None = TOTP_OPT,
+    keystore: Path | None = KEYSTORE_OPT,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Auto-answer calls until ``--calls`` have ended; exit 1 if none came within the timeout."""
@@ -299,6 +379,13 @@ def answer_cmd(
     where = _nonzero(hostport(listen, "--listen"), "--listen")
     edges = [_nonzero(hostport(p, "--proxy"), "--proxy") for p in proxy] if register else None
     try:
+        oauth = oauth_options(oauth_issuer, client_id, oauth_user, user, password,
+                              totp_secret_file, keystore)  # fmt: skip
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    if oauth is not None and not register:
+        raise _fail("--oauth-issuer needs --register (the token goes on REGISTER and INVITE)")
+    try:
         result = asyncio.run(
             _answer(
                 where,
@@ -311,16 +398,22 @@ def answer_cmd(
                 domain=domain,
                 expires=expires,
                 srtp=srtp,
+                oauth=oauth,
             )
         )
     except TimeoutError:
         typer.echo(f"callward: no call within {timeout:g} s", err=True)
         raise typer.Exit(1) from None
+    except AuthError as exc:
+        raise _fail(str(exc).splitlines()[0], code=1) from None
     except (CallwardError, OSError) as exc:
         raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     typer.echo(
         json.dumps(result, indent=2) if as_json else f"answered {len(result['answered'])} call(s)"
     )
+
+
+register_login(phone_app)
 
 
 def register(app: typer.Typer) -> None:

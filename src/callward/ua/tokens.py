@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -44,6 +44,7 @@ from callward.ua.token_refresh import (
 __all__ = [
     "Login",
     "OAuthClient",
+    "Reauthenticator",
     "TokenSource",
     "TransientAuthError",
     "grant_from_record",
@@ -58,11 +59,20 @@ class TransientAuthError(AuthError):
     """The IdP could not be reached or answered 5xx: try again later."""
 
 
+class Reauthenticator(Protocol):
+    """A full authentication at the IdP, always with a second factor: :class:`Login`
+    (password + TOTP at the token endpoint, headless) or
+    :class:`~callward.ua.oauth_login.AuthCodeLogin` (authorization code + PKCE through a
+    browser, where the IdP asks for the TOTP code). Returns the token-endpoint answer."""
+
+    async def authenticate(self, client: OAuthClient) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Login:
-    """What a re-authentication needs. ``second_factor`` returns the current TOTP code (in an
-    app: asks the user; in tests: ``pyotp.TOTP(secret).now``); None means "no code available",
-    and then the login fails rather than trying anything weaker."""
+    """What a headless re-authentication needs. ``second_factor`` returns the current TOTP
+    code (in an app: asks the user; in tests: ``pyotp.TOTP(secret).now``); None means "no code
+    available", and then the login fails rather than trying anything weaker."""
 
     username: str
     password: str
@@ -70,6 +80,12 @@ class Login:
 
     def __repr__(self) -> str:  # never print the password
         return f"Login(username={self.username!r})"
+
+    async def authenticate(self, client: OAuthClient) -> dict[str, Any]:
+        otp = await self.second_factor()
+        if not otp:
+            raise AuthError("re-authentication needs a second factor (TOTP); none available")
+        return await client.password_with_otp(self.username, self.password, otp)
 
 
 class OAuthClient:
@@ -133,6 +149,18 @@ class OAuthClient:
             }
         )
 
+    async def exchange_code(self, code: str, verifier: str, redirect_uri: str) -> dict[str, Any]:
+        """RFC 6749 §4.1.3 with the PKCE verifier (RFC 7636 §4.5)."""
+        return await self._post(
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "code_verifier": verifier,
+                "client_id": self.client_id,
+            }
+        )
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -165,7 +193,7 @@ class TokenSource:
         self,
         client: OAuthClient,
         *,
-        login: Login | None = None,
+        login: Reauthenticator | None = None,
         policy: RefreshPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
@@ -199,14 +227,13 @@ class TokenSource:
         self._arm()
 
     async def login(self) -> None:
-        """Full authentication: password and TOTP code. AuthError when no code is available
-        or the IdP refuses (a wrong code is not retried here: the user types it again)."""
+        """Full authentication with a second factor (:class:`Reauthenticator`). AuthError when
+        none is configured, no code is available or the IdP refuses (a wrong code is not
+        retried here: the user types it again)."""
         if self._login is None:
-            raise AuthError("re-authentication needed and no login configured")
-        otp = await self._login.second_factor()
-        if not otp:
-            raise AuthError("re-authentication needs a second factor (TOTP); none available")
-        body = await self.client.password_with_otp(self._login.username, self._login.password, otp)
+            raise AuthError("re-authentication needed (refresh failed for good) and no login "
+                            "with a second factor configured")  # fmt: skip
+        body = await self._login.authenticate(self.client)
         grant = parse_token_response(body, self._clock())
         self.logins += 1
         self.core.load(grant)
