@@ -174,6 +174,31 @@ def test_reconciler_grace_timeout_and_late_event() -> None:
     assert rec.due() == [] and rec.late_events == 1
 
 
+def test_reconciler_holds_at_most_held_max_written_calls() -> None:
+    """Memory stays bounded at any call rate: beyond held_max written calls the oldest written
+    is forgotten early (its stragglers are then dropped as late, never rebuilt partially); and
+    due() only looks at calls whose deadline passed (a call in progress is not rescanned)."""
+    now = [0.0]
+    rec = Reconciler(clock=lambda: now[0], timeout_s=60.0, grace_s=0.0, forget_s=600.0, held_max=3)
+    open_call = CallStarted(ts=0.0, node="e", seq=1, call_id="open@x", leg="a", caller=A, callee=B)
+    rec.observe(open_call)
+    written = []
+    for i in range(10):
+        now[0] += 1.0
+        for ev in forked_call(f"c{i}@x"):
+            rec.observe(ev)
+        written += rec.due()
+    assert sorted(c.call_id for c in written) == sorted(f"c{i}@x" for i in range(10))
+    assert sorted(rec.assembler.call_ids()) == ["c7@x", "c8@x", "c9@x", "open@x"]
+    assert rec.forgotten == [f"c{i}@x" for i in range(7)]
+    assert not rec.observe(dataclasses.replace(forked_call("c0@x")[-1], seq=99))
+    assert rec.late_events == 1
+    assert len(rec._heap) <= 4 + 10  # one live deadline per call held, plus superseded ones
+    now[0] = 60.0
+    (stale,) = rec.due()
+    assert stale.call_id == "open@x" and "incomplete:timeout" in stale.flags
+
+
 def test_blind_transfer_new_leg_to_other_party_is_flagged() -> None:
     """RFC 5589 blind transfer as the edge reports it: after A-B is answered, B REFERs and a new
     leg c towards C starts; B's leg ends. Hand-computed: answered at 2, ends when c ends (50)."""

@@ -196,6 +196,8 @@ def edge_request(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         vias += draw(mostly([", SIP/2.0/TCP h2", ",SIP/2.0/UDP h3:1;rport"], [",", ", ", ",x"]))
     contact = f"{draw(_DISPLAY)}<{uri}>{draw(_PARAMS)}"
+    if draw(st.sampled_from(range(4))) == 3:
+        contact = f"{uri}{draw(_PARAMS)}"  # addr-spec: the URI's parameters are the header's
     if draw(st.booleans()):
         contact += draw(mostly([f", <sip:{draw(_HOST)}>", ",<sip:x@y>;q=1"], [", *", ",", ", x"]))
     cseq = draw(mostly(["1", "0009", "2147483647"], ["2147483648", "12345678901", " 1", "1x"]))
@@ -319,6 +321,25 @@ def test_header_bytes_that_are_not_utf8_agree(junk: bytes) -> None:
         check(good.replace(marker, marker[:1] + junk + marker[1:], 1))
 
 
+_ADDR_SPECS = [
+    "sip:sipp@127.0.0.1:5061", "sip:h", "sips:a@[2001:db8::1]:5061;expires=60", "sip:a@h;",
+    "sip:a@h;transport=tcp;q=0.5", "sip:a@h;x=\"q r\"", "sip:a@h;x=\"q", "sip:a@h ;x",
+    "sip:a b@h", "sip:a@h?subject=x", "tel:+15551234567", "sip:a@h;=x", "sip:a@h;x=[::1]",
+    "sip:a@h, sip:b@h2;q=1", "sip:a@h, <sip:b@h>", "Bob sip:a@h", "sip:a@h>", "sip:a%41@h",
+    "sip:a:pw@h:5060", "SIP:a@h", "sip:a@h;ü=1", "sip:a@-h", ";x", "sip:a@h;;",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", _ADDR_SPECS)
+def test_addr_spec_forms_agree(spec: str) -> None:
+    """RFC 3261 §20.10 addr-spec without <> (SIPp's Contact): every header parameter after the
+    first ';', in Contact, From and To."""
+    good = _TEMPLATE.format(**_GOOD)
+    check(good.replace('Contact: "A" <sip:c@example.com:5060;lr>;lr', f"Contact: {spec}").encode())
+    check(good.replace("To: <sip:b@h>", f"To: {spec}").encode())
+    check(good.replace('From: "A" <sip:alice@example.com>;lr', f"From: {spec};tag=1").encode())
+
+
 def test_fast_path_covers_common_forms() -> None:
     """Forms a proxy sees all day must not fall back (which would only cost speed)."""
     base = (
@@ -337,6 +358,9 @@ def test_fast_path_covers_common_forms() -> None:
         ("SIP/2.0 200", "BYE"),
     ):
         assert check(base.format(start=start, method=method).encode()), start
+    # SIPp's built-in scenarios: a bare addr-spec Contact (RFC 3261 §20.10)
+    sipp = base.replace("m: <sip:b@[::1]:5070;ob>;expires=60, <sip:c@h>;q=0.5", "m: sip:s@h:5061")
+    assert check(sipp.format(start="ACK sip:service@h:5060 SIP/2.0", method="ACK").encode())
 
 
 def test_pure_python_is_forced_by_environment() -> None:

@@ -19,6 +19,8 @@ lowest code within the chosen class).
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -49,6 +51,20 @@ def event_key(ev: CallEvent) -> tuple[str, str, int]:
 
 def _order(ev: CallEvent) -> tuple[float, str, int, str, str]:
     return (ev.ts, ev.node, ev.seq, ev.kind, _canon(ev))
+
+
+def _head(ev: CallEvent) -> tuple[float, str, int, str]:
+    return (ev.ts, ev.node, ev.seq, ev.kind)
+
+
+def _in_order(evs: Iterable[CallEvent]) -> list[CallEvent]:
+    """Sorted by :func:`_order`; the canonical JSON tie-breaker is only computed when two
+    events share (ts, node, seq, kind), a producer reusing a sequence number (it costs more
+    than the rest of a CDR's assembly)."""
+    out = sorted(evs, key=_head)
+    if any(_head(a) == _head(b) for a, b in itertools.pairwise(out)):
+        out.sort(key=_order)
+    return out
 
 
 def _canon(ev: CallEvent) -> str:
@@ -97,6 +113,7 @@ class _Call:
     last_change: float = 0.0
     changes: int = 0
     emitted: int = -1
+    due_at: float | None = None  # the Reconciler's one live deadline for this call
 
 
 @dataclass
@@ -130,7 +147,7 @@ class CallAssembler:
         return list(self._calls)
 
     def events_of(self, call_id: str) -> list[CallEvent]:
-        return sorted(self._calls[call_id].events.values(), key=_order)
+        return _in_order(self._calls[call_id].events.values())
 
     def forget(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
@@ -146,7 +163,7 @@ class CallAssembler:
 
     def build(self, call_id: str) -> Cdr:
         call = self._calls[call_id]
-        evs = sorted(call.events.values(), key=_order)
+        evs = _in_order(call.events.values())
         flags: set[str] = set()
         if call.conflicts:
             flags.add("conflicting-duplicate")
@@ -263,7 +280,13 @@ class Reconciler:
       so a lost CallEnded (a crashed node) never means a lost CDR.
 
     A late event for an already written call rebuilds and re-emits it (stores upsert by call_id);
-    calls are forgotten ``forget_s`` after they were last written.
+    calls are forgotten ``forget_s`` after they were last written, or earlier when more than
+    ``held_max`` written calls are held (oldest written first), so memory stays bounded at any
+    call rate.
+
+    Cost: each call has one live deadline in a heap (grace, timeout or forget, from its last
+    change), so :meth:`due` only looks at calls whose deadline passed: O(log n) per event, not
+    a scan of every call held (which made an edge's CPU per call grow with its call rate).
     """
 
     clock: Callable[[], float]
@@ -273,8 +296,12 @@ class Reconciler:
     assembler: CallAssembler = field(default_factory=CallAssembler)
     forgotten: list[str] = field(default_factory=list)  # drained by journal-backed consumers
     closed_max: int = 200_000
+    held_max: int = 20_000
     late_events: int = 0
     _closed: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _heap: list[tuple[float, int, str]] = field(default_factory=list)
+    _seq: int = 0
+    _written: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def is_closed(self, call_id: str) -> bool:
         return call_id in self._closed
@@ -287,31 +314,65 @@ class Reconciler:
         if call_id and call_id in self._closed:
             self.late_events += 1
             return False
-        return self.assembler.add(event, self.clock())
+        if not self.assembler.add(event, self.clock()):
+            return False
+        call = self.assembler._calls[call_id]
+        self._written.pop(call_id, None)
+        # earliest moment anything can happen: complete and quiet for grace_s
+        self._schedule(call_id, call, call.last_change + min(self.grace_s, self.timeout_s))
+        return True
+
+    def _schedule(self, call_id: str, call: _Call, at: float) -> None:
+        if call.due_at is not None and call.due_at <= at:
+            return  # the earlier deadline re-evaluates the call and schedules the next
+        call.due_at = at
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, call_id))
+
+    def _forget(self, call_id: str) -> None:
+        self.assembler.forget(call_id)
+        self._written.pop(call_id, None)
+        self.forgotten.append(call_id)
+        self._closed[call_id] = None
+        if len(self._closed) > self.closed_max:
+            self._closed.popitem(last=False)
 
     def due(self) -> list[Cdr]:
         """CDRs to write now (each call at most once per change)."""
         now = self.clock()
         out: list[Cdr] = []
-        for call_id in self.assembler.call_ids():
-            call = self.assembler._calls[call_id]
+        heap, calls = self._heap, self.assembler._calls
+        while heap and heap[0][0] <= now:
+            at, _, call_id = heapq.heappop(heap)
+            call = calls.get(call_id)
+            if call is None or call.due_at != at:
+                continue  # forgotten, or superseded by an earlier deadline
+            call.due_at = None
             quiet = now - call.last_change
             if call.emitted == call.changes:
                 if quiet >= self.forget_s:
-                    self.assembler.forget(call_id)
-                    self.forgotten.append(call_id)
-                    self._closed[call_id] = None
-                    if len(self._closed) > self.closed_max:
-                        self._closed.popitem(last=False)
+                    self._forget(call_id)
+                else:
+                    self._schedule(call_id, call, call.last_change + self.forget_s)
                 continue
             if self.assembler.is_complete(call_id):
                 if quiet >= self.grace_s:
                     out.append(self.assembler.build(call_id))
                     call.emitted = call.changes
+                    self._written[call_id] = None
+                    self._schedule(call_id, call, call.last_change + self.forget_s)
+                else:
+                    self._schedule(call_id, call, call.last_change + self.grace_s)
             elif quiet >= self.timeout_s:
                 cdr = self.assembler.build(call_id)
                 out.append(_flag(cdr, "incomplete:timeout"))
                 call.emitted = call.changes
+                self._written[call_id] = None
+                self._schedule(call_id, call, call.last_change + self.forget_s)
+            else:
+                self._schedule(call_id, call, call.last_change + self.timeout_s)
+        while len(self._written) > self.held_max:
+            self._forget(next(iter(self._written)))
         return out
 
     def flush(self) -> list[Cdr]:

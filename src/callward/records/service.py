@@ -22,6 +22,7 @@ fresh clone runs.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,14 +126,17 @@ class CdrSink:
 
     Synchronous on purpose (SQLite writes of a handful of rows take well under a millisecond
     with WAL), so a demo sees its CDR the moment the call ends. ``written`` keeps the last CDR
-    written per call for callers that want to show it."""
+    written per call (the newest ``WRITTEN_MAX`` calls: a long-running edge must not hold every
+    CDR it ever wrote) for callers that want to show it."""
+
+    WRITTEN_MAX = 1000
 
     store: SqliteCdrStore
     clock: Callable[[], float] = time.time
     grace_s: float = 0.0
     timeout_s: float = 3600.0
     reconciler: Reconciler = field(init=False)
-    written: dict[str, Cdr] = field(default_factory=dict)
+    written: OrderedDict[str, Cdr] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self.reconciler = Reconciler(
@@ -148,14 +152,20 @@ class CdrSink:
         due = self.reconciler.due()
         if due:
             self.store.write(due)
-            for c in due:
-                self.written[c.call_id] = c
+            self._remember(due)
         return due
 
     def flush(self) -> list[Cdr]:
         out = self.reconciler.flush()
         if out:
             self.store.write(out)
-            for c in out:
-                self.written[c.call_id] = c
+            self._remember(out)
         return out
+
+    def _remember(self, cdrs: list[Cdr]) -> None:
+        written = self.written
+        for c in cdrs:
+            written.pop(c.call_id, None)
+            written[c.call_id] = c
+        while len(written) > self.WRITTEN_MAX:
+            written.popitem(last=False)

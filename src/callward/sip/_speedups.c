@@ -9,7 +9,7 @@
  *   parser returns, with the same typed-header cache filled in, or None. It never raises a
  *   parse error: anything outside a conservative subset of RFC 3261 (UTF-8 outside quoted
  *   strings and raw header values, line folding, whitespace inside parameters, tel: URIs, URI
- *   headers, addr-spec without <>, any error at all) returns None and the pure Python parser, which stays the
+ *   headers, any error at all) returns None and the pure Python parser, which stays the
  *   reference, decides and names the rule. Each accepted form is a subset of what the pure
  *   code accepts (uri._FAST_SIP_RE, headers._VIA_RE, _NAME_ADDR_FAST_RE, _PARAMS_FAST_RE or
  *   _split_semicolons for quoted parameter values, _CSEQ_RE, parser._LINE_RE) and is split
@@ -715,6 +715,6 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     /* parser.py enables the module only when this matches: a stale build falls back to pure */
-    if (m != NULL && PyModule_AddIntConstant(m, "API_VERSION", 6) < 0) Py_CLEAR(m);
+    if (m != NULL && PyModule_AddIntConstant(m, "API_VERSION", 7) < 0) Py_CLEAR(m);
     return m;
 }

@@ -432,9 +432,36 @@ static PyObject *fast_via(const char *p, Py_ssize_t n) {
     return make(&K_VIA, v);
 }
 
-/* name-addr with <> (headers._NAME_ADDR_FAST_RE), SIP URI inside, plain params after. */
+/* addr-spec without <> (headers.parse_name_addr's last branch, RFC 3261 §20.10): everything
+ * after the first ';' is a header parameter. The caller has ruled out '<' and a leading '"'. */
+static PyObject *fast_addr_spec(const char *p, Py_ssize_t n) {
+    const char *semi = memchr(p, ';', (size_t)n);
+    Py_ssize_t ue = semi == NULL ? n : semi - p;
+    if (ue == 0 || memchr(p, ' ', (size_t)ue) != NULL) return NULL;
+    PyObject *params;
+    if (semi == NULL) {
+        params = EMPTY_TUPLE;
+        Py_INCREF(params);
+    } else {
+        params = header_params(semi + 1, n - ue - 1);
+        if (params == NULL) return NULL;
+    }
+    PyObject *uri = fast_uri(p, ue);
+    if (uri == NULL) {
+        Py_DECREF(params);
+        return NULL;
+    }
+    PyObject *v[4] = {uri, Py_None, params, Py_False};
+    Py_INCREF(Py_None);
+    Py_INCREF(Py_False);
+    return make(&K_NA, v);
+}
+
+/* name-addr with <> (headers._NAME_ADDR_FAST_RE), SIP URI inside, plain params after; or an
+ * addr-spec (fast_addr_spec). */
 static PyObject *fast_name_addr(const char *p, Py_ssize_t n) {
     Py_ssize_t k = 0, ds = -1, de = -1;
+    if (n > 0 && p[0] != '"' && memchr(p, '<', (size_t)n) == NULL) return fast_addr_spec(p, n);
     if (k < n && p[k] == '"') {
         ds = k++;
         for (;;) {

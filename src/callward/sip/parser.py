@@ -455,7 +455,7 @@ _ACCEL_FIELDS: dict[type, tuple[str, ...]] = {
 }
 
 
-_ACCEL_API = 6
+_ACCEL_API = 7
 
 
 def _load_accelerator() -> Callable[[bytes, ParseLimits], Request | Response | None] | None:
