@@ -98,6 +98,15 @@ class EdgeConfig(_Section):
         True, description="per-source/account/tenant admission buckets (docs/security.md)"
     )
     idle_timeout: float = Field(600.0, gt=0)
+    # Slowloris defences for TCP/TLS/WS (docs/security.md, callward.sip.connection_guard)
+    max_connections_per_ip: int = Field(512, ge=1, description="stream connections per IP")
+    max_pending_per_ip: int = Field(
+        16, ge=1, description="connections per IP with no complete SIP message yet"
+    )
+    max_pending: int = Field(256, ge=1, description="such connections in all (oldest evicted)")
+    handshake_timeout: float = Field(5.0, gt=0, description="TLS/WebSocket handshake deadline")
+    first_message_timeout: float = Field(10.0, gt=0, description="accept → first SIP message")
+    message_timeout: float = Field(20.0, gt=0, description="first byte → end of each message")
     metrics_listen: str | None = Field(None, description="host:port for /metrics")
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -225,6 +234,9 @@ class SecurityConfig(_Section):
     tls_ca_file: str | None = Field(None, description="CA bundle for peers' certificates")
     tls_crl_files: list[str] = Field(default_factory=list, description="PEM CRLs to enforce")
     tls_require_client_cert: bool = Field(False, description="mTLS: TLS clients need a cert")
+    tls_client_cert: bool = Field(
+        False, description="mTLS: present edge.tls_cert on outbound TLS (trunks, nodes)"
+    )
 
 
 class IdentityConfig(_Section):

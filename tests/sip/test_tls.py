@@ -271,3 +271,83 @@ def test_expiry_metric_and_alerts(pki: Pki) -> None:
         ("tls-cert-expiring", "server"),
         ("tls-cert-expired", "sti"),
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# RFC 5922 in the transport: TlsTransport.connect checks the SIP domain the owner expects at an
+# address (expect_identity), and nothing is sent over a connection that fails the check.
+# ---------------------------------------------------------------------------------------------
+
+
+OPTIONS = (
+    b"OPTIONS sip:sip.example.com SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK-5922\r\n"
+    b"Max-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: r5922\r\n"
+    b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("case", "accepted"),
+    [
+        ("sip-uri-and-dns", True),
+        ("sip-uri-wins-over-dns", True),
+        ("dns-only", True),
+        ("wrong-host", False),
+        ("wildcard", False),
+        ("cn-with-other-san", False),
+        ("sip-uri-for-other-domain", False),
+        ("by-address-only", False),
+    ],
+)
+async def test_transport_verifies_the_sip_domain_not_the_address(
+    pki: Pki, case: str, accepted: bool
+) -> None:
+    from callward.sip.transport import TlsTransport
+
+    sans = {
+        "sip-uri-and-dns": [x509.UniformResourceIdentifier(f"sip:{DOMAIN}"), x509.DNSName(DOMAIN)],
+        "sip-uri-wins-over-dns": [
+            x509.UniformResourceIdentifier(f"sip:{DOMAIN}"),
+            x509.DNSName("other.example.com"),
+        ],
+        "dns-only": [x509.DNSName(DOMAIN)],
+        "wrong-host": [x509.DNSName("other.example.com")],
+        "wildcard": [x509.DNSName("*.example.com")],
+        "cn-with-other-san": [x509.DNSName("other.example.com")],  # CN is the domain
+        "sip-uri-for-other-domain": [
+            x509.UniformResourceIdentifier("sip:other.example.com"),
+            x509.DNSName(DOMAIN),  # ignored: sip: URI SANs present (RFC 5922 §7.1)
+        ],
+        "by-address-only": [x509.UniformResourceIdentifier(f"sip:{DOMAIN}")],
+    }[case]
+    cn = DOMAIN if case == "cn-with-other-san" else case
+    cert, key, _ = pki.leaf(cn, sans=sans)
+    got: list[object] = []
+    srv = await TlsTransport.listen(
+        "127.0.0.1", 0, lambda *a: got.append(a), server_ssl=server_context(TlsPolicy(cert, key))
+    )
+    cli = await TlsTransport.listen(
+        "127.0.0.1",
+        0,
+        lambda *a: None,
+        server_ssl=server_context(TlsPolicy(cert, key)),
+        client_ssl=client_context(TlsPolicy(ca_file=pki.ca_file)),
+    )
+    try:
+        if case != "by-address-only":  # else the name checked is "127.0.0.1": no iPAddress SAN
+            cli.expect_identity(srv.local_addr, DOMAIN)
+        if accepted:
+            await cli.send(OPTIONS, srv.local_addr)
+            for _ in range(100):
+                if got:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(got) == 1
+        else:
+            with pytest.raises(TransportError, match="RFC 5922"):
+                await cli.send(OPTIONS, srv.local_addr)
+            await asyncio.sleep(0.2)
+            assert got == [] and cli.connections == {}
+    finally:
+        await cli.close()
+        await srv.close()

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import hashlib
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,7 +30,8 @@ from callward.events import EventBus, InProcessBus
 from callward.sip.dns import AsyncResolver, ServerLocator
 from callward.sip.parser import ParseLimits
 from callward.sip.peer import Peer
-from callward.sip.tls import TlsPolicy, server_context
+from callward.sip.tls import TlsPolicy, client_context, server_context
+from callward.sip.transport import StreamTransport, TransportLimits
 from callward.sip.uri import SipURI, parse_uri
 
 __all__ = ["EdgeNode", "configure_logging", "settings_from_config"]
@@ -121,6 +123,37 @@ def settings_from_config(cfg: CallwardConfig) -> EdgeSettings:
     )
 
 
+def stream_limits(e: EdgeConfig) -> TransportLimits:
+    """Slowloris caps and deadlines of the stream listeners (docs/security.md)."""
+    return TransportLimits(
+        max_connections_per_ip=e.max_connections_per_ip,
+        max_pending_per_ip=e.max_pending_per_ip,
+        max_pending=e.max_pending,
+        connect_timeout=e.handshake_timeout,
+        first_message_timeout=e.first_message_timeout,
+        message_timeout=e.message_timeout,
+    )
+
+
+def client_tls(cfg: CallwardConfig) -> ssl.SSLContext | None:
+    """Outbound TLS (trunks, other nodes): chain against ``security.tls_ca_file`` (else the
+    system store), RFC 5922 names, and our certificate for mTLS when configured. None when the
+    edge has no TLS at all (no certificate and no CA configured)."""
+    e, sec = cfg.edge, cfg.security
+    if not (e.tls_cert or sec.tls_ca_file):
+        return None
+    return client_context(
+        TlsPolicy(
+            ca_file=sec.tls_ca_file,
+            crl_files=tuple(sec.tls_crl_files),
+            min_version=sec.tls_min_version,
+            ciphers=sec.tls_ciphers,
+            client_cert=e.tls_cert if sec.tls_client_cert else None,
+            client_key=e.tls_key if sec.tls_client_cert else None,
+        )
+    )
+
+
 def _secret(e: EdgeConfig) -> bytes | None:
     """Nodes sharing a location store must share this key (nonces and flow tokens)."""
     if e.auth_secret is None:
@@ -175,6 +208,8 @@ class EdgeNode:
             max_connections=e.max_connections,
             idle_timeout=e.idle_timeout,
             tls_context=tls,
+            client_tls_context=client_tls(cfg),
+            limits=stream_limits(e),
         )
         self._answer_questions()
         self.bearer = None
@@ -222,7 +257,12 @@ class EdgeNode:
         except DnsError as exc:
             log.warning("edge.dns_failed", error=str(exc)[:120])
             return exc
-        return [Peer(t.transport.lower(), t.host, t.port) for t in targets]
+        peers = [Peer(t.transport.lower(), t.host, t.port) for t in targets]
+        for p in peers:  # RFC 5922 §4: the server must prove the domain, not the address
+            for t in self.server.transports.get(p.transport, []):
+                if isinstance(t, StreamTransport):
+                    t.expect_identity(p.address, uri.host)
+        return peers
 
     async def _warm_up(self) -> None:
         """Resolve the upstreams given by name before the first call (bounded wait)."""

@@ -23,6 +23,7 @@ import contextlib
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -71,13 +72,15 @@ class EdgeServer:
         tls_context: ssl.SSLContext | None = None,
         client_tls_context: ssl.SSLContext | None = None,
         on_event: Callable[[Event], None] | None = None,
+        limits: TransportLimits | None = None,
     ) -> None:
         self.core = core
         self.bus = bus
         self.on_event = on_event
         self.tls_context = tls_context
         self.client_tls_context = client_tls_context
-        self.limits = TransportLimits(
+        self.limits = replace(
+            limits or TransportLimits(),  # slowloris caps and deadlines (sip.connection_guard)
             max_connections=max_connections,
             idle_timeout=idle_timeout,
             udp_receive_buffer=UDP_BUFFER_BYTES,

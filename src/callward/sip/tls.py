@@ -131,17 +131,15 @@ def sip_domain_matches(cert: x509.Certificate, domain: str) -> bool:
     except x509.ExtensionNotFound:
         san = None
     if san is not None:
+        if _is_ip(domain):  # a peer named by address (no domain): only an iPAddress SAN fits
+            ips = san.get_values_for_type(x509.IPAddress)
+            return any(ip == ipaddress.ip_address(domain.strip("[]")) for ip in ips)
         uris = [u.lower() for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
         sip_uris = [u for u in uris if u.startswith("sip:")]
         if sip_uris:
             return f"sip:{domain}" in sip_uris
         dns = [d.rstrip(".").lower() for d in san.get_values_for_type(x509.DNSName)]
-        if dns:
-            return domain in dns  # exact: "*" is a literal that never equals a domain
-        if _is_ip(domain):
-            ips = san.get_values_for_type(x509.IPAddress)
-            return any(str(ip) == domain.strip("[]") for ip in ips)
-        return False
+        return domain in dns  # exact: "*" is a literal that never equals a domain
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return any(str(c.value).rstrip(".").lower() == domain for c in cns)
 

@@ -39,6 +39,7 @@ from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
 from callward.errors import SipParseError, TransportError
+from callward.sip.connection_guard import ConnectionGuard
 from callward.sip.message import Request, Response
 from callward.sip.parser import DEFAULT_LIMITS, ParseLimits, frame_stream, parse_message
 from callward.sip.peer import Peer
@@ -72,6 +73,10 @@ OnReject = Callable[[str], None]
 _CRLF = b"\r\n"
 _PING = b"\r\n\r\n"  # RFC 5626 §4.4.1: client sends a double CRLF, server answers one CRLF
 _ids = itertools.count(1)
+# Accept queue of stream listeners (capped by net.core.somaxconn). asyncio's default of 100
+# lets a burst of connection attempts overflow the kernel queue: the peer thinks it is
+# connected but is accepted only after SYN-ACK retransmissions, seconds later.
+LISTEN_BACKLOG = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,13 @@ class TransportLimits:
     """Per-transport defences against abusive peers (values are per listener)."""
 
     max_connections: int = 1024  # stream/WS connections, inbound + outbound
+    # Slowloris (see callward.sip.connection_guard): per-address caps, a bounded pool of
+    # connections with no complete message yet, and deadlines for the first/each message.
+    max_connections_per_ip: int = 256
+    max_pending_per_ip: int = 16
+    max_pending: int = 256
+    first_message_timeout: float = 10.0  # accept (incl. TLS/WS handshake) → first message
+    message_timeout: float = 20.0  # first byte of a message → its last byte
     max_buffer_bytes: int = 131072  # unframed bytes held for one connection
     idle_timeout: float = 300.0  # seconds without a byte (a CRLF ping counts) before closing
     connect_timeout: float = 5.0  # TCP connect + TLS/WS handshake
@@ -109,8 +121,9 @@ class TransportStats:
     bytes_in: int = 0
     bytes_out: int = 0
     malformed: int = 0  # parse failures (answered with 400 or dropped)
-    rejected_connections: int = 0  # refused at max_connections
-    closed_abusive: int = 0  # closed for framing, buffer or idle limits
+    rejected_connections: int = 0  # refused at max_connections or a per-address cap
+    closed_abusive: int = 0  # closed for framing, buffer, idle, slow-message limits
+    handshake_failures: int = 0  # TLS handshakes that failed or never finished in time
     pongs_sent: int = 0
 
 
@@ -134,7 +147,13 @@ class Transport(abc.ABC):
         # Optional hooks, set right after ``listen`` (before the loop runs again):
         self.on_data: OnData | None = None  # raw mode instead of on_message (see OnData)
         self.on_connection_lost: OnPeer | None = None  # a connection (flow) closed
-        self.on_reject: OnReject | None = None  # "connection-limit" | "framing" | "buffer" | "idle"
+        # "connection-limit" | "ip-connection-limit" | "ip-pending-limit" | "pending-evicted" |
+        # "framing" | "buffer" | "idle" | "first-message" | "slow-message" | "tls-handshake"
+        self.on_reject: OnReject | None = None
+        lim = limits
+        self.guard = ConnectionGuard(
+            lim.max_connections_per_ip, lim.max_pending_per_ip, lim.max_pending
+        )
 
     def peer(self, addr: Address, cid: str | None) -> Peer:
         return Peer(self.name, addr[0], addr[1], cid or "")
@@ -356,7 +375,13 @@ class UdpTransport(Transport):
 
 
 class _StreamConnection(asyncio.Protocol):
-    """One TCP/TLS connection: buffering, framing, keep-alives, idle and size limits."""
+    """One TCP/TLS connection: buffering, framing, keep-alives, idle, size and time limits.
+
+    An inbound connection is admitted by the owner's :class:`ConnectionGuard` the moment it is
+    accepted, before any TLS handshake (a handshake that never finishes is counted, and closed
+    after ``connect_timeout``); it joins the connection table once it can carry SIP (after the
+    handshake). Outbound connections join in :meth:`StreamTransport.connect`, after the peer's
+    identity is checked (RFC 5922), so nothing is sent to an unverified server."""
 
     def __init__(self, owner: StreamTransport, outbound: bool) -> None:
         self.owner = owner
@@ -369,22 +394,94 @@ class _StreamConnection(asyncio.Protocol):
         self.last_pong: float | None = None
         self.aliases: list[Address] = []  # other addresses this connection is reused for
         self._idle: asyncio.TimerHandle | None = None
+        self._first: asyncio.TimerHandle | None = None  # first-message deadline (inbound)
+        self._slow: asyncio.TimerHandle | None = None  # deadline of the message in progress
         self._loop = asyncio.get_running_loop()
+        self._aborted = ""
+        self._upgrading = False  # TLS handshake in progress: hold what arrives until it ends
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.peer = _addr(transport.get_extra_info("peername"))
+        if self.outbound:
+            self._touch()
+            return
+        owner = self.owner
+        admission = owner.guard.admit(self, self.peer[0])
+        if admission.refused is not None:
+            owner.stats.rejected_connections += 1
+            owner._rejected(admission.refused)
+            transport.abort()
+            return
+        for old in admission.evict:
+            assert isinstance(old, _StreamConnection)
+            old.abort("pending-evicted")
+        limits = owner.limits
+        self._first = self._loop.call_later(limits.first_message_timeout, self._no_message)
+        self._touch()
+        if owner._server_ssl is not None:
+            # RFC 3261 §26.2.1 TLS, upgraded here rather than by the server, so that the
+            # connection is counted from the accept (asyncio hides it until the handshake ends).
+            transport.pause_reading()
+            self._upgrading = True
+            task = self._loop.create_task(self._handshake(transport, owner._server_ssl))
+            owner._tasks.add(task)
+            task.add_done_callback(owner._tasks.discard)
+            return
+        self._join()
+
+    def _join(self) -> None:
+        """Enter the owner's connection table (refused at ``max_connections``)."""
         if not self.owner._register(self):
             self.owner.stats.rejected_connections += 1
             self.owner._rejected("connection-limit")
-            transport.abort()
+            self.owner.guard.release(self)
+            if self.transport is not None:
+                self.transport.abort()
+
+    async def _handshake(self, raw: asyncio.Transport, ctx: ssl.SSLContext) -> None:
+        if raw.is_closing():
             return
-        self._touch()
+        try:
+            tls = await self._loop.start_tls(
+                raw,
+                self,
+                ctx,
+                server_side=True,
+                ssl_handshake_timeout=self.owner.limits.connect_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, RuntimeError) as exc:
+            if not self._aborted:  # failed or timed out, not closed by us for another reason
+                self.owner.stats.handshake_failures += 1
+                self.owner._rejected("tls-handshake")
+            self._aborted = self._aborted or type(exc).__name__
+            raw.abort()
+            self.owner.guard.release(self)
+            return
+        if tls is None or self._aborted:
+            raw.abort()
+            return
+        self.transport = tls
+        self._upgrading = False
+        self._join()
+        if self.buffer and not self._closing():  # decrypted before this task resumed
+            self.data_received(b"")
+
+    def _no_message(self) -> None:
+        self._first = None
+        if self.owner.guard.is_pending(self):
+            self.abort("first-message")
+
+    def _too_slow(self) -> None:
+        self._slow = None
+        self.abort("slow-message")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
+        for timer in (self._idle, self._first, self._slow):
+            if timer is not None:
+                timer.cancel()
+        self.owner.guard.release(self)
         self.owner._unregister(self)
 
     def _touch(self) -> None:
@@ -401,10 +498,13 @@ class _StreamConnection(asyncio.Protocol):
             self.abort("idle")
 
     def abort(self, reason: str = "") -> None:
-        """Close at once; ``reason`` ("idle", "buffer", "framing") counts it as abusive."""
-        if reason:
+        """Close at once; ``reason`` ("idle", "buffer", "framing", "first-message",
+        "slow-message", "pending-evicted") counts it as abusive."""
+        if reason and not self._aborted:
             self.owner.stats.closed_abusive += 1
             self.owner._rejected(reason)
+        self._aborted = self._aborted or reason or "closed"
+        self.owner.guard.release(self)
         if self.transport is not None:
             self.transport.abort()
 
@@ -417,10 +517,22 @@ class _StreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._touch()
         self.buffer += data
+        if self._upgrading:
+            return
         self._drain()
+        if self._closing():
+            return
         # The limit applies to what stays unframed: one read may carry many pipelined messages.
-        if len(self.buffer) > self.owner.limits.max_buffer_bytes and not self._closing():
+        if len(self.buffer) > self.owner.limits.max_buffer_bytes:
             self.abort("buffer")
+        elif self.buffer and self.buffer != _CRLF:
+            if self._slow is None:  # a message has started: it must end in time
+                self._slow = self._loop.call_later(
+                    self.owner.limits.message_timeout, self._too_slow
+                )
+        elif self._slow is not None:
+            self._slow.cancel()
+            self._slow = None
 
     def _closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()
@@ -452,6 +564,13 @@ class _StreamConnection(asyncio.Protocol):
             if frame is None:
                 return
             del buf[:consumed]
+            if self._slow is not None:  # that message ended in time; the next one starts now
+                self._slow.cancel()
+                self._slow = None
+            if self._first is not None:
+                self._first.cancel()
+                self._first = None
+                self.owner.guard.established(self)
             reply = self.owner._receive(frame, self.peer, self.id)
             if self.transport is None or self.transport.is_closing():
                 return  # on_message closed us
@@ -481,20 +600,23 @@ class StreamTransport(Transport):
         self._by_addr: dict[Address, _StreamConnection] = {}
         self._connecting: dict[Address, asyncio.Future[_StreamConnection]] = {}
         self._pong_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # RFC 5922 §4: the SIP domain a TLS server at an address must prove (its certificate
+        # is checked against the domain, not the address it resolved to); see expect_identity.
+        self.server_names: dict[Address, str] = {}
+
+    def expect_identity(self, addr: Address, domain: str) -> None:
+        """Outbound TLS to ``addr`` must present a certificate for SIP ``domain`` (RFC 5922);
+        the owner calls this when it resolves a domain to addresses (RFC 3263)."""
+        self.server_names[addr] = domain
 
     async def _start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        extra: dict[str, Any] = {}
-        if self._server_ssl is not None:
-            extra["ssl_handshake_timeout"] = self.limits.connect_timeout
         try:
+            # TLS is started per connection (_StreamConnection._handshake), not by the server.
             self._server = await loop.create_server(
-                lambda: _StreamConnection(self, outbound=False),
-                host,
-                port,
-                ssl=self._server_ssl,
-                **extra,
+                lambda: _StreamConnection(self, outbound=False), host, port, backlog=LISTEN_BACKLOG
             )
         except OSError as exc:
             raise TransportError(
@@ -537,8 +659,9 @@ class StreamTransport(Transport):
         return None if conn is None else conn.id
 
     async def connect(self, addr: Address, *, server_name: str | None = None) -> str:
-        """Open (or reuse) a connection to ``addr``; TLS verifies the peer certificate against
-        ``server_name`` (default: the host of ``addr``; RFC 5922 wants the SIP domain)."""
+        """Open (or reuse) a connection to ``addr``. TLS verifies the chain, then the identity
+        per RFC 5922 against ``server_name``, else the domain set by :meth:`expect_identity`,
+        else the host of ``addr``; a certificate for another name is refused."""
         if self._closed:
             raise TransportError(f"{self.name}: transport is closed")
         conn = self._by_addr.get(addr)
@@ -550,25 +673,40 @@ class StreamTransport(Transport):
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_StreamConnection] = loop.create_future()
         self._connecting[addr] = fut
+        name = server_name or self.server_names.get(addr) or addr[0]
         try:
             kwargs: dict[str, Any] = {}
             if self._client_ssl is not None:
-                kwargs = {"ssl": self._client_ssl, "server_hostname": server_name or addr[0]}
+                kwargs = {"ssl": self._client_ssl, "server_hostname": name}
             _, proto = await asyncio.wait_for(
                 loop.create_connection(
                     lambda: _StreamConnection(self, outbound=True), addr[0], addr[1], **kwargs
                 ),
                 self.limits.connect_timeout,
             )
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
-            err = TransportError(f"{self.name}: cannot connect: {type(exc).__name__}: {exc}")
+            if self._client_ssl is not None:
+                from callward.sip.tls import check_sip_domain  # cryptography: TLS users only
+
+                assert proto.transport is not None
+                try:
+                    check_sip_domain(proto.transport.get_extra_info("ssl_object"), name)
+                except TransportError:
+                    proto.abort()
+                    raise
+            if not self._register(proto):
+                proto.abort()
+                raise TransportError(f"{self.name}: connection limit reached")
+        except (OSError, TimeoutError, ssl.SSLError, TransportError) as exc:
+            err = (
+                exc
+                if isinstance(exc, TransportError)
+                else TransportError(f"{self.name}: cannot connect: {type(exc).__name__}: {exc}")
+            )
             fut.set_exception(err)
             fut.exception()  # retrieved: concurrent waiters get it through shield
             raise err from None
         finally:
             self._connecting.pop(addr, None)
-        if proto.id not in self._by_id:
-            raise TransportError(f"{self.name}: connection limit reached")
         if addr != proto.peer:  # connected by name: "localhost" → 127.0.0.1
             proto.aliases.append(addr)
             self._by_addr[addr] = proto
@@ -619,6 +757,8 @@ class StreamTransport(Transport):
         if self._server is not None:
             self._server.close()
         self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
         for conn in list(self._by_id.values()):
             conn.abort()
         self._by_id.clear()
@@ -647,8 +787,9 @@ class TcpTransport(StreamTransport):
 
 
 class TlsTransport(StreamTransport):
-    """SIP over TLS (§26.2.1). Outbound connections verify the server certificate and host name
-    (``client_ssl`` defaults to the system trust store with verification on)."""
+    """SIP over TLS (§26.2.1). Outbound connections verify the server certificate chain
+    (``client_ssl`` defaults to the system trust store) and its identity per RFC 5922 (the SIP
+    domain in a ``sip:`` URI or dNSName subjectAltName, no wildcards, the CN only without SANs)."""
 
     name = "tls"
 
@@ -663,12 +804,11 @@ class TlsTransport(StreamTransport):
         client_ssl: ssl.SSLContext | None = None,
         limits: TransportLimits | None = None,
     ) -> TlsTransport:
-        self = cls(
-            on_message,
-            limits or TransportLimits(),
-            server_ssl,
-            client_ssl or ssl.create_default_context(ssl.Purpose.SERVER_AUTH),
-        )
+        if client_ssl is None:
+            from callward.sip.tls import TlsPolicy, client_context
+
+            client_ssl = client_context(TlsPolicy())  # system trust store, RFC 5922 names
+        self = cls(on_message, limits or TransportLimits(), server_ssl, client_ssl)
         await self._start(host, port)
         return self
 
@@ -717,11 +857,37 @@ class WsTransport(Transport):
         limits: TransportLimits | None = None,
     ) -> WsTransport:
         self = cls(on_message, limits or TransportLimits(), server_ssl, client_ssl)
+        guard, stats, rejected = self.guard, self.stats, self._rejected
+
+        class _Guarded(ServerConnection):
+            """Counted by the guard from the accept (after TLS for wss, whose handshake is
+            bounded by ``connect_timeout``), released when it closes."""
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                peer = transport.get_extra_info("peername")
+                admission = guard.admit(self, str(peer[0]) if peer else "")
+                if admission.refused is not None:
+                    stats.rejected_connections += 1
+                    rejected(admission.refused)
+                    transport.abort()  # type: ignore[attr-defined]
+                for old in admission.evict:
+                    assert isinstance(old, ServerConnection)
+                    stats.closed_abusive += 1
+                    rejected("pending-evicted")
+                    old.transport.abort()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                guard.release(self)
+                super().connection_lost(exc)
+
         try:
             self._server = await ws_serve(
                 self._serve_one,
                 host,
                 port,
+                create_connection=_Guarded,
+                backlog=LISTEN_BACKLOG,
                 subprotocols=["sip"],  # type: ignore[list-item]
                 process_request=self._check_subprotocol,
                 compression=None,
@@ -756,14 +922,21 @@ class WsTransport(Transport):
         cid = f"{self.name}-{next(_ids)}"
         self._by_id[cid] = (ws, peer)
         self._by_addr[peer] = cid
+        pending = self.guard.is_pending(ws)
         try:
             while True:
+                timeout = self.limits.idle_timeout
+                if pending:  # slowloris: the first message is due soon after the accept
+                    timeout = min(timeout, self.limits.first_message_timeout)
                 try:
-                    data = await asyncio.wait_for(ws.recv(), self.limits.idle_timeout)
+                    data = await asyncio.wait_for(ws.recv(), timeout)
                 except TimeoutError:
                     self.stats.closed_abusive += 1
-                    self._rejected("idle")
+                    self._rejected("first-message" if pending else "idle")
                     return
+                if pending:
+                    self.guard.established(ws)
+                    pending = False
                 if isinstance(data, str):
                     data = data.encode("utf-8", "surrogateescape")
                 reply = self._receive(data, peer, cid)
