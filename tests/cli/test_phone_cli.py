@@ -119,7 +119,8 @@ def test_phone_calls_phone(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         doc = json.loads(proc.stdout)
         assert doc["status"] == 200 and doc["rtp"]["packets_sent"] == 50
-        assert doc["rtp"]["packets_received"] == 0  # the answering phone sends no audio
+        # the answering phone talks too (party B of the conversation) until the BYE
+        assert doc["rtp"]["packets_received"] >= 40
         out, _err = answering.communicate(timeout=40)
     finally:
         stop(answering)
@@ -129,8 +130,10 @@ def test_phone_calls_phone(tmp_path: Path) -> None:
             "status": 200,
             "end_reason": answered["answered"][0]["end_reason"],
             "media_security": "rtp",
+            "rtp": answered["answered"][0]["rtp"],
         }
     ]
+    assert answered["answered"][0]["rtp"]["codec"] == "pcmu"
     assert answered["rtp_packets_received"] >= 45  # 50 sent over loopback, first on probation
 
 

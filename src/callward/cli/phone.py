@@ -2,8 +2,11 @@
 terminal): register with digest or an OAuth 2.0 Bearer token (``--oauth-issuer``, RFC 8898:
 cli/phone_oauth.py) (the registration manager: refresh, backoff, keep-alives, RFC
 5626 outbound with up to two edges, unregister on exit), call a SIP URI through an outbound
-proxy, send paced G.711 RTP, hang up, print what happened. Bounded in time: every command ends
-by itself. ``phone login`` signs in through a browser (PKCE) and keeps the tokens encrypted."""
+proxy, talk (``ua/talk.py``: a synthetic conversation, silence or a WAV file, sent as Opus or
+G.711 at the negotiated ptime with DTX/VAD + comfort noise, FEC, RTCP and SRTP), hang up, print
+what happened; ``--capture`` records the call with dumpcap and reports the bytes measured on
+the wire against the planner. Bounded in time: every command ends by itself. ``phone login``
+signs in through a browser (PKCE) and keeps the tokens encrypted."""
 
 from __future__ import annotations
 
@@ -18,6 +21,14 @@ import typer
 
 from callward.cli.exits import fail as _fail
 from callward.cli.exits import hostport
+from callward.cli.phone_media import (
+    MediaFlags,
+    finish_capture,
+    media_flags,
+    media_report,
+    start_capture,
+    talk,
+)
 from callward.cli.phone_oauth import (
     CLIENT_OPT,
     ISSUER_OPT,
@@ -123,18 +134,6 @@ async def _secure(call: Any, rtp: RtpEndpoint, out: dict[str, Any]) -> Any:
     return dtls
 
 
-async def _send_media(call: Any, rtp: RtpEndpoint, seconds: float) -> None:
-    stream = call.negotiated()
-    if stream is None or seconds <= 0:
-        await asyncio.sleep(max(0.0, seconds))
-        return
-    await rtp.send_audio(
-        (stream.remote_address, stream.remote_port),
-        max(1, int(seconds / 0.02)),
-        stream.codec.payload_type,
-    )
-
-
 async def _call(
     target: str,
     user: str,
@@ -148,16 +147,22 @@ async def _call(
     srtp: str = "none",
     oauth: OAuthOptions | None = None,
     domain: str | None = None,
+    flags: MediaFlags | None = None,
+    capture: Path | None = None,
 ) -> dict[str, Any]:
     from callward.ua import Phone
 
+    flags = flags or MediaFlags()
     tokens, creds = await _bearer(oauth, timeout)
     # With a token the password is the IdP's: never used for digest (no weaker fallback).
     phone = await Phone.start(user, transport=transport, password=None if oauth else password)
     phone.media_security = _SRTP[srtp]
+    phone.media_prefs = flags.prefs()
     rtp = await _media(phone)
     dtls: Any = None
+    talked: Any = None
     out: dict[str, Any] = {"target_scheme": target.split(":", 1)[0], "transport": transport}
+    cap = await start_capture(capture, phone, rtp, target, proxy)
     try:
         if register:
             if proxy is None:
@@ -176,19 +181,20 @@ async def _call(
             except CallwardError:
                 out["bye_status"] = await asyncio.wait_for(call.hangup(), timeout)
                 raise
-            await _send_media(call, rtp, seconds)
+            talked = await talk(call, rtp, flags, 0, seconds)
             out["bye_status"] = await asyncio.wait_for(call.hangup(), timeout)
-        out["rtp"] = {
-            "packets_sent": rtp.counters.packets_sent,
-            "packets_received": rtp.counters.packets_received,
-            "bytes_sent": rtp.counters.bytes_sent,
-        }
+        out["rtp"] = media_report(rtp, talked)
         out["media_port"] = rtp.local_addr[1]
         # Some peers (SIPp's uas) count a TCP close right after the BYE as a failed call.
         await asyncio.sleep(linger)
+        if cap is not None:
+            out["wire"] = await finish_capture(cap, rtp, talked, srtp != "none")
+            cap = None
         return out
     finally:
         out.update(_token_report(tokens))
+        if cap is not None:
+            await cap.__aexit__(None, None, None)
         if dtls is not None:
             dtls.close()
         rtp.close()
@@ -210,15 +216,18 @@ async def _answer(
     expires: int = 600,
     srtp: str = "none",
     oauth: OAuthOptions | None = None,
+    flags: MediaFlags | None = None,
 ) -> dict[str, Any]:
     from callward.ua import Phone
 
+    flags = flags or MediaFlags()
     tokens, creds = await _bearer(oauth, timeout)
     phone = await Phone.start(
         user, host=listen[0], port=listen[1], transport=transport,
         password=None if oauth else password,
     )  # fmt: skip
     phone.media_security = _SRTP[srtp]
+    phone.media_prefs = flags.prefs()
     rtp = await _media(phone)
     answered: list[dict[str, Any]] = []
     reg: dict[str, Any] = {}
@@ -235,16 +244,27 @@ async def _answer(
             call = await phone.next_call(timeout)
             info: dict[str, Any] = {}
             dtls = None
+            talking: asyncio.Task[Any] | None = None
+            ended = asyncio.ensure_future(call.wait_ended())
             try:
                 await call.ring()
                 await call.answer()
                 dtls = await _secure(call, rtp, info)
+                # the answerer is party B of the conversation and talks until the BYE
+                talking = asyncio.ensure_future(talk(call, rtp, flags, 1, None, ended))
             except CallwardError as exc:
                 # Cancelled before we answered, or media security failed: hang up, report.
                 info["error"] = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
                 with contextlib.suppress(CallwardError, TimeoutError):
                     await call.hangup(timeout=5)
-            reason = await asyncio.wait_for(call.wait_ended(), timeout)
+            try:
+                reason = await asyncio.wait_for(asyncio.shield(ended), timeout)
+            finally:
+                if not ended.done():
+                    ended.cancel()
+                if talking is not None:
+                    talked = await talking
+                    info["rtp"] = media_report(rtp, talked)
             if dtls is not None:
                 dtls.close()
             answered.append({"status": call.status, "end_reason": reason, **info})
@@ -270,7 +290,7 @@ def call_cmd(
     ),
     proxy: str | None = typer.Option(None, help="outbound proxy / registrar HOST:PORT"),
     transport: str = typer.Option("udp", help="udp, tcp, tls, ws or wss"),
-    seconds: float = typer.Option(2.0, help="seconds of G.711 RTP once answered"),
+    seconds: float = typer.Option(2.0, help="seconds of talk once answered"),
     register: bool = typer.Option(False, "--register", help="REGISTER with the proxy first"),
     domain: str | None = typer.Option(None, help="AOR domain (default: the --proxy address)"),
     timeout: float = typer.Option(32.0, help="give up on any step after this many seconds"),
@@ -283,6 +303,23 @@ def call_cmd(
     oauth_user: str | None = OAUTH_USER_OPT,
     totp_secret_file: Path | None = TOTP_OPT,
     keystore: Path | None = KEYSTORE_OPT,
+    codec: str = typer.Option("pcmu", help="voice codec to offer first: opus, pcmu or pcma"),
+    bitrate: int = typer.Option(16000, help="Opus bit rate, bit/s (6000..64000)"),
+    ptime: int = typer.Option(20, help="packet time we ask for, ms: 20, 40 or 60 (10: opus)"),
+    dtx: bool = typer.Option(
+        False, "--dtx", "--vad", help="Opus DTX, or G.711 VAD + RFC 3389 comfort noise"
+    ),
+    fec: bool = typer.Option(True, "--fec/--no-fec", help="Opus in-band FEC (RFC 7587)"),
+    audio: str = typer.Option(
+        "conversation", help="what to say: conversation (talk-spurt model), silence or a WAV"
+    ),
+    seed: int = typer.Option(1, help="seed of the synthetic conversation"),
+    noise_suppression: bool = typer.Option(
+        False, "--ns", help="speexdsp noise suppression before VAD/DTX"
+    ),
+    capture: Path | None = typer.Option(
+        None, help="record the call with dumpcap (pcapng) and report bytes on the wire"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Place one call; exit 0 when answered and hung up, 1 when rejected or timed out."""
@@ -295,6 +332,9 @@ def call_cmd(
     if not 0 <= seconds <= 3600 or not 0 < timeout <= 600 or not 0 <= linger <= 60:
         raise _fail("--seconds must be 0..3600, --timeout 0..600 and --linger 0..60")
     outbound = _nonzero(hostport(proxy, "--proxy"), "--proxy") if proxy else None
+    flags = media_flags(codec, bitrate, ptime, dtx, fec, audio, seed, noise_suppression)
+    if capture is not None and not capture.parent.is_dir():
+        raise _fail(f"--capture {capture}: directory does not exist")
     try:
         oauth = oauth_options(oauth_issuer, client_id, oauth_user, user, password,
                               totp_secret_file, keystore)  # fmt: skip
@@ -317,6 +357,8 @@ def call_cmd(
                 srtp,
                 oauth,
                 domain,
+                flags,
+                capture,
             )
         )
     except TimeoutError:
@@ -363,6 +405,20 @@ def answer_cmd(
     oauth_user: str | None = OAUTH_USER_OPT,
     totp_secret_file: Path | None = TOTP_OPT,
     keystore: Path | None = KEYSTORE_OPT,
+    codec: str = typer.Option("pcmu", help="voice codec to offer first: opus, pcmu or pcma"),
+    bitrate: int = typer.Option(16000, help="Opus bit rate, bit/s (6000..64000)"),
+    ptime: int = typer.Option(20, help="packet time we ask for, ms: 20, 40 or 60 (10: opus)"),
+    dtx: bool = typer.Option(
+        False, "--dtx", "--vad", help="Opus DTX, or G.711 VAD + RFC 3389 comfort noise"
+    ),
+    fec: bool = typer.Option(True, "--fec/--no-fec", help="Opus in-band FEC (RFC 7587)"),
+    audio: str = typer.Option(
+        "conversation", help="what to say: conversation (talk-spurt model), silence or a WAV"
+    ),
+    seed: int = typer.Option(1, help="seed of the synthetic conversation"),
+    noise_suppression: bool = typer.Option(
+        False, "--ns", help="speexdsp noise suppression before VAD/DTX"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Auto-answer calls until ``--calls`` have ended; exit 1 if none came within the timeout."""
@@ -378,6 +434,7 @@ def answer_cmd(
         raise _fail(f"--expires must be 60..86400, not {expires}")
     where = _nonzero(hostport(listen, "--listen"), "--listen")
     edges = [_nonzero(hostport(p, "--proxy"), "--proxy") for p in proxy] if register else None
+    flags = media_flags(codec, bitrate, ptime, dtx, fec, audio, seed, noise_suppression)
     try:
         oauth = oauth_options(oauth_issuer, client_id, oauth_user, user, password,
                               totp_secret_file, keystore)  # fmt: skip
@@ -399,6 +456,7 @@ def answer_cmd(
                 expires=expires,
                 srtp=srtp,
                 oauth=oauth,
+                flags=flags,
             )
         )
     except TimeoutError:

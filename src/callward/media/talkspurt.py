@@ -86,18 +86,21 @@ def speech_signal(
     seed: int = 1,
     level_dbov: float = -20.0,
     noise_dbov: float | None = None,
+    t0: float = 0.0,
 ) -> npt.NDArray[np.int16]:
     """int16 PCM at ``rate`` following ``mask`` (10 ms steps): speech-like sound where the mask
-    is set, silence (or white noise at ``noise_dbov``) elsewhere."""
+    is set, silence (or white noise at ``noise_dbov``) elsewhere. ``t0`` is where ``mask``
+    starts in the call, in seconds, so that a call synthesised block by block keeps its pitch
+    and syllable rhythm continuous across blocks."""
     if rate not in (8000, 16000, 48000):
         raise MediaError(f"speech sample rate {rate} not 8000/16000/48000")
     step = rate * STEP_MS // 1000
     n = len(mask) * step
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if not t0 else [seed, round(t0 * 1000)])
     out = np.zeros(n)
     active = np.repeat(mask, step)
     # Voiced source: pulses at a pitch that drifts between 100 and 160 Hz.
-    t = np.arange(n) / rate
+    t = t0 + np.arange(n) / rate
     f0 = 130 + 25 * np.sin(2 * np.pi * 0.7 * t + seed) + 5 * np.sin(2 * np.pi * 3.1 * t)
     phase = np.cumsum(f0 / rate)
     pulses = (np.diff(np.floor(phase), prepend=0.0) > 0).astype(float)

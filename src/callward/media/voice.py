@@ -128,6 +128,11 @@ class VoiceSender:
             self._dtx = G711DtxSender(law)
         self.suppressed_frames = 0  # Opus DTX frames not sent
 
+    @property
+    def packet_times(self) -> int:
+        """Packet times encoded so far (sent, or suppressed by DTX/VAD)."""
+        return self._index
+
     @staticmethod
     def _opus_settings(s: VoiceSettings) -> OpusSettings:
         return OpusSettings(

@@ -27,7 +27,7 @@ import contextlib
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -369,32 +369,39 @@ class RtpEndpoint:
             handle = asyncio.get_running_loop().call_later(delay, self._sendto, data, dest)
             self._later.add(handle)
 
-    async def send_voice(self, pcm: npt.NDArray[np.int16]) -> int:
-        """Encode and send ``pcm`` (int16 at the settings' sample rate) in real time, one
-        packet per ptime; returns the packets sent. Needs :meth:`start`."""
+    async def send_voice(self, pcm: npt.NDArray[np.int16] | Iterable[npt.NDArray[np.int16]]) -> int:
+        """Encode and send ``pcm`` (int16 at the settings' sample rate: one array, or blocks of
+        any length from an iterator, for calls of unknown length) in real time, one packet per
+        ptime; returns the packets sent. Needs :meth:`start`. Cancelling it stops the stream
+        between packets."""
         if self._sock is None or self.sender is None or self.settings is None:
             raise MediaError("RTP endpoint is closed or not started")
+        blocks = iter([pcm]) if isinstance(pcm, np.ndarray) else iter(pcm)
+        buf: npt.NDArray[np.int16] = np.zeros(0, dtype=np.int16)
+        offset = 0
         loop = asyncio.get_running_loop()
-        start = loop.time()
+        due: float | None = None
         sent = 0
-        slot = 0
         while True:
             s = self.settings
             n = s.frame_samples
-            offset = slot * n
-            if offset + n > len(pcm):
-                break
-            due = start + slot * s.ptime_ms / 1000
-            for vp in self.sender.encode(pcm[offset : offset + n]):
+            while len(buf) - offset < n:
+                block = next(blocks, None)
+                if block is None:
+                    return sent
+                buf, offset = np.concatenate((buf[offset:], block)), 0
+            if due is None:
+                due = loop.time()  # the clock starts with the first frame in hand
+            for vp in self.sender.encode(buf[offset : offset + n]):
                 ts = (self._ts0 + vp.index * s.timestamp_step) & 0xFFFFFFFF
                 self._seq = (self._seq + 1) & 0xFFFF
                 pkt = RtpPacket(vp.payload_type, self._seq, ts, self.ssrc, vp.payload,
                                 marker=vp.marker)  # fmt: skip
                 self._transmit(pkt, due)
                 sent += 1
-            slot += 1
-            await asyncio.sleep(max(0.0, start + slot * s.ptime_ms / 1000 - loop.time()))
-        return sent
+            offset += n
+            due += s.ptime_ms / 1000
+            await asyncio.sleep(max(0.0, due - loop.time()))
 
     async def stop(self) -> None:
         """End the stream: stop the RTCP timer and send an RTCP BYE (RFC 3550 §6.6)."""

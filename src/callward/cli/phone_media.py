@@ -1,0 +1,133 @@
+"""The media side of ``callward phone``: the codec/ptime/DTX flags, what the phone says on an
+answered call (``ua/talk.py``) and ``--capture`` (dumpcap on the call's ports, bytes per kind
+and direction against the planner). Split from cli/phone.py, which keeps the commands."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from callward.cli.exits import fail as _fail
+from callward.errors import CallwardError
+
+if TYPE_CHECKING:
+    from callward.ua import Phone, RtpEndpoint
+    from callward.ua.sdp_offer import MediaPrefs
+    from callward.ua.talk import Voice
+
+__all__ = ["MediaFlags", "finish_capture", "media_flags", "media_report", "start_capture", "talk"]
+
+_CODECS = {"opus": ("opus", "pcmu", "pcma"), "pcmu": ("pcmu", "pcma"), "pcma": ("pcma", "pcmu")}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFlags:
+    """The media flags of ``phone call`` / ``phone answer``: what to offer/accept and say."""
+
+    codec: str = "pcmu"
+    bitrate: int = 16000
+    ptime: int = 20
+    dtx: bool = False
+    fec: bool = True
+    audio: str = "conversation"
+    seed: int = 1
+    noise_suppression: bool = False
+
+    def prefs(self) -> MediaPrefs:
+        """Offer the chosen codec first, the others as fallbacks (RFC 3264 §5.1 order)."""
+        from callward.ua.sdp_offer import MediaPrefs
+
+        return MediaPrefs(codecs=_CODECS[self.codec], ptime=self.ptime, bitrate=self.bitrate,
+                          fec=self.fec, dtx=self.dtx)  # fmt: skip
+
+    def voice(self, party: int) -> Voice:
+        from callward.ua.talk import Voice
+
+        return Voice(self.audio, party, self.seed)
+
+
+def media_flags(
+    codec: str, bitrate: int, ptime: int, dtx: bool, fec: bool, audio: str, seed: int, ns: bool
+) -> MediaFlags:
+    """Validate the media flags: exit 2 with one line on a bad value."""
+    if codec not in _CODECS:
+        raise _fail(f"--codec must be one of {', '.join(_CODECS)}, not {codec!r}")
+    if ptime not in (20, 40, 60) and not (codec == "opus" and ptime == 10):
+        raise _fail(f"--ptime must be 20, 40 or 60 (10 with opus), not {ptime}")
+    if not 6000 <= bitrate <= 64000:
+        raise _fail(f"--bitrate must be 6000..64000 bit/s, not {bitrate}")
+    flags = MediaFlags(codec, bitrate, ptime, dtx, fec, audio, seed, ns)
+    try:
+        flags.voice(0)
+        flags.prefs()
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    return flags
+
+
+async def talk(
+    call: Any,
+    rtp: RtpEndpoint,
+    flags: MediaFlags,
+    party: int,
+    seconds: float | None,
+    done: asyncio.Future[Any] | None = None,
+) -> Any:
+    """Say our side of the call on the negotiated stream (``ua/talk.py``); None without one."""
+    from callward.ua.talk import talk as say
+
+    stream = call.negotiated()
+    if stream is None:
+        if seconds:
+            await asyncio.sleep(max(0.0, seconds))
+        return None
+    return await say(rtp, stream, flags.prefs(), flags.voice(party), seconds,
+                      noise_suppression=flags.noise_suppression, done=done)  # fmt: skip
+
+
+def media_report(rtp: RtpEndpoint, talked: Any) -> dict[str, Any]:
+    c = rtp.counters
+    out: dict[str, Any] = {
+        "packets_sent": c.packets_sent,
+        "packets_received": c.packets_received,
+        "bytes_sent": c.bytes_sent,
+        "rtcp_sent": c.rtcp_sent,
+        "rtcp_received": c.rtcp_received,
+    }
+    if talked is not None:
+        s = talked.settings
+        out.update(codec=s.codec, ptime_ms=s.ptime_ms, dtx=s.dtx,
+                   bitrate=s.bitrate if s.codec == "opus" else 64000,
+                   fec=s.fec if s.codec == "opus" else False)  # fmt: skip
+    return out
+
+
+async def start_capture(
+    path: Path | None, phone: Phone, rtp: RtpEndpoint, target: str, proxy: tuple[str, int] | None
+) -> Any:
+    """dumpcap on lo for this call's ports: our SIP port (and the next hop's, for TCP/TLS
+    connections from an ephemeral port) and the RTP/RTCP pair."""
+    if path is None:
+        return None
+    from callward.sip.uri import parse_uri
+    from callward.ua.call import next_hop
+    from callward.ua.loopback_capture import LoopbackCapture
+
+    hop = proxy or next_hop(parse_uri(target))
+    sip = phone.local_addr[1]
+    media = [rtp.local_addr[1], rtp.local_addr[1] + 1]
+    cap = LoopbackCapture(path, udp=[sip, *media], tcp=[sip, hop[1]])
+    await cap.__aenter__()
+    return cap
+
+
+async def finish_capture(cap: Any, rtp: RtpEndpoint, talked: Any, srtp: bool) -> dict[str, Any]:
+    from callward.ua.talk import wire_report
+    from callward.usage.wire import measure_capture
+
+    await cap.__aexit__(None, None, None)
+    report = wire_report(measure_capture(cap.path), rtp, talked, srtp=srtp)
+    report["capture"] = str(cap.path)
+    return report

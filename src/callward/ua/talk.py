@@ -1,0 +1,261 @@
+"""What a phone says on an answered call, and what saying it cost on the wire.
+
+``callward phone`` (call and answer) sends real voice through the one send path
+(:class:`~callward.ua.media.RtpEndpoint`: Opus with bitrate/FEC/DTX or G.711 with VAD + RFC 3389
+comfort noise, at the negotiated ptime, with RTCP):
+
+- **conversation** (default): one party of the two-party talk-spurt model of
+  ``media/talkspurt.py``; the caller is party A and the answerer party B of the same seed, so two
+  CLI phones hold a conversation in which each talks a little under half of the time and DTX/VAD
+  has real pauses to save. The speech is synthesised in 1 s blocks as it is sent, so a call of
+  unknown length (the answerer talks until the BYE) costs no memory up front.
+- **silence**: digital silence (what the phone used to send); DTX/VAD then sends almost nothing.
+- a **WAV file** (mono, 16-bit PCM; resampled to the codec's rate), repeated for the call.
+
+:func:`planned_for` prices the direction we sent with ``usage/planner.py`` from the settings and
+the talk mask's real silences (the planner never sees a byte count), and
+:func:`wire_report` sets that against the bytes a capture of the call measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from callward.errors import CallwardError
+from callward.media.talkspurt import STEP_MS, conversation, speech_signal
+from callward.media.voice import VoiceSettings
+from callward.ua.sdp_offer import SRTP_SUITE, MediaPrefs, voice_settings
+
+if TYPE_CHECKING:
+    from callward.sdp import NegotiatedStream
+    from callward.ua.media import RtpEndpoint
+    from callward.usage.planner import CallPlan
+    from callward.usage.wire import WireUsage
+
+__all__ = ["Voice", "planned_for", "silence_gaps", "talk", "wire_report"]
+
+BLOCK_S = 1  # speech synthesised per block: a few ms of work between two packets
+MAX_TALK_S = 3600.0  # an answerer's talk mask covers at most an hour
+QUIET_ROOM = -65.0  # dBov background noise between words: a quiet room, not digital zero
+_MAX_WAV_S = 600  # a WAV source is read whole: bounded
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """A voice source: ``conversation`` (party 0 = caller, 1 = answerer), ``silence`` or a WAV
+    file path. Validated here so a bad ``--audio`` is one clear line."""
+
+    source: str = "conversation"
+    party: int = 0
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.party not in (0, 1):
+            raise CallwardError(f"party must be 0 (caller) or 1 (answerer), not {self.party}")
+        if self.source not in ("conversation", "silence") and not Path(self.source).is_file():
+            raise CallwardError(
+                f"--audio {self.source!r}: expected conversation, silence or a WAV file"
+            )
+
+    def mask(self, seconds: float) -> npt.NDArray[np.bool_]:
+        """Who talks when (one flag per 10 ms) over ``seconds``: the conversation's mask of our
+        party; all False for silence; all True for a recording (VAD decides)."""
+        n = round(seconds * 1000 / STEP_MS)
+        if self.source == "conversation":
+            return conversation(seconds, self.seed)[self.party][:n]
+        return np.full(n, self.source != "silence", dtype=bool)
+
+    def blocks(self, mask: npt.NDArray[np.bool_], rate: int) -> Iterator[npt.NDArray[np.int16]]:
+        """PCM at ``rate`` for ``mask``, in blocks of :data:`BLOCK_S` seconds."""
+        step = BLOCK_S * 1000 // STEP_MS
+        if self.source == "silence":
+            for i in range(0, len(mask), step):
+                yield np.zeros(len(mask[i : i + step]) * rate * STEP_MS // 1000, dtype=np.int16)
+            return
+        if self.source != "conversation":
+            yield from _repeat(_read_wav(Path(self.source), rate), len(mask) * rate // 100)
+            return
+        seed = self.seed * 7919 + self.party * 104729
+        for i in range(0, len(mask), step):
+            t0 = i * STEP_MS / 1000
+            yield speech_signal(mask[i : i + step], rate, seed=seed, noise_dbov=QUIET_ROOM, t0=t0)
+
+
+def _read_wav(path: Path, rate: int) -> npt.NDArray[np.int16]:
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getnchannels() != 1 or w.getsampwidth() != 2:
+                raise CallwardError(f"{path.name}: expected a mono 16-bit PCM WAV file")
+            src_rate = w.getframerate()
+            if not 8000 <= src_rate <= 48000 or w.getnframes() > _MAX_WAV_S * src_rate:
+                raise CallwardError(f"{path.name}: 8-48 kHz and at most {_MAX_WAV_S} s")
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    except (OSError, EOFError, wave.Error) as exc:
+        raise CallwardError(f"{path.name}: not a readable WAV file ({exc})") from None
+    if not len(pcm):
+        raise CallwardError(f"{path.name}: no audio")
+    if src_rate == rate:
+        return pcm.astype(np.int16)
+    # linear interpolation: enough for a test signal; speech codecs low-pass anyway
+    n = max(1, round(len(pcm) * rate / src_rate))
+    x = np.linspace(0, len(pcm) - 1, n)
+    out: npt.NDArray[np.int16] = np.round(np.interp(x, np.arange(len(pcm)), pcm)).astype(np.int16)
+    return out
+
+
+def _repeat(pcm: npt.NDArray[np.int16], total: int) -> Iterator[npt.NDArray[np.int16]]:
+    done = 0
+    while done < total:
+        part = pcm[: total - done]
+        done += len(part)
+        yield part
+
+
+def silence_gaps(mask: npt.NDArray[np.bool_]) -> list[float]:
+    """Lengths in seconds of the silences between (and around) talk spurts of a 10 ms mask."""
+    gaps: list[float] = []
+    run = 0
+    for active in mask:
+        if active:
+            if run:
+                gaps.append(run * STEP_MS / 1000)
+            run = 0
+        else:
+            run += 1
+    if run:
+        gaps.append(run * STEP_MS / 1000)
+    return gaps
+
+
+@dataclass(slots=True)
+class Talked:
+    """What :func:`talk` did: the settings sent with, the talk mask actually sent (trimmed to
+    whole packets) and the packets."""
+
+    settings: VoiceSettings
+    mask: npt.NDArray[np.bool_]
+    packets: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return len(self.mask) * STEP_MS / 1000
+
+
+def start_stream(
+    rtp: RtpEndpoint,
+    stream: NegotiatedStream,
+    prefs: MediaPrefs,
+    *,
+    noise_suppression: bool = False,
+) -> VoiceSettings:
+    """Start ``rtp`` on the negotiated stream with what we may send on it (codec, ptime,
+    bitrate, FEC, DTX/VAD from the offer/answer, ``ua/sdp_offer.py``)."""
+    settings = voice_settings(stream, prefs)
+    if noise_suppression:
+        from dataclasses import replace
+
+        settings = replace(settings, noise_suppression=True)
+    rtp.start((stream.remote_address, stream.remote_port), settings, rtcp_mux=stream.rtcp_mux,
+              remote_rtcp=(stream.remote_address, stream.remote_rtcp_port))  # fmt: skip
+    return settings
+
+
+async def talk(
+    rtp: RtpEndpoint,
+    stream: NegotiatedStream,
+    prefs: MediaPrefs,
+    voice: Voice,
+    seconds: float | None,
+    *,
+    noise_suppression: bool = False,
+    done: asyncio.Future[Any] | None = None,
+) -> Talked:
+    """Send ``voice`` on the negotiated stream for ``seconds`` (None: until ``done``
+    completes, at most :data:`MAX_TALK_S`), then stop RTCP with a BYE (RFC 3550 §6.6)."""
+    settings = start_stream(rtp, stream, prefs, noise_suppression=noise_suppression)
+    length = MAX_TALK_S if seconds is None else seconds
+    mask = voice.mask(length) if length > 0 else np.zeros(0, dtype=bool)
+    per_packet = settings.ptime_ms // STEP_MS
+    mask = mask[: len(mask) - len(mask) % per_packet]
+    talked = Talked(settings, mask)
+    if not len(mask):
+        await rtp.stop()
+        return talked
+    before = rtp.counters.packets_sent
+    sending = asyncio.ensure_future(rtp.send_voice(voice.blocks(mask, settings.sample_rate)))
+    try:
+        if done is not None:
+            await asyncio.wait({sending, done}, return_when=asyncio.FIRST_COMPLETED)
+        if sending.done() or done is None:
+            await sending
+        else:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+    finally:
+        if not sending.done():
+            sending.cancel()
+        # what was really spoken: the mask up to the last packet time encoded
+        if rtp.sender is not None:
+            talked.mask = mask[: rtp.sender.packet_times * per_packet]
+        talked.packets = rtp.counters.packets_sent - before
+        await rtp.stop()
+    return talked
+
+
+def planned_for(talked: Talked, *, rtcp_mux: bool, srtp: bool) -> CallPlan:
+    """The planner's bytes for the direction we sent: the same settings and the talk mask's
+    real silences (``usage/planner.py``)."""
+    from callward.usage.planner import MediaChoice, plan_call
+
+    s, mask = talked.settings, talked.mask
+    activity = max(0.001, float(mask.mean())) if len(mask) and s.dtx else 1.0
+    choice = MediaChoice(
+        codec=s.codec, ptime_ms=s.ptime_ms, bitrate=s.bitrate if s.codec == "opus" else None,
+        srtp=SRTP_SUITE if srtp else "none", voice_activity=activity, dtx=s.dtx, fec=s.fec,
+        cbr=s.cbr, rtcp_mux=rtcp_mux,
+    )  # fmt: skip
+    return plan_call(choice, duration_s=max(talked.seconds, 0.01),
+                     silence_gaps_s=silence_gaps(mask))  # fmt: skip
+
+
+def wire_report(
+    wire: WireUsage, rtp: RtpEndpoint, talked: Talked | None, *, srtp: bool
+) -> dict[str, Any]:
+    """Bytes a capture of the call measured, by kind and direction (``sent``/``received``
+    from this phone's media port; no addresses in the report), and the direction we sent
+    against the planner."""
+    port = rtp.local_addr[1]
+    ours = {port, port + 1}
+
+    def side(flow: Any) -> str:
+        return "sent" if int(flow.src.rsplit(":", 1)[1]) in ours else "received"
+
+    out: dict[str, Any] = {"sip_bytes": wire.total("sip"), "stun_bytes": wire.total("stun")}
+    for kind in ("rtp", "rtcp"):
+        for d in ("sent", "received"):
+            flows = [f for f in wire.of(kind) if side(f) == d]
+            out[f"{kind}_{d}"] = {
+                "packets": sum(f.packets for f in flows),
+                "ip_bytes": sum(f.ip_bytes for f in flows),
+            }
+    if talked is not None and talked.seconds > 0:
+        plan = planned_for(talked, rtcp_mux=rtp.rtcp_mux, srtp=srtp)
+        media = out["rtp_sent"]["ip_bytes"]
+        planned = plan.media_bytes_per_second * talked.seconds
+        out["seconds"] = round(talked.seconds, 2)
+        out["voice_activity"] = round(float(talked.mask.mean()), 3)
+        out["sent_bytes_per_minute"] = round(media * 60 / talked.seconds)
+        out["planned_bytes_per_minute"] = round(plan.media_bytes_per_minute)
+        out["planner_ratio"] = round(media / planned, 4) if planned else None
+        out["planned_rtcp_bytes"] = round(plan.rtcp_bytes_per_second * talked.seconds)
+    return out

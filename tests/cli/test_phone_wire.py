@@ -1,0 +1,124 @@
+"""Two ``callward phone`` processes hold a conversation and the caller records it (``--capture``,
+dumpcap); tshark, an independent dissector, reads the capture: the codec and ptime agreed in
+SDP are what the RTP carries, DTX/VAD leaves real gaps (marker bit after each), the bytes tshark
+counts are the bytes the phone reports, and the planner is within 1 % of them."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from peers import free_port, stop
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(150)]
+
+CLI = [sys.executable, "-m", "callward.cli", "phone"]
+PORTS = (24100, 24199)  # economy16's block (COORD.md)
+
+if shutil.which("tshark") is None or shutil.which("dumpcap") is None:  # pragma: no cover
+    pytest.skip("why: tshark/dumpcap (Debian tshark) not installed", allow_module_level=True)
+
+
+def _rtp_rows(pcap: Path) -> dict[int, list[tuple[int, int, int, bool, int, float]]]:
+    """Per UDP source port: (payload type, seq, timestamp, marker, IP length, time) as tshark
+    decodes them (RTP found from the SDP of the SIP dialog it also captured)."""
+    out = subprocess.run(
+        ["tshark", "-r", str(pcap), "-Y", "rtp", "-T", "fields", "-e", "udp.srcport",
+         "-e", "rtp.p_type", "-e", "rtp.seq", "-e", "rtp.timestamp", "-e", "rtp.marker",
+         "-e", "ip.len", "-e", "frame.time_relative"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    rows: dict[int, list[tuple[int, int, int, bool, int, float]]] = defaultdict(list)
+    for line in out.splitlines():
+        port, pt, seq, ts, marker, length, t = line.split("\t")
+        rows[int(port)].append(
+            (int(pt), int(seq), int(ts), marker in ("1", "True"), int(length), float(t))
+        )
+    return rows
+
+
+def _converse(tmp_path: Path, seconds: int, *media: str) -> tuple[dict, dict, Path]:
+    port = free_port(PORTS)
+    pcap = tmp_path / "call.pcapng"
+    answering = subprocess.Popen(
+        [*CLI, "answer", "--listen", f"127.0.0.1:{port}", "--user", "bob", "--json",
+         "--timeout", "60", "--srtp", "sdes", *media],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2.5)  # interpreter start + bind
+        proc = subprocess.run(
+            [*CLI, "call", f"sip:bob@127.0.0.1:{port}", "--user", "alice", "--seconds",
+             str(seconds), "--srtp", "sdes", "--capture", str(pcap), "--json", *media],
+            capture_output=True, text=True, timeout=90, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        out, err = answering.communicate(timeout=30)
+    finally:
+        stop(answering)
+    assert answering.returncode == 0, err
+    return json.loads(proc.stdout), json.loads(out), pcap
+
+
+def _check_stream(rows: list, pt: int, step: int, cn_pt: int | None = None) -> tuple[int, int]:
+    """Consecutive packets advance the timestamp by whole ptimes; the first speech packet after
+    a DTX gap (timestamp jump) or comfort noise carries the marker bit (RFC 3551 §4.1).
+    Returns (timestamp gaps, CN packets)."""
+    gaps = cn = 0
+    for prev, cur in itertools.pairwise(rows):
+        assert cur[0] in (pt, cn_pt), cur
+        assert (cur[1] - prev[1]) & 0xFFFF == 1  # no sequence gap on loopback
+        delta = (cur[2] - prev[2]) & 0xFFFFFFFF
+        assert delta % step == 0 and delta >= step, (prev, cur)
+        if cur[0] == cn_pt:
+            cn += 1
+        gaps += delta > step
+        if cur[0] != cn_pt and (delta > step or prev[0] == cn_pt):
+            assert cur[3], f"no marker on the first packet of a talk spurt: {cur}"
+    return gaps, cn
+
+
+def test_opus_dtx_60ms_conversation_on_the_wire(tmp_path: Path) -> None:
+    media = ("--codec", "opus", "--bitrate", "12000", "--ptime", "60", "--dtx")
+    caller, answerer, pcap = _converse(tmp_path, 20, *media)
+    assert caller["status"] == 200 and caller["bye_status"] == 200
+    assert caller["rtp"]["codec"] == "opus" and caller["rtp"]["ptime_ms"] == 60
+    assert answerer["answered"][0]["rtp"]["dtx"] is True
+    rows = _rtp_rows(pcap)
+    mine = rows[caller["media_port"]]
+    theirs = next(v for k, v in rows.items() if k != caller["media_port"])
+    for stream in (mine, theirs):
+        gaps, _ = _check_stream(stream, 111, 2880)
+        assert gaps >= 5  # a 20 s conversation has pauses DTX skips
+        assert all(r[4] == 20 + 8 + 12 + 90 + 10 for r in stream)  # CBR 12 kb/s x 60 ms + tag
+    wire = caller["wire"]
+    # tshark's count of our direction is the phone's count, and DTX halved the stream
+    assert sum(r[4] for r in mine) == wire["rtp_sent"]["ip_bytes"]
+    assert sum(r[4] for r in theirs) == wire["rtp_received"]["ip_bytes"]
+    full = 20 * 1000 / 60 * 140
+    assert wire["rtp_sent"]["ip_bytes"] < 0.75 * full
+    assert abs(wire["planner_ratio"] - 1) <= 0.01, wire
+
+
+def test_g711_vad_40ms_conversation_on_the_wire(tmp_path: Path) -> None:
+    media = ("--codec", "pcma", "--ptime", "40", "--vad")
+    caller, _answerer, pcap = _converse(tmp_path, 15, *media)
+    assert caller["rtp"]["codec"] == "pcma" and caller["rtp"]["ptime_ms"] == 40
+    rows = _rtp_rows(pcap)
+    mine = rows[caller["media_port"]]
+    gaps, cn = _check_stream(mine, 8, 320, cn_pt=13)
+    assert gaps >= 3 and cn >= 3  # RFC 3389 SID packets in the pauses
+    assert all(r[4] == 20 + 8 + 12 + 320 + 10 for r in mine if r[0] == 8)
+    assert all(r[4] == 20 + 8 + 12 + 5 + 10 for r in mine if r[0] == 13)
+    wire = caller["wire"]
+    assert sum(r[4] for r in mine) == wire["rtp_sent"]["ip_bytes"]
+    # G.711 VAD's hangover/look-ahead land on the 20 ms grid: the planner is within 2.5 %
+    assert abs(wire["planner_ratio"] - 1) <= 0.025, wire
