@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from callward.errors import ConfigError
 
@@ -196,6 +196,15 @@ class PrivacyConfig(_Section):
     recording_jurisdiction: str = Field("GDPR", description="consent rule for recordings")
     tenant_recording_jurisdictions: dict[str, str] = Field(default_factory=dict)
     li_mediation: str | None = Field(None, description="HOST:PORT of the LI mediation (X2/X3)")
+    boundary: Literal["strip", "pseudonymise", "off"] = Field(
+        "strip", description="IMSI/IMEI/MSISDN in headers sent to edge.untrusted peers"
+    )
+
+    @field_validator("boundary", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
     deployment: Path | None = Field(None, description="deployment YAML for dataflow/DPIA views")
 
 

@@ -187,6 +187,10 @@ class EdgeNode:
         self.bus = bus if bus is not None else InProcessBus()
         self.metrics = EdgeMetrics()
         self.core = EdgeCore(self.settings, secret=_secret(e), metrics=self.metrics)
+        if cfg.privacy.boundary != "off":  # IMSI/IMEI/MSISDN toward edge.untrusted peers
+            from callward.privacy.boundary_filter import TrustBoundaryFilter
+
+            self.core.hooks.boundary = TrustBoundaryFilter(cfg.privacy.boundary, self.core.secret)
         tls = None
         if e.tls_cert and e.tls_key:
             sec = cfg.security

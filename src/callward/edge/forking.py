@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from callward.edge.flow import encode_flow_token
+from callward.edge.hooks import Hooks
 from callward.edge.identity import apply_privacy
 from callward.edge.metrics import EdgeMetrics
 from callward.edge.outbox import Outbox
@@ -97,6 +98,7 @@ class Forking:
         self.topology = topology
         self.dialogs = dialogs
         self.relay: Relay = self.send_up  # replaced by the core when a media hook is set
+        self.hooks: Hooks | None = None  # the core's hooks (the boundary filter is read here)
         self.contexts: dict[TransactionKey, ProxyContext] = {}
         self.branches: dict[TransactionKey, Branch] = {}
         self.setup = 0  # INVITE contexts without a final response (the overload gauge)
@@ -184,6 +186,8 @@ class Forking:
                 ctx.hidden_rr = tuple(base.headers.values("Record-Route"))
                 self.dialogs.hide_routes(base.call_id, ctx.hidden_rr)
             base = apply_privacy(base)
+            if self.hooks is not None and self.hooks.boundary is not None:
+                base = self.hooks.boundary.request(base)
         out_if = local.iface(dest.transport) or local.listen[0]
         host = f"[{out_if.host}]" if ":" in out_if.host else out_if.host
         front = [
@@ -390,7 +394,11 @@ class Forking:
             iface = local.iface(ctx.source.transport) or local.listen[0]
             hidden = self.topology.hidden_contacts(resp.replace(headers=headers), iface)
             headers = headers.set("Contact", hidden)
-        self.relay(ctx, resp.replace(headers=headers), now, retransmit)
+        out = resp.replace(headers=headers)
+        boundary = self.hooks.boundary if self.hooks is not None else None
+        if boundary is not None and self.topology.is_untrusted(ctx.source):
+            out = boundary.response(out)
+        self.relay(ctx, out, now, retransmit)
 
     def send_up(self, ctx: ProxyContext, out: Response, now: float, retransmit: bool) -> None:
         status = out.status

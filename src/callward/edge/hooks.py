@@ -14,6 +14,10 @@ docs/architecture.md ("Edge"):
 - :class:`MediaAnchor`: sees every request the proxy forwards and every response it relays
   upstream, and may rewrite them (SDP for a media relay), asking questions through
   :mod:`callward.edge.pending` while it works; ``on_end`` runs once per call that ends.
+- :class:`BoundaryFilter`: sees every request forwarded to, and every response relayed to, a
+  peer in ``edge.untrusted`` (after topology hiding and RFC 3323 privacy) and may rewrite its
+  headers: the privacy area strips or pseudonymises IMSI/IMEI/MSISDN there
+  (:mod:`callward.privacy.boundary_filter`).
 
 Hooks are synchronous for admission (it runs per datagram) and generators (that may yield
 :class:`~callward.edge.pending.Query` objects) for authentication and media.
@@ -36,6 +40,7 @@ __all__ = [
     "AuthRefused",
     "AuthScheme",
     "Authenticated",
+    "BoundaryFilter",
     "Drop",
     "Hooks",
     "MediaAnchor",
@@ -137,6 +142,15 @@ class MediaAnchor(Protocol):
     def ended(self, call_id: str, now: float) -> Generator[Query, object, None]: ...
 
 
+class BoundaryFilter(Protocol):
+    """Rewrites what crosses the trust boundary toward an untrusted peer (synchronous: header
+    edits only, no store questions)."""
+
+    def request(self, request: Request) -> Request: ...
+
+    def response(self, response: Response) -> Response: ...
+
+
 @dataclass(slots=True)
 class Hooks:
     """The hooks of one core, in the order they run. Mutable: a composition root appends."""
@@ -144,3 +158,4 @@ class Hooks:
     admission: list[AdmissionPolicy]
     auth_schemes: list[AuthScheme]
     media: MediaAnchor | None = None
+    boundary: BoundaryFilter | None = None

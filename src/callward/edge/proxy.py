@@ -113,6 +113,7 @@ class EdgeCore:
             self.dialogs,
         )
         self.forking.relay = self._relay
+        self.forking.hooks = self.hooks
         self.overload = OverloadGuard(
             OverloadLimits(), lambda: self.forking.setup, lambda: len(self.layer)
         )
@@ -592,7 +593,10 @@ class EdgeCore:
         headers = rebuild_headers(
             req.headers, [("Via", via)], {"Max-Forwards": str(70 if mf is None else mf - 1)}
         )
-        self.layer.send_stateless(req.replace(headers=headers), peer=dest)
+        req = req.replace(headers=headers)
+        if self.hooks.boundary is not None and self.topology.is_untrusted(dest):
+            req = self.hooks.boundary.request(req)
+        self.layer.send_stateless(req, peer=dest)
 
     # ----------------------------------------------------------------- media hook seams
     def _relay(self, ctx: ProxyContext, resp: Response, now: float, retransmit: bool) -> None:

@@ -10,14 +10,17 @@ P-Access-Network-Info at the boundary.
 
 :func:`find_exposures` reports what a message would expose; :func:`strip_exposures` returns the
 header list with those fields removed or their identifiers replaced (``anonymous`` user parts,
-RFC 3323 §4.1.1.3). The edge calls them for requests and responses sent to peers outside
-``edge.trusted`` (wiring: the security area).
+RFC 3323 §4.1.1.3) or, with a ``pseudonym`` function, a keyed pseudonym the peer can correlate
+but not reverse. The edge applies them through its boundary hook
+(:class:`callward.privacy.boundary_filter.TrustBoundaryFilter`) to every request it forwards to
+and every response it relays to a peer in ``edge.untrusted``. Headers that carry the dialog and
+transaction state (Via, Call-ID, CSeq, Route, Record-Route, To, Content-*) are never rewritten.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 __all__ = ["Exposure", "find_exposures", "strip_exposures"]
@@ -29,6 +32,11 @@ _DROP = frozenset(
 )  # fmt: skip
 # headers whose URIs carry identities we anonymize instead of dropping
 _ANON = frozenset({"from", "f", "contact", "m", "remote-party-id", "referred-by"})
+# dialog/transaction state and routing: rewriting them would break the call, so never touched
+_KEEP = frozenset(
+    {"via", "v", "call-id", "i", "cseq", "route", "record-route", "max-forwards", "to", "t",
+     "content-length", "l", "content-type", "c", "request-uri"}
+)  # fmt: skip
 
 _IMEI_URN = re.compile(r"(?i)urn:gsma:imei:[\d-]{14,20}(?:;svn=\d{2})?")
 _IMSI_DOMAIN = re.compile(r"(?i)\b(\d{14,15})@ims\.mnc\d{3}\.mcc\d{3}\.3gppnetwork\.org")
@@ -84,39 +92,46 @@ def find_exposures(headers: Iterable[tuple[str, str]]) -> list[Exposure]:
     return out
 
 
-def _anonymize(value: str) -> str:
+Pseudonym = Callable[[str], str]  # identifier -> a token safe to show the peer
+
+
+def _anonymize(value: str, pseudonym: Pseudonym | None = None) -> str:
     value = _IMEI_URN.sub("urn:uuid:00000000-0000-0000-0000-000000000000", value)
     value = _IMSI_DOMAIN.sub("anonymous@anonymous.invalid", value)
 
     def uri(m: re.Match[str]) -> str:
         scheme, rest = m.group(1).lower(), m.group(2)
         user = rest.split("@", 1)[0].split(":", 1)[0] if "@" in rest or scheme == "tel:" else ""
-        if scheme == "tel:" or _is_phone(user) or _IMSI_BARE.search(user):
-            return "sip:anonymous@anonymous.invalid"  # RFC 3323 §4.1.1.3
-        return m.group(0)
+        if _IMSI_BARE.search(user) or not (scheme == "tel:" or _is_phone(user)):
+            return "sip:anonymous@anonymous.invalid" if _IMSI_BARE.search(user) else m.group(0)
+        if pseudonym is not None:
+            return f"sip:{pseudonym(user)}@anonymous.invalid"
+        return "sip:anonymous@anonymous.invalid"  # RFC 3323 §4.1.1.3
 
     value = _URI.sub(uri, value)
-    value = _E164.sub("anonymous", value)
+    value = _E164.sub(lambda m: pseudonym(m.group(0)) if pseudonym else "anonymous", value)
     return _IMSI_CTX.sub(lambda m: m.group(0).replace(m.group(1), "[imsi]"), value)
 
 
-def strip_exposures(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+def strip_exposures(
+    headers: Iterable[tuple[str, str]], pseudonym: Pseudonym | None = None
+) -> list[tuple[str, str]]:
     """The header list to send to an untrusted peer: trust-domain-only headers dropped, X-
-    headers exposing an identity dropped, identities in From/Contact/Call-Info anonymized."""
+    headers exposing an identity dropped, identities in From/Contact/Call-Info anonymized (or,
+    with ``pseudonym``, phone numbers replaced by its token; IMSI and IMEI are always removed)."""
     out: list[tuple[str, str]] = []
     for name, value in headers:
         n = name.strip().lower()
         if n in _DROP:
+            continue
+        if n in _KEEP:
+            out.append((name, value))  # the peer needs the destination and the dialog state
             continue
         kinds = _kinds(n, value)
         if not kinds:
             out.append((name, value))
         elif n.startswith("x-") or n == "call-info":
             continue  # optional headers: dropped rather than rewritten
-        elif n in _ANON:
-            out.append((name, _anonymize(value)))
-        elif n in ("to", "t", "request-uri"):
-            out.append((name, value))  # the peer needs the destination it is asked to reach
         else:
-            out.append((name, _anonymize(value)))
+            out.append((name, _anonymize(value, pseudonym)))
     return out
