@@ -94,6 +94,9 @@ class EdgeConfig(_Section):
         0.25, gt=0, description="seconds of receive backlog/loop lag above which INVITEs shed"
     )
     max_transactions: int = Field(200_000, ge=100, description="hard cap (memory bound)")
+    srtp_policy: Literal["optional", "untrusted", "always"] = Field(
+        "optional", description="488 for plain-RTP offers: from untrusted sources, or always"
+    )
     security_admission: bool = Field(
         True, description="per-source/account/tenant admission buckets (docs/security.md)"
     )

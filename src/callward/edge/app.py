@@ -114,6 +114,7 @@ def settings_from_config(cfg: CallwardConfig) -> EdgeSettings:
         max_backlog=e.max_backlog,
         max_transactions=e.max_transactions,
         security_admission=e.security_admission,
+        srtp_policy=e.srtp_policy,
         limits=ParseLimits(
             cfg.sip.max_message_bytes,
             cfg.sip.max_headers,

@@ -42,6 +42,7 @@ from callward.edge.routing import loop_hash, make_branch
 from callward.edge.security import AUTH_METHODS, EdgeSecurity, strip_untrusted
 from callward.edge.sessions import UNSUPERVISED_CALL_LIMIT, DialogTracker
 from callward.edge.settings import EdgeSettings
+from callward.edge.srtp_policy import srtp_refusal
 from callward.edge.targets import ALLOW, Router
 from callward.edge.topology import TopologyHider, rebuild_headers
 from callward.errors import LocalProtocolError, SipParseError, StoreError
@@ -531,6 +532,16 @@ class EdgeCore:
                 authenticated_aor=authed,
                 region=self.settings.region_for(tenant),
             )
+        plain = srtp_refusal(
+            req,
+            policy=self.settings.srtp_policy,
+            trusted=self.topology.is_trusted(ctx.source),
+            host=self.settings.node,
+        )
+        if plain is not None:  # SRTP-only policy (edge/srtp_policy.py, docs/security.md)
+            self.metrics.reject("srtp-required")
+            self.forking.respond(ctx, plain[0], plain[1], self._now, list(plain[2]))
+            return None
         mf = req.max_forwards
         # Header edits are collected and applied once per branch (each Headers edit copies).
         ctx.fwd_set = {"Max-Forwards": str(70 if mf is None else mf - 1)}

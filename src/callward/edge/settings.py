@@ -63,6 +63,7 @@ class EdgeSettings:
     max_setup_calls: int = 2000  # overload: INVITEs in setup before new ones get 503
     max_backlog: float = 0.25  # overload: seconds of backlog before new INVITEs get 503
     max_transactions: int = 200_000  # overload: hard cap on live transactions
+    srtp_policy: str = "optional"  # optional | untrusted | always (edge/srtp_policy.py)
     security_admission: bool = True  # the security area's admission policy (edge/security.py)
     limits: ParseLimits = field(default_factory=lambda: DEFAULT_LIMITS)
 
