@@ -29,6 +29,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -133,8 +134,43 @@ def _load(module: str) -> dict[str, Command]:
         importlib.import_module(module).register(sub)
         sub.callback()(lambda: None)  # always a group, even for a module with one command
         group = typer.main.get_group(sub)
+        for cmd in group.commands.values():
+            for param in cmd.params:
+                _plain_coercion(param)
         _loaded[module] = dict(group.commands)
     return _loaded[module]
+
+
+def _plain_coercion(param: Any) -> None:
+    """Coerce plain ``str``/``Path`` parameters without pydantic.
+
+    typer builds a pydantic TypeAdapter for every non-bool parameter the first time it parses
+    one, which imports pydantic (~0.1 s) into any command that has a path or text option. A
+    command-line string needs no validation to become a ``str`` or ``Path``, so such
+    parameters (no path checks, parser, click type or callback) get a direct coercion; any
+    other value still goes through typer's own.
+    """
+    td = getattr(param, "type_descriptor", None)
+    if td is None or td.annotation not in (str, Path) or td.file_annotation is not None:
+        return
+    pi = td.parameter_info
+    checks = ("exists", "writable", "resolve_path", "allow_dash", "path_type", "parser",
+              "click_type", "callback", "min", "max")  # fmt: skip
+    if any(getattr(pi, c, None) for c in checks) or getattr(param, "_runtime_param", True):
+        return
+    if not (getattr(pi, "file_okay", True) and getattr(pi, "dir_okay", True)):
+        return
+    from typer._coercion import RuntimeParam, build_runtime_param
+
+    desc = td
+
+    class _Plain(RuntimeParam):
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            if isinstance(value, str | self.annotation):
+                return self.annotation(value)
+            return build_runtime_param(desc)._coerce_value(value, param=param, ctx=ctx)
+
+    param._runtime_param = _Plain(parameter_info=pi, annotation=td.annotation)
 
 
 def _help_default_false(opt: Any) -> Any:
@@ -167,7 +203,10 @@ class LazyGroup(TyperGroup):
             return cmd
         module = COMMANDS[cmd_name][0]
         try:
-            return _load(module).get(cmd_name)
+            cmd = _load(module).get(cmd_name)
+            if cmd is not None:
+                _help_default_false(cmd.get_help_option(ctx))  # its --help: no pydantic either
+            return cmd
         except ModuleNotFoundError as exc:
             hint = missing_extra(exc)
             if hint is None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import typer
 
@@ -57,15 +60,22 @@ def register(app: typer.Typer) -> None:
 
         Exit 1 when a call problem is classified, 2 when the capture cannot be read.
         """
-        from callward.config import load_config
-        from callward.quality.alerts import thresholds_for
+        from callward.quality.alerts import DEFAULTS, Thresholds, thresholds_for
         from callward.quality.report import analyze_capture
 
-        try:
-            cfg = load_config(config).quality  # YAML + CALLWARD_QUALITY__* overrides
-        except CallwardError as exc:
-            raise _fail(str(exc)) from None
-        th = thresholds_for(cfg, tenant)
+        cfg: Any
+        if config is None and not any(k.startswith("CALLWARD_QUALITY__") for k in os.environ):
+            # Defaults: no YAML to validate, so pydantic (~0.1 s of start-up) is not loaded.
+            cfg = SimpleNamespace(**DEFAULTS)
+            th = Thresholds(DEFAULTS["mos_warn"], DEFAULTS["mos_critical"])
+        else:
+            from callward.config import load_config
+
+            try:
+                cfg = load_config(config).quality  # YAML + CALLWARD_QUALITY__* overrides
+            except CallwardError as exc:
+                raise _fail(str(exc)) from None
+            th = thresholds_for(cfg, tenant)
         progress = None
         if sys.stderr.isatty() and not json_out:
             # A spinner with a frame count on a terminal; silent when piped (design.md).

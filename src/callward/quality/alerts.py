@@ -9,14 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from callward.config import QualityConfig
-from callward.events import CallEnded, EventBus, MediaStats, QualityAlert
 from callward.quality import emodel_wb
 from callward.quality.playout import codec_for
 
-__all__ = ["QualityMonitor", "Thresholds", "dominant_cause", "evaluate", "thresholds_for"]
+if TYPE_CHECKING:  # config (pydantic) and events load only where a monitor or alert is made
+    from callward.config import QualityConfig
+    from callward.events import EventBus, QualityAlert
+
+__all__ = [
+    "DEFAULTS",
+    "QualityMonitor",
+    "Thresholds",
+    "dominant_cause",
+    "evaluate",
+    "thresholds_for",
+]
+
+# QualityConfig's defaults for what `callward analyze` reads, so a run without --config or
+# CALLWARD_QUALITY__* overrides needs no pydantic (tests/quality/test_accel.py checks they
+# equal QualityConfig()).
+DEFAULTS: dict[str, float] = {
+    "mos_warn": 3.6, "mos_critical": 3.1, "base_delay_ms": 40.0, "rtp_timeout_s": 10.0,
+    "pdd_warn_s": 5.0,
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +87,8 @@ def evaluate(
     level = thresholds.level(float(m["mos"]))
     if level is None:
         return None
+    from callward.events import QualityAlert
+
     return QualityAlert(
         ts=ts, node=node, seq=seq, tenant=tenant, call_id=call_id, leg=leg, level=level,
         mos=float(m["mos"]), cause=dominant_cause(mos, model, codec_ie),
@@ -96,6 +115,8 @@ class QualityMonitor:
         bus.subscribe(self.on_event)
 
     async def on_event(self, ev: object) -> None:
+        from callward.events import CallEnded, MediaStats
+
         if isinstance(ev, CallEnded):
             for leg in ("a", "b"):
                 self._level.pop((ev.call_id, leg), None)

@@ -19,10 +19,10 @@ from callward.quality.fastpath import RtpCollector
 from callward.quality.streams import (
     BurstMetrics,
     StreamStats,
-    analyse_stream,
     burst_metrics,
     clock_rate_for,
     payload_name,
+    stream_stats,
     unwrap_timestamps,
 )
 
@@ -143,7 +143,7 @@ def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) ->
                 lut[p] = r
             clock = lut[pts]
         seq = cols.seq[seg].astype(np.int64)
-        st = analyse_stream(t_ms[seg], ets[seg], seq, pts, cols.marker[seg], clock)
+        st = stream_stats(t_ms[seg], ets[seg], seq, pts, cols.marker[seg], clock)
         seq_ext = _unwrap_seq(seq)
         span_s = (float(t_ms[seg[-1]]) - float(t_ms[seg[0]])) / 1000.0
         bitrate = None

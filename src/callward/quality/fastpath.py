@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from callward.quality.accel import ACCEL
 from callward.quality.capture import (
     Datagram,
     FrameBlock,
@@ -81,6 +82,18 @@ def _unique_pairs(k1: np.ndarray, k2: np.ndarray) -> tuple[list[tuple[int, int]]
     keys["b"] = k2
     uq, inv2 = np.unique(keys, return_inverse=True)
     return [(int(a), int(b)) for a, b in uq.tolist()], inv2.reshape(-1)
+
+
+# One row of ``_accel.rtp_rows`` (packed, native byte order; see _accel.c ``Row``).
+_ROW = np.dtype(
+    [("frame", "<i8"), ("idx", "<i8"), ("src", "<u4"), ("dst", "<u4"), ("ssrc", "<u4"),
+     ("rts", "<u4"), ("sport", "<u2"), ("dport", "<u2"), ("seq", "<u2"), ("pt", "u1"),
+     ("marker", "u1"), ("size", "<i4"), ("pad", "<i4")]
+)  # fmt: skip
+
+
+def _i64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 _HDR = 40  # IPv4 (no options) 20 + UDP 8 + RTP fixed header 12
@@ -158,6 +171,9 @@ class RtpCollector:
         if self.first_ts_ns is None:
             self.first_ts_ns = int(blk.ts_ns[0])
         self.frames += n
+        if ACCEL is not None:
+            self._add_rows(blk, n)
+            return
         b = np.frombuffer(blk.buf, dtype=np.uint8)
         off = blk.offsets
         ln = blk.lengths
@@ -220,6 +236,37 @@ class RtpCollector:
         # Group by (src, sport, dst, dport, ssrc): two 64-bit words then unique.
         k1 = (src << np.uint64(32)) | dst
         k2 = (sport << np.uint64(48)) | (dport << np.uint64(32)) | ssrc
+        self._add_columns(blk, n, fc, k1, k2, _be16(hs, 30), _be32(hs, 32), b1[sel], ulen[sel])
+
+    def _add_rows(self, blk: FrameBlock, n: int) -> None:
+        """``add_block`` through the C accelerator: the same split of frames, in one pass."""
+        assert ACCEL is not None
+        rows_b, slow_b = ACCEL.rtp_rows(
+            blk.buf, _i64(blk.offsets), _i64(blk.lengths), blk.linktypes.astype(np.int32), 0
+        )
+        for i in np.frombuffer(slow_b, dtype=np.int64).tolist():
+            self._slow_frame(blk, i)
+        rows = np.frombuffer(rows_b, dtype=_ROW)
+        if len(rows) == 0:
+            return
+        src = rows["src"].astype(np.uint64)
+        dst = rows["dst"].astype(np.uint64)
+        k1 = (src << np.uint64(32)) | dst
+        k2 = (
+            (rows["sport"].astype(np.uint64) << np.uint64(48))
+            | (rows["dport"].astype(np.uint64) << np.uint64(32))
+            | rows["ssrc"].astype(np.uint64)
+        )
+        b1 = rows["pt"] | (rows["marker"] << 7)
+        self._add_columns(
+            blk, n, rows["frame"], k1, k2, rows["seq"], rows["rts"], b1, rows["size"] + 8
+        )
+
+    def _add_columns(
+        self, blk: FrameBlock, n: int, fc: np.ndarray, k1: np.ndarray, k2: np.ndarray,
+        seq16: np.ndarray, rts32: np.ndarray, b1: np.ndarray, ulen: np.ndarray,
+    ) -> None:  # fmt: skip
+        """Group RTP rows of one block into streams and keep their columns."""
         uniq, inv = _unique_pairs(k1, k2)
         ids = np.empty(len(uniq), dtype=np.int32)
         for j, (a, c) in enumerate(uniq):
@@ -232,17 +279,15 @@ class RtpCollector:
                 c & 0xFFFFFFFF,
             )
             ids[j] = self._id(key)
-        seq = _be16(hs, 30).astype(np.int32)
-        rts = _be32(hs, 32).astype(np.int64)
         self._cols.append(
             (
                 blk.ts_ns[fc],
                 ids[inv.reshape(-1)],
-                seq,
-                rts,
-                (b1[sel] & 0x7F).astype(np.int16),
-                (b1[sel] & 0x80) != 0,
-                (ulen[sel] - 8).astype(np.int32),
+                seq16.astype(np.int32),
+                rts32.astype(np.int64),
+                (b1 & 0x7F).astype(np.int16),
+                (b1 & 0x80) != 0,
+                (ulen.astype(np.int32) - 8),
                 fc.astype(np.int64) + self.frames - n,  # global frame index, for ordering
             )
         )

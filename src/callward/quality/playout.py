@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from callward.quality import emodel, emodel_wb
+from callward.quality.accel import ACCEL
 from callward.quality.streams import burst_metrics
 from callward.rtp.jitter_buffer import AdaptiveBuffer
 
@@ -74,6 +75,22 @@ def adaptive_playout(arrival_s: np.ndarray, ext_ts: np.ndarray, clock_rate: int)
     n = len(arrival_s)
     if n == 0:
         return PlayoutOutcome(np.zeros(0, dtype=bool), 0.0)
+    if ACCEL is not None:  # the buffer's own per-packet loop, in C (_accel.c ``adaptive``)
+        late_b, mean = ACCEL.adaptive(
+            np.ascontiguousarray(arrival_s, dtype=np.float64),
+            np.ascontiguousarray(ext_ts & 0xFFFFFFFF, dtype=np.int64), clock_rate,
+            buf.percentile, buf.margin_ms, buf.window, buf.min_delay_ms, buf.max_delay_ms,
+            buf.initial_delay_ms, buf.warmup, buf.spurt_gap_factor,
+            -1.0 if buf.resync_s is None else buf.resync_s,
+        )  # fmt: skip
+        return PlayoutOutcome(np.frombuffer(late_b, dtype=bool), mean)
+    return _adaptive_numpy(arrival_s, ext_ts, clock_rate, buf)
+
+
+def _adaptive_numpy(
+    arrival_s: np.ndarray, ext_ts: np.ndarray, clock_rate: int, buf: AdaptiveBuffer
+) -> PlayoutOutcome:
+    n = len(arrival_s)
     # RTP timestamps unwrapped by neighbour deltas exactly as the buffer does (on the 32-bit
     # values it is given).
     ts32 = (ext_ts & 0xFFFFFFFF).astype(np.int64)

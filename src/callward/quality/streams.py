@@ -19,7 +19,8 @@ prints, and which support engineers compare us with):
 - dynamic payload types have a clock rate only when SDP (rtpmap) names it.
 
 ``analyse_stream`` is the vectorised engine (numpy); ``reference_stream`` is the plain
-per-packet state machine it is tested against.
+per-packet state machine it is tested against, and ``stream_stats`` runs that state machine in
+C (``_accel.c``) when the accelerator is built, else the numpy engine.
 """
 
 from __future__ import annotations
@@ -29,14 +30,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from callward.quality.accel import ACCEL
+
 __all__ = [
     "STATIC_CLOCK",
     "StreamStats",
     "analyse_stream",
     "burst_metrics",
+    "burst_reference",
     "clock_rate_for",
     "payload_name",
     "reference_stream",
+    "stream_stats",
     "unwrap_timestamps",
 ]
 
@@ -286,6 +291,21 @@ def analyse_stream(
     )
 
 
+def stream_stats(
+    t_ms: np.ndarray, ets: np.ndarray, seq: np.ndarray, pt: np.ndarray, marker: np.ndarray,
+    clock: np.ndarray,
+) -> StreamStats:  # fmt: skip
+    """One stream's statistics: ``reference_stream`` in C when built, else ``analyse_stream``."""
+    if ACCEL is None:
+        return analyse_stream(t_ms, ets, seq, pt, marker, clock)
+    f = ACCEL.stream_stats(
+        np.ascontiguousarray(t_ms, dtype=np.float64), np.ascontiguousarray(ets, dtype=np.int64),
+        np.ascontiguousarray(seq, dtype=np.int64), np.ascontiguousarray(pt, dtype=np.int64),
+        np.ascontiguousarray(marker, dtype=np.uint8), np.ascontiguousarray(clock, dtype=np.int64),
+    )  # fmt: skip
+    return StreamStats(*f)
+
+
 def reference_stream(
     t_ms: list[float], ets: list[int], seq: list[int], pt: list[int], marker: list[bool],
     clock: list[int],
@@ -371,8 +391,16 @@ def burst_metrics(seq_ext: np.ndarray, gmin: int = GMIN) -> BurstMetrics:
     """Bursts from the received extended sequence numbers (late/duplicate arrivals ignored).
 
     A burst is a run bounded by losses in which fewer than ``gmin`` packets were received
-    between successive losses (RFC 3611 §4.7.2); everything else is gap.
+    between successive losses (RFC 3611 §4.7.2); everything else is gap. ``burst_reference``
+    (numpy) is the definition; the C accelerator computes the same in one pass.
     """
+    if ACCEL is not None:
+        return BurstMetrics(*ACCEL.burst(np.ascontiguousarray(seq_ext, dtype=np.int64), gmin))
+    return burst_reference(seq_ext, gmin)
+
+
+def burst_reference(seq_ext: np.ndarray, gmin: int = GMIN) -> BurstMetrics:
+    """``burst_metrics`` in numpy (the tested reference of the C version)."""
     if len(seq_ext) == 0:
         return BurstMetrics(0.0, 0.0, 0, 0, 1.0)
     rx = seq_ext if bool(np.all(np.diff(seq_ext) > 0)) else np.unique(seq_ext)
