@@ -21,6 +21,7 @@ import typer
 
 from callward.cli.exits import fail as _fail
 from callward.cli.exits import hostport
+from callward.cli.phone_dns import DNS_OPT, is_name
 from callward.cli.phone_media import (
     MediaFlags,
     finish_capture,
@@ -149,10 +150,18 @@ async def _call(
     domain: str | None = None,
     flags: MediaFlags | None = None,
     capture: Path | None = None,
+    proxy_name: str | None = None,
+    dns_server: tuple[str, int] | None = None,
+    keystore: Path | None = None,
 ) -> dict[str, Any]:
     from callward.ua import Phone
 
     flags = flags or MediaFlags()
+    dns: dict[str, Any] = {}
+    if proxy_name is not None:  # RFC 3263 through the phone's coherent cache
+        from callward.cli.phone_dns import resolve_proxies
+
+        (proxy,), dns = await resolve_proxies([proxy_name], transport, dns_server, keystore)
     tokens, creds = await _bearer(oauth, timeout)
     # With a token the password is the IdP's: never used for digest (no weaker fallback).
     phone = await Phone.start(user, transport=transport, password=None if oauth else password)
@@ -161,7 +170,8 @@ async def _call(
     rtp = await _media(phone)
     dtls: Any = None
     talked: Any = None
-    out: dict[str, Any] = {"target_scheme": target.split(":", 1)[0], "transport": transport}
+    out: dict[str, Any] = {"target_scheme": target.split(":", 1)[0], "transport": transport,
+                           **dns}  # fmt: skip
     cap = await start_capture(capture, phone, rtp, target, proxy)
     try:
         if register:
@@ -288,7 +298,10 @@ def call_cmd(
     password: str | None = typer.Option(
         None, envvar="CALLWARD_PHONE_PASSWORD", help="digest password"
     ),
-    proxy: str | None = typer.Option(None, help="outbound proxy / registrar HOST:PORT"),
+    proxy: str | None = typer.Option(
+        None, help="outbound proxy / registrar HOST:PORT, or sip:DOMAIN (RFC 3263 lookup)"
+    ),
+    dns_server: str | None = DNS_OPT,
     transport: str = typer.Option("udp", help="udp, tcp, tls, ws or wss"),
     seconds: float = typer.Option(2.0, help="seconds of talk once answered"),
     register: bool = typer.Option(False, "--register", help="REGISTER with the proxy first"),
@@ -331,7 +344,11 @@ def call_cmd(
         raise _fail(f"target must be a sip: or sips: URI, not {target!r}")
     if not 0 <= seconds <= 3600 or not 0 < timeout <= 600 or not 0 <= linger <= 60:
         raise _fail("--seconds must be 0..3600, --timeout 0..600 and --linger 0..60")
-    outbound = _nonzero(hostport(proxy, "--proxy"), "--proxy") if proxy else None
+    proxy_name = proxy if proxy and is_name(proxy) else None
+    outbound = _nonzero(hostport(proxy, "--proxy"), "--proxy") if proxy and not proxy_name else None
+    resolver = (
+        _nonzero(hostport(dns_server, "--dns-server"), "--dns-server") if dns_server else None
+    )
     flags = media_flags(codec, bitrate, ptime, dtx, fec, audio, seed, noise_suppression)
     if capture is not None and not capture.parent.is_dir():
         raise _fail(f"--capture {capture}: directory does not exist")
@@ -359,6 +376,9 @@ def call_cmd(
                 domain,
                 flags,
                 capture,
+                proxy_name,
+                resolver,
+                keystore,
             )
         )
     except TimeoutError:

@@ -19,12 +19,26 @@ validated in. The rules:
   on the server take the server value; a field changed on both sides takes the **server's**
   value (the other device's write was accepted first) and is reported in
   :attr:`CoherentCache.conflicts`. Then the write is retried against the new ETag.
+* **Device-local entries** (DNS answers, the STUN mapped address, the last good ICE pair):
+  learned by the phone itself, not from the central store, so they carry a TTL instead of an
+  ETag (:meth:`CoherentCache.put_local`). They are kept per *network* (the key names the
+  network's keyed digest, :class:`~callward.nat.network_cache.NetworkKey`), so what was learned
+  on the office Wi-Fi is never used on cellular and is found again back at the office. Past
+  their TTL they are gone while the link is up; during a partition they are served stale for
+  the kind's ``stale_if_error`` (RFC 8767 serve-stale for DNS: one hour).
+* **Network change** (:meth:`CoherentCache.network_changed`, a handover): like a heal, the
+  epoch moves on (server entries are revalidated on the new path), and the current network is
+  what device-local lookups are keyed by from then on.
+* The cache is bounded (``max_entries``, least recently used out) and round-trips through
+  :meth:`CoherentCache.snapshot` / :meth:`CoherentCache.restore` (the phone keeps it in its
+  encrypted keystore; times are on the wall clock the caller injects).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +65,10 @@ POLICIES = {
     PRESENCE: CachePolicy(max_age=30.0, stale_if_error=0.0),
     "dns": CachePolicy(max_age=300.0, stale_if_error=3600.0),  # RFC 8767 serve-stale
     EMERGENCY: CachePolicy(max_age=86400.0, stale_if_error=math.inf),
+    # device-local (TTL from the source; max_age caps it): a NAT mapping may change at any
+    # time, so a stale mapped address is only a hint; an ICE pair likewise.
+    "stun": CachePolicy(max_age=600.0, stale_if_error=0.0),
+    "ice": CachePolicy(max_age=7 * 86400.0, stale_if_error=0.0),
 }
 
 
@@ -64,20 +82,27 @@ class Freshness:
 @dataclass
 class Entry:
     value: dict[str, Any]
-    etag: str
+    etag: str  # "" for a device-local entry
     validated_at: float
     epoch: int
     policy: CachePolicy
     edits: dict[str, Any] = field(default_factory=dict)  # local overlay, not yet accepted
+    ttl: float | None = None  # device-local entries: seconds from validated_at
 
 
 class CoherentCache:
-    def __init__(self, policies: dict[str, CachePolicy] | None = None) -> None:
+    def __init__(
+        self, policies: dict[str, CachePolicy] | None = None, *, max_entries: int = 4096
+    ) -> None:
         self.policies = policies or POLICIES
-        self.entries: dict[str, Entry] = {}
+        self.entries: OrderedDict[str, Entry] = OrderedDict()
         self.epoch = 0
         self.online = True
+        self.network = ""  # keyed digest of the network we are on ("" = not known)
+        self.max_entries = max_entries
         self.conflicts: list[tuple[str, str]] = []  # (key, field) where the server won
+        self.hits = 0
+        self.misses = 0
 
     def _policy(self, key: str) -> CachePolicy:
         return self.policies.get(key.split(":", 1)[0], self.policies["prefs"])
@@ -90,6 +115,79 @@ class CoherentCache:
         if not self.online:
             self.epoch += 1  # everything validated before the heal must be checked again
         self.online = True
+
+    def network_changed(self, network: str, now: float) -> None:
+        """A handover to ``network`` (a keyed digest, never an address or SSID): server
+        entries are revalidated on the new path, device-local lookups use its keys."""
+        if network != self.network:
+            self.network = network
+            self.epoch += 1
+        self.online = True
+
+    # ---- device-local entries (DNS, STUN, ICE): a TTL, no ETag
+    def local_key(self, kind: str, name: str) -> str:
+        return f"{kind}:{self.network}:{name}"
+
+    def put_local(self, kind: str, name: str, value: dict[str, Any], now: float,
+                  ttl: float) -> None:  # fmt: skip
+        """Remember ``value`` learned on the current network for ``ttl`` seconds (capped by
+        the kind's ``max_age``; a TTL of 0 is not cached, RFC 1035 §3.2.1)."""
+        policy = self._policy(kind)
+        ttl = min(ttl, policy.max_age)
+        if ttl <= 0:
+            return
+        key = self.local_key(kind, name)
+        self.entries[key] = Entry(dict(value), "", now, self.epoch, policy, ttl=ttl)
+        self.entries.move_to_end(key)
+        self._bound()
+
+    def get_local(self, kind: str, name: str, now: float) -> dict[str, Any] | None:
+        """The value learned on *this* network if alive (or, cut off, within
+        ``stale_if_error`` past its TTL); else None."""
+        key = self.local_key(kind, name)
+        e = self.entries.get(key)
+        if e is None or e.ttl is None:
+            self.misses += 1
+            return None
+        age = now - e.validated_at
+        limit = e.ttl + (0.0 if self.online else e.policy.stale_if_error)
+        if age >= limit:
+            if age >= e.ttl + e.policy.stale_if_error:
+                del self.entries[key]  # useless even in a partition
+            self.misses += 1
+            return None
+        self.entries.move_to_end(key)
+        self.hits += 1
+        return e.value
+
+    def forget_local(self, kind: str, name: str) -> None:
+        self.entries.pop(self.local_key(kind, name), None)
+
+    def _bound(self) -> None:
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+
+    # ---- persistence (the phone's encrypted keystore)
+    def snapshot(self) -> dict[str, Any]:
+        return {"v": 1, "network": self.network, "entries": [
+            [k, e.value, e.etag, e.validated_at, e.edits, e.ttl] for k, e in self.entries.items()
+        ]}  # fmt: skip
+
+    def restore(self, data: Any) -> None:
+        """Entries of an earlier run. They come back in an *older* epoch: server entries are
+        revalidated before use; device-local ones keep their TTL. Bad data is ignored."""
+        if not isinstance(data, dict) or data.get("v") != 1:
+            return
+        self.network = str(data.get("network", ""))[:64]
+        old = self.epoch - 1
+        for item in data.get("entries", [])[: self.max_entries]:
+            try:
+                key, value, etag, at, edits, ttl = item
+                entry = Entry(dict(value), str(etag), float(at), old, self._policy(str(key)),
+                              dict(edits), None if ttl is None else float(ttl))  # fmt: skip
+            except (TypeError, ValueError):
+                continue
+            self.entries[str(key)] = entry
 
     # ---- reads
     def state(self, key: str, now: float) -> str:
@@ -131,6 +229,7 @@ class CoherentCache:
             base = e.value if e is not None else {}
             self.entries[key] = Entry(dict(body), etag, now, self.epoch, self._policy(key))
             self._rebase(key, base, edits)
+            self._bound()
         elif status == 404:
             self.entries.pop(key, None)
 
