@@ -157,6 +157,35 @@ def test_media_anchor_rewrites_both_ways_and_sees_the_end(h) -> None:
     assert [e.reason for e in net.events if isinstance(e, CallEnded)] == ["bye"]
 
 
+def test_media_anchor_keeps_response_order_when_it_answers_late(h) -> None:
+    """A 183 with SDP still in the anchor when the 200 arrives: the 200 waits its turn (its
+    SDP goes to the anchor only after the 183's), so the caller sees 183 then 200, each
+    rewritten, and a 2xx retransmission arriving meanwhile is not sent ahead of them."""
+    core, _, _ = h.make_core(routes=ROUTE)
+    core.hooks.media = FakeRelay()
+    net = h.Net(core)
+    sdp = b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n"
+    net.send(h.build("INVITE", "sip:bob@callward.local", call_id="o1", body=sdp))
+    ((_, inv),) = h.requests(net.answer(net.waiting[0], sdp), "INVITE")
+    early = sdp.replace(b"10.0.0.1", b"10.0.0.2")
+    assert [r.status for r in h.responses(net.send(h.reply(inv, 183, body=early), UAS))] == []
+    (q183,) = net.waiting
+    assert q183.query.sdp == early
+    out = net.send(h.reply(inv, 200, body=early), UAS)
+    out += net.send(h.reply(inv, 200, body=early), UAS)  # 2xx retransmission
+    assert h.responses(out) == [] and net.waiting == [q183]  # the 200 waits for the 183
+    out = net.answer(q183, b"v=0\r\nc=IN IP4 192.0.2.1\r\n")
+    assert [(r.status, r.body) for r in h.responses(out)] == [
+        (183, b"v=0\r\nc=IN IP4 192.0.2.1\r\n")
+    ]
+    (q200,) = net.waiting  # now the 200 reaches the anchor
+    out = net.answer(q200, b"v=0\r\nc=IN IP4 192.0.2.2\r\n")
+    statuses = [r.status for r in h.responses(out)]
+    assert statuses[0] == 200 and h.responses(out)[0].body.endswith(b"192.0.2.2\r\n")
+    assert statuses == [200, 200]  # then the retransmission, relayed as it came
+    assert net.waiting == []
+
+
 def test_overload_sheds_new_invites_but_not_dialogs_or_registers(h) -> None:
     core, _, _ = h.make_core(routes=ROUTE)
     core.overload.limits = OverloadLimits(capacity=2, register_headroom=2.0, retry_after=7)

@@ -65,6 +65,8 @@ class ProxyContext:
     hidden_vias: bool = False
     hidden_rr: tuple[str, ...] = ()
     tracked: bool = False  # an initial INVITE whose call the DialogTracker follows
+    # responses waiting for (or in) the media hook, oldest first: (response, retransmission)
+    media_queue: list[tuple[Response, bool]] = field(default_factory=list)
 
 
 @dataclass(slots=True, eq=False)

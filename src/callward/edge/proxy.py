@@ -611,22 +611,35 @@ class EdgeCore:
 
     # ----------------------------------------------------------------- media hook seams
     def _relay(self, ctx: ProxyContext, resp: Response, now: float, retransmit: bool) -> None:
-        media = self.hooks.media
-        if media is None or retransmit:
+        if self.hooks.media is None:
             self.forking.send_up(ctx, resp, now, retransmit)
             return
-        self.tasks.start(self._media_response(ctx, resp), now)
+        # One response at a time per transaction through the media hook, in arrival order: a
+        # 183 whose SDP the anchor is still rewriting is never overtaken by the 200 (or a 2xx
+        # retransmission) behind it (RFC 3261 §16.7 step 5 forwards in order).
+        ctx.media_queue.append((resp, retransmit))
+        if len(ctx.media_queue) == 1:
+            self.tasks.start(self._media_responses(ctx), now)
 
-    def _media_response(self, ctx: ProxyContext, resp: Response) -> Task:
-        media = self.hooks.media
-        assert media is not None
+    def _media_responses(self, ctx: ProxyContext) -> Task:
+        queue = ctx.media_queue
         try:
-            resp = yield from media.response(resp, ctx.request, self._now)
-        except StoreError:
-            if resp.status < 200 or ctx.final_status:
-                return
-            resp = make_response(ctx.request, 500, "Media Unavailable", to_tag="cwmedia")
-        self.forking.send_up(ctx, resp, self._now, False)
+            while queue and (media := self.hooks.media) is not None:
+                resp, retransmit = queue[0]
+                if not retransmit:
+                    try:
+                        resp = yield from media.response(resp, ctx.request, self._now)
+                    except StoreError:
+                        if resp.status < 200 or ctx.final_status:
+                            queue.pop(0)
+                            continue
+                        resp = make_response(
+                            ctx.request, 500, "Media Unavailable", to_tag="cwmedia"
+                        )
+                queue.pop(0)
+                self.forking.send_up(ctx, resp, self._now, retransmit)
+        finally:
+            queue.clear()  # a hook that failed otherwise must not hold the next responses
 
     def _stateless_challenge(self, req: Request, now: float) -> list[tuple[str, str]]:
         """The Proxy-Authenticate lines of a 407 (every scheme's), for a challenge answered
