@@ -11,7 +11,7 @@ import signal
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import structlog
@@ -85,43 +85,25 @@ def settings_from_config(cfg: CallwardConfig) -> EdgeSettings:
     for alg in e.algorithms:
         if alg not in ("SHA-256", "MD5"):
             raise ConfigError(f"edge.algorithms: unsupported digest algorithm {alg!r}")
-    return EdgeSettings(
-        node=e.node_id,
-        listen=tuple(parse_listen(x) for x in e.listen),
-        realm=e.realm,
-        domains=(*e.domains, e.realm),
-        routes=tuple(e.routes.items()),
-        upstreams=tuple(e.upstreams),
-        auth=e.auth,
-        record_route=e.record_route,
-        min_expires=e.min_expires,
-        max_expires=e.max_expires,
-        default_expires=e.default_expires,
-        nonce_ttl=e.nonce_ttl,
-        algorithms=tuple(e.algorithms),
-        t1=e.t1,
-        timer_c=e.timer_c,
-        blacklist_seconds=e.blacklist_seconds,
-        session_expires=e.session_expires,
-        min_se=e.min_se,
-        trusted=tuple(e.trusted),
-        untrusted=tuple(e.untrusted),
-        default_region=e.default_region,
-        tenant_regions=tuple(e.tenant_regions.items()),
-        rate_limit=e.rate_limit,
-        rate_burst=e.rate_burst,
-        max_setup_calls=e.max_setup_calls,
-        max_backlog=e.max_backlog,
-        max_transactions=e.max_transactions,
-        security_admission=e.security_admission,
-        srtp_policy=e.srtp_policy,
-        limits=ParseLimits(
+    converted: dict[str, Any] = {
+        "node": e.node_id,
+        "listen": tuple(parse_listen(x) for x in e.listen),
+        "domains": (*e.domains, e.realm),
+        "routes": tuple(e.routes.items()),
+        "tenant_regions": tuple(e.tenant_regions.items()),
+        "limits": ParseLimits(
             cfg.sip.max_message_bytes,
             cfg.sip.max_headers,
             cfg.sip.max_header_bytes,
             cfg.sip.max_body_bytes,
         ),
-    )
+    }
+    # every other setting has the configuration field's name (lists become tuples: frozen)
+    for f in fields(EdgeSettings):
+        if f.name not in converted and f.name in EdgeConfig.model_fields:
+            value = getattr(e, f.name)
+            converted[f.name] = tuple(value) if isinstance(value, list) else value
+    return EdgeSettings(**converted)
 
 
 def stream_limits(e: EdgeConfig) -> TransportLimits:

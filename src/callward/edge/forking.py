@@ -190,18 +190,11 @@ class Forking:
             base = apply_privacy(base)
             if self.hooks is not None and self.hooks.boundary is not None:
                 base = self.hooks.boundary.request(base)
-        out_if = local.iface(dest.transport) or local.listen[0]
-        host = f"[{out_if.host}]" if ":" in out_if.host else out_if.host
-        front = [
-            ("Via", f"SIP/2.0/{dest.transport.upper()} {host}:{out_if.port};branch={bid};rport")
-        ]
+        out_if = local.iface(dest.transport)
+        front = [("Via", local.via(dest.transport, bid) + ";rport")]
         if self.settings.record_route and ctx.initial and base.method in _DIALOG_CREATING:
-            in_if = local.iface(ctx.source.transport) or local.listen[0]
-            if (in_if.transport, in_if.host, in_if.port) != (
-                out_if.transport,
-                out_if.host,
-                out_if.port,
-            ):
+            in_if = local.iface(ctx.source.transport)
+            if not in_if.same_address(out_if):
                 front.append(("Record-Route", _rr(out_if, None)))  # RFC 5658 double RR
             token = None
             ftag = None
@@ -392,8 +385,7 @@ class Forking:
         if ctx.hidden_vias:
             headers = self.topology.restore_response(headers, ctx.request, ctx.hidden_rr)
         if "Contact" in headers and self.topology.is_untrusted(ctx.source):
-            local = self.router.local
-            iface = local.iface(ctx.source.transport) or local.listen[0]
+            iface = self.router.local.iface(ctx.source.transport)
             hidden = self.topology.hidden_contacts(resp.replace(headers=headers), iface)
             headers = headers.set("Contact", hidden)
         out = resp.replace(headers=headers)

@@ -67,13 +67,14 @@ from callward.sip.uri import SipURI
 __all__ = ["UNSUPERVISED_CALL_LIMIT", "EdgeCore"]
 
 _OURS: frozenset[str] = frozenset()  # Proxy-Require option tags this proxy implements
-_AUTH_METHODS = AUTH_METHODS  # one list, edge/security.py
 _REJECT_TAG = "cwrj"  # To tag of stateless rejections: their ACKs are absorbed
 
 
-def _reason(text: str) -> str:
-    clean = "".join(ch if " " <= ch <= "~" else " " for ch in text)
-    return clean[:200]
+def _refusal(exc: SipParseError) -> tuple[int, str]:
+    """Status and reason for a request whose header was malformed: the parser's hint when it
+    is a 4xx-6xx, else 400; the reason printable ASCII only."""
+    status = exc.status_hint if 400 <= exc.status_hint < 700 else 400
+    return status, "".join(ch if " " <= ch <= "~" else " " for ch in str(exc))[:200]
 
 
 class EdgeCore:
@@ -207,8 +208,7 @@ class EdgeCore:
         except SipParseError as exc:
             # A header parsed lazily (Via, CSeq, Contact...) was malformed.
             if isinstance(msg, Request) and msg.method != "ACK":
-                status = exc.status_hint if 400 <= exc.status_hint < 700 else 400
-                self.outbox.send(peer, bytes(make_response(msg, status, _reason(str(exc)))))
+                self.outbox.send(peer, bytes(make_response(msg, *_refusal(exc))))
                 self.metrics.reject("malformed")
         self._pump(now)
 
@@ -351,13 +351,12 @@ class EdgeCore:
             self._dispatch(req, key, peer, now)
         except SipParseError as exc:
             self.metrics.reject("malformed")
-            status = exc.status_hint if 400 <= exc.status_hint < 700 else 400
             ctx = self.forking.contexts.get(key)
-            if ctx is not None:
-                if not ctx.final_status:
-                    self.forking.respond(ctx, status, _reason(str(exc)), now)
-            else:
-                self._reply(key, req, status, now, _reason(str(exc)))
+            status, reason = _refusal(exc)
+            if ctx is None:
+                self._reply(key, req, status, now, reason)
+            elif not ctx.final_status:
+                self.forking.respond(ctx, status, reason, now)
 
     def _dispatch(self, req: Request, key: TransactionKey, peer: Peer, now: float) -> None:
         method = req.method
@@ -411,8 +410,7 @@ class EdgeCore:
         except SipParseError as exc:
             self.metrics.reject("malformed")
             if not ctx.final_status:
-                status = exc.status_hint if 400 <= exc.status_hint < 700 else 400
-                self.forking.respond(ctx, status, _reason(str(exc)), self._now)
+                self.forking.respond(ctx, *_refusal(exc), now=self._now)
 
     def _route_and_forward(self, ctx: ProxyContext, now: float) -> Task:
         forking = self.forking
@@ -424,7 +422,7 @@ class EdgeCore:
                 from_local=self.router.local.is_local_uri(req0.from_.uri),
                 trusted=self.topology.is_trusted(ctx.source),
                 auth_on=self.settings.auth,
-                authenticates=req0.method in _AUTH_METHODS,
+                authenticates=req0.method in AUTH_METHODS,
             )
             if refusal is not None:
                 self.metrics.reject("not-relaying")
@@ -489,7 +487,7 @@ class EdgeCore:
         """Per-request (not per-branch) edits: auth, identity, session timers, Max-Forwards."""
         method = req.method
         tenant = "default"
-        if ctx.initial and method in _AUTH_METHODS:
+        if ctx.initial and method in AUTH_METHODS:
             authed: str | None = None
             frm = req.from_.uri
             trusted = self.topology.is_trusted(ctx.source)
@@ -597,10 +595,7 @@ class EdgeCore:
             except StoreError:
                 return  # the caller resends the ACK with the next 2xx retransmission
         bid = make_branch(lhash, "a" + source_branch[-10:].replace(".", ""))
-        local = router.local
-        out_if = local.iface(dest.transport) or local.listen[0]
-        host = f"[{out_if.host}]" if ":" in out_if.host else out_if.host
-        via = f"SIP/2.0/{dest.transport.upper()} {host}:{out_if.port};branch={bid}"
+        via = router.local.via(dest.transport, bid)
         headers = rebuild_headers(
             req.headers, [("Via", via)], {"Max-Forwards": str(70 if mf is None else mf - 1)}
         )

@@ -37,12 +37,19 @@ class LocalIdentity:
     domains: tuple[str, ...] = ()
     advertise: tuple[str, ...] = ()  # extra host names meaning "this node" (e.g. a DNS name)
 
-    def iface(self, transport: str) -> Peer | None:
-        """The listening address used to send over ``transport`` (Via, Record-Route)."""
+    def iface(self, transport: str) -> Peer:
+        """The listening address used to send over ``transport`` (Via, Record-Route); the
+        first one when none listens on that transport."""
         for p in self.listen:
             if p.transport == transport:
                 return p
-        return None
+        return self.listen[0]
+
+    def via(self, transport: str, branch: str) -> str:
+        """Our Via value for a request sent over ``transport`` (§16.6 step 8)."""
+        iface = self.iface(transport)
+        host = f"[{iface.host}]" if ":" in iface.host else iface.host
+        return f"SIP/2.0/{transport.upper()} {host}:{iface.port};branch={branch}"
 
     def is_local_hostport(self, host: str, port: int | None, transport: str | None) -> bool:
         """Does ``host:port`` name one of our listening sockets? (§16.4 "a URI of this proxy")."""

@@ -196,10 +196,8 @@ class DialogTracker:
             except SipParseError:
                 continue
             bid = make_branch("0" * 16, f"bye{next(self._ids):x}")
-            iface = local.iface(peer.transport) or local.listen[0]
-            host = f"[{iface.host}]" if ":" in iface.host else iface.host
             items = [
-                ("Via", f"SIP/2.0/{peer.transport.upper()} {host}:{iface.port};branch={bid}"),
+                ("Via", local.via(peer.transport, bid)),
                 ("Max-Forwards", "70"),
                 ("From", str(from_na)),
                 ("To", str(to_na)),
