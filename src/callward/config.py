@@ -249,6 +249,25 @@ class SecurityConfig(_Section):
     tls_client_cert: bool = Field(
         False, description="mTLS: present edge.tls_cert on outbound TLS (trunks, nodes)"
     )
+    # STIR/SHAKEN (RFC 8224/8225/8588) in the edge's call path (docs/security.md)
+    stir_sign_key: str | None = Field(None, description="PEM EC P-256 key: sign outgoing calls")
+    stir_x5u: str | None = Field(None, description="URL of our certificate bundle (x5u)")
+    stir_roots: list[str] = Field(
+        default_factory=list, description="STI-CA root PEM files: verify incoming Identity"
+    )
+    stir_x5u_prefixes: list[str] = Field(
+        default_factory=lambda: ["https://"], description="x5u URLs the edge may fetch"
+    )
+    stir_max_age: float = Field(60.0, gt=0, le=600, description="iat freshness (s)")
+    stir_reject_failed: bool = Field(
+        False, description="answer failed verification (403/436/437/438) instead of marking"
+    )
+    stir_tenant_numbers: dict[str, list[str]] = Field(
+        default_factory=dict, description="tenant -> E.164 prefixes it owns (attestation A)"
+    )
+    stir_tenant_attest: dict[str, Literal["A", "B", "C"]] = Field(
+        default_factory=dict, description="tenant -> highest attestation it may get"
+    )
 
 
 class IdentityConfig(_Section):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 from callward.edge.auth import Authenticator, DigestScheme
 from callward.edge.forking import Forking, ProxyContext
@@ -63,6 +64,9 @@ from callward.sip.transaction_events import (
 )
 from callward.sip.transaction_layer import TransactionLayer, server_key
 from callward.sip.uri import SipURI
+
+if TYPE_CHECKING:
+    from callward.edge.stir import StirShaken
 
 __all__ = ["UNSUPERVISED_CALL_LIMIT", "EdgeCore"]
 
@@ -131,6 +135,7 @@ class EdgeCore:
             is_local=self.router.local.is_local_uri,
         )
         self.authenticator.guard = self.security
+        self.stir: StirShaken | None = None  # STIR/SHAKEN when configured (EdgeNode)
         self._now = 0.0
         self.reconfigure(settings)
 
@@ -530,6 +535,20 @@ class EdgeCore:
                 authenticated_aor=authed,
                 region=self.settings.region_for(tenant),
             )
+            if self.stir is not None and method == "INVITE":  # RFC 8224 (edge/stir.py)
+                stirred = yield from self.stir.process(
+                    req,
+                    authenticated=authed is not None,
+                    trusted=trusted,
+                    tenant=tenant,
+                    outbound=not self.router.local.is_local_uri(req.uri),
+                    now=self._now,
+                )
+                if isinstance(stirred, tuple):
+                    self.metrics.reject("stir")
+                    self.forking.respond(ctx, stirred[0], stirred[1], self._now)
+                    return None
+                req = stirred
         plain = srtp_refusal(
             req,
             policy=self.settings.srtp_policy,
