@@ -287,6 +287,10 @@ class IdentityConfig(_Section):
     discovery_salt: str | None = Field(None, description="server salt for contact discovery")
     discovery_daily_limit: int = Field(2000, ge=1, description="hashes looked up/subject/day")
     telemetry_daily_bytes: int = Field(262144, ge=1024, description="accepted/subject/day")
+    emergency_numbers: list[str] = Field(
+        default_factory=lambda: ["112", "911"], description="dialled numbers that are emergency"
+    )
+    emergency_route: str = Field("urn:service:sos", description="where they go (RFC 5031)")
 
 
 class CallwardConfig(_Section):

@@ -1,4 +1,5 @@
-"""The phone API (``/api/v1/phone/...``): discovery salt, contact sync, preferences, telemetry.
+"""The phone API (``/api/v1/phone/...``): discovery salt, contact sync, preferences, presence
+(:mod:`callward.web.presence`), emergency numbers, telemetry.
 
 Enabled when ``identity.issuer`` is configured; otherwise every route answers 404. See
 :mod:`callward.web.phone_api` for what is kept and what is not.
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +30,7 @@ from callward.web.phone_api import (
     PrefsStore,
     decode_telemetry,
 )
+from callward.web.presence import MAX_WATCH, STATUSES, EmergencyInfo, PresenceStore
 from callward.web.routes.api import _ERR, _known_query_only, state_of
 
 __all__ = ["PhoneServices", "open_phone_services", "router"]
@@ -48,6 +50,8 @@ class PhoneServices:
     telemetry_quota: DailyQuota
     prefs: PrefsStore
     realm: str
+    presence: PresenceStore
+    emergency: EmergencyInfo
 
     def close(self) -> None:
         self.directory.close()
@@ -80,6 +84,8 @@ def open_phone_services(config: CallwardConfig, data_dir: Path, state: WebState)
         telemetry_quota=DailyQuota(ident.telemetry_daily_bytes),
         prefs=PrefsStore(),
         realm=policy.audience,
+        presence=PresenceStore(),
+        emergency=EmergencyInfo(tuple(ident.emergency_numbers), ident.emergency_route),
     )
 
 
@@ -196,6 +202,81 @@ async def put_prefs(
         return Response(_json(current), status_code=412, media_type="application/json",
                         headers={"ETag": f'"{version}"'})  # fmt: skip
     return Response(status_code=204, headers={"ETag": f'"{version}"'})
+
+
+def _not_modified(if_none_match: str | None, etag: str) -> bool:
+    return if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]
+
+
+class PresencePublish(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: str = Field(pattern="^(" + "|".join((*STATUSES, "offline")) + ")$")
+    note: str = Field("", max_length=64)
+    expires: int = Field(3600, ge=60, le=86400, description="seconds, as a PUBLISH Expires")
+
+
+class PresenceWatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    aors: list[Annotated[str, Field(min_length=3, max_length=200)]] = Field(
+        max_length=MAX_WATCH, description="AORs of matched contacts (same tenant)"
+    )
+
+
+@router.put("/api/v1/phone/presence", status_code=204, responses={401: _ERR, 404: _ERR})
+async def put_presence(request: Request, who: Subscriber, body: PresencePublish) -> Response:
+    """Publish our own status for ``expires`` seconds (``offline`` withdraws it)."""
+    svc, state = _services(request), state_of(request)
+    if body.status == "offline":
+        svc.presence.withdraw(who.tenant, who.aor)
+    else:
+        svc.presence.publish(who.tenant, who.aor, body.status, body.note,
+                             state.clock() + body.expires)  # fmt: skip
+    return Response(status_code=204)
+
+
+@router.put("/api/v1/phone/presence/watch", responses={401: _ERR, 404: _ERR, 422: _ERR})
+async def put_watch(request: Request, who: Subscriber, body: PresenceWatch) -> dict[str, Any]:
+    """Which AORs we follow: each must be a live subscriber of our tenant (no probing of
+    other tenants, no watching of numbers that are not subscribers)."""
+    svc, state = _services(request), state_of(request)
+
+    def unknown() -> int:
+        found = [svc.directory.by_aor(a) for a in body.aors]
+        return sum(1 for i in found if i is None or i.revoked or i.tenant != who.tenant)
+
+    if (n := await state.run(unknown)) > 0:
+        raise HTTPException(422, f"{n} AOR(s) are not subscribers of this tenant")
+    return {"watch": svc.presence.watch(who.subject, body.aors)}
+
+
+@router.get("/api/v1/phone/presence", responses={304: {}, 401: _ERR, 404: _ERR})
+async def get_presence(
+    request: Request,
+    who: Subscriber,
+    since: Annotated[int, Query(ge=0, description="version of the last answer (0: all)")] = 0,
+    if_none_match: Annotated[str | None, Header(max_length=100)] = None,
+) -> Response:
+    """What changed among our watched AORs after ``since`` (an ETag-coherent delta)."""
+    svc, state = _services(request), state_of(request)
+    etag, body = svc.presence.delta(who.tenant, who.subject, since, state.clock())
+    if _not_modified(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(_json(body), media_type="application/json", headers={"ETag": etag})
+
+
+@router.get("/api/v1/phone/emergency", responses={304: {}, 401: _ERR, 404: _ERR})
+async def get_emergency(
+    request: Request,
+    who: Subscriber,
+    if_none_match: Annotated[str | None, Header(max_length=100)] = None,
+) -> Response:
+    """The emergency numbers and their route; the phone keeps them for ever (offline too)."""
+    etag, body = _services(request).emergency.document()
+    if _not_modified(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
 _TELEMETRY_ERRORS: dict[int | str, dict[str, Any]] = {
