@@ -56,6 +56,7 @@ class Call:
         self.reinvites_received = 0
         self.glare = 0  # 491s received for our re-INVITEs
         self._reinvite_pending = False  # our re-INVITE is in flight (glare, §14.2)
+        self._preparing = False  # gathering for their re-offer's ICE restart
         self._reinvite_ok: Response | None = None  # our 2xx to their re-INVITE, until ACK
         self._reinvite_acked = asyncio.Event()
         self.session_timer: SessionTimer | None = None
@@ -301,16 +302,22 @@ class Call:
         phone.layer.send_response(key, make_response(req, 200, extra=extra, body=body), phone.now())
         phone._pump()
 
-    def _on_reinvite(self, req: Request, key: TransactionKey) -> None:
+    def _on_reinvite(self, req: Request, key: TransactionKey, *, prepared: bool = False) -> None:
         """Their re-INVITE (§14.2): answer a new offer with a fresh answer (new o= version,
         new keys when they re-keyed, our direction mirroring their hold), follow the new
         remote address, or offer in the 200 when the re-INVITE has no body (answer in ACK).
         491 while our own re-INVITE is pending (glare); 488 keeps the old session."""
         phone, leg = self.phone, self.leg
         extra = [("Contact", leg.local.contact), ("Allow", ALLOW_HEADER)]
-        if self._reinvite_pending or self._reinvite_ok is not None:
+        if not prepared and (
+            self._reinvite_pending or self._reinvite_ok is not None or self._preparing
+        ):
             phone.layer.send_response(key, make_response(req, 491), phone.now())
             phone._pump()
+            return
+        if req.body and not prepared and phone.needs_preparing(req.body):
+            self._preparing = True  # an ICE restart: gather first, answer after (glare: 491)
+            phone._spawn(self._prepare_then_answer(req, key))
             return
         self.reinvites_received += 1
         self._refreshed.set()  # a re-INVITE refreshes the session timer too (RFC 4028 §10)
@@ -340,6 +347,13 @@ class Call:
             self.media_changed.set()
         if not phone.transport.reliable:
             phone._spawn(self._retransmit_reinvite_2xx(resp))
+
+    async def _prepare_then_answer(self, req: Request, key: TransactionKey) -> None:
+        try:
+            await self.phone.prepare_answer(req.body)
+        finally:
+            self._preparing = False
+        self._on_reinvite(req, key, prepared=True)
 
     async def _retransmit_reinvite_2xx(self, resp: Response) -> None:
         """§13.3.1.4 for a re-INVITE's 2xx: T1 doubling to T2 until the ACK, 64*T1 at most."""

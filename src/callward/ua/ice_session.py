@@ -28,6 +28,7 @@ from callward.errors import RemoteProtocolError, TransportError
 from callward.nat.network_cache import CandidatePair, NetworkCache, NetworkKey
 from callward.nat.stun import binding_request, parse_binding_response
 from callward.nat.turn_choice import TurnChoice, TurnServer, rank_turn_servers
+from callward.ua.ice_sdp import default_candidate, ice_lines, remote_ice
 
 __all__ = ["IceAgent", "measure_rtt"]
 
@@ -102,6 +103,7 @@ class IceAgent:
         self.turn: TurnServer | None = None
         self.path = ""  # "cached" (fast path) or "full"
         self.selected: CandidatePair | None = None
+        self.remote_ufrag: str | None = None  # the peer's ufrag we last ran checks with
         self._conn: aioice.Connection | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -160,7 +162,31 @@ class IceAgent:
         conn = self._require()
         return conn.local_username, conn.local_password
 
+    def sdp_lines(self) -> list[str]:
+        """Our ``a=ice-ufrag``/``a=ice-pwd``/``a=candidate`` lines (RFC 8839 §5)."""
+        ufrag, pwd = self.credentials
+        return ice_lines(ufrag, pwd, self._require().local_candidates)
+
+    def default_address(self) -> Address:
+        """Where ``c=``/``m=`` point: the default candidate (relay, else srflx, else host)."""
+        cand = default_candidate(self._require().local_candidates)
+        if cand is None:
+            raise TransportError("ICE gathered no candidate")
+        return cand.host, cand.port
+
+    def needs_restart(self, sdp: bytes) -> bool:
+        """A re-offer with new ICE credentials (RFC 8445 §9): we must gather afresh."""
+        ice = remote_ice(sdp)
+        return ice is not None and self.remote_ufrag is not None and ice.ufrag != self.remote_ufrag
+
     # ------------------------------------------------------------------ checks
+    async def connect_sdp(self, sdp: bytes, *, timeout: float = 10.0) -> CandidatePair:
+        """Run the checks against the ICE parameters of the peer's offer or answer."""
+        ice = remote_ice(sdp)
+        if ice is None:
+            raise TransportError("the peer's SDP has no ICE parameters")
+        return await self.connect(ice.candidates, ice.ufrag, ice.pwd, timeout=timeout)
+
     async def connect(
         self,
         remote: Sequence[aioice.Candidate],
@@ -173,6 +199,7 @@ class IceAgent:
         cached for this network, to be tried first next time."""
         conn = self._require()
         conn.remote_username, conn.remote_password = username, password
+        self.remote_ufrag = username
         for c in remote:
             await conn.add_remote_candidate(c)
         await conn.add_remote_candidate(None)

@@ -44,12 +44,14 @@ from callward.sip.uri import parse_uri
 from callward.ua.bearer_credentials import bearer_slot
 from callward.ua.call import CallLeg, CallState, LocalEndpoint, new_branch, new_tag
 from callward.ua.call_handle import Call, Peer
+from callward.ua.ice_sdp import add_ice
 from callward.ua.incoming import route_request
 from callward.ua.sdp_offer import G711_ONLY, MediaPrefs, answer_sdp, offer_sdp
 from callward.ua.session_timer import MIN_SE, request_headers
 from callward.ua.sip_adapter import SipAdapter
 
 if TYPE_CHECKING:
+    from callward.ua.ice_session import IceAgent
     from callward.ua.registration_agent import RegistrationAgent
 
 __all__ = ["Call", "Phone"]
@@ -101,6 +103,12 @@ class Phone(SipAdapter):
         # the mode, a secure offer is answered securely (sdp/policy.py picks DTLS, then SDES).
         self.media_security = "rtp"
         self._dtls_certificate: DtlsCertificate | None = None
+        # ICE for media (RFC 8445/8839): once gathered, our SDP carries its candidates and its
+        # default candidate in c=/m=; a peer's ICE restart makes us gather again before answering.
+        self.ice: IceAgent | None = None
+        # Behind a NAT whose edge routes in-dialog requests by Contact: use the address the
+        # registrar saw (Via received/rport) as our Contact (ua/registration_agent.py).
+        self.nat_contact = False
         # codecs, ptime and Opus FEC/DTX/bitrate we offer and accept (ua/sdp_offer.py)
         self.media_prefs: MediaPrefs = G711_ONLY
 
@@ -178,6 +186,9 @@ class Phone(SipAdapter):
             self.media_port = media_port
         if self.registration is not None:
             self.registration.address_changed()
+            if self.nat_contact:  # re-INVITE from the public Contact the registrar sees
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.registration.settled.wait(), timeout)
         statuses = []
         for call in list(self.calls.values()):
             if call.state is CallState.CONFIRMED:
@@ -200,10 +211,28 @@ class Phone(SipAdapter):
     def _fingerprint(self) -> Fingerprint:
         return Fingerprint.of_digest("sha-256", self.dtls_certificate.fingerprint("sha-256"))
 
+    def _media_address(self) -> tuple[str, int]:
+        if self.ice is not None:
+            return self.ice.default_address()
+        return self.media_host, self.media_port or 9
+
+    def _with_ice(self, sdp: bytes | None) -> bytes | None:
+        return sdp if sdp is None or self.ice is None else add_ice(sdp, self.ice.sdp_lines())
+
+    async def prepare_answer(self, offer: bytes) -> None:
+        """What must happen before answering ``offer`` that cannot be done synchronously: an
+        ICE restart asked by the peer (new ufrag) gathers new candidates (RFC 8445 §9)."""
+        if self.ice is not None and self.ice.needs_restart(offer):
+            await self.ice.gather(fast=False)
+
+    def needs_preparing(self, offer: bytes) -> bool:
+        return self.ice is not None and self.ice.needs_restart(offer)
+
     def make_offer(self, *, version: int = 1, hold: bool = False) -> bytes:
-        return offer_sdp(
-            self.media_host,
-            self.media_port or 9,
+        host, port = self._media_address()
+        offer = offer_sdp(
+            host,
+            port,
             self._session_id,
             srtp=self.media_security == "srtp",
             dtls=self._fingerprint() if self.media_security == "dtls" else None,
@@ -211,17 +240,21 @@ class Phone(SipAdapter):
             hold=hold,
             prefs=self.media_prefs,
         )
+        return add_ice(offer, self.ice.sdp_lines()) if self.ice is not None else offer
 
     def make_answer(self, offer: bytes, *, version: int = 1) -> bytes | None:
-        return answer_sdp(
-            offer,
-            self.media_host,
-            self.media_port or 9,
-            self._session_id,
-            require_srtp=self.media_security in ("srtp", "dtls"),
-            dtls=self._fingerprint(),
-            version=version,
-            prefs=self.media_prefs,
+        host, port = self._media_address()
+        return self._with_ice(
+            answer_sdp(
+                offer,
+                host,
+                port,
+                self._session_id,
+                require_srtp=self.media_security in ("srtp", "dtls"),
+                dtls=self._fingerprint(),
+                version=version,
+                prefs=self.media_prefs,
+            )
         )
 
     async def call(

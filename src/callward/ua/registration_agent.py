@@ -80,6 +80,7 @@ class RegistrationAgent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stun: dict[bytes, asyncio.Future[Address]] = {}
         self._changed = asyncio.Event()
+        self.settled = asyncio.Event()  # our binding names the address the registrar sees
         self.keepalives_sent = 0
         self.mapped: dict[int, Address] = {}
         phone.transport.add_tap(self._on_wire)
@@ -156,6 +157,7 @@ class RegistrationAgent:
 
     def address_changed(self) -> None:
         """The phone moved to a new local address (:meth:`Phone.rebind` updated ``local``)."""
+        self.settled.clear()
         self.manager.address_changed(self.phone.local, self.phone.now())
         self._pump()
 
@@ -223,7 +225,31 @@ class RegistrationAgent:
                 return
         resp = await self.phone.request(request, out.dest)
         self.manager.receive_response(out.flow, resp, self.phone.now(), request=out.request)
+        if 200 <= resp.status < 300 and not self.manager.stopping:
+            self._follow_nat(resp)
         self._pump()
+
+    def _follow_nat(self, resp: Response) -> None:
+        """With ``phone.nat_contact``: when the registrar saw us at another address than our
+        Contact (Via ``received``/``rport``, RFC 3581: a NAT in between), take that public
+        address as our Contact and register it, so in-dialog requests routed by Contact reach
+        us through the NAT binding our SIP socket keeps open (what PJSIP calls contact
+        rewriting). ``settled`` is set once the binding names where the registrar sees us."""
+        local = self.phone.local
+        public: Address | None = None
+        if self.phone.nat_contact and resp.vias:
+            via = resp.vias[0]
+            rport = via.rport or ""
+            port = int(rport) if rport.isdigit() else via.port
+            public = (via.received or via.host, port or local.port)
+        if public is None or public == (local.host, local.port):
+            self.settled.set()
+            return
+        self.settled.clear()
+        self.phone.local = LocalEndpoint(
+            local.user, local.domain, public[0], public[1], local.transport, local.display
+        )
+        self.manager.address_changed(self.phone.local, self.phone.now())
 
     def _on_event(self, ev: FlowUp | FlowDown | KeepAliveDue | Unregistered) -> None:
         aor = self.phone.aor

@@ -1,0 +1,257 @@
+"""A phone behind a real NAT (network namespaces + nftables masquerade, built here by
+``benchmarks/netns_lab.py``) registers through a callward edge, is called by a phone on the
+public side, and carries audio both ways over ICE (RFC 8445): via its STUN server-reflexive
+mapping, and via a coturn relay. Then Wi-Fi is lost mid-call: the phone moves to the cellular
+uplink (new address, new NAT), re-registers, and re-INVITEs with an ICE restart; audio flows
+again over the new mapping and the call ends cleanly. Skips (with the reason) without root,
+iproute2, nftables or coturn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callward.config import CallwardConfig, EdgeConfig
+from callward.nat.network_cache import CandidatePair, NetworkCache, NetworkKey
+from callward.nat.turn_choice import TurnServer
+from callward.ua.call_handle import Call
+from callward.ua.ice_media import IceAudio
+from callward.ua.ice_session import IceAgent, measure_rtt
+from callward.ua.phone import Phone
+from callward.ua.registration_agent import RegistrationAgent
+from netns_lab import NamespaceLoop, NatLab, unavailable
+from peers import stop
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
+
+REALM = "callward.local"
+TURN_PORT, EDGE_PORT = 25110, 25120  # mobile12's block; bound on the lab's own address
+WIFI = NetworkKey("wlan0", "192.168.25.1")
+CELL = NetworkKey("rmnet0", "100.64.25.1")
+
+
+@pytest.fixture
+def lab() -> Iterator[NatLab]:
+    why = unavailable()
+    if why is not None:
+        pytest.skip(f"why: {why}")
+    nat = NatLab()
+    nat.setup()
+    try:
+        yield nat
+    finally:
+        nat.teardown()
+
+
+@pytest.fixture
+def coturn(lab: NatLab, tmp_path: Path) -> Iterator[TurnServer]:
+    turnserver = shutil.which("turnserver")
+    if turnserver is None:
+        pytest.skip("why: coturn (turnserver) not installed")
+    proc = subprocess.Popen(
+        [turnserver, "-n", f"--listening-ip={lab.public}", f"--listening-port={TURN_PORT}",
+         "--realm=test", "--lt-cred-mech", "--user=u:p", "--no-tls", "--no-dtls", "--no-cli",
+         "--min-port=25400", "--max-port=25499", f"--log-file={tmp_path / 'turn.log'}",
+         "--simple-log", f"--pidfile={tmp_path / 'turn.pid'}",
+         f"--userdb={tmp_path / 'turn.db'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    server = TurnServer(lab.public, TURN_PORT, "u", "p", region="eu")
+    try:
+        deadline = time.monotonic() + 10
+        while asyncio.run(measure_rtt((server.host, server.port), timeout=0.2)) is None:
+            assert time.monotonic() < deadline, "coturn did not start"
+        yield server
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+async def edge(lab: NatLab, tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
+    edge_mod = pytest.importorskip("callward.edge.app")
+    subs_mod = pytest.importorskip("callward.edge.subscribers")
+    db = tmp_path / "subs.sqlite"
+    cfg = CallwardConfig(
+        edge=EdgeConfig(
+            listen=[f"udp:{lab.public}:{EDGE_PORT}"], realm=REALM, domains=[REALM],
+            subscribers=f"sqlite:{db}", auth_secret="k" * 32,
+        )
+    )  # fmt: skip
+    subscribers = subs_mod.SqliteSubscribers(db)
+    for user in ("alice", "bob"):
+        subscribers.put(subs_mod.Subscriber.from_password(user, REALM, f"pw-{user}"))
+    node = edge_mod.EdgeNode(cfg, subscribers=subscribers)
+    await node.start()
+    try:
+        yield lab.public, EDGE_PORT
+    finally:
+        with contextlib.suppress(Exception):
+            await node.stop()
+
+
+@pytest.fixture
+async def phone_ns(lab: NatLab) -> AsyncIterator[NamespaceLoop]:
+    ns = NamespaceLoop(lab.phone_ns)
+    yield ns
+    ns.close()
+
+
+class Side:
+    """One phone with its registration, ICE agent and audio, all on one event loop."""
+
+    phone: Phone
+    reg: RegistrationAgent
+    agent: IceAgent
+    audio: IceAudio
+    call: Call
+
+    async def start(
+        self, user: str, host: str, edge: tuple[str, int], agent: dict[str, Any]
+    ) -> None:
+        self.phone = await Phone.start(user, host=host, password=f"pw-{user}")
+        self.phone.nat_contact = True  # Contact = where the edge sees us (behind the NAT)
+        self.reg = await RegistrationAgent.start(
+            self.phone, [edge], domain=REALM, expires=300, instance=f"urn:uuid:{uuid.uuid4()}"
+        )
+        await self.reg.wait_registered(5)
+        await asyncio.wait_for(self.reg.settled.wait(), 5)
+        self.agent = IceAgent(pair_cache=NetworkCache(ttl=3600), **agent)
+        await self.agent.gather(fast=False)
+        self.phone.ice = self.agent
+        self.audio = IceAudio(self.agent)
+
+    async def answer(self) -> None:
+        self.call = await self.phone.next_call(10)
+        await self.call.ring()
+        await self.call.answer()
+        await self.call.wait_confirmed(5)
+
+    async def connect(self) -> CandidatePair:
+        assert self.call.leg.remote_sdp is not None
+        pair = await self.agent.connect_sdp(self.call.leg.remote_sdp)
+        self.audio.start()
+        return pair
+
+    async def talk(self, packets: int) -> tuple[int, int]:
+        before = self.audio.packets_received
+        sent = await self.audio.send_audio(packets)
+        await asyncio.sleep(0.3)
+        return sent, self.audio.packets_received - before
+
+    def local_types(self) -> set[str]:
+        return {c.type for c in self.agent._require().local_candidates}
+
+    async def close(self) -> None:
+        with contextlib.suppress(AttributeError):
+            await self.audio.close()
+        with contextlib.suppress(AttributeError):
+            await self.agent.close()
+        with contextlib.suppress(AttributeError):
+            await self.phone.close()
+
+
+def _remote_host(agent: IceAgent) -> str:
+    assert agent.selected is not None
+    return agent.selected.remote[0]
+
+
+async def test_behind_nat_via_stun_then_wifi_to_cellular_mid_call(
+    lab: NatLab, coturn: TurnServer, edge: tuple[str, int], phone_ns: NamespaceLoop
+) -> None:
+    stun = (coturn.host, coturn.port)
+    alice, bob = Side(), Side()  # alice behind the NAT (phone namespace), bob public
+    try:
+        await phone_ns.run(alice.start("alice", lab.wifi_addr, edge, {
+            "controlling": False, "network": WIFI, "stun_server": stun}))  # fmt: skip
+        await bob.start("bob", lab.public, edge, {"controlling": True, "network": WIFI})
+        srflx = [c for c in alice.agent._require().local_candidates if c.type == "srflx"]
+        assert [c.host for c in srflx] == [lab.wifi_nat], "STUN saw the NAT's public address"
+        assert alice.local_types() == {"host", "srflx"}
+        assert alice.phone.local.host == lab.wifi_nat, "alice's Contact: her NAT mapping"
+
+        bob.call = bob.phone.dial(f"sip:alice@{REALM}", dest=edge)
+        await phone_ns.run(alice.answer())
+        assert await bob.call.wait_final() == 200
+        b_pair, _ = await asyncio.gather(bob.connect(), phone_ns.run(alice.connect()))
+        assert b_pair.remote[0] == lab.wifi_nat, "bob reaches alice at her NAT mapping"
+        (a_sent, a_got), (b_sent, b_got) = await asyncio.gather(
+            phone_ns.run(alice.talk(25)), bob.talk(25)
+        )
+        assert a_sent == b_sent == 25
+        assert a_got >= 23 and b_got >= 23, (a_got, b_got)
+
+        # Wi-Fi lost mid-call: new address, new NAT; re-register + re-INVITE with ICE restart.
+        lab.to_cellular()
+        bob.call.media_changed.clear()
+        old_ufrag = alice.agent.credentials[0]
+
+        async def move() -> list[int]:
+            alice.agent.network = CELL
+            await alice.agent.gather(fast=False)
+            return await alice.phone.handover(lab.cell_addr)
+
+        assert await phone_ns.run(move()) == [200]
+        assert alice.agent.credentials[0] != old_ufrag, "an ICE restart: new credentials"
+        await asyncio.wait_for(bob.call.media_changed.wait(), 5)
+        b_pair, _ = await asyncio.gather(bob.connect(), phone_ns.run(alice.connect()))
+        assert b_pair.remote[0] == lab.cell_nat, "bob now reaches alice via the cellular NAT"
+        (a_sent, a_got), (b_sent, b_got) = await asyncio.gather(
+            phone_ns.run(alice.talk(25)), bob.talk(25)
+        )
+        assert a_got >= 23 and b_got >= 23, (a_got, b_got)
+        assert alice.phone.local_addr[0] == lab.cell_addr
+
+        async def registered_again() -> bool:
+            for _ in range(50):
+                if alice.reg.registered():
+                    return True
+                await asyncio.sleep(0.1)
+            return False
+
+        assert await phone_ns.run(registered_again()), "re-registered from the new address"
+        assert await phone_ns.run(alice.call.hangup()) == 200, "alice's BYE reaches bob"
+        assert await bob.call.wait_ended(5) == "bye"
+    finally:
+        await phone_ns.run(alice.close())
+        await bob.close()
+
+
+async def test_behind_nat_via_turn_relay(
+    lab: NatLab, coturn: TurnServer, edge: tuple[str, int], phone_ns: NamespaceLoop
+) -> None:
+    alice, bob = Side(), Side()
+    try:
+        await phone_ns.run(alice.start("alice", lab.wifi_addr, edge, {
+            "controlling": False, "network": WIFI, "turn_servers": [coturn],
+            "relay_only": True}))  # fmt: skip
+        await bob.start("bob", lab.public, edge, {"controlling": True, "network": WIFI})
+        assert alice.local_types() == {"relay"}
+        relay = alice.agent.default_address()
+        assert relay[0] == lab.public and 25400 <= relay[1] <= 25499, relay
+
+        bob.call = bob.phone.dial(f"sip:alice@{REALM}", dest=edge)
+        await phone_ns.run(alice.answer())
+        assert await bob.call.wait_final() == 200
+        stream = bob.call.negotiated()
+        assert stream is not None and (stream.remote_address, stream.remote_port) == relay
+        b_pair, a_pair = await asyncio.gather(bob.connect(), phone_ns.run(alice.connect()))
+        assert a_pair.local_type == "relay" and a_pair.turn_server == coturn.name
+        assert b_pair.remote == relay, "bob's media goes to the TURN relay"
+        (a_sent, a_got), (b_sent, b_got) = await asyncio.gather(
+            phone_ns.run(alice.talk(25)), bob.talk(25)
+        )
+        assert a_sent == b_sent == 25
+        assert a_got >= 23 and b_got >= 23, (a_got, b_got)
+        assert await bob.call.hangup() == 200, "bob's BYE reaches alice behind the NAT"
+    finally:
+        await phone_ns.run(alice.close())
+        await bob.close()
