@@ -5,6 +5,9 @@ consults when a call's media starts, the IRI subscriber and the mediation client
 * :meth:`PrivacyServices.taps_for` is the relay's ``tap_policy``: it returns the X3 tap of a
   call under an active CC warrant and, with ``privacy.record_calls``, a :class:`RecordingTap`
   only when the consent rule of the tenant's recording jurisdiction holds for the parties.
+* Where the rule needs an announcement, the relay plays a tone into both directions of the
+  call when recording starts and every 15 s while it records
+  (:mod:`callward.privacy.announcement`, through ``MediaCore.overlay``).
 * A recording re-checks consent every second of media and stops (audited) the moment a
   required consent is withdrawn; recordings live in ``<data_dir>/recordings`` under the
   ``recording`` retention rule.
@@ -17,11 +20,13 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from callward.errors import ConfigError
+from callward.privacy.announcement import RecordingAnnouncement
 from callward.privacy.consent import ConsentMode, ConsentRegistry
 from callward.privacy.intercept import InterceptPolicy, IriSubscriber, WarrantRegistry
 from callward.privacy.mediation import MediationClient
@@ -44,10 +49,15 @@ class RecordingTap:
     recording: bool = True
     packets: int = 0
     stopped_reason: str = ""
+    player: RecordingAnnouncement | None = None
+    overlay: Callable[[int, bytes, float], bytes] | None = None  # read by the relay
     _fh: Any = None
     _checked: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.announcement:  # the relay plays it into both directions (MediaCore.overlay)
+            self.player = RecordingAnnouncement(active=lambda: self.recording)
+            self.overlay = self.player.overlay
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._fh = os.fdopen(fd, "wb")

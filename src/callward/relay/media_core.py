@@ -205,6 +205,9 @@ class MediaCore:
         #: (consent, warrant); never decided here
         self.taps: list[MediaTap] = []
         self.tap_errors = 0
+        #: ``overlay(j, plain, now) -> plain``: rewrites each RTP packet forwarded toward leg j
+        #: (the privacy layer's recording announcement, attached with the taps)
+        self.overlay: Callable[[int, bytes, float], bytes] | None = None
         #: ``on_report(leg, fraction_lost)``: a reception report from leg's peer about what
         #: we send it (Opus rate control listens here)
         self.on_report: Callable[[int, int], None] | None = None
@@ -337,6 +340,8 @@ class MediaCore:
         if dest is None:
             self.counters[1 - j].no_destination += 1
             return
+        if self.overlay is not None and not rtcp:
+            plain = self.overlay(j, plain, now)
         out = plain
         if dst.tx is not None:
             try:

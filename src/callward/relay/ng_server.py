@@ -223,6 +223,10 @@ class NgServer:
             self.cores[call.call_id] = core
             if self.tap_policy is not None:
                 core.taps = list(self.tap_policy(call.call_id, now + self.wall_offset))
+                for tap in core.taps:  # a tap that plays into the media (announcement)
+                    overlay = getattr(tap, "overlay", None)
+                    if callable(overlay):
+                        core.overlay = overlay
             for leg, state in enumerate(call.legs):
                 self.routes[state.port] = (call.call_id, leg, False)
                 self.routes[state.port + 1] = (call.call_id, leg, True)
