@@ -84,6 +84,10 @@ class EdgeConfig(_Section):
     untrusted: list[str] = Field(default_factory=list, description="peers to hide topology from")
     default_region: str = "US"
     tenant_regions: dict[str, str] = Field(default_factory=dict)
+    tenant_domains: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="tenant -> its SIP domains; a subscriber registers and calls only as its own",
+    )
     rate_limit: float = Field(0.0, ge=0, description="requests/s per source, 0 = off")
     rate_burst: int = Field(200, ge=1)
     max_connections: int = Field(4096, ge=1)
@@ -227,6 +231,18 @@ class RetentionConfig(_Section):
     hep_dir: Path | None = Field(None, description="default <data_dir>/hep")
 
 
+class TenantCallPolicy(_Section):
+    """One tenant's calling rules (toll fraud, callward.edge.fraud.CallPolicy)."""
+
+    international: bool = Field(False, description="may call other countries")
+    premium: bool = Field(False, description="may call premium-rate ranges")
+    max_concurrent: int = Field(8, ge=1, description="simultaneous calls per account")
+    cps: float = Field(1.0, gt=0, description="call attempts per second per account")
+    cps_burst: float = Field(5.0, ge=1, description="burst of call attempts")
+    costly_per_hour: int = Field(20, ge=0, description="international+premium calls/account/h")
+    national_prefix: str = Field("", description="trunk prefix of national numbers (0, 1...)")
+
+
 class SecurityConfig(_Section):
     """Security policy shared by the faces and the edge. Owned by the security area
     (docs/security.md)."""
@@ -249,6 +265,11 @@ class SecurityConfig(_Section):
     tls_client_cert: bool = Field(
         False, description="mTLS: present edge.tls_cert on outbound TLS (trunks, nodes)"
     )
+    fraud_default: TenantCallPolicy = TenantCallPolicy()
+    fraud_tenants: dict[str, TenantCallPolicy] = Field(
+        default_factory=dict, description="tenant -> calling rules (else fraud_default)"
+    )
+    fraud_block_seconds: float = Field(900.0, gt=0, description="an account blocked for fraud")
     # STIR/SHAKEN (RFC 8224/8225/8588) in the edge's call path (docs/security.md)
     stir_sign_key: str | None = Field(None, description="PEM EC P-256 key: sign outgoing calls")
     stir_x5u: str | None = Field(None, description="URL of our certificate bundle (x5u)")

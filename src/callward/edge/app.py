@@ -12,8 +12,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import fields, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -23,6 +22,7 @@ from callward.edge.location import LocationStore, MemoryLocation, open_location
 from callward.edge.metrics import EdgeMetrics
 from callward.edge.pending import LocationLookup, LocationUpdate, ResolveUpstream, SubscriberLookup
 from callward.edge.proxy import EdgeCore
+from callward.edge.security_setup import configure_security
 from callward.edge.server import EdgeServer
 from callward.edge.settings import EdgeSettings, parse_listen
 from callward.edge.subscribers import SqliteSubscribers, SubscriberStore, open_subscribers
@@ -34,9 +34,6 @@ from callward.sip.peer import Peer
 from callward.sip.tls import TlsPolicy, client_context, server_context
 from callward.sip.transport import StreamTransport, TransportLimits
 from callward.sip.uri import SipURI, parse_uri
-
-if TYPE_CHECKING:
-    from callward.edge.stir import StirShaken
 
 __all__ = ["EdgeNode", "configure_logging", "settings_from_config"]
 
@@ -141,62 +138,6 @@ def client_tls(cfg: CallwardConfig) -> ssl.SSLContext | None:
     )
 
 
-def stir_from_config(cfg: CallwardConfig) -> StirShaken | None:
-    """STIR/SHAKEN when a signing key or STI-CA roots are configured (docs/security.md)."""
-    sec = cfg.security
-    if not (sec.stir_sign_key or sec.stir_roots):
-        return None
-    import phonenumbers
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    from callward.edge.stir import StirPolicy, StirShaken
-    from callward.sip.tls import load_certificates
-
-    key: ec.EllipticCurvePrivateKey | None = None
-    if sec.stir_sign_key:
-        if not sec.stir_x5u:
-            raise ConfigError("security.stir_sign_key needs security.stir_x5u (the cert URL)")
-        try:
-            loaded = load_pem_private_key(Path(sec.stir_sign_key).read_bytes(), None)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"security.stir_sign_key: cannot load: {exc}") from None
-        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise ConfigError("security.stir_sign_key: an EC P-256 key is needed (ES256)")
-        key = loaded
-    roots = tuple(c for path in sec.stir_roots for c in load_certificates(path))
-    code = phonenumbers.country_code_for_region(cfg.edge.default_region)  # once, at load
-    return StirShaken(
-        StirPolicy(
-            signer_key=key,
-            x5u=sec.stir_x5u,
-            roots=roots,
-            x5u_prefixes=tuple(sec.stir_x5u_prefixes),
-            max_age=sec.stir_max_age,
-            reject_failed=sec.stir_reject_failed,
-            tenant_numbers=tuple((t, tuple(p)) for t, p in sec.stir_tenant_numbers.items()),
-            tenant_attest=tuple(sec.stir_tenant_attest.items()),
-            country_code=str(code) if code else "1",
-        )
-    )
-
-
-async def fetch_certificate(query: object) -> object:
-    """Answer a :class:`~callward.edge.stir.FetchCertificate`: GET the PEM bundle in a worker
-    thread (never on the event loop), at most 64 KiB, verified HTTPS when https."""
-    import urllib.request
-
-    from callward.edge.stir import FetchCertificate
-
-    assert isinstance(query, FetchCertificate)
-
-    def get() -> bytes:
-        with urllib.request.urlopen(query.url, timeout=FetchCertificate.timeout) as resp:
-            return bytes(resp.read(65537))
-
-    return await asyncio.to_thread(get)
-
-
 def _secret(e: EdgeConfig) -> bytes | None:
     """Nodes sharing a location store must share this key (nonces and flow tokens)."""
     if e.auth_secret is None:
@@ -259,11 +200,7 @@ class EdgeNode:
             limits=stream_limits(e),
         )
         self._answer_questions()
-        self.core.stir = stir_from_config(cfg)
-        if self.core.stir is not None:
-            from callward.edge.stir import FetchCertificate
-
-            self.server.answer_with(FetchCertificate, fetch_certificate)
+        configure_security(self.core, self.server, cfg)  # tenants, fraud, STIR/SHAKEN
         self.bearer = None
         if cfg.identity.issuer:  # RFC 8898 Bearer; httpx/joserfc are imported only then
             from callward.edge.bearer_io import install_bearer

@@ -107,6 +107,7 @@ class FraudGuard:
         self._blocked: BoundedTable[str, float] = BoundedTable(p.max_accounts)
         self._alerts: list[SecurityAlert] = []
         self._seq = 0
+        self._adapted: dict[tuple[str, str], CallPolicy] = {}
 
     def call_attempt(
         self,
@@ -125,7 +126,13 @@ class FraudGuard:
         p = self.policy
         rules = p.for_tenant(tenant)
         if country_code is not None and country_code != rules.country_code:
-            rules = replace(rules, country_code=country_code)
+            key = (tenant, country_code)
+            adapted = self._adapted.get(key)
+            if adapted is None:  # once per (tenant, country), not per call
+                adapted = replace(rules, country_code=country_code)
+                if len(self._adapted) < 4096:
+                    self._adapted[key] = adapted
+            rules = adapted
         until = self._blocked.peek(account)
         if until is not None:
             if now < until:

@@ -21,7 +21,8 @@ bus, the runtime's alert log) and are counted in ``callward_edge_security_alerts
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Callable, Mapping, Sequence
 
 import phonenumbers
 
@@ -99,12 +100,52 @@ class EdgeSecurity:
         fraud: FraudPolicy | None = None,
     ) -> None:
         self.admission = Admission(admission, node=node)
+        self._node = node
+        self._seq = 0
         self.fraud = FraudGuard(fraud, node=node)
         self._emit = emit
         self._is_trusted = is_trusted
         self._auth_on = auth_on
         self._challenge = challenge
         self._is_local = is_local
+        self._domain_tenant: dict[str, str] = {}
+        self._realm = ""
+        self._country_codes: dict[str, str] = {}
+
+    # ---- tenants
+    def configure_tenants(self, tenant_domains: Mapping[str, Sequence[str]], realm: str) -> None:
+        """``tenant -> domains`` (``edge.tenant_domains``). With a map, a subscriber may only
+        register AORs, and place calls from and to local URIs, in its own tenant's domains;
+        a domain not in the map (and our addresses, which mean ``realm``) is ``default``'s."""
+        self._domain_tenant = {
+            d.lower().rstrip("."): t for t, domains in tenant_domains.items() for d in domains
+        }
+        self._realm = realm.lower()
+
+    def tenant_of_domain(self, host: str) -> str:
+        h = host.lower().rstrip(".")
+        if _is_address(h):
+            h = self._realm
+        return self._domain_tenant.get(h, "default")
+
+    def _crosses_tenants(self, request: Request, tenant: str) -> bool:
+        """True when an authenticated ``request`` names another tenant's domain (registering
+        into it, calling as or into one of its users)."""
+        if not self._domain_tenant:
+            return False
+        uris: list[URI] = []
+        if request.method == "REGISTER":
+            uris.append(request.to.uri)
+        else:
+            uris += [request.from_.uri, request.uri]
+        for uri in uris:
+            if not isinstance(uri, SipURI):
+                continue
+            if request.method != "REGISTER" and (self._is_local is None or not self._is_local(uri)):
+                continue  # foreign domains: the relay and fraud policies decide
+            if self.tenant_of_domain(uri.host) != tenant:
+                return True
+        return False
 
     # ---- AdmissionPolicy hook
     def admit(self, request: Request, peer: Peer, *, in_dialog: bool, now: float) -> Verdict:
@@ -177,6 +218,13 @@ class EdgeSecurity:
                 self._flush()
                 return AuthRefused(403)  # what a wrong password gets
             self.admission.auth_succeeded(host, outcome.username, now, request.call_id)
+            if self._crosses_tenants(request, outcome.tenant):
+                self._seq += 1
+                self._emit(
+                    SecurityAlert(ts=now, node=self._node, seq=self._seq, rule="cross-tenant",
+                                  source=host, detail=request.method[:16])
+                )  # fmt: skip
+                return AuthRefused(403)
             return outcome
         if outcome.status == 403:
             self.admission.auth_failed(host, claimed, now)
@@ -211,15 +259,23 @@ class EdgeSecurity:
     def call_attempt(
         self, account: str, tenant: str, request: Request, now: float, *, region: str | None = None
     ) -> tuple[int, str] | None:
-        """``region`` (ISO 3166 alpha-2, the tenant's numbering region) sets what is national."""
-        code = phonenumbers.country_code_for_region(region) if region else 0
+        """``region`` (ISO 3166 alpha-2, the tenant's numbering region) sets what is national
+        (its calling code is looked up once per region, not per call). Accounts are counted
+        per tenant: the same username in two tenants is two accounts."""
+        code = None
+        if region:
+            code = self._country_codes.get(region)
+            if code is None and len(self._country_codes) < 512:
+                code = str(phonenumbers.country_code_for_region(region) or "") or None
+                self._country_codes[region] = code or ""
+            code = code or None
         verdict = self.fraud.call_attempt(
-            account,
+            f"{tenant}/{account}",
             tenant,
             _target(request),
             request.call_id,
             now,
-            country_code=str(code) if code else None,
+            country_code=code,
         )
         self._flush()
         if verdict.kind is VerdictKind.ADMIT:
@@ -232,6 +288,14 @@ class EdgeSecurity:
     def _flush(self) -> None:
         for alert in (*self.admission.take_alerts(), *self.fraud.take_alerts()):
             self._emit(alert)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _via_source(request: Request) -> str:
