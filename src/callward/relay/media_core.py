@@ -34,10 +34,11 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from callward.errors import CallwardError, MediaError
 from callward.events import CallEnded, MediaStats
+from callward.relay import fastpath
 from callward.relay.leg import LegConfig, LegCounters
 from callward.relay.taps import MediaTap
 from callward.rtp.packet import is_rtcp
@@ -49,6 +50,12 @@ __all__ = ["LegStats", "MediaCore", "MosEstimator", "Output", "emodel_mos"]
 Address = tuple[str, int]
 #: (codec name, loss %, jitter ms, RTT ms or None) -> {playout model: MOS}
 MosEstimator = Callable[[str, float, float, float | None], dict[str, float]]
+
+#: SRTP replay window of relayed legs, in packets (RFC 3711 §3.3.2 asks for at least 64):
+#: libsrtp's default, 2.56 s of 20 ms packets. A packet later than that is of no use to any
+#: jitter buffer, and libsrtp shifts the whole window on every packet (1024 cost ~15 % of its
+#: time per packet in benchmarks/relay_vs_rtpengine.py).
+REPLAY_WINDOW = 128
 
 #: RFC 3551 static payload types that the E-model knows.
 STATIC_CODECS = {0: "PCMU", 8: "PCMA", 9: "G722", 18: "G729", 3: "GSM", 4: "G723"}
@@ -121,8 +128,9 @@ class CoreLeg:
     rtcp_latched_ssrc: int | None = None
 
     def key(self, rx: SrtpKeying | None, tx: SrtpKeying | None) -> None:
-        self.rx = None if rx is None else SrtpContext(rx, inbound=True)
-        self.tx = None if tx is None else SrtpContext(tx, inbound=False)
+        w = REPLAY_WINDOW
+        self.rx = None if rx is None else SrtpContext(rx, inbound=True, replay_window=w)
+        self.tx = None if tx is None else SrtpContext(tx, inbound=False, replay_window=w)
 
     @property
     def destination(self) -> Address | None:
@@ -213,16 +221,31 @@ class MediaCore:
         self.on_report: Callable[[int, int], None] | None = None
         self.sent_at: list[float | None] = [None, None]  # when RTP last went out to each leg
         self.last_rtp: list[bytes | None] = [None, None]  # its seq, timestamp, SSRC octets
+        #: the C accelerator's per-leg state (relay/fastpath.py), when the adapter enables it
+        self.fast: list[Any] | None = None
+
+    def enable_fast(self) -> bool:
+        """Let the adapter forward steady-state RTP with the C accelerator (if built)."""
+        if self.fast is None and fastpath.ACCEL is not None:
+            self.fast = [fastpath.ACCEL.FastLeg(), fastpath.ACCEL.FastLeg()]
+        return self.fast is not None
+
+    def fast_sync(self) -> None:
+        """The accelerator's state back into this core, legs disarmed (before any read)."""
+        if self.fast is not None:
+            fastpath.sync(self)
 
     # -- control (from signalling) ---------------------------------------------------------
     def rekey(self, leg: int, rx: SrtpKeying | None, tx: SrtpKeying | None) -> None:
         """New SDES keys (re-INVITE, RFC 4568 §7.1.4), or SRTP switched on/off for a leg."""
+        self.fast_sync()
         target = self.legs[leg]
         if (rx, tx) != (target.config.srtp_rx, target.config.srtp_tx):
             target.key(rx, tx)
 
     def update_leg(self, leg: int, config: LegConfig) -> None:
         """The leg's SDP changed (re-INVITE/UPDATE): new peer address forgets the latch."""
+        self.fast_sync()
         target = self.legs[leg]
         old = target.config
         if config.remote != old.remote:
@@ -233,6 +256,7 @@ class MediaCore:
         target.config = config
 
     def set_hold(self, on_hold: bool, now: float) -> None:
+        self.fast_sync()
         self.on_hold = on_hold
         self._silence_from = max(self._silence_from, now)
 
@@ -242,6 +266,8 @@ class MediaCore:
     ) -> None:
         if self.ended:
             return
+        if self.fast is not None:
+            fastpath.sync(self)
         src = self.legs[leg]
         counters = self.counters[leg]
         rtcp = rtcp_socket or is_rtcp(data)
@@ -306,6 +332,7 @@ class MediaCore:
 
     def send_plain(self, j: int, plain: bytes, now: float) -> None:
         """Queue a plain RTP packet of our own (an injected DTMF event) toward leg ``j``."""
+        self.fast_sync()
         self._forward(j, plain, now, rtcp=False)
 
     def _note_rtcp(self, i: int, plain: bytes, now: float) -> None:
@@ -374,11 +401,13 @@ class MediaCore:
     def get_timer(self) -> float | None:
         if self.ended:
             return None
+        self.fast_sync()
         return min(self._next_stats, self._idle_deadline())
 
     def handle_timer(self, now: float) -> None:
         if self.ended:
             return
+        self.fast_sync()
         if now >= self._idle_deadline():
             self.close("rtp-timeout", now)
             return
@@ -390,6 +419,7 @@ class MediaCore:
         """End the call (signalling delete, or the RTP timeout): final stats, CallEnded."""
         if self.ended:
             return
+        self.fast_sync()
         self.ended = True
         self.end_reason = reason
         for tap in self.taps:
@@ -414,6 +444,7 @@ class MediaCore:
     # -- statistics -------------------------------------------------------------------------
     def leg_stats(self, leg: int) -> LegStats:
         """What leg ``leg``'s peer sent us (packets, loss, jitter, MOS) and what we sent it."""
+        self.fast_sync()
         c = self.counters[leg]
         st = c.main_stats()
         snap = None if st is None else st.snapshot()

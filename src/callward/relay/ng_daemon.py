@@ -4,7 +4,10 @@ It only moves bytes and time. Every socket (the ng control socket and each media
 raw non-blocking UDP socket read with ``loop.add_reader`` that drains what the kernel queued
 per wake-up (the edge measured this fastest: asyncio's datagram transport pays one loop
 iteration per datagram); media goes straight from the socket to the call's
-:class:`~callward.relay.media_core.MediaCore` and out of the other leg's socket. One
+:class:`~callward.relay.media_core.MediaCore` and out of the other leg's socket. A leg in
+steady state is forwarded by the optional C accelerator (``relay/fastpath.py``: recvmmsg,
+SRTP through libsrtp, RFC 3550 statistics, sendmmsg), which hands back, in order, every
+datagram it cannot decide to that reference path. One
 ``loop.call_at`` timer follows the server's earliest deadline; events are published by one
 task from a queue. Media sockets carry the configured DSCP (RFC 2474).
 """
@@ -19,14 +22,84 @@ from typing import Any
 
 from callward.errors import MediaError, TransportError
 from callward.events import Event, EventBus
+from callward.relay import fastpath
 from callward.relay.leg import DSCP_EF, open_media_pair
-from callward.relay.media_core import MosEstimator, emodel_mos
+from callward.relay.media_core import MediaCore, MosEstimator, emodel_mos
 from callward.relay.ng_server import NgServer, NgSettings
 
-__all__ = ["NgDaemon", "SocketPortPool"]
+__all__ = ["NgDaemon", "SocketPortPool", "pump"]
 
 Address = tuple[str, int]
 _BUDGET = 256
+
+
+def pump(
+    core: MediaCore,
+    leg: int,
+    rtcp_socket: bool,
+    sock: socket.socket,
+    ports: tuple[int, int],
+    sockets: dict[int, socket.socket],
+    now: float,
+) -> None:
+    """Everything queued on one of ``core``'s sockets: read, relay, send. ``ports`` are the
+    legs' RTP ports (RTCP on port + 1), ``sockets`` the bound sockets by port.
+
+    A leg in steady state is forwarded by the C accelerator (``relay/fastpath.py``), which
+    returns, in order, what it cannot decide; those datagrams and every datagram of a leg
+    that is not armed take the reference path (:meth:`MediaCore.receive_datagram`), after
+    which the leg is armed again if it is steady."""
+    fast = None if rtcp_socket or not core.enable_fast() else core.fast
+    if fast is not None and fast[leg].armed:
+        out = sockets.get(ports[1 - leg])
+        if out is None:
+            return
+        slow = fastpath.ACCEL.drain(sock.fileno(), out.fileno(), fast[leg], now, _BUDGET)
+        if slow:
+            relay_slow(core, leg, slow, ports, sockets, now)
+        return
+    else:
+        for _ in range(_BUDGET):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            core.receive_datagram(
+                leg, data, (str(addr[0]), int(addr[1])), now, rtcp_socket=rtcp_socket
+            )
+    _send(core, ports, sockets)
+    if fast is not None:
+        fastpath.arm(core, leg)
+
+
+def relay_slow(
+    core: MediaCore,
+    leg: int,
+    slow: list[tuple[bytes, Address]],
+    ports: tuple[int, int],
+    sockets: dict[int, socket.socket],
+    now: float,
+) -> None:
+    """The datagrams the accelerator handed back, in order, through the reference path."""
+    for data, addr in slow:
+        core.receive_datagram(leg, data, addr, now)
+    _send(core, ports, sockets)
+    fastpath.arm(core, leg)
+
+
+def _send(core: MediaCore, ports: tuple[int, int], sockets: dict[int, socket.socket]) -> None:
+    for out_dg in core.datagrams_to_send():
+        target = sockets.get(ports[out_dg.leg] + out_dg.rtcp_socket)
+        if target is None:
+            continue
+        try:
+            target.sendto(out_dg.data, out_dg.dest)
+        except (BlockingIOError, InterruptedError):
+            pass  # a full send buffer drops like the network would
+        except OSError:
+            core.counters[out_dg.leg].no_destination += 1
 
 
 class SocketPortPool:
@@ -41,6 +114,8 @@ class SocketPortPool:
         self.port_min, self.port_max = port_min, port_max
         self.dscp = dscp
         self.sockets: dict[int, socket.socket] = {}
+        #: port -> (FastLeg, fd in, fd out, core, leg, ports): an armed leg's shortcut
+        self.fast_routes: dict[int, tuple[Any, int, int, MediaCore, int, tuple[int, int]]] = {}
         self._on_readable = on_readable
         self._loop = asyncio.get_running_loop()
 
@@ -54,6 +129,7 @@ class SocketPortPool:
 
     def release(self, port: int) -> None:
         for p in (port, port + 1):
+            self.fast_routes.pop(p, None)
             sock = self.sockets.pop(p, None)
             if sock is not None:
                 with contextlib.suppress(Exception):
@@ -143,35 +219,37 @@ class NgDaemon:
         server, pool, loop = self.server, self.pool, self._loop
         if server is None or pool is None or loop is None:
             return
+        route = pool.fast_routes.get(port)
+        if route is not None and route[0].armed:  # steady state: straight to the accelerator
+            fl, fd_in, fd_out, core, leg, ports = route
+            now = loop.time()
+            slow = fastpath.ACCEL.drain(fd_in, fd_out, fl, now, _BUDGET)
+            if slow:
+                relay_slow(core, leg, slow, ports, pool.sockets, now)
+            return
         sock = pool.sockets.get(port)
         if sock is None:
             return
         entry = server.core_for(port)
         now = loop.time()
-        for _ in range(_BUDGET):
-            try:
-                data, addr = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                continue
-            if entry is not None:
-                entry[0].receive_datagram(
-                    entry[1], data, (str(addr[0]), int(addr[1])), now, rtcp_socket=entry[2]
-                )
-        if entry is None:
-            return  # offered, not answered yet: nothing to relay to
-        core = entry[0]
-        for out in core.datagrams_to_send():
-            target = pool.sockets.get(server.port_of(core.call_id, out.leg) + out.rtcp_socket)
-            if target is None:
-                continue
-            try:
-                target.sendto(out.data, out.dest)
-            except (BlockingIOError, InterruptedError):
-                pass  # a full send buffer drops like the network would
-            except OSError:
-                core.counters[out.leg].no_destination += 1
+        if entry is None:  # offered, not answered yet: nothing to relay to
+            for _ in range(_BUDGET):
+                try:
+                    sock.recvfrom(65535)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    continue
+            return
+        core, leg, rtcp_socket = entry
+        call = server.calls.get(core.call_id)
+        if call is not None:
+            ports = (call.legs[0].port, call.legs[1].port)
+            pump(core, leg, rtcp_socket, sock, ports, pool.sockets, now)
+            out = pool.sockets.get(ports[1 - leg])
+            if core.fast is not None and core.fast[leg].armed and out is not None:
+                pool.fast_routes[port] = (core.fast[leg], sock.fileno(), out.fileno(), core,
+                                          leg, ports)  # fmt: skip
 
     # -- timers and events -------------------------------------------------------------------
     def _service(self) -> None:
