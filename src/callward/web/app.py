@@ -32,7 +32,7 @@ from callward.errors import CallwardError, CaptureError, ConfigError, StoreError
 from callward.records.audit import AuditLog
 from callward.records.service import Records
 from callward.web.metrics import WebMetrics
-from callward.web.sessions import SessionStore
+from callward.web.sessions import open_session_store
 from callward.web.settings import WebSettings
 
 __all__ = ["AUDIT_HEADERS", "WebState", "create_app"]
@@ -148,6 +148,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         state.close()
+        app.state.sessions.close()
         if app.state.phone is not None:
             app.state.phone.close()
             await app.state.phone.fetcher.aclose()
@@ -162,7 +163,8 @@ def create_app(
         openapi_url="/api/v1/openapi.json",
     )
     app.state.web = state
-    app.state.sessions = SessionStore(clock)
+    # shared by every worker (SQLite in data_dir by default, or Redis): web/sessions.py
+    app.state.sessions = open_session_store(state.settings.sessions, records.data_dir, clock)
     app.state.phone = (
         phone.open_phone_services(config, records.data_dir, state)
         if config.identity.issuer

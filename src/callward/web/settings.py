@@ -77,6 +77,11 @@ class WebSettings(BaseModel):
     tokens: dict[str, Principal] = Field(default_factory=dict)
     page_size: int = Field(20, ge=1, le=200, description="calls per dashboard page")
     summary_window: int = Field(500, ge=1, le=5000, description="CDRs behind /quality/summary")
+    sessions: str = Field(
+        "sqlite",
+        pattern=r"^(memory|sqlite|rediss?://\S+)$",
+        description="dashboard sessions: memory, sqlite (data_dir, shared by workers), redis://",
+    )
 
     def authenticate(self, token: str | None) -> Principal | None:
         """The principal for ``token``; ANONYMOUS when no tokens are configured and none given;
