@@ -33,6 +33,7 @@ from callward.events import (
     EventBus,
     RegistrationChanged,
 )
+from callward.nat.path_mtu import probe_path_mtu
 from callward.rtp.dtls_srtp import DtlsCertificate
 from callward.sdp.security import Fingerprint
 from callward.sip.auth import authorize
@@ -195,6 +196,14 @@ class Phone(SipAdapter):
                 call.leg.local = self.local
                 statuses.append(await call.reinvite(timeout=timeout))
         return statuses
+
+    def probe_mtu(self, dest: Address) -> int | None:
+        """Set :attr:`mtu` to the kernel's path MTU toward ``dest`` (``nat/path_mtu.py``) from
+        our SIP address; unchanged when it cannot be known."""
+        mtu = probe_path_mtu(dest, local=self.local_addr[0])
+        if mtu is not None:
+            self.mtu = mtu
+        return mtu
 
     @property
     def aor(self) -> str:
