@@ -105,7 +105,8 @@ def test_opus_dtx_60ms_conversation_on_the_wire(tmp_path: Path) -> None:
     assert sum(r[4] for r in theirs) == wire["rtp_received"]["ip_bytes"]
     full = 20 * 1000 / 60 * 140
     assert wire["rtp_sent"]["ip_bytes"] < 0.75 * full
-    assert abs(wire["planner_ratio"] - 1) <= 0.01, wire
+    # libopus's VAD wakes now and then on background noise: single calls vary a little more
+    assert abs(wire["planner_ratio"] - 1) <= 0.03, wire
 
 
 def test_g711_vad_40ms_conversation_on_the_wire(tmp_path: Path) -> None:
@@ -120,5 +121,4 @@ def test_g711_vad_40ms_conversation_on_the_wire(tmp_path: Path) -> None:
     assert all(r[4] == 20 + 8 + 12 + 5 + 10 for r in mine if r[0] == 13)
     wire = caller["wire"]
     assert sum(r[4] for r in mine) == wire["rtp_sent"]["ip_bytes"]
-    # G.711 VAD's hangover/look-ahead land on the 20 ms grid: the planner is within 2.5 %
-    assert abs(wire["planner_ratio"] - 1) <= 0.025, wire
+    assert abs(wire["planner_ratio"] - 1) <= 0.01, wire

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from callward.errors import CallwardError
-from callward.media.talkspurt import STEP_MS, conversation, speech_signal
+from callward.media.talkspurt import conversation, speech_signal
 from callward.rtp.srtp import SrtpKeying, SrtpProfile
 from callward.ua.impairment import Impairment, ImpairmentShim
 from callward.ua.loopback_capture import LoopbackCapture, capture_available
 from callward.ua.sdp_offer import SRTP_SUITE, voice_settings
+from callward.ua.talk import silence_gaps
 from callward.usage.mos import MosQuery, estimate
 from callward.usage.planner import MediaChoice, plan_call
 from callward.usage.wire import WireUsage, measure_capture
@@ -36,7 +37,7 @@ from callward.usage.wire import WireUsage, measure_capture
 if TYPE_CHECKING:
     from callward.cli.demo import Demo
 
-__all__ = ["exchange_media", "silence_gaps"]
+__all__ = ["exchange_media"]
 
 IP_UDP_OVERHEAD = 28  # IPv4 header (20) + UDP header (8) per packet, not seen by a socket
 QUIET_ROOM = -65.0  # dBov background noise between words: a quiet room, not digital zero
@@ -44,22 +45,6 @@ QUIET_ROOM = -65.0  # dBov background noise between words: a quiet room, not dig
 
 def _keying(crypto: Any) -> SrtpKeying:
     return SrtpKeying(SrtpProfile(crypto.suite), crypto.master_key, crypto.master_salt)
-
-
-def silence_gaps(mask: np.ndarray) -> list[float]:
-    """Lengths in seconds of the silences between (and around) talk spurts of a 10 ms mask."""
-    gaps: list[float] = []
-    run = 0
-    for active in mask:
-        if active:
-            if run:
-                gaps.append(run * STEP_MS / 1000)
-            run = 0
-        else:
-            run += 1
-    if run:
-        gaps.append(run * STEP_MS / 1000)
-    return gaps
 
 
 async def exchange_media(demo: Demo) -> None:
@@ -215,7 +200,8 @@ def _usage(demo: Demo, masks: dict[str, np.ndarray], wire: WireUsage | None) -> 
             srtp=SRTP_SUITE, voice_activity=max(0.001, float(mask.mean())) if s.dtx else 1.0,
             dtx=s.dtx, fec=s.fec, cbr=s.cbr, rtcp_mux=rtp.rtcp_mux,
         )  # fmt: skip
-        plan = plan_call(choice, duration_s=seconds, silence_gaps_s=silence_gaps(mask))
+        plan = plan_call(choice, duration_s=seconds, silence_gaps_s=silence_gaps(mask),
+                         talk_mask=mask.tolist())  # fmt: skip
         c = rtp.counters
         addr = f"{rtp.local_addr[0]}:{rtp.local_addr[1]}"
         rtcp_addr = f"{rtp.local_addr[0]}:{rtp.local_addr[1] + (0 if rtp.rtcp_mux else 1)}"

@@ -213,8 +213,8 @@ async def talk(
 
 
 def planned_for(talked: Talked, *, rtcp_mux: bool, srtp: bool) -> CallPlan:
-    """The planner's bytes for the direction we sent: the same settings and the talk mask's
-    real silences (``usage/planner.py``)."""
+    """The planner's bytes for the direction we sent: the same settings and the talk mask
+    (``usage/planner.py`` follows the DTX/VAD sender frame by frame over it)."""
     from callward.usage.planner import MediaChoice, plan_call
 
     s, mask = talked.settings, talked.mask
@@ -225,7 +225,7 @@ def planned_for(talked: Talked, *, rtcp_mux: bool, srtp: bool) -> CallPlan:
         cbr=s.cbr, rtcp_mux=rtcp_mux,
     )  # fmt: skip
     return plan_call(choice, duration_s=max(talked.seconds, 0.01),
-                     silence_gaps_s=silence_gaps(mask))  # fmt: skip
+                     silence_gaps_s=silence_gaps(mask), talk_mask=mask.tolist())  # fmt: skip
 
 
 def wire_report(

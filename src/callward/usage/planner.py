@@ -41,6 +41,7 @@ __all__ = [
     "SRTP_TAG_BYTES",
     "CallPlan",
     "MediaChoice",
+    "dtx_packets_for_mask",
     "dtx_packets_in_gap",
     "plan_call",
     "plan_keepalive",
@@ -82,6 +83,14 @@ CN_PAYLOAD = 5  # RFC 3389 SID: level + 4 reflection coefficients (media/dtx.py 
 # own over-hang (aggressiveness 2) keeps calling speech after a talk spurt; SID every 25
 G711_HANGOVER, G711_LOOKAHEAD, G711_SID_EVERY = 8 + 4, 2, 25
 OPUS_DTX_HANGOVER_FRAMES, OPUS_DTX_PERIOD_FRAMES = 10, 21  # libopus SILK DTX, 20 ms frames
+#: with a talk mask: how long after the last active 10 ms the sender still codes speech, ms
+#: (measured on media/voice.py: libopus codes 10-11 frames after a spurt, i.e. up to the first
+#: 20 ms frame boundary 210 ms after its end; webrtcvad + media/dtx.py hangover 13-14 frames)
+OPUS_HANG_MS, G711_HANG_MS = 210, 270
+#: libopus's VAD wakes now and then on a quiet room's background noise (-65 dBov) and codes a
+#: spurt of about 11 frames; measured on media/voice.py over 20 one-minute conversations:
+#: 0.027 wake-ups per second of DTX silence (an expected cost: single calls vary)
+OPUS_NOISE_WAKES_PER_S, OPUS_WAKE_FRAMES = 0.027, 11
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,72 @@ def dtx_packets_in_gap(codec: str, gap_s: float, ptime_ms: int) -> tuple[float, 
     return float(math.ceil(extended / per)), float(sids)
 
 
+def _frame_flags(mask: Sequence[bool], step_ms: int) -> list[bool]:
+    """A 20 ms frame is speech when any of its ``step_ms`` steps is."""
+    per = 20 // step_ms
+    return [any(mask[i : i + per]) for i in range(0, len(mask) - per + 1, per)]
+
+
+def dtx_packets_for_mask(
+    codec: str, mask: Sequence[bool], ptime_ms: int, step_ms: int = 10
+) -> tuple[float, float]:
+    """(full packets, SID packets) the DTX/VAD sender of ``media/voice.py`` emits for a talk
+    ``mask`` (one flag per ``step_ms``), frame by frame on its 20 ms grid:
+
+    - Opus: speech frames, then frames up to the first 20 ms boundary :data:`OPUS_HANG_MS`
+      after the spurt's end, then one coded frame after every 20 DTX frames (the 400 ms
+      comfort-noise refresh; the 21st frame). The call starts as if a spurt had just ended.
+      Plus the expected noise wake-ups (:data:`OPUS_NOISE_WAKES_PER_S`).
+    - G.711: speech frames, hangover up to the first boundary :data:`G711_HANG_MS` after the
+      end, :data:`G711_LOOKAHEAD` frames pulled in before each onset (the VAD look-ahead), a
+      SID at the first silent frame and every :data:`G711_SID_EVERY` frames after.
+
+    Frames are grouped into packets of ``ptime``: a packet is full if any of its frames is
+    coded, else SID if any of its frames carries one (G.711), else not sent."""
+    if step_ms not in (5, 10, 20) or ptime_ms % 20:
+        raise ConfigError("a talk mask needs 5/10/20 ms steps and a ptime of 20 ms multiples")
+    frames = _frame_flags(mask, step_ms)
+    n = len(frames)
+    coded = list(frames)
+    sid = [False] * n
+    hang_ms = OPUS_HANG_MS if codec == "opus" else G711_HANG_MS
+    # end (ms) of the last active step before each frame; the call starts just after one
+    end = -10.0 if codec == "opus" else -(hang_ms - G711_HANGOVER * 20 - 10)
+    silent_run = 0
+    for f in range(n):
+        steps = mask[f * 20 // step_ms : (f + 1) * 20 // step_ms]
+        if frames[f]:
+            last = max(i for i, a in enumerate(steps) if a)
+            end = f * 20 + (last + 1) * step_ms
+            silent_run = 0
+            continue
+        if f * 20 < math.ceil((end + hang_ms) / 20) * 20:
+            coded[f] = True
+            silent_run = 0
+            continue
+        silent_run += 1
+        if codec == "opus":
+            coded[f] = silent_run % OPUS_DTX_PERIOD_FRAMES == 0
+        else:
+            sid[f] = (silent_run - 1) % G711_SID_EVERY == 0
+    if codec != "opus":
+        for f in range(n):
+            if frames[f] and (f == 0 or not frames[f - 1]):
+                for k in range(max(0, f - G711_LOOKAHEAD), f):
+                    coded[k], sid[k] = True, False
+    per = ptime_ms // 20
+    full = sids = 0.0
+    for i in range(0, n, per):
+        if any(coded[i : i + per]):
+            full += 1
+        elif any(sid[i : i + per]):
+            sids += 1
+    if codec == "opus":
+        dtx_s = sum(not c for c in coded) * 0.02
+        full += dtx_s * OPUS_NOISE_WAKES_PER_S * math.ceil(OPUS_WAKE_FRAMES / per)
+    return full, sids
+
+
 def rtcp_sizes(choice: MediaChoice) -> tuple[float, float]:
     """(bytes of one regular compound report, bytes of the final RR + BYE) on the wire."""
     sr = 8 + 20 + 24  # SR header + sender info + one report block (§6.4.1)
@@ -288,10 +363,14 @@ def plan_call(
     *,
     duration_s: float = 60.0,
     silence_gaps_s: Sequence[float] | None = None,
+    talk_mask: Sequence[bool] | None = None,
+    mask_step_ms: int = 10,
 ) -> CallPlan:
     """Bytes per second of one direction for ``choice`` over a call of ``duration_s``.
     ``silence_gaps_s`` are the real silences (from the talk model or a recording); their sum
-    should be about ``(1 - voice_activity) * duration_s``."""
+    should be about ``(1 - voice_activity) * duration_s``. A ``talk_mask`` (who talks when,
+    one flag per ``mask_step_ms``) is more exact: the DTX sender is followed frame by frame
+    (:func:`dtx_packets_for_mask`)."""
     if not 0 < duration_s <= 86_400 or math.isnan(duration_s):
         raise ConfigError(f"duration must be in (0, 86400] s, not {duration_s}")
     p = choice.ptime_ms / 1000.0
@@ -301,7 +380,9 @@ def plan_call(
     net = choice.network_header_bytes
     packet = payload + net + tag
     dtx = choice.dtx and choice.voice_activity < 1.0 and CODECS[choice.codec][2]
-    if dtx:
+    if dtx and talk_mask is not None and choice.ptime_ms % 20 == 0:
+        full, sid = dtx_packets_for_mask(choice.codec, talk_mask, choice.ptime_ms, mask_step_ms)
+    elif dtx:
         gaps = list(silence_gaps_s) if silence_gaps_s is not None else _gaps(choice, duration_s)
         full = choice.voice_activity * duration_s / p
         sid = 0.0
