@@ -77,7 +77,7 @@ def collect(path: str | Path, progress: Callable[[int], None] | None = None) -> 
             col.add_datagram(Datagram(h.ts_ns, h.src, h.sport, h.dst, h.dport, h.payload), i)
             col.frames += 1
         return col
-    for blk in iter_blocks(path):
+    for blk in iter_blocks(path, reuse=True):  # each block is used up before the next
         col.add_block(blk)
         if progress is not None:
             progress(len(blk.offsets))
@@ -97,60 +97,93 @@ def _unwrap_seq(seq: np.ndarray) -> np.ndarray:
     return out
 
 
+def _unwrap_segments(x: np.ndarray, starts: np.ndarray, bits: int) -> np.ndarray:
+    """``_unwrap_seq`` (16 bits) / ``unwrap_timestamps`` (32 bits) of every segment
+    ``x[starts[k]:starts[k+1]]`` at once: each step taken as a signed ``bits``-bit difference,
+    accumulated from the segment's first value."""
+    v = x.astype(np.int64)
+    if len(v) == 0:
+        return v
+    half = 1 << (bits - 1)
+    d = ((np.diff(v) + half) & ((1 << bits) - 1)) - half
+    acc = np.empty_like(v)
+    acc[0] = 0
+    np.cumsum(d, out=acc[1:])
+    counts = np.diff(np.append(starts, len(v)))
+    acc += np.repeat(v[starts] - acc[starts], counts)
+    return acc
+
+
 def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) -> list[StreamReport]:
-    """Per-stream statistics for everything the collector saw, in first-seen order."""
+    """Per-stream statistics for everything the collector saw, in first-seen order.
+
+    Every column is put in stream order once (a stable sort keeps capture order inside a
+    stream), so each stream's arrays are slices, not per-stream gathers.
+    """
     cols = col.columns()
-    if len(cols.ts_ns) == 0:
+    n = len(cols.ts_ns)
+    if n == 0:
         return []
     t0 = col.first_ts_ns or int(cols.ts_ns[0])
-    rel_ns = cols.ts_ns - t0
-    t_ms = (rel_ns // 1_000_000).astype(np.float64) + (rel_ns % 1_000_000) / 1e6
-    # Timestamps are unwrapped per UDP flow (the RTP dissector's conversation), not per SSRC.
     keys = col.keys
-    flow_ids: dict[tuple[str, int, str, int], int] = {}
-    stream_flow = np.array(
-        [flow_ids.setdefault(k[:4], len(flow_ids)) for k in keys], dtype=np.int64
-    )
-    pkt_flow = stream_flow[cols.stream]
-    if len(flow_ids) < 65536:
-        pkt_flow = pkt_flow.astype(np.uint16)
-    ets = np.empty(len(t_ms), dtype=np.int64)
-    order_f = np.argsort(pkt_flow, kind="stable")
-    fsorted = pkt_flow[order_f]
-    fb = np.flatnonzero(np.diff(fsorted)) + 1
-    for seg in np.split(order_f, fb):
-        ets[seg] = unwrap_timestamps(cols.rtp_ts[seg])
     # Small integer ids sort by radix in O(n) when narrowed to 16 bits.
     sid_keys = cols.stream.astype(np.uint16) if len(keys) < 65536 else cols.stream
     order = np.argsort(sid_keys, kind="stable")
     ssorted = cols.stream[order]
-    bounds = np.flatnonzero(np.diff(ssorted)) + 1
-    # Report streams in order of their first packet (as a reader of the capture meets them).
-    segs = sorted(np.split(order, bounds), key=lambda s: int(s[0]))
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(ssorted)) + 1))
+    ends = np.append(starts[1:], n)
+    rel_ns = cols.ts_ns[order] - t0
+    t_ms = (rel_ns // 1_000_000).astype(np.float64) + (rel_ns % 1_000_000) / 1e6
+    arrival_s = rel_ns / 1e9
+    # Timestamps are unwrapped per UDP flow (the RTP dissector's conversation), not per SSRC.
+    flow_ids: dict[tuple[str, int, str, int], int] = {}
+    stream_flow = np.array(
+        [flow_ids.setdefault(k[:4], len(flow_ids)) for k in keys], dtype=np.int64
+    )
+    if len(flow_ids) == len(keys):  # one SSRC per flow: a flow's packets are its stream's
+        ets = _unwrap_segments(cols.rtp_ts[order], starts, 32)
+    else:
+        pkt_flow = stream_flow[cols.stream]
+        if len(flow_ids) < 65536:
+            pkt_flow = pkt_flow.astype(np.uint16)
+        ets_c = np.empty(n, dtype=np.int64)
+        order_f = np.argsort(pkt_flow, kind="stable")
+        fb = np.flatnonzero(np.diff(pkt_flow[order_f])) + 1
+        for seg in np.split(order_f, fb):
+            ets_c[seg] = unwrap_timestamps(cols.rtp_ts[seg])
+        ets = ets_c[order]
+    seq_all = cols.seq[order].astype(np.int64)
+    seq_ext_all = _unwrap_segments(seq_all, starts, 16)
+    pt_all = cols.pt[order].astype(np.int64)
+    marker_all = cols.marker[order].astype(np.uint8)
+    size_all = cols.size[order]
+    ts_all = cols.ts_ns[order]
     out: list[StreamReport] = []
-    for seg in segs:
-        sid = int(cols.stream[seg[0]])
+    # Report streams in order of their first packet (as a reader of the capture meets them).
+    for k in np.argsort(order[starts], kind="stable").tolist():
+        a, b = int(starts[k]), int(ends[k])
+        sid = int(ssorted[a])
         src, sport, dst, dport, ssrc = keys[sid]
         rmap = rtpmap_for((src, sport, dst, dport)) if rtpmap_for else None
-        pts = cols.pt[seg].astype(np.int64)
+        pts = pt_all[a:b]
         uniq = pts[:1] if bool((pts == pts[0]).all()) else np.unique(pts)
         rate_of = {int(p): clock_rate_for(int(p), rmap) for p in uniq}
         if len(uniq) == 1:
-            clock = np.full(len(seg), rate_of[int(uniq[0])], dtype=np.int64)
+            clock = np.full(b - a, rate_of[int(uniq[0])], dtype=np.int64)
         else:
             lut = np.zeros(128, dtype=np.int64)
             for p, r in rate_of.items():
                 lut[p] = r
             clock = lut[pts]
-        seq = cols.seq[seg].astype(np.int64)
-        st = stream_stats(t_ms[seg], ets[seg], seq, pts, cols.marker[seg], clock)
-        seq_ext = _unwrap_seq(seq)
-        span_s = (float(t_ms[seg[-1]]) - float(t_ms[seg[0]])) / 1000.0
+        seq = seq_all[a:b]
+        st = stream_stats(t_ms[a:b], ets[a:b], seq, pts, marker_all[a:b].view(bool), clock)
+        seq_ext = seq_ext_all[a:b]
+        span_s = (float(t_ms[b - 1]) - float(t_ms[a])) / 1000.0
         bitrate = None
-        if len(seg) > 1 and span_s > 0:
+        if b - a > 1 and span_s > 0:
             # The sender's rate: mean payload (UDP payload minus the 12-byte fixed RTP header)
             # times the packet rate the sequence numbers show (lost packets were sent too).
-            mean_payload = float(cols.size[seg].mean()) - 12.0
+            mean_payload = float(size_all[a:b].mean()) - 12.0
             sent = float(seq_ext.max() - seq_ext.min())
             bitrate = max(mean_payload, 0.0) * 8 * sent / span_s
         pt0 = int(pts[0])  # reported like tshark: the first packet's payload type
@@ -160,11 +193,10 @@ def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) ->
             StreamReport(
                 src=src, sport=sport, dst=dst, dport=dport, ssrc=ssrc, payload_type=pt0,
                 codec=payload_name(main_pt, rmap), clock_rate=rate_of[main_pt], stats=st,
-                burst=burst_metrics(seq_ext), start_ms=float(t_ms[seg[0]]),
-                end_ms=float(t_ms[seg[-1]]), first_ts_ns=int(cols.ts_ns[seg[0]]),
-                last_ts_ns=int(cols.ts_ns[seg[-1]]),
-                arrival_s=rel_ns[seg] / 1e9, rtp_ts=ets[seg], seq_ext=seq_ext,
-                bitrate_bps=bitrate,
+                burst=burst_metrics(seq_ext), start_ms=float(t_ms[a]),
+                end_ms=float(t_ms[b - 1]), first_ts_ns=int(ts_all[a]),
+                last_ts_ns=int(ts_all[b - 1]), arrival_s=arrival_s[a:b], rtp_ts=ets[a:b],
+                seq_ext=seq_ext, bitrate_bps=bitrate,
             )
         )  # fmt: skip
     return out

@@ -33,13 +33,14 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callward.errors import CallwardError
 from callward.quality.analysis import StreamReport
 from callward.quality.capture import Datagram
-from callward.sip import parse_message
-from callward.sip.message import Request, Response
+
+if TYPE_CHECKING:  # the SIP stack loads only when a capture holds SIP (build_calls)
+    from callward.sip.message import Request, Response
 
 __all__ = ["Call", "MediaDesc", "Problem", "build_calls", "classify", "parse_sdp"]
 
@@ -274,6 +275,11 @@ def build_calls(sip: list[Datagram]) -> list[Call]:
     their whole transaction history folded into ``outcome``/``final_status`` (module doc)."""
     calls: dict[str, Call] = {}
     hist: dict[str, _History] = {}
+    if not sip:
+        return []
+    from callward.sip import parse_message
+    from callward.sip.message import Request, Response
+
     for d in sorted(sip, key=lambda x: x.ts_ns):
         try:
             msg = parse_message(d.payload, strict=False)

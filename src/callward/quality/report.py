@@ -17,7 +17,6 @@ from callward.quality.alerts import Thresholds, evaluate
 from callward.quality.analysis import StreamReport, collect, stream_reports
 from callward.quality.correlate import Call, build_calls, classify
 from callward.quality.playout import codec_for, stream_mos
-from callward.quality.rtcp_view import summarise_rtcp
 
 __all__ = ["AnalysisReport", "analyze_capture", "redacted_summary"]
 
@@ -108,7 +107,12 @@ def analyze_capture(
         return by_addr.get((flow[2], flow[3])) or by_addr.get((flow[0], flow[1]))
 
     streams = stream_reports(col, rtpmap_for if by_addr else None)
-    views = summarise_rtcp(col.rtcp)
+    if col.rtcp:
+        from callward.quality.rtcp_view import summarise_rtcp  # with callward.rtp.rtcp
+
+        views = summarise_rtcp(col.rtcp)
+    else:
+        views = {}
     for s in streams:
         v = views.get(s.ssrc)
         if v is not None:

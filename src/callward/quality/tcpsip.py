@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from callward.errors import CallwardError
-from callward.sip import frame_stream
 
 __all__ = ["TcpSipReassembler"]
 
@@ -60,6 +59,8 @@ class TcpSipReassembler:
         f.next_seq = (seq + len(payload)) & 0xFFFFFFFF
         f.buf += payload
         out: list[bytes] = []
+        from callward.sip import frame_stream  # loads the SIP stack only for SIP over TCP
+
         while f.buf:
             try:
                 msg, used = frame_stream(bytes(f.buf))
