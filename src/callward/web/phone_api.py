@@ -14,6 +14,7 @@ retention engine ages it with the CDR rules.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -23,11 +24,13 @@ import zstandard
 
 from callward.edge.directory import Identity, SqliteDirectory
 from callward.privacy.discovery import discovery_hash
+from callward.ua.psi import oprf_key, seal_entry
 
 __all__ = [
     "DailyQuota",
     "DiscoveryIndex",
     "PrefsStore",
+    "PsiTable",
     "decode_telemetry",
 ]
 
@@ -100,6 +103,37 @@ class DiscoveryIndex:
                     gone.append(ident.aor)
         return {"version": version, "salt_id": self.salt_id, "matches": matches,
                 "gone": sorted(set(gone))}  # fmt: skip
+
+
+class PsiTable:
+    """The OPRF contact-discovery table (:mod:`callward.ua.psi`) per tenant: an id and the
+    sealed AOR for every reachable subscriber number, rebuilt when the directory version
+    changes; the OPRF key comes from the discovery salt (a new salt is a new key)."""
+
+    def __init__(self, directory: SqliteDirectory, salt: bytes) -> None:
+        self.directory = directory
+        self.key = oprf_key(salt)
+        self.key_id = hashlib.sha256(b"psi-key-id" + salt).hexdigest()[:12]
+        self._lock = threading.Lock()
+        self._tables: dict[str, tuple[int, bytes]] = {}  # tenant -> (version, JSON body)
+        self.builds = 0
+
+    def document(self, tenant: str) -> tuple[str, bytes]:
+        """(ETag, JSON body) of the tenant's table."""
+        version = self.directory.version()
+        with self._lock:
+            held = self._tables.get(tenant)
+            if held is None or held[0] != version:
+                rows = sorted(
+                    seal_entry(self.key, msisdn, aor)
+                    for msisdn, aor in self.directory.reachable_msisdns(tenant)
+                )
+                body = json.dumps({"key_id": self.key_id, "version": version, "entries": [
+                    [base64.b64encode(i).decode(), base64.b64encode(c).decode()] for i, c in rows
+                ]}, separators=(",", ":")).encode()  # fmt: skip
+                held = self._tables[tenant] = (version, body)
+                self.builds += 1
+        return f'"{self.key_id}.{held[0]}"', held[1]
 
 
 class PrefsStore:

@@ -7,6 +7,7 @@ Enabled when ``identity.issuer`` is configured; otherwise every route answers 40
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from dataclasses import dataclass
@@ -23,11 +24,13 @@ from callward.edge.bearer_io import JwksFetcher, policy_from_config
 from callward.edge.directory import Identity, SqliteDirectory
 from callward.errors import AuthError
 from callward.records.telemetry import TelemetryStore
+from callward.ua.psi import evaluate
 from callward.web.app import WebState
 from callward.web.phone_api import (
     DailyQuota,
     DiscoveryIndex,
     PrefsStore,
+    PsiTable,
     decode_telemetry,
 )
 from callward.web.presence import MAX_WATCH, STATUSES, EmergencyInfo, PresenceStore
@@ -52,6 +55,7 @@ class PhoneServices:
     realm: str
     presence: PresenceStore
     emergency: EmergencyInfo
+    psi: PsiTable
 
     def close(self) -> None:
         self.directory.close()
@@ -75,6 +79,7 @@ def open_phone_services(config: CallwardConfig, data_dir: Path, state: WebState)
         salt_file.touch(mode=0o600)
         salt_file.write_bytes(salt)
     directory = SqliteDirectory(directory_path)
+    psi = PsiTable(directory, salt)
     return PhoneServices(
         fetcher=JwksFetcher(BearerVerifier(policy), state.clock),
         directory=directory,
@@ -86,6 +91,7 @@ def open_phone_services(config: CallwardConfig, data_dir: Path, state: WebState)
         realm=policy.audience,
         presence=PresenceStore(),
         emergency=EmergencyInfo(tuple(ident.emergency_numbers), ident.emergency_route),
+        psi=psi,
     )
 
 
@@ -202,6 +208,51 @@ async def put_prefs(
         return Response(_json(current), status_code=412, media_type="application/json",
                         headers={"ETag": f'"{version}"'})  # fmt: skip
     return Response(status_code=204, headers={"ETag": f'"{version}"'})
+
+
+class PsiRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key_id: str = Field(min_length=1, max_length=64)
+    points: list[Annotated[str, Field(min_length=44, max_length=44)]] = Field(
+        max_length=500, description="blinded points a·H(x), base64 of 33-byte SEC 1 points"
+    )
+
+
+@router.post("/api/v1/phone/contacts/psi",
+             responses={401: _ERR, 404: _ERR, 409: _ERR, 422: _ERR, 429: _ERR})  # fmt: skip
+async def post_psi(request: Request, who: Subscriber, body: PsiRequest) -> dict[str, Any]:
+    """The OPRF step of private contact discovery (callward.ua.psi): ``b·P`` for each blinded
+    point, under the daily discovery limit. Nothing of the request is kept."""
+    svc, state = _services(request), state_of(request)
+    if body.key_id != svc.psi.key_id:
+        raise HTTPException(409, "key changed: fetch /api/v1/phone/contacts/psi-table again")
+    if not svc.discovery_quota.take(who.subject, len(body.points), state.clock()):
+        raise HTTPException(
+            429, "daily discovery limit reached",
+            headers={"Retry-After": str(svc.discovery_quota.retry_after(state.clock()))},
+        )  # fmt: skip
+    try:
+        points = [base64.b64decode(p, validate=True) for p in body.points]
+        out = await state.run(evaluate, svc.psi.key, points)
+    except (ValueError, AuthError) as exc:
+        raise HTTPException(422, f"points: {str(exc)[:80]}") from None
+    return {"key_id": svc.psi.key_id, "evaluated": [base64.b64encode(p).decode() for p in out]}
+
+
+@router.get("/api/v1/phone/contacts/psi-table", responses={304: {}, 401: _ERR, 404: _ERR})
+async def get_psi_table(
+    request: Request,
+    who: Subscriber,
+    if_none_match: Annotated[str | None, Header(max_length=100)] = None,
+) -> Response:
+    """The tenant's sealed table (ETag: key id and directory version)."""
+    svc, state = _services(request), state_of(request)
+    etag = f'"{svc.psi.key_id}.{await state.run(svc.directory.version)}"'
+    if _not_modified(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    etag, body = await state.run(svc.psi.document, who.tenant)
+    return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
 def _not_modified(if_none_match: str | None, etag: str) -> bool:
