@@ -274,12 +274,17 @@ class EdgeNode:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signal.SIGHUP, self.reload)
         if self.cfg.edge.metrics_listen:
-            from prometheus_client import start_http_server
+            from callward.edge.metrics_server import serve_metrics
+            from callward.metrics_access import MetricsAccess
 
             host, _, port = self.cfg.edge.metrics_listen.rpartition(":")
             self.metrics.registrations.set_function(self.location.count)
-            self._metrics_server = start_http_server(
-                int(port), addr=host or "127.0.0.1", registry=self.metrics.registry
+            sec = self.cfg.security  # a token, or only management addresses (docs/security.md)
+            self._metrics_server = serve_metrics(
+                self.metrics.registry,
+                host.strip("[]") or "127.0.0.1",
+                int(port),
+                MetricsAccess(sec.metrics_token, sec.metrics_allow),
             )
 
     def reload(self) -> None:
