@@ -5,8 +5,13 @@ svwar enumerates no extension, svmap raises a SecurityAlert. Loopback only, ever
 
 from __future__ import annotations
 
+import contextlib
+import select
 import shutil
+import socket
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -80,6 +85,77 @@ def test_svcrack_finds_nothing_and_is_locked_out(tmp_path: Path) -> None:
             for rule in ("scanner-user-agent", "account-lockout", "password-guessing")
         )
         assert alerts >= 1
+
+
+@contextlib.contextmanager
+def _disguise(edge_port: int) -> Iterator[int]:
+    """A UDP relay in front of the edge that rewrites svcrack's fingerprints (``User-Agent:
+    friendly-scanner``, ``Contact: sip:123@1.1.1.1``) into a softphone's, as an attacker who
+    edits the tool would: the scanner rules no longer fire, so only the failed-auth lockout
+    can stop it."""
+    front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    front.bind(("127.0.0.1", 0))
+    back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    back.bind(("127.0.0.1", 0))
+    stop = threading.Event()
+    client: list[tuple[str, int]] = []
+
+    def pump() -> None:
+        while not stop.is_set():
+            ready, _, _ = select.select([front, back], [], [], 0.1)
+            for sock in ready:
+                data, addr = sock.recvfrom(65536)
+                if sock is front:
+                    client[:] = [addr]
+                    data = data.replace(b"friendly-scanner", b"Zoiper rv2.10.20.3")
+                    data = data.replace(b"sip:123@1.1.1.1", b"sip:100@192.0.2.55:5060")
+                    back.sendto(data, ("127.0.0.1", edge_port))
+                elif client:
+                    front.sendto(data, client[0])
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield front.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(2)
+        front.close()
+        back.close()
+
+
+def test_svcrack_without_its_fingerprint_is_locked_out(tmp_path: Path) -> None:
+    _need("svcrack")
+    port, metrics = free_port((10000, 60000)), free_port((10000, 60000))
+    db = add_subscriber(tmp_path, "100", PASSWORD)
+    words = [f"guess{i:02d}" for i in range(40)]
+    words.insert(20, PASSWORD)
+    wordlist = tmp_path / "words.txt"
+    wordlist.write_text("\n".join(words) + "\n")
+    # svcrack's Request-URI is sip:127.0.0.1 (port 5060 implied): name that host as one of our
+    # domains so the REGISTERs reach authentication (otherwise they are refused, not relayed,
+    # before any password is tried)
+    edge = callward_edge(
+        tmp_path,
+        "--listen", f"udp:127.0.0.1:{port}",
+        "--subscribers", db,
+        "--metrics", f"127.0.0.1:{metrics}",
+        config="edge:\n  domains: ['127.0.0.1']\n",
+    )  # fmt: skip
+    with edge, _disguise(port) as front:
+        out = _run(
+            ["svcrack", "-u", "100", "-d", str(wordlist), "127.0.0.1", "-p", str(front),
+             "--timeout", "0.3", "--maximumtime", "5"],
+            timeout=120,
+        )  # fmt: skip
+        assert PASSWORD not in out, out[-800:]
+        assert _alerts(metrics, "scanner-user-agent") == 0  # the disguise worked
+        assert _alerts(metrics, "account-lockout") >= 1
+        # after source_failures (10) wrong answers the source itself is banned: its further
+        # guesses are dropped unanswered, and the account stays locked for everyone else
+        assert _alerts(metrics, "password-guessing") >= 1
+        text = httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
+        assert metric(text, 'callward_edge_rejected_total{reason="banned"}') >= 1
 
 
 def test_svwar_enumerates_nothing(tmp_path: Path) -> None:
