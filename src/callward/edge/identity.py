@@ -11,31 +11,18 @@ RFC 3325 (P-Asserted-Identity) and RFC 3323 (Privacy).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-import phonenumbers
-
+from callward.sip.e164 import to_e164
 from callward.sip.headers import parse_name_addr
 from callward.sip.message import Request
 
 __all__ = ["apply_privacy", "assert_identity", "normalize_number", "privacy_values"]
 
-_DIAL_CHARS = frozenset("+0123456789-.() ")
 
-
-@lru_cache(maxsize=4096)
 def normalize_number(user: str, region: str) -> str | None:
-    """E.164 (``+CC...``) for a dialable user part, None when it is not a valid number
-    (a name like ``alice`` or a short code stays as it is)."""
-    if not user or not set(user) <= _DIAL_CHARS or sum(c.isdigit() for c in user) < 3:
-        return None
-    try:
-        num = phonenumbers.parse(user, None if user.startswith("+") else region.upper())
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(num):
-        return None
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    """E.164 (``+CC...``) for a dialable user part, None when it is not a valid number of
+    ``region`` (a name like ``alice`` or a short code stays as it is): the validating mode of
+    the one normaliser, :func:`callward.sip.e164.to_e164`."""
+    return to_e164(user, region, validate=True)
 
 
 def privacy_values(req: Request) -> set[str]:
