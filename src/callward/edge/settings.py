@@ -11,7 +11,7 @@ from callward.sip.peer import Peer
 
 __all__ = ["EdgeSettings", "parse_listen"]
 
-_TRANSPORTS = ("udp", "tcp", "tls", "ws")
+_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
 
 def parse_listen(spec: str) -> Peer:
@@ -22,7 +22,7 @@ def parse_listen(spec: str) -> Peer:
     host = host.strip("[]")
     if transport not in _TRANSPORTS or not host or not port_text.isdigit():
         raise ConfigError(
-            f"listen {spec!r}: expected TRANSPORT:HOST:PORT with TRANSPORT in udp/tcp/tls/ws"
+            f"listen {spec!r}: expected TRANSPORT:HOST:PORT with TRANSPORT in udp/tcp/tls/ws/wss"
         )
     port = int(port_text)
     if not 0 < port < 65536:

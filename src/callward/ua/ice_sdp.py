@@ -45,11 +45,15 @@ def ice_lines(ufrag: str, pwd: str, candidates: Sequence[aioice.Candidate]) -> l
     return lines
 
 
-def add_ice(sdp: bytes, lines: Sequence[str]) -> bytes:
-    """Append ``lines`` to the audio section: our SDP has one media section, the last one."""
-    if not lines:
-        return sdp
-    return sdp + ("\r\n".join(lines) + "\r\n").encode()
+def add_ice(sdp: bytes, lines: Sequence[str], session: Sequence[str] = ()) -> bytes:
+    """Append ``lines`` to the audio section (our SDP has one media section, the last one) and
+    put ``session`` lines (``a=ice-lite``) before the first ``m=``."""
+    if lines:
+        sdp += ("\r\n".join(lines) + "\r\n").encode()
+    if session:
+        head, sep, tail = sdp.partition(b"\r\nm=")
+        sdp = head + b"\r\n" + "\r\n".join(session).encode() + sep + tail
+    return sdp
 
 
 def remote_ice(sdp: bytes) -> RemoteIce | None:

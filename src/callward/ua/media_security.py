@@ -23,6 +23,7 @@ from callward.rtp.dtls_srtp import (
 from callward.rtp.srtp import SrtpKeying, SrtpProfile
 from callward.sdp import NegotiatedStream, SecurityMode
 from callward.sdp.security import Setup
+from callward.ua.ice_lite import IceLite
 from callward.ua.media import RtpEndpoint
 
 __all__ = ["DtlsMedia", "secure_media"]
@@ -35,10 +36,13 @@ async def secure_media(
     *,
     allow_plain: bool,
     timeout: float = 10.0,
+    ice_lite: IceLite | None = None,
 ) -> DtlsMedia | None:
     """Key ``endpoint`` for ``stream`` before any media flows: SDES from the crypto lines
     (RFC 4568 §6.1: our line keys what we send), DTLS-SRTP by a handshake on the media port
-    (returned, to close at hang-up). Plain RTP only when ``allow_plain``; else MediaError."""
+    (returned, to close at hang-up). Plain RTP only when ``allow_plain``; else MediaError.
+    ``ice_lite`` answers the peer's ICE checks on the media port (a browser needs them before
+    its DTLS handshake)."""
     mode = stream.security
     if mode is SecurityMode.SDES_SRTP:
         local, remote = stream.local_crypto, stream.remote_crypto
@@ -51,6 +55,8 @@ async def secure_media(
         return None
     if mode is SecurityMode.DTLS_SRTP:
         dtls = DtlsMedia(endpoint, stream, certificate)
+        if ice_lite is not None:
+            ice_lite.attach(endpoint)  # STUN checks first, DTLS behind it on the same port
         dtls.start()
         try:
             await dtls.wait(timeout)

@@ -52,6 +52,7 @@ from callward.ua.session_timer import MIN_SE, request_headers
 from callward.ua.sip_adapter import SipAdapter
 
 if TYPE_CHECKING:
+    from callward.ua.ice_lite import IceLite
     from callward.ua.ice_session import IceAgent
     from callward.ua.registration_agent import RegistrationAgent
 
@@ -110,6 +111,8 @@ class Phone(SipAdapter):
         # Behind a NAT whose edge routes in-dialog requests by Contact: use the address the
         # registrar saw (Via received/rport) as our Contact (ua/registration_agent.py).
         self.nat_contact = False
+        # ICE-lite on our RTP port (ua/ice_lite.py), for peers that require ICE (browsers).
+        self.ice_lite: IceLite | None = None
         # codecs, ptime and Opus FEC/DTX/bitrate we offer and accept (ua/sdp_offer.py)
         self.media_prefs: MediaPrefs = G711_ONLY
 
@@ -226,7 +229,13 @@ class Phone(SipAdapter):
         return self.media_host, self.media_port or 9
 
     def _with_ice(self, sdp: bytes | None) -> bytes | None:
-        return sdp if sdp is None or self.ice is None else add_ice(sdp, self.ice.sdp_lines())
+        if sdp is None:
+            return None
+        if self.ice_lite is not None:
+            host, port = self._media_address()
+            lite = self.ice_lite
+            return add_ice(sdp, lite.media_lines(host, port), lite.session_lines())
+        return sdp if self.ice is None else add_ice(sdp, self.ice.sdp_lines())
 
     async def prepare_answer(self, offer: bytes) -> None:
         """What must happen before answering ``offer`` that cannot be done synchronously: an
@@ -249,7 +258,7 @@ class Phone(SipAdapter):
             hold=hold,
             prefs=self.media_prefs,
         )
-        return add_ice(offer, self.ice.sdp_lines()) if self.ice is not None else offer
+        return self._with_ice(offer) or offer
 
     def make_answer(self, offer: bytes, *, version: int = 1) -> bytes | None:
         host, port = self._media_address()
