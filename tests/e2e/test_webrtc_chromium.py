@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import shutil
 import subprocess
 import time
@@ -24,7 +26,7 @@ from callward.ua.media import RtpEndpoint
 from callward.ua.media_security import secure_media
 from callward.ua.phone import Phone
 from callward.ua.registration_agent import RegistrationAgent
-from peers import stop
+from peers import CALLWARD_CLI, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -112,14 +114,49 @@ async def _bob_answers(bob: Phone, rtp: RtpEndpoint, out: dict[str, Any]) -> Non
     dtls.close()
 
 
-async def test_chromium_webrtc_calls_our_phone_over_wss_dtls_srtp(
-    edge: None, tmp_path: Path
-) -> None:
+async def _browser_calls_bob(async_api: Any) -> dict[str, Any]:
+    """Headless Chromium runs the test page: its RTCPeerConnection calls sip:bob through the
+    edge over WSS; returns what the page saw (SIP statuses, getStats, DTLS state)."""
+    html = f"<!doctype html><title>callward webrtc</title><script>{JS.read_text()}</script>"
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            context = await browser.new_context(ignore_https_errors=True)
+            page = await context.new_page()
+            await page.route(PAGE, lambda route: route.fulfill(body=html, content_type="text/html"))
+            await page.goto(PAGE)
+            seen: dict[str, Any] = await page.evaluate(
+                "cfg => callBob(cfg)",
+                {"ws": f"wss://127.0.0.1:{EDGE_PORT}", "user": "alice", "password": "pw-alice",
+                 "realm": REALM, "target": f"sip:bob@{REALM}", "packets": PACKETS},
+            )  # fmt: skip
+            return seen
+        finally:
+            await browser.close()
+
+
+def _assert_browser_audio(seen: dict[str, Any]) -> None:
+    assert seen["status"] == 200, seen
+    assert seen["answerHasIceLite"] and seen["connection"] == "connected", seen
+    assert seen["dtls"] == "connected", seen
+    assert seen["inbound"] >= PACKETS and seen["outbound"] >= PACKETS, seen
+    assert seen["bye"] == 200, seen
+
+
+def _preconditions() -> Any:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"why: {CHROMIUM} not installed (apt-get install chromium)")
     if shutil.which("tshark") is None:
         pytest.skip("why: tshark not installed")
-    async_api = pytest.importorskip("playwright.async_api", reason="why: playwright not installed")
+    return pytest.importorskip("playwright.async_api", reason="why: playwright not installed")
+
+
+async def test_chromium_webrtc_calls_our_phone_over_wss_dtls_srtp(
+    edge: None, tmp_path: Path
+) -> None:
+    async_api = _preconditions()
     bob = await Phone.start("bob", transport="tcp", password="pw-bob")
     bob.media_security = "dtls"  # SRTP only, never plain
     bob.ice_lite = IceLite()
@@ -132,36 +169,15 @@ async def test_chromium_webrtc_calls_our_phone_over_wss_dtls_srtp(
         reg = await RegistrationAgent.start(bob, [("127.0.0.1", EDGE_PORT + 2)], domain=REALM)
         await reg.wait_registered(5)
         answering = asyncio.ensure_future(_bob_answers(bob, rtp, phone_side))
-        html = f"<!doctype html><title>callward webrtc</title><script>{JS.read_text()}</script>"
-        async with async_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
-            try:
-                context = await browser.new_context(ignore_https_errors=True)
-                page = await context.new_page()
-                await page.route(
-                    PAGE, lambda route: route.fulfill(body=html, content_type="text/html")
-                )
-                await page.goto(PAGE)
-                seen = await page.evaluate(
-                    "cfg => callBob(cfg)",
-                    {"ws": f"wss://127.0.0.1:{EDGE_PORT}", "user": "alice", "password": "pw-alice",
-                     "realm": REALM, "target": f"sip:bob@{REALM}", "packets": PACKETS},
-                )  # fmt: skip
-            finally:
-                await browser.close()
+        seen = await _browser_calls_bob(async_api)
         await asyncio.wait_for(answering, 20)
     finally:
         await asyncio.sleep(0.3)
         stop(tshark, sig=2)
         rtp.close()
         await bob.close()
-    assert seen["status"] == 200, seen
-    assert seen["answerHasIceLite"] and seen["connection"] == "connected", seen
-    assert seen["dtls"] == "connected", seen
-    assert seen["inbound"] >= PACKETS and seen["outbound"] >= PACKETS, seen
-    assert seen["bye"] == 200 and phone_side["ended"] == "bye", (seen, phone_side)
+    _assert_browser_audio(seen)
+    assert phone_side["ended"] == "bye", phone_side
     assert phone_side["security"] == "dtls-srtp"
     assert rtp.counters.packets_received >= PACKETS, "the browser's SRTP, decrypted by us"
     port = str(rtp.local_addr[1])
@@ -175,3 +191,50 @@ async def test_chromium_webrtc_calls_our_phone_over_wss_dtls_srtp(
     rtp_in = [r for r in rows if not r.startswith(port + "\t") and "RTP" in r.split("\t")[1]]
     assert any("22" in r for r in dtls), "tshark sees the DTLS handshake"
     assert len(rtp_out) >= PACKETS and len(rtp_in) >= PACKETS, (len(rtp_out), len(rtp_in))
+
+
+async def test_chromium_calls_the_cli_phone_answering_with_ice_lite(edge: None) -> None:
+    """The same browser call, answered by ``callward phone answer --srtp dtls --ice-lite``."""
+    async_api = _preconditions()
+    cmd = [
+        *CALLWARD_CLI,
+        "phone",
+        "answer",
+        "--listen",
+        "127.0.0.1:25143",
+        "--transport",
+        "tcp",
+        "--user",
+        "bob",
+        "--register",
+        "--proxy",
+        f"127.0.0.1:{EDGE_PORT + 2}",
+        "--domain",
+        REALM,
+        "--srtp",
+        "dtls",
+        "--ice-lite",
+        "--calls",
+        "1",
+        "--timeout",
+        "60",
+        "--json",
+    ]
+    env = {**os.environ, "CALLWARD_PHONE_PASSWORD": "pw-bob"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        line = b""
+        while b"answering on" not in line:  # registered, listening
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            line = await asyncio.to_thread(proc.stderr.readline)
+        seen = await _browser_calls_bob(async_api)
+        out, _ = await asyncio.to_thread(proc.communicate, timeout=30)
+    finally:
+        stop(proc)
+    _assert_browser_audio(seen)
+    result = json.loads(out)
+    (answered,) = result["answered"]
+    assert answered["media_security"] == "dtls-srtp" and answered["end_reason"] == "bye", result
+    assert result["rtp_packets_received"] >= PACKETS, result

@@ -129,7 +129,11 @@ async def _secure(call: Any, rtp: RtpEndpoint, out: dict[str, Any]) -> Any:
         return None
     phone = call.phone
     dtls = await secure_media(
-        rtp, stream, phone.dtls_certificate, allow_plain=phone.media_security == "rtp"
+        rtp,
+        stream,
+        phone.dtls_certificate,
+        allow_plain=phone.media_security == "rtp",
+        ice_lite=phone.ice_lite,
     )
     out["media_security"] = stream.security.value
     return dtls
@@ -227,8 +231,10 @@ async def _answer(
     srtp: str = "none",
     oauth: OAuthOptions | None = None,
     flags: MediaFlags | None = None,
+    ice_lite: bool = False,
 ) -> dict[str, Any]:
     from callward.ua import Phone
+    from callward.ua.ice_lite import IceLite
 
     flags = flags or MediaFlags()
     tokens, creds = await _bearer(oauth, timeout)
@@ -237,6 +243,7 @@ async def _answer(
         password=None if oauth else password,
     )  # fmt: skip
     phone.media_security = _SRTP[srtp]
+    phone.ice_lite = IceLite() if ice_lite else None  # browsers (WebRTC) need ICE
     phone.media_prefs = flags.prefs()
     rtp = await _media(phone)
     answered: list[dict[str, Any]] = []
@@ -439,6 +446,9 @@ def answer_cmd(
     noise_suppression: bool = typer.Option(
         False, "--ns", help="speexdsp noise suppression before VAD/DTX"
     ),
+    ice_lite: bool = typer.Option(
+        False, "--ice-lite", help="answer ICE checks on the RTP port (WebRTC callers need it)"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Auto-answer calls until ``--calls`` have ended; exit 1 if none came within the timeout."""
@@ -477,6 +487,7 @@ def answer_cmd(
                 srtp=srtp,
                 oauth=oauth,
                 flags=flags,
+                ice_lite=ice_lite,
             )
         )
     except TimeoutError:
