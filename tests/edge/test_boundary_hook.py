@@ -78,3 +78,14 @@ def test_off_and_no_hook_leave_headers_alone(h) -> None:
     net = h.Net(_core(h, "off"))
     ((_, inv),) = h.requests(net.send(_invite(h, "o-1")), "INVITE")
     assert "X-Subscriber-IMSI" in bytes(inv).decode()
+
+
+def test_the_sealed_contact_does_not_decode_to_the_inside(h) -> None:
+    import base64
+
+    net = h.Net(_core(h, "off"))  # topology hiding alone, no header filter
+    ((_, inv),) = h.requests(net.send(_invite(h, "t-1")), "INVITE")
+    (sealed,) = inv.contacts
+    token = str(sealed.uri.user)
+    raw = base64.urlsafe_b64decode(token[1:] + "=" * (-len(token[1:]) % 4))
+    assert b"10.9.8.7" not in raw and MSISDN[1:].encode() not in raw  # encrypted, not encoded
