@@ -2,6 +2,11 @@
 
 Usage: .venv/bin/python benchmarks/quality_analyze.py [--packets 1000000] [--streams 50]
        [--format pcap|pcapng] [--repeat 3] [--shape g729|g711|opus]
+       .venv/bin/python benchmarks/quality_analyze.py --suite [--dir DIR] [--repeat 3]
+
+``--suite`` runs the four captures of docs/benchmarks.md (1,000,000 RTP packets each: 100
+G.711 streams of 200 s, 1,000 G.729 calls, 10 long Opus streams with SIP/SDP, and the G.711
+one as pcapng), generating them once into ``--dir``, and prints one table row per capture.
 
 Shapes: ``g729`` (20-byte payloads, PT 18), ``g711`` (160-byte payloads, PT 0), ``opus``
 (60-byte payloads at 48 kHz, PT 111, each stream announced by a SIP INVITE/200 with SDP so
@@ -95,6 +100,60 @@ def run_tshark(path: Path) -> tuple[float, dict[str, int], int, float]:
     return dt, lost, rss, cpu
 
 
+SUITE = (
+    ("100 x G.711, 200 s each, pcap", "g711", 100, "pcap"),
+    ("1,000 G.729 calls, 20 s each, pcap", "g729", 1000, "pcap"),
+    ("10 Opus streams (SIP+SDP), 2,000 s each, pcap", "opus", 10, "pcap"),
+    ("100 x G.711, 200 s each, pcapng", "g711", 100, "pcapng"),
+)
+
+
+def run_case(path: Path, shape: str, packets: int, streams: int, fmt: str, repeat: int) -> dict:
+    if not path.exists():
+        writer = write_pcap if fmt == "pcap" else write_pcapng
+        writer(path, frames(shape, packets, streams))
+    # Best of --repeat runs per tool, interleaved, so a burst of load from other jobs on the
+    # shared machine does not decide the ratio.
+    ts_runs, our_runs, full_runs = [], [], []
+    for _ in range(repeat):
+        ts_runs.append(run_tshark(path))
+        our_runs.append(run_ours(path, mos=False))
+        full_runs.append(run_ours(path, mos=True))
+    ts_s, ts_lost, ts_rss, ts_cpu = min(ts_runs, key=lambda r: r[0])
+    ts_cpu = min(r[3] for r in ts_runs)
+    ours = min(our_runs, key=lambda r: r["seconds"])
+    full = min(full_runs, key=lambda r: r["seconds"])
+    return {
+        "size_mb": os.path.getsize(path) / 1e6, "packets": ours["packets"],
+        "streams": len(ts_lost), "ts_s": ts_s, "ts_cpu": ts_cpu, "ts_rss": ts_rss,
+        "ours_s": ours["seconds"], "ours_cpu": min(r["cpu"] for r in our_runs),
+        "full_s": full["seconds"], "full_cpu": min(r["cpu"] for r in full_runs),
+        "full_rss": full["rss_kb"],
+        "same": all(r["lost"] == ts_lost for r in our_runs + full_runs),
+    }  # fmt: skip
+
+
+def print_case(name: str, r: dict) -> None:
+    print(f"capture: {name}: {r['packets']} RTP packets, {r['streams']} streams, "
+          f"{r['size_mb']:.0f} MB; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")  # fmt: skip
+    rows = [
+        ("tshark -z rtp,streams", r["ts_s"], r["ts_cpu"], r["ts_rss"]),
+        ("callward analyze --no-mos", r["ours_s"], r["ours_cpu"], None),
+        ("callward analyze (MOS x4)", r["full_s"], r["full_cpu"], r["full_rss"]),
+    ]
+    for label, sec, cpu, rss in rows:
+        mem = f"  peak RSS {rss / 1024:.0f} MB" if rss else ""
+        print(f"{label:26s} {sec:7.2f} s wall {cpu:7.2f} s cpu "
+              f"{r['packets'] / sec:12,.0f} pkt/s{mem}")  # fmt: skip
+    print(f"ratio (tshark/ours), stats: {r['ts_s'] / r['ours_s']:.1f}x wall, "
+          f"{r['ts_cpu'] / r['ours_cpu']:.1f}x cpu")  # fmt: skip
+    print(f"ratio (tshark/ours), default with MOS: {r['ts_s'] / r['full_s']:.1f}x wall, "
+          f"{r['ts_cpu'] / r['full_cpu']:.1f}x cpu")  # fmt: skip
+    print(f"peak RSS ours (with MOS) / tshark: {r['full_rss'] / max(r['ts_rss'], 1):.2f}")
+    print(f"lost counts identical for all {r['streams']} streams: {r['same']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--packets", type=int, default=1_000_000)
@@ -103,44 +162,41 @@ def main() -> None:
     ap.add_argument("--format", choices=["pcap", "pcapng"], default="pcap")
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool; the best is kept")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="g729")
+    ap.add_argument("--suite", action="store_true", help="the four captures of the docs")
+    ap.add_argument("--dir", type=Path, default=None, help="--suite: keep the captures here")
     a = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
-    path = a.keep or Path(tmp.name) / f"bulk.{a.format}"
-    if not path.exists():
-        writer = write_pcap if a.format == "pcap" else write_pcapng
-        writer(path, frames(a.shape, a.packets, a.streams))
-    size_mb = os.path.getsize(path) / 1e6
-    # Best of --repeat runs per tool, interleaved, so a burst of load from other jobs on the
-    # shared machine does not decide the ratio.
-    ts_runs, our_runs, full_runs = [], [], []
-    for _ in range(a.repeat):
-        ts_runs.append(run_tshark(path))
-        our_runs.append(run_ours(path, mos=False))
-        full_runs.append(run_ours(path, mos=True))
-    ts_s, ts_lost, ts_rss, ts_cpu = min(ts_runs, key=lambda r: r[0])
-    ours = min(our_runs, key=lambda r: r["seconds"])
-    full = min(full_runs, key=lambda r: r["seconds"])
-    n = ours["packets"]
-    same = all(r["lost"] == ts_lost for r in our_runs + full_runs)
-    load = os.getloadavg()[0]
-    print(f"capture: {a.shape}, {a.format}, {n} RTP packets, {a.streams} streams, "
-          f"{size_mb:.0f} MB; load average {load:.1f} on {os.cpu_count()} cores")  # fmt: skip
-    rows = [
-        ("tshark -z rtp,streams", ts_s, ts_cpu, ts_rss),
-        ("callward analyze (stats)", ours["seconds"], ours["cpu"], ours["rss_kb"]),
-        ("callward analyze + MOS x4", full["seconds"], full["cpu"], full["rss_kb"]),
-    ]
-    for name, sec, cpu, rss in rows:
-        print(f"{name:26s} {sec:7.2f} s wall {cpu:7.2f} s cpu {n / sec:12,.0f} pkt/s  "
-              f"peak RSS {rss / 1024:.0f} MB")  # fmt: skip
-    # On a shared machine CPU time is the fairer figure; both are printed.
-    print(f"speed ratio (ours/tshark, stats): {ts_s / ours['seconds']:.1f}x wall, "
-          f"{ts_cpu / ours['cpu']:.1f}x cpu")  # fmt: skip
-    print(f"speed ratio (ours/tshark, with MOS): {ts_s / full['seconds']:.1f}x wall, "
-          f"{ts_cpu / full['cpu']:.1f}x cpu")  # fmt: skip
-    print(f"peak RSS ours (with MOS) / tshark: {full['rss_kb'] / max(ts_rss, 1):.2f}")
-    print(f"lost counts identical for all {len(ts_lost)} streams: {same}")
-    if not same:
+    ok = True
+    if a.suite:
+        d = a.dir or Path(tmp.name)
+        d.mkdir(parents=True, exist_ok=True)
+        table = []
+        for name, shape, streams, fmt in SUITE:
+            path = d / f"{shape}-{streams}-{a.packets}.{fmt}"
+            r = run_case(path, shape, a.packets, streams, fmt, a.repeat)
+            print_case(name, r)
+            ok = ok and r["same"]
+            table.append(
+                f"| {name}, {r['size_mb']:.0f} MB | {r['ts_cpu']:.2f} s ({r['ts_s']:.2f} s) | "
+                f"{r['ours_cpu']:.2f} s ({r['ours_s']:.2f} s) | "
+                f"{r['ts_cpu'] / r['ours_cpu']:.1f}x ({r['ts_s'] / r['ours_s']:.1f}x) | "
+                f"{r['full_cpu']:.2f} s ({r['full_s']:.2f} s) | "
+                f"**{r['ts_cpu'] / r['full_cpu']:.1f}x** ({r['ts_s'] / r['full_s']:.1f}x) | "
+                f"{r['full_rss'] / 1024:.0f}/{r['ts_rss'] / 1024:.0f} MB |"
+            )
+        print()
+        print(
+            "| capture | tshark CPU (wall) | analyze --no-mos CPU (wall) | ratio CPU (wall) "
+            "| analyze default CPU (wall) | ratio CPU (wall) | peak RSS ours/tshark |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        print("\n".join(table))
+    else:
+        path = a.keep or Path(tmp.name) / f"bulk.{a.format}"
+        r = run_case(path, a.shape, a.packets, a.streams, a.format, a.repeat)
+        print_case(f"{a.shape}, {a.format}", r)
+        ok = r["same"]
+    if not ok:
         sys.exit(1)
 
 

@@ -168,12 +168,15 @@ def frames(draw: st.DrawFn) -> tuple[int, list[Frame]]:
     return linktype, out
 
 
-def _columns(path: Path) -> tuple[list[tuple[object, ...]], list[object], list[np.ndarray]]:
+def _columns(path: Path) -> tuple[list[object], list[object], list[np.ndarray]]:
+    """Per packet: its stream's 5-tuple (stream numbering may differ), then the columns."""
     col = collect(path)
     c = col.columns()
-    return list(col.keys), [(d.ts_ns, d.payload) for d in col.sip + col.rtcp], [
-        c.ts_ns, c.stream, c.seq, c.rtp_ts, c.pt, c.marker, c.size,
-    ]  # fmt: skip
+    return (
+        [col.keys[i] for i in c.stream.tolist()],
+        [(d.ts_ns, d.payload) for d in col.sip + col.rtcp],
+        [c.ts_ns, c.seq, c.rtp_ts, c.pt, c.marker, c.size],
+    )
 
 
 @settings(

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define API_VERSION 1
+#define API_VERSION 2
 #define MAX_FRAME (1 << 20)
 
 /* ---- buffers ---- */
@@ -197,9 +197,11 @@ static PyObject *walk_epb(PyObject *self, PyObject *args) {
     return r;
 }
 
-/* ---- rtp_rows(buf, offs, lens, lts, frame_base) -> (rows, slow) ----
+/* ---- rtp_rows(buf, offs, lens, lts, frame_base, table) -> (rows, slow, new_keys) ----
  * rows: packed Row per RTP packet on the fixed-offset path; slow: int64 indices of frames the
- * reference decoder must see (the same split as RtpCollector.add_block's numpy code). */
+ * reference decoder must see (the same split as RtpCollector.add_block's numpy code);
+ * new_keys: (k1, k2) uint64 pairs of the streams this call added to the table, in id order
+ * (k1 = src << 32 | dst, k2 = sport << 48 | dport << 32 | ssrc). */
 #pragma pack(push, 1)
 typedef struct {
     int64_t frame;
@@ -208,9 +210,88 @@ typedef struct {
     uint16_t sport, dport, seq;
     uint8_t pt, marker;
     int32_t size;
-    int32_t pad;
+    int32_t sid; /* index in the stream table (first-seen order of its 5-tuple) */
 } Row;
 #pragma pack(pop)
+
+/* ---- stream table: (src, sport, dst, dport, ssrc) -> index, kept across calls ----
+ * Open addressing on two 64-bit words, doubled at half load; held in a capsule. */
+typedef struct {
+    uint64_t *k1, *k2;
+    int32_t *v;
+    Py_ssize_t cap, n;
+} Table;
+
+static void table_free(PyObject *cap) {
+    Table *t = PyCapsule_GetPointer(cap, "callward.quality.streams");
+    if (t) {
+        free(t->k1);
+        free(t->k2);
+        free(t->v);
+        free(t);
+    }
+}
+
+static int table_alloc(Table *t, Py_ssize_t cap) {
+    t->k1 = malloc(sizeof(uint64_t) * (size_t)cap);
+    t->k2 = malloc(sizeof(uint64_t) * (size_t)cap);
+    t->v = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!t->k1 || !t->k2 || !t->v) return -1;
+    for (Py_ssize_t i = 0; i < cap; i++) t->v[i] = -1;
+    t->cap = cap;
+    return 0;
+}
+
+static inline Py_ssize_t table_slot(const Table *t, uint64_t a, uint64_t b) {
+    uint64_t h = (a * 0x9E3779B97F4A7C15ULL) ^ (b * 0xC2B2AE3D27D4EB4FULL + 1);
+    h ^= h >> 29;
+    Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)(t->cap - 1));
+    while (t->v[i] >= 0 && (t->k1[i] != a || t->k2[i] != b)) i = (i + 1) & (t->cap - 1);
+    return i;
+}
+
+static int table_grow(Table *t) {
+    Table old = *t;
+    if (table_alloc(t, old.cap * 2) < 0) {
+        free(t->k1);
+        free(t->k2);
+        free(t->v);
+        *t = old;
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < old.cap; i++)
+        if (old.v[i] >= 0) {
+            Py_ssize_t j = table_slot(t, old.k1[i], old.k2[i]);
+            t->k1[j] = old.k1[i];
+            t->k2[j] = old.k2[i];
+            t->v[j] = old.v[i];
+        }
+    free(old.k1);
+    free(old.k2);
+    free(old.v);
+    return 0;
+}
+
+static PyObject *stream_table(PyObject *self, PyObject *noargs) {
+    Table *t = calloc(1, sizeof(Table));
+    if (t == NULL || table_alloc(t, 1024) < 0) {
+        if (t) {
+            free(t->k1);
+            free(t->k2);
+            free(t->v);
+            free(t);
+        }
+        return PyErr_NoMemory();
+    }
+    PyObject *c = PyCapsule_New(t, "callward.quality.streams", table_free);
+    if (c == NULL) {
+        free(t->k1);
+        free(t->k2);
+        free(t->v);
+        free(t);
+    }
+    return c;
+}
 
 static const uint16_t CLAIMED[] = {7,    19,   53,   67,   68,   69,   111,  123,
                                    137,  138,  514,  520,  1900, 3544, 3784, 4500,
@@ -220,9 +301,11 @@ static uint8_t claimed_bits[65536 / 8];
 static inline int is_claimed(uint16_t port) { return claimed_bits[port >> 3] >> (port & 7) & 1; }
 
 static PyObject *rtp_rows(PyObject *self, PyObject *args) {
-    PyObject *ob, *oo, *ol, *olt;
+    PyObject *ob, *oo, *ol, *olt, *otab;
     long long base;
-    if (!PyArg_ParseTuple(args, "OOOOL", &ob, &oo, &ol, &olt, &base)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOLO", &ob, &oo, &ol, &olt, &base, &otab)) return NULL;
+    Table *tab = PyCapsule_GetPointer(otab, "callward.quality.streams");
+    if (tab == NULL) return NULL;
     Py_buffer b, bo, bl, blt;
     if (get_buf(ob, &b, 1, "buf") < 0) return NULL;
     if (get_buf(oo, &bo, 8, "offsets") < 0) goto e1;
@@ -236,7 +319,7 @@ static PyObject *rtp_rows(PyObject *self, PyObject *args) {
     const uint8_t *p = b.buf;
     const int64_t *offs = bo.buf, *lens = bl.buf;
     const int32_t *lts = blt.buf;
-    Out rows = {0}, slow = {0};
+    Out rows = {0}, slow = {0}, newk = {0};
     for (Py_ssize_t i = 0; i < n; i++) {
         int64_t off = offs[i], ln = lens[i];
         int l3 = -1;
@@ -292,7 +375,28 @@ static PyObject *rtp_rows(PyObject *self, PyObject *args) {
             r.pt = ptv;
             r.marker = (b1 & 0x80) != 0;
             r.size = (int32_t)ulen - 8;
-            r.pad = 0;
+            {
+                uint64_t k1 = (uint64_t)r.src << 32 | r.dst;
+                uint64_t k2 = (uint64_t)sp << 48 | (uint64_t)dp << 32 | r.ssrc;
+                Py_ssize_t slot = table_slot(tab, k1, k2);
+                if (tab->v[slot] < 0) {
+                    if (tab->n >= INT32_MAX - 1) {
+                        PyErr_SetString(PyExc_OverflowError, "too many RTP streams");
+                        goto e5;
+                    }
+                    tab->k1[slot] = k1;
+                    tab->k2[slot] = k2;
+                    tab->v[slot] = (int32_t)tab->n++;
+                    uint64_t nk[2] = {k1, k2};
+                    if (out_put(&newk, nk, sizeof nk) < 0) goto e5;
+                    if (2 * tab->n > tab->cap && table_grow(tab) < 0) {
+                        PyErr_NoMemory();
+                        goto e5;
+                    }
+                    slot = table_slot(tab, k1, k2);
+                }
+                r.sid = tab->v[slot];
+            }
             if (out_put(&rows, &r, sizeof r) < 0) goto e5;
             continue;
         }
@@ -306,17 +410,19 @@ static PyObject *rtp_rows(PyObject *self, PyObject *args) {
     PyBuffer_Release(&bl);
     PyBuffer_Release(&blt);
     {
-        PyObject *a = out_bytes(&rows), *s = out_bytes(&slow);
-        if (a == NULL || s == NULL) {
+        PyObject *a = out_bytes(&rows), *s = out_bytes(&slow), *k = out_bytes(&newk);
+        if (a == NULL || s == NULL || k == NULL) {
             Py_XDECREF(a);
             Py_XDECREF(s);
+            Py_XDECREF(k);
             return NULL;
         }
-        return Py_BuildValue("(NN)", a, s);
+        return Py_BuildValue("(NNN)", a, s, k);
     }
 e5:
     free(rows.p);
     free(slow.p);
+    free(newk.p);
 e4:
     PyBuffer_Release(&blt);
 e3:
@@ -817,6 +923,7 @@ static PyMethodDef methods[] = {
     {"walk_pcap", walk_pcap, METH_VARARGS, "pcap records of a buffer"},
     {"walk_epb", walk_epb, METH_VARARGS, "a run of pcapng enhanced packet blocks"},
     {"rtp_rows", rtp_rows, METH_VARARGS, "fixed-offset RTP rows and frames left for Python"},
+    {"stream_table", stream_table, METH_NOARGS, "an empty stream table for rtp_rows"},
     {"stream_stats", stream_stats, METH_VARARGS, "tshark-exact statistics of one stream"},
     {"burst", burst, METH_VARARGS, "RFC 3611 burst metrics and BurstR"},
     {"adaptive", adaptive, METH_VARARGS, "AdaptiveBuffer.run: late flags and mean delay"},

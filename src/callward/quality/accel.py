@@ -12,7 +12,7 @@ from types import ModuleType
 
 __all__ = ["ACCEL"]
 
-_API = 1
+_API = 2
 
 
 def _load() -> ModuleType | None:

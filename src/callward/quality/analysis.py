@@ -132,9 +132,14 @@ def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) ->
     ssorted = cols.stream[order]
     starts = np.concatenate(([0], np.flatnonzero(np.diff(ssorted)) + 1))
     ends = np.append(starts[1:], n)
-    rel_ns = cols.ts_ns[order] - t0
-    t_ms = (rel_ns // 1_000_000).astype(np.float64) + (rel_ns % 1_000_000) / 1e6
+    rel_ns = cols.ts_ns[order]
+    rel_ns -= t0
+    t_ms = (rel_ns // 1_000_000).astype(np.float64)
+    t_ms += (rel_ns % 1_000_000) / 1e6
+    first_ns = (rel_ns[starts] + t0).tolist()
+    last_ns = (rel_ns[ends - 1] + t0).tolist()
     arrival_s = rel_ns / 1e9
+    del rel_ns  # peak memory: only what the reports keep stays (≈ 40 B per packet)
     # Timestamps are unwrapped per UDP flow (the RTP dissector's conversation), not per SSRC.
     flow_ids: dict[tuple[str, int, str, int], int] = {}
     stream_flow = np.array(
@@ -152,12 +157,11 @@ def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) ->
         for seg in np.split(order_f, fb):
             ets_c[seg] = unwrap_timestamps(cols.rtp_ts[seg])
         ets = ets_c[order]
-    seq_all = cols.seq[order].astype(np.int64)
+    seq_all = cols.seq[order]
     seq_ext_all = _unwrap_segments(seq_all, starts, 16)
-    pt_all = cols.pt[order].astype(np.int64)
-    marker_all = cols.marker[order].astype(np.uint8)
+    pt_all = cols.pt[order]
+    marker_all = cols.marker[order]
     size_all = cols.size[order]
-    ts_all = cols.ts_ns[order]
     out: list[StreamReport] = []
     # Report streams in order of their first packet (as a reader of the capture meets them).
     for k in np.argsort(order[starts], kind="stable").tolist():
@@ -165,7 +169,7 @@ def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) ->
         sid = int(ssorted[a])
         src, sport, dst, dport, ssrc = keys[sid]
         rmap = rtpmap_for((src, sport, dst, dport)) if rtpmap_for else None
-        pts = pt_all[a:b]
+        pts = pt_all[a:b].astype(np.int64)
         uniq = pts[:1] if bool((pts == pts[0]).all()) else np.unique(pts)
         rate_of = {int(p): clock_rate_for(int(p), rmap) for p in uniq}
         if len(uniq) == 1:
@@ -175,8 +179,8 @@ def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) ->
             for p, r in rate_of.items():
                 lut[p] = r
             clock = lut[pts]
-        seq = seq_all[a:b]
-        st = stream_stats(t_ms[a:b], ets[a:b], seq, pts, marker_all[a:b].view(bool), clock)
+        seq = seq_all[a:b].astype(np.int64)
+        st = stream_stats(t_ms[a:b], ets[a:b], seq, pts, marker_all[a:b], clock)
         seq_ext = seq_ext_all[a:b]
         span_s = (float(t_ms[b - 1]) - float(t_ms[a])) / 1000.0
         bitrate = None
@@ -194,8 +198,8 @@ def stream_reports(col: RtpCollector, rtpmap_for: RtpMapLookup | None = None) ->
                 src=src, sport=sport, dst=dst, dport=dport, ssrc=ssrc, payload_type=pt0,
                 codec=payload_name(main_pt, rmap), clock_rate=rate_of[main_pt], stats=st,
                 burst=burst_metrics(seq_ext), start_ms=float(t_ms[a]),
-                end_ms=float(t_ms[b - 1]), first_ts_ns=int(ts_all[a]),
-                last_ts_ns=int(ts_all[b - 1]), arrival_s=arrival_s[a:b], rtp_ts=ets[a:b],
+                end_ms=float(t_ms[b - 1]), first_ts_ns=first_ns[k],
+                last_ts_ns=last_ns[k], arrival_s=arrival_s[a:b], rtp_ts=ets[a:b],
                 seq_ext=seq_ext, bitrate_bps=bitrate,
             )
         )  # fmt: skip

@@ -88,8 +88,21 @@ def _unique_pairs(k1: np.ndarray, k2: np.ndarray) -> tuple[list[tuple[int, int]]
 _ROW = np.dtype(
     [("frame", "<i8"), ("idx", "<i8"), ("src", "<u4"), ("dst", "<u4"), ("ssrc", "<u4"),
      ("rts", "<u4"), ("sport", "<u2"), ("dport", "<u2"), ("seq", "<u2"), ("pt", "u1"),
-     ("marker", "u1"), ("size", "<i4"), ("pad", "<i4")]
+     ("marker", "u1"), ("size", "<i4"), ("sid", "<i4")]
 )  # fmt: skip
+
+
+def _key(a: int, c: int) -> tuple[str, int, str, int, int]:
+    """(src, sport, dst, dport, ssrc) from k1 = src << 32 | dst, k2 = sport << 48 | dport << 32
+    | ssrc (IPv4 addresses as 32-bit integers)."""
+    s, d = a >> 32, a & 0xFFFFFFFF
+    return (
+        f"{s >> 24}.{(s >> 16) & 255}.{(s >> 8) & 255}.{s & 255}",
+        c >> 48,
+        f"{d >> 24}.{(d >> 16) & 255}.{(d >> 8) & 255}.{d & 255}",
+        (c >> 32) & 0xFFFF,
+        c & 0xFFFFFFFF,
+    )
 
 
 def _i64(a: np.ndarray) -> np.ndarray:
@@ -156,6 +169,8 @@ class RtpCollector:
     _slow: list[tuple[int, int, int, int, int, bool, int, int]] = field(default_factory=list)
     _reasm: Reassembler = field(default_factory=Reassembler)
     _tcp: TcpSipReassembler = field(default_factory=TcpSipReassembler)
+    _table: object = None  # the accelerator's stream table (a capsule), made on first use
+    _c2py: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
     def _id(self, key: tuple[str, int, str, int, int]) -> int:
         i = self._ids.get(key)
@@ -239,27 +254,37 @@ class RtpCollector:
         self._add_columns(blk, n, fc, k1, k2, _be16(hs, 30), _be32(hs, 32), b1[sel], ulen[sel])
 
     def _add_rows(self, blk: FrameBlock, n: int) -> None:
-        """``add_block`` through the C accelerator: the same split of frames, in one pass."""
+        """``add_block`` through the C accelerator: the same split of frames, in one pass, with
+        each RTP packet's stream looked up in the accelerator's table."""
         assert ACCEL is not None
-        rows_b, slow_b = ACCEL.rtp_rows(
-            blk.buf, _i64(blk.offsets), _i64(blk.lengths), blk.linktypes.astype(np.int32), 0
-        )
+        if self._table is None:
+            self._table = ACCEL.stream_table()
+        rows_b, slow_b, new_b = ACCEL.rtp_rows(
+            blk.buf, _i64(blk.offsets), _i64(blk.lengths), blk.linktypes.astype(np.int32), 0,
+            self._table,
+        )  # fmt: skip
         for i in np.frombuffer(slow_b, dtype=np.int64).tolist():
             self._slow_frame(blk, i)
+        new = np.frombuffer(new_b, dtype=np.uint64).reshape(-1, 2).tolist()
+        if new:
+            ids = [self._id(_key(a, c)) for a, c in new]
+            self._c2py = np.concatenate((self._c2py, np.array(ids, dtype=np.int32)))
         rows = np.frombuffer(rows_b, dtype=_ROW)
         if len(rows) == 0:
             return
-        src = rows["src"].astype(np.uint64)
-        dst = rows["dst"].astype(np.uint64)
-        k1 = (src << np.uint64(32)) | dst
-        k2 = (
-            (rows["sport"].astype(np.uint64) << np.uint64(48))
-            | (rows["dport"].astype(np.uint64) << np.uint64(32))
-            | rows["ssrc"].astype(np.uint64)
-        )
+        fc = rows["frame"]
         b1 = rows["pt"] | (rows["marker"] << 7)
-        self._add_columns(
-            blk, n, rows["frame"], k1, k2, rows["seq"], rows["rts"], b1, rows["size"] + 8
+        self._cols.append(
+            (
+                blk.ts_ns[fc],
+                self._c2py[rows["sid"]],
+                rows["seq"].astype(np.int32),
+                rows["rts"].astype(np.int64),
+                (b1 & 0x7F).astype(np.int16),
+                (b1 & 0x80) != 0,
+                rows["size"],
+                fc + (self.frames - n),  # global frame index, for ordering
+            )
         )
 
     def _add_columns(
@@ -270,15 +295,7 @@ class RtpCollector:
         uniq, inv = _unique_pairs(k1, k2)
         ids = np.empty(len(uniq), dtype=np.int32)
         for j, (a, c) in enumerate(uniq):
-            s, d = a >> 32, a & 0xFFFFFFFF
-            key = (
-                f"{s >> 24}.{(s >> 16) & 255}.{(s >> 8) & 255}.{s & 255}",
-                c >> 48,
-                f"{d >> 24}.{(d >> 16) & 255}.{(d >> 8) & 255}.{d & 255}",
-                (c >> 32) & 0xFFFF,
-                c & 0xFFFFFFFF,
-            )
-            ids[j] = self._id(key)
+            ids[j] = self._id(_key(a, c))
         self._cols.append(
             (
                 blk.ts_ns[fc],
