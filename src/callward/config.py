@@ -171,7 +171,7 @@ class QualityConfig(_Section):
     sample_rate: float = Field(0.01, ge=0.0, le=1.0, description="share of calls inspected live")
     header_bytes: int = Field(12, ge=0, le=64, description="RTP bytes DPI may keep per packet")
     hep_collector: str | None = Field(
-        None, description="HOST:PORT of a Homer/heplify HEPv3 collector for the edge's SIP"
+        None, description="HOST:PORT of a Homer/heplify HEPv3 collector: edge SIP, relay RTCP"
     )
     hep_capture_id: int = Field(2001, ge=0, le=2**32 - 1, description="HEP capture agent id")
     tenants: dict[str, TenantQuality] = Field(default_factory=dict)

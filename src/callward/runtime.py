@@ -131,6 +131,8 @@ class Runtime:
         await daemon.start()
         if self.privacy is not None and daemon.server is not None:
             daemon.server.tap_policy = self.privacy.taps_for  # consent / warrant decide taps
+        if self.config.quality.hep_collector and daemon.server is not None:
+            await self._export_rtcp(daemon)
         self.relay = daemon
         return daemon
 
@@ -174,13 +176,10 @@ class Runtime:
         (``quality.hep_collector``): Homer/heplify or ``HepReceiver`` see the edge's ladder."""
         import time
 
-        from callward.quality.hep import HepExporter, sip_wire_to_hep
+        from callward.quality.hep import sip_wire_to_hep
         from callward.sip.transport import WireEvent
 
-        q = self.config.quality
-        host, port = parse_hostport(q.hep_collector or "", "quality.hep_collector")
-        exporter = await HepExporter.connect(host, port, capture_id=q.hep_capture_id)
-        self.hep = exporter
+        exporter = await self._hep_exporter()
 
         def tap(ev: WireEvent) -> None:
             if ev.data.strip():  # not CRLF keep-alives
@@ -190,6 +189,34 @@ class Runtime:
         for transports in node.server.transports.values():
             for t in transports:
                 t.add_tap(tap)
+
+    async def _hep_exporter(self) -> HepExporter:
+        """The one HEP exporter to ``quality.hep_collector`` (edge SIP and relay RTCP)."""
+        if self.hep is None:
+            from callward.quality.hep import HepExporter
+
+            q = self.config.quality
+            host, port = parse_hostport(q.hep_collector or "", "quality.hep_collector")
+            self.hep = await HepExporter.connect(host, port, capture_id=q.hep_capture_id)
+        return self.hep
+
+    async def _export_rtcp(self, daemon: NgDaemon) -> None:
+        """Every RTCP packet the relay receives, as HEP type 5 (JSON reports, Call-ID as the
+        correlation id), so Homer shows each leg's reports beside the edge's SIP ladder."""
+        import time
+
+        from callward.quality.hep import rtcp_to_hep
+
+        exporter = await self._hep_exporter()
+        assert daemon.server is not None
+
+        def hook(call_id: str, leg: int, plain: bytes, peer: tuple[str, int],
+                 local: tuple[str, int], now: float) -> None:  # fmt: skip
+            msg = rtcp_to_hep(plain, peer, local, time.time_ns(), call_id)
+            if msg is not None:
+                exporter.export(msg)
+
+        daemon.server.rtcp_hook = hook
 
     async def start_consumer(self) -> None:
         """With JetStream: consume this deployment's events into the CDR store in process."""

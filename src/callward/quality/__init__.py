@@ -35,17 +35,6 @@ __all__ = [
     "redacted_summary",
 ]
 
-_HOME = {
-    "CODECS": "emodel",
-    "EModelInput": "emodel",
-    "EModelResult": "emodel",
-    "compute": "emodel",
-    "mos_from_r": "emodel",
-    "quick": "emodel",
-    "AnalysisReport": "report",
-    "analyze_capture": "report",
-    "redacted_summary": "report",
-}
-
-
-__getattr__ = exports(__name__, {k: f"callward.quality.{v}" for k, v in _HOME.items()})
+# Names load on first use (PEP 562) from the module the TYPE_CHECKING block names: add an
+# export by importing it there and listing it in __all__.
+__getattr__ = exports(__name__)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ __all__ = [
     "decode_hep",
     "encode_hep",
     "iter_hep_file",
+    "rtcp_json",
+    "rtcp_to_hep",
 ]
 
 MAX_HEP = 65535
@@ -180,6 +183,54 @@ def sip_wire_to_hep(
     ip_proto = 17 if transport.lower().startswith("udp") else 6
     return HepMessage(str(src[0]), int(src[1]), str(dst[0]), int(dst[1]), ts_ns, HepProto.SIP,
                       data, ip_proto)  # fmt: skip
+
+
+def rtcp_json(plain: bytes) -> bytes | None:
+    """An RTCP compound packet as the JSON Homer expects in a HEP type-5 payload (the
+    heplify / rtpengine / Asterisk ``res_hep_rtcp`` rendering): the first SR or RR, its sender
+    information and report blocks; None when the packet holds neither.
+
+    ``type`` is 200 (SR) or 201 (RR); ``ia_jitter`` is in RTP timestamp units, ``lsr``/``dlsr``
+    as on the wire (RFC 3550 §6.4.1)."""
+    from callward.errors import MediaError
+    from callward.rtp.rtcp import ReceiverReport, SenderReport, parse_rtcp
+
+    try:
+        packets = parse_rtcp(plain)
+    except MediaError:
+        return None
+    for pkt in packets:
+        if not isinstance(pkt, SenderReport | ReceiverReport):
+            continue
+        doc: dict[str, object] = {"ssrc": pkt.ssrc, "type": 201, "report_count": len(pkt.reports)}
+        if isinstance(pkt, SenderReport):
+            doc["type"] = 200
+            doc["sender_information"] = {
+                "ntp_timestamp_sec": pkt.ntp_timestamp >> 32,
+                "ntp_timestamp_usec": pkt.ntp_timestamp & 0xFFFFFFFF,
+                "rtp_timestamp": pkt.rtp_timestamp, "packets": pkt.packet_count,
+                "octets": pkt.octet_count,
+            }  # fmt: skip
+        doc["report_blocks"] = [
+            {"source_ssrc": b.ssrc, "fraction_lost": b.fraction_lost,
+             "packets_lost": b.cumulative_lost, "highest_seq_no": b.highest_seq,
+             "ia_jitter": b.jitter, "lsr": b.lsr, "dlsr": b.dlsr}
+            for b in pkt.reports
+        ]  # fmt: skip
+        return json.dumps(doc, separators=(",", ":")).encode()
+    return None
+
+
+def rtcp_to_hep(
+    plain: bytes, src: tuple[str, int], dst: tuple[str, int], ts_ns: int, call_id: str
+) -> HepMessage | None:
+    """A relayed RTCP packet as a HEPv3 RTCP message (type 5) correlated with its call by the
+    Call-ID (chunk 17), so Homer shows the reports beside the call's SIP ladder."""
+    body = rtcp_json(plain)
+    if body is None:
+        return None
+    return HepMessage(str(src[0]), int(src[1]), str(dst[0]), int(dst[1]), ts_ns, HepProto.RTCP,
+                      body, 17, correlation_id=call_id.encode())  # fmt: skip
 
 
 class HepReceiver(asyncio.DatagramProtocol):

@@ -219,6 +219,9 @@ class MediaCore:
         #: ``on_report(leg, fraction_lost)``: a reception report from leg's peer about what
         #: we send it (Opus rate control listens here)
         self.on_report: Callable[[int, int], None] | None = None
+        #: ``on_rtcp(leg, plain, peer, rtcp_socket, now)``: every RTCP packet received from a
+        #: leg (after SRTCP), for HEP export to a Homer collector; must not raise
+        self.on_rtcp: Callable[[int, bytes, Address, bool, float], None] | None = None
         self.sent_at: list[float | None] = [None, None]  # when RTP last went out to each leg
         self.last_rtp: list[bytes | None] = [None, None]  # its seq, timestamp, SSRC octets
         #: the C accelerator's per-leg state (relay/fastpath.py), when the adapter enables it
@@ -307,6 +310,11 @@ class MediaCore:
         if rtcp:
             counters.rtcp_in += 1
             self._note_rtcp(leg, plain, now)
+            if self.on_rtcp is not None:
+                try:
+                    self.on_rtcp(leg, plain, peer, rtcp_socket, now)
+                except Exception:  # an export must never break media
+                    self.tap_errors += 1
         else:
             counters.note_rtp(plain, now, src.config.clock_rate)
         if self.taps:

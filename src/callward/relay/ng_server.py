@@ -83,6 +83,9 @@ class NgServer:
         #: ``tap_policy(call_id, epoch_now) -> taps``: the privacy layer decides whether a
         #: call is recorded or intercepted (consent, warrant) when its media starts
         self.tap_policy: Callable[[str, float], list[MediaTap]] | None = None
+        #: ``rtcp_hook(call_id, leg, plain, peer, local, epoch_now)``: each RTCP packet a leg
+        #: sends, with the relay address it arrived on (HEP export, quality.hep_collector)
+        self.rtcp_hook: Callable[[str, int, bytes, Address, Address, float], None] | None = None
         #: bound port -> (call id, leg index, is the leg's separate RTCP port)
         self.routes: dict[int, tuple[str, int, bool]] = {}
         self._seq: Callable[[], int] = itertools.count(1).__next__
@@ -92,6 +95,15 @@ class NgServer:
         self._cache: OrderedDict[tuple[Address, str], tuple[float, bytes]] = OrderedDict()
         self.errors = 0
         self.retransmissions = 0
+
+    def _rtcp_tap(
+        self, call: NgCall, hook: Callable[[str, int, bytes, Address, Address, float], None]
+    ) -> Callable[[int, bytes, Address, bool, float], None]:
+        def on_rtcp(leg: int, plain: bytes, peer: Address, rtcp_socket: bool, now: float) -> None:
+            local = (self.settings.address, call.legs[leg].port + rtcp_socket)
+            hook(call.call_id, leg, plain, peer, local, now + self.wall_offset)
+
+        return on_rtcp
 
     # -- control datagrams ----------------------------------------------------------------
     def receive_datagram(self, data: bytes, peer: Address, now: float) -> None:
@@ -221,6 +233,8 @@ class NgServer:
                 codecs=call.legs[0].codecs, mos_estimator=self.mos_estimator,
             )  # fmt: skip
             self.cores[call.call_id] = core
+            if self.rtcp_hook is not None:
+                core.on_rtcp = self._rtcp_tap(call, self.rtcp_hook)
             if self.tap_policy is not None:
                 core.taps = list(self.tap_policy(call.call_id, now + self.wall_offset))
                 for tap in core.taps:  # a tap that plays into the media (announcement)

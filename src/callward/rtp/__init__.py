@@ -90,52 +90,6 @@ __all__ = [
     "serialize_rtcp",
 ]
 
-# Names load on first use (PEP 562): importing one submodule (e.g. the parser) does not
-# pull in the whole package. Add an export by importing it above AND listing it here.
-_HOME = {
-    "AdaptiveBuffer": "callward.rtp.jitter_buffer",
-    "App": "callward.rtp.rtcp",
-    "Bye": "callward.rtp.rtcp",
-    "DigitEvent": "callward.rtp.dtmf",
-    "DtmfRelayBody": "callward.rtp.dtmf",
-    "ExtensionElement": "callward.rtp.packet",
-    "FixedBuffer": "callward.rtp.jitter_buffer",
-    "PayloadType": "callward.rtp.packet",
-    "PlayoutModel": "callward.rtp.jitter_buffer",
-    "PlayoutResult": "callward.rtp.jitter_buffer",
-    "ReceiverReport": "callward.rtp.rtcp",
-    "ReceiverSnapshot": "callward.rtp.stats",
-    "ReceiverStats": "callward.rtp.stats",
-    "ReportBlock": "callward.rtp.rtcp",
-    "RtcpPacket": "callward.rtp.rtcp",
-    "RtcpType": "callward.rtp.rtcp",
-    "RtpExtension": "callward.rtp.packet",
-    "RtpPacket": "callward.rtp.packet",
-    "RtpSession": "callward.rtp.session",
-    "Sdes": "callward.rtp.rtcp",
-    "SdesChunk": "callward.rtp.rtcp",
-    "SdesItem": "callward.rtp.rtcp",
-    "SenderReport": "callward.rtp.rtcp",
-    "SrtpContext": "callward.rtp.srtp",
-    "SrtpError": "callward.rtp.srtp",
-    "SrtpKeying": "callward.rtp.srtp",
-    "SrtpProfile": "callward.rtp.srtp",
-    "TelephoneEvent": "callward.rtp.dtmf",
-    "TelephoneEventReceiver": "callward.rtp.dtmf",
-    "UnknownRtcp": "callward.rtp.rtcp",
-    "VoipMetrics": "callward.rtp.rtcp",
-    "XrBlock": "callward.rtp.rtcp",
-    "XrPacket": "callward.rtp.rtcp",
-    "encode_digit": "callward.rtp.dtmf",
-    "is_rtcp": "callward.rtp.packet",
-    "ntp_from_unix": "callward.rtp.stats",
-    "parse_rtcp": "callward.rtp.rtcp",
-    "parse_rtp": "callward.rtp.packet",
-    "parse_telephone_event": "callward.rtp.dtmf",
-    "rtcp_interval": "callward.rtp.session",
-    "rtt_from_report": "callward.rtp.stats",
-    "serialize_rtcp": "callward.rtp.rtcp",
-}
-
-
-__getattr__ = exports(__name__, _HOME)
+# Names load on first use (PEP 562) from the module the TYPE_CHECKING block names: add an
+# export by importing it there and listing it in __all__.
+__getattr__ = exports(__name__)

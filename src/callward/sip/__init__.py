@@ -105,56 +105,6 @@ __all__ = [
     "split_list",
 ]
 
-# Names load on first use (PEP 562): importing one submodule (e.g. the parser) does not
-# pull in the whole package. Add an export by importing it above AND listing it here.
-_HOME = {
-    "AbsoluteURI": "callward.sip.uri",
-    "AuthHeader": "callward.sip.headers",
-    "AuthOutcome": "callward.sip.auth",
-    "AuthResult": "callward.sip.auth",
-    "CSeq": "callward.sip.headers",
-    "ClientTransaction": "callward.sip.transaction",
-    "DEFAULT_LIMITS": "callward.sip.parser",
-    "Dialog": "callward.sip.dialog",
-    "DialogId": "callward.sip.dialog",
-    "DialogState": "callward.sip.dialog",
-    "DigestVerifier": "callward.sip.auth",
-    "DnsCache": "callward.sip.dns",
-    "Headers": "callward.sip.message",
-    "NameAddr": "callward.sip.headers",
-    "NonceSigner": "callward.sip.auth",
-    "ParseLimits": "callward.sip.parser",
-    "REASON_PHRASES": "callward.sip.message",
-    "Request": "callward.sip.message",
-    "Response": "callward.sip.message",
-    "ServerLocator": "callward.sip.dns",
-    "ServerTransaction": "callward.sip.transaction",
-    "SipParseError": "callward.errors",
-    "SipURI": "callward.sip.uri",
-    "Target": "callward.sip.dns",
-    "TelURI": "callward.sip.uri",
-    "TimerConfig": "callward.sip.timers",
-    "TransactionKey": "callward.sip.transaction",
-    "TransactionLayer": "callward.sip.transaction_layer",
-    "URI": "callward.sip.uri",
-    "Via": "callward.sip.headers",
-    "authorize": "callward.sip.auth",
-    "canonical_name": "callward.sip.headers",
-    "frame_stream": "callward.sip.parser",
-    "ha1": "callward.sip.auth",
-    "make_ack": "callward.sip.transaction",
-    "make_cancel": "callward.sip.transaction",
-    "make_response": "callward.sip.message",
-    "new_branch": "callward.sip.transaction",
-    "parse_auth": "callward.sip.headers",
-    "parse_cseq": "callward.sip.headers",
-    "parse_message": "callward.sip.parser",
-    "parse_name_addr": "callward.sip.headers",
-    "parse_uri": "callward.sip.uri",
-    "parse_via": "callward.sip.headers",
-    "serialize": "callward.sip.message",
-    "split_list": "callward.sip.headers",
-}
-
-
-__getattr__ = exports(__name__, _HOME)
+# Names load on first use (PEP 562) from the module the TYPE_CHECKING block names: add an
+# export by importing it there and listing it in __all__.
+__getattr__ = exports(__name__)
