@@ -25,7 +25,7 @@ from callward.privacy import Pseudonymizer
 from callward.privacy.retention_policy import load_policy
 from callward.privacy.retention_stores import erase_subject
 from callward.privacy.shred import subject_needles
-from callward.privacy.subscriber_retention import SubscriberRows
+from callward.privacy.subscriber_retention import DirectoryRows, SubscriberRows
 from callward.records.audit import AuditLog
 from callward.records.retention import DAY, HoldRegistry, execute_plan, plan_retention
 
@@ -54,7 +54,12 @@ def test_subscribers_age_from_last_seen_and_are_purged_unless_held(tmp_path: Pat
     _age(path, MSISDN, NOW - 4000 * DAY, None)  # provisioned 11 years ago, never seen
     _age(path, OTHER, NOW - 4000 * DAY, NOW - 10 * DAY)  # old contract, active last week
     _age(path, "+447700900555", NOW - 3700 * DAY, NOW - 3660 * DAY)  # idle for 10 years
+    directory = SqliteDirectory(tmp_path / "identity.sqlite")
+    directory.put(Identity("sub-555", "u555@ims.example", "+447700900555"))
+    directory.put(Identity("sub-999", "u999@ims.example", OTHER))
+    directory.close()
     rows = SubscriberRows(f"sqlite:{path}", PSEUDO)
+    rows.linked.append(DirectoryRows(tmp_path / "identity.sqlite", PSEUDO))
     plan = plan_retention([rows], POLICY, [], NOW)
     labels = {i.label: i.action for i in plan.items}
     assert labels == {f"subscriber:{PSEUDO.pseudonym(MSISDN)[:16]}": "purge",
@@ -73,6 +78,9 @@ def test_subscribers_age_from_last_seen_and_are_purged_unless_held(tmp_path: Pat
     assert left.get(OTHER, "ims.example") is not None
     left.close()
     assert b"+447700900555" not in path.read_bytes()  # secure_delete + VACUUM
+    directory = SqliteDirectory(tmp_path / "identity.sqlite")  # the directory row went too
+    assert directory.by_msisdn("+447700900555") is None and directory.by_msisdn(OTHER)
+    directory.close()
     with pytest.raises(PolicyError, match="legal hold"):
         erase_subject(MSISDN, PSEUDO, [rows], holds.active(NOW), NOW)
 
@@ -217,3 +225,34 @@ def test_verify_finds_and_shred_removes_the_subject_in_every_store(
     finally:
         loc.clear()
         loc.close()
+
+
+@pytest.mark.services
+def test_verify_searches_the_postgres_cdr_schema(tmp_path: Path) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        db = psycopg.connect(PG, autocommit=True, connect_timeout=3)
+    except psycopg.Error:
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (db test)")
+    subject = f"+4477009{uuid.uuid4().int % 10**5:05d}"
+    cfg = tmp_path / "callward.yaml"
+    cfg.write_text(f"storage:\n  postgres_url: '{PG}'\n"
+                   f"edge:\n  subscribers: 'sqlite:{tmp_path / 'subs.sqlite'}'\n")  # fmt: skip
+    base = ["--config", str(cfg), "--data-dir", str(tmp_path / "var")]
+    runner = CliRunner()
+    r = runner.invoke(app, ["privacy", "verify", "--subject", subject, *base])
+    assert r.exit_code == 0, r.output  # creates the schema; nothing of the subject yet
+    call_id = f"cw-verify-{uuid.uuid4().hex}"
+    db.execute(  # a journal row written in clear (what a bug would leave behind)
+        "INSERT INTO callward.event_journal VALUES (%s, 'a', 'n', 1, 'call_started', 0, %s)",
+        (call_id, json.dumps({"caller": f"sip:{subject}@ims.example"})),
+    )
+    try:
+        r = runner.invoke(app, ["privacy", "verify", "--subject", subject, "--json", *base])
+        assert r.exit_code == 1, r.output
+        assert [f["where"] for f in json.loads(r.stdout)] == [
+            "callward.event_journal (1 row match)"
+        ]
+    finally:
+        db.execute("DELETE FROM callward.event_journal WHERE call_id = %s", (call_id,))
+        db.close()

@@ -292,7 +292,9 @@ def open_retention(config: Any, records: Any, location_client: Any = None) -> Re
         pg.append((config.storage.postgres_url, ("callward",)))
     directory = Path(config.identity.directory)
     directory = directory if directory.is_absolute() else d / directory
-    erasables.append(DirectoryRows(directory, pseudo))
+    rows = DirectoryRows(directory, pseudo)
+    erasables.append(rows)
+    sub.linked.append(rows)  # a subscriber purged by retention leaves the directory too
     scan.append(directory)
     location = None
     loc_spec = str(config.edge.location)

@@ -24,6 +24,7 @@ from typing import Any
 from callward.errors import PolicyError, StoreError
 from callward.privacy.pseudonym import Pseudonymizer, normalize_subject
 from callward.privacy.retention_policy import Stage
+from callward.privacy.shred import subject_needles
 from callward.records.retention import RetainedItem
 
 __all__ = [
@@ -63,6 +64,7 @@ class SubscriberRows:
     name: str = "subscriber"
     data_class: str = "subscriber"
     supports: frozenset[Stage] = frozenset({Stage.PURGED})
+    linked: list[Any] = field(default_factory=list)  # erasables that follow a purged row
     pg: bool = field(init=False)
     path: Path | None = field(init=False)
 
@@ -143,7 +145,16 @@ class SubscriberRows:
             )  # fmt: skip
 
     def apply(self, stage: Stage, items: Sequence[RetainedItem]) -> int:
-        return self._delete([i.key for i in items])
+        """Purge the rows; the subscriber's rows in linked stores (the identity directory)
+        go with them."""
+        n = self._delete([i.key for i in items])
+        for item in items:
+            user = str(item.key[0])
+            if self.linked and subject_of(user):
+                needles = subject_needles(user)
+                for store in self.linked:
+                    store.erase(self._pn(user), needles)
+        return n
 
     def _delete(self, keys: list[tuple[str, str]]) -> int:
         if not keys:
@@ -224,12 +235,12 @@ def postgres_plaintext(url: str, schemas: Iterable[str], needles: dict[str, byte
                 (list(schemas),),
             ).fetchall()
             for schema, table in tables:
-                q = (f'SELECT count(*) FROM "{schema}"."{table}" t'
-                     " WHERE strpos(lower(t::text), lower(%s)) > 0")  # fmt: skip
-                n = 0
-                for p in pats:
-                    row = db.execute(q, (p,)).fetchone()
-                    n += int(row[0]) if row else 0
+                q = (
+                    f'SELECT count(*) FROM "{schema}"."{table}" t WHERE EXISTS (SELECT 1 FROM'
+                    " unnest(%s::text[]) p WHERE strpos(lower(t::text), lower(p)) > 0)"
+                )
+                row = db.execute(q, (pats,)).fetchone()
+                n = int(row[0]) if row else 0
                 if n:
                     out.append(f"{schema}.{table} ({n} row match{'es' if n > 1 else ''})")
     except psycopg.Error as exc:
