@@ -45,6 +45,7 @@ from callward.sip.uri import parse_uri
 from callward.ua.bearer_credentials import bearer_slot
 from callward.ua.call import CallLeg, CallState, LocalEndpoint, new_branch, new_tag
 from callward.ua.call_handle import Call, Peer
+from callward.ua.emergency import SOS_URN
 from callward.ua.ice_sdp import add_ice
 from callward.ua.incoming import route_request
 from callward.ua.sdp_offer import G711_ONLY, MediaPrefs, answer_sdp, offer_sdp
@@ -52,6 +53,7 @@ from callward.ua.session_timer import MIN_SE, request_headers
 from callward.ua.sip_adapter import SipAdapter
 
 if TYPE_CHECKING:
+    from callward.ua.emergency import EmergencyPlan
     from callward.ua.ice_lite import IceLite
     from callward.ua.ice_session import IceAgent
     from callward.ua.registration_agent import RegistrationAgent
@@ -113,6 +115,8 @@ class Phone(SipAdapter):
         self.nat_contact = False
         # ICE-lite on our RTP port (ua/ice_lite.py), for peers that require ICE (browsers).
         self.ice_lite: IceLite | None = None
+        # Emergency numbers of a region and their pre-resolved route (ua/emergency.py).
+        self.emergency: EmergencyPlan | None = None
         # codecs, ptime and Opus FEC/DTX/bitrate we offer and accept (ua/sdp_offer.py)
         self.media_prefs: MediaPrefs = G711_ONLY
 
@@ -298,8 +302,15 @@ class Phone(SipAdapter):
         routes: tuple[str, ...] = (),
     ) -> Call:
         """Start a call without waiting for the answer: ``await call.wait_final()`` or
-        ``await call.cancel()``. ``dest`` overrides the next hop (an outbound proxy)."""
+        ``await call.cancel()``. ``dest`` overrides the next hop (an outbound proxy). An
+        emergency number of ``self.emergency``'s region goes to ``urn:service:sos`` on the
+        plan's pre-resolved route, with the location reference, whatever the registration."""
         extra = request_headers(self.session_expires) if self.session_expires else []
+        plan = self.emergency
+        sos = plan.number(target) if plan is not None else None
+        if plan is not None and sos is not None:
+            extra = [*extra, *plan.headers()]
+            target, dest, routes = SOS_URN, plan.routes[0], ()
         leg = CallLeg.outgoing_invite(
             self.local,
             target,
@@ -310,14 +321,15 @@ class Phone(SipAdapter):
         call = Call(self, leg, (dest or leg.next_hop(), None))
         self.calls[leg.call_id] = call
         self._publish(CallStarted, call_id=leg.call_id, leg="a", caller=self.aor, callee=target)
-        call._invite_task = self._loop.create_task(self._run_invite(call))
+        call._invite_task = self._loop.create_task(self._run_invite(call, sos is not None))
         return call
 
-    async def _run_invite(self, call: Call) -> int:
+    async def _run_invite(self, call: Call, emergency: bool = False) -> int:
         leg = call.leg
         assert leg.invite is not None
         creds = self.registration.manager.credentials if self.registration else None
-        finalize = getattr(creds, "finalize", None)
+        # An emergency call never waits for a token refresh (the IdP may be unreachable).
+        finalize = None if emergency else getattr(creds, "finalize", None)
         if finalize is not None:  # RFC 8898: the registration's Bearer token on the INVITE too
             leg.invite = await finalize(bearer_slot(leg.invite))
         resp = await self.request(leg.invite, call.peer[0], on_provisional=call._on_provisional)
