@@ -1,5 +1,5 @@
-"""Bytes per day of the phone's identity traffic (telemetry + contact sync + token refresh)
-for a scripted day, against naive peers measured in the same run.
+"""Bytes per day of the phone's identity traffic (telemetry + contact sync + private discovery
++ presence + token refresh) for a scripted day, against naive peers measured in the same run.
 
 The day (injected clock, one phone, ``callward web``'s phone API in-process behind httpx's
 ASGI transport, tokens from the real local IdP over loopback HTTP):
@@ -9,11 +9,16 @@ ASGI transport, tokens from the real local IdP over loopback HTTP):
 * 12 calls of 3 minutes: one quality sample per call-minute plus a per-call summary, one
   data-usage record per hour, one registration record per refresh (every 10 min);
 * access tokens live 1 h: 24 refreshes, counted as 24 x one refresh exchange measured at the
-  end of the run (the token clock is not the simulated one).
+  end of the run (the token clock is not the simulated one);
+* private discovery (OPRF, ``ua/psi_client.py``) at the same 4 sync times: the table is
+  downloaded once and revalidated (304) afterwards, only new contacts are evaluated;
+* presence: the 30 subscriber contacts watched, a delta poll every 5 minutes (``If-None-Match``),
+  each of them changing status 4 times in the day (120 changes, published by the others).
 
 Peers (same day, same server):
 * telemetry: one uncompressed JSON POST per record, as it happens;
-* sync: the whole address book (numbers in clear, as a naive client does) at every sync.
+* sync: the whole address book (numbers in clear, as a naive client does) at every sync;
+* presence: the full state of the 30 watched AORs at every poll (no ETag, no delta).
 
 Bytes are HTTP/1.1 header + body bytes both ways (request/status lines, TLS and TCP/IP
 overhead excluded; they add the same per request to both sides). Run:
@@ -34,6 +39,9 @@ import pyotp
 from callward.config import CallwardConfig, IdentityConfig
 from callward.edge.directory import Identity, SqliteDirectory
 from callward.records.service import open_records
+from callward.ua.cache import CoherentCache
+from callward.ua.presence import PresenceClient
+from callward.ua.psi_client import PsiDiscovery
 from callward.ua.sync import SyncClient
 from callward.ua.telemetry import TelemetryPolicy, TelemetryQueue, TelemetryUploader
 from callward.ua.tokens import Login, OAuthClient, TokenSource
@@ -88,6 +96,27 @@ async def run() -> dict[str, float]:
                          login=Login("alice", "pw", code))  # fmt: skip
     web = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web")
     now = [DAY0]
+    counted = {"psi": 0, "presence": 0, "presence_naive": 0}
+
+    def counting(kind: str) -> httpx.AsyncClient:
+        async def req(r: httpx.Request) -> None:
+            counted[kind] += _size(r)
+
+        async def resp(r: httpx.Response) -> None:
+            await r.aread()
+            counted[kind] += _size(r)
+
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web",
+                                 event_hooks={"request": [req], "response": [resp]})  # fmt: skip
+
+    psi = PsiDiscovery("http://web", tokens, CoherentCache(), clock=lambda: now[0],
+                       http=counting("psi"))  # fmt: skip
+    presence = PresenceClient("http://web", tokens, CoherentCache(), clock=lambda: now[0],
+                              http=counting("presence"))  # fmt: skip
+    naive_presence = counting("presence_naive")
+    store = app.state.phone.presence
+    watched = [f"user{i}@acme.test" for i in range(30)]
+    changes = sorted(rng.sample(range(6 * 3600, 23 * 3600, 60), 120))
     sync = SyncClient("http://web", tokens, http=web)
     queue = TelemetryQueue(TelemetryPolicy())  # defaults: hourly batches
     up = TelemetryUploader("http://web", tokens, queue, clock=lambda: now[0], http=web)
@@ -114,9 +143,28 @@ async def run() -> dict[str, float]:
     sync_times = {7 * 3600, 12 * 3600, 17 * 3600, 22 * 3600}
     call_starts = sorted(rng.sample(range(8 * 3600, 22 * 3600, 600), 12))
     first_sync_bytes = 0
+    first_psi_bytes = 0
+    state_clock = app.state.web.clock
+    for aor in watched:  # everyone is available in the morning, for 24 h
+        store.publish("default", aor, "available", "", state_clock() + 86400)
+    await presence.watch(watched)
     for minute in range(24 * 60):
         now[0] = DAY0 + minute * 60
         t = minute * 60
+        if t in sync_times:
+            before = counted["psi"]
+            await psi.discover(book)
+            if t == min(sync_times):
+                first_psi_bytes = counted["psi"] - before
+        if t in changes:
+            store.publish("default", rng.choice(watched),
+                          rng.choice(["available", "away", "busy", "dnd"]), "",
+                          state_clock() + 86400)  # fmt: skip
+        if t % 300 == 0:
+            await presence.refresh()
+            r = await naive_presence.get("/api/v1/phone/presence",
+                                         headers={"Authorization": auth})  # fmt: skip
+            assert r.status_code == 200
         if t in sync_times:
             before = sync.bytes_up + sync.bytes_down
             await sync.sync(book)
@@ -160,6 +208,11 @@ async def run() -> dict[str, float]:
         "login_bytes": login_bytes,
         "records": stored,
         "batches": queue.batches_sent,
+        "psi_bytes": counted["psi"],
+        "psi_first": first_psi_bytes,
+        "presence_bytes": counted["presence"],
+        "presence_naive": counted["presence_naive"],
+        "psi_matches": len(await psi.discover(book)),
     }
     await tokens.aclose()
     await web.aclose()
@@ -180,6 +233,11 @@ def main() -> None:
     print(f"sync: {r['sync_bytes']} B/day (first sync of the 500-contact book "
           f"{r['sync_first']} B, the 3 later delta syncs {steady_sync} B) vs {r['sync_naive']} B "
           f"uploading the book 4x: {r['sync_naive'] / r['sync_bytes']:.1f}x less")  # fmt: skip
+    print(f"private discovery (OPRF): {r['psi_bytes']} B/day (first: table + 500 blinded "
+          f"points, {r['psi_first']} B; {r['psi_matches']} matches)")  # fmt: skip
+    ratio = r["presence_naive"] / r["presence_bytes"]
+    print(f"presence: {r['presence_bytes']} B/day (288 delta polls) vs {r['presence_naive']} B "
+          f"full state at every poll: {ratio:.1f}x less")  # fmt: skip
     print(f"token refresh: {r['token_bytes']} B/day (24 x one measured refresh; the TOTP "
           f"login, once per refresh-token life, {r['login_bytes']} B)")  # fmt: skip
 

@@ -170,6 +170,7 @@ async def test_discovery_through_callward_web(
     assert await phone.discover({"bob": "+14155550101", "bob2": "+14155558888"}) == {
         "bob2": "user1@acme.test"
     }
+    assert len(json.loads(rec.bodies[-1])["points"]) == 1  # only the new contact is evaluated
 
 
 async def test_bad_points_and_limits(world: tuple[Any, LocalIdP, SqliteDirectory]) -> None:

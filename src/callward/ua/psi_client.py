@@ -2,7 +2,10 @@
 ``callward web``: the sealed table is one entry of the phone's
 :class:`~callward.ua.cache.CoherentCache` (downloaded once, then revalidated with
 ``If-None-Match``: a bodiless 304 while the directory is unchanged), and the OPRF exchange
-sends only blinded points (≤ 500 per request)."""
+sends only blinded points (≤ 500 per request) for contacts not evaluated before: the OPRF
+values of earlier contacts are kept (:attr:`PsiDiscovery.values`; personal data: an app keeps
+them in the keystore) and matched again against each new table, so a day costs a table
+revalidation per sync plus the new contacts."""
 
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ class PsiDiscovery:
         self._http = http or httpx.AsyncClient(timeout=20.0, trust_env=False)
         self.bytes_in = 0
         self.bytes_out = 0
+        self.values: dict[str, tuple[str, bytes]] = {}  # contact id -> (number, F(number))
+        self.key_id = ""
 
     async def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = {**kw.pop("headers", {}), "Authorization": await self.tokens.authorization()}
@@ -75,8 +80,12 @@ class PsiDiscovery:
         """contact id -> AOR for the contacts (contact id -> E.164) that are subscribers."""
         doc = await self.table()
         table = {base64.b64decode(i): base64.b64decode(c) for i, c in doc["entries"]}
-        found: dict[str, str] = {}
-        ids = list(contacts)
+        if doc["key_id"] != self.key_id:  # a new server key: earlier values mean nothing
+            self.values.clear()
+            self.key_id = doc["key_id"]
+        for cid in [c for c in self.values if contacts.get(c) != self.values[c][0]]:
+            del self.values[cid]  # deleted or renumbered in the book: evaluate again
+        ids = [c for c in contacts if c not in self.values]
         for start in range(0, len(ids), MAX_POINTS):
             chunk = {c: contacts[c] for c in ids[start : start + MAX_POINTS]}
             query, points = blind(chunk)
@@ -90,5 +99,6 @@ class PsiDiscovery:
             if resp.status_code != 200:
                 raise TransportError(f"psi evaluation answered {resp.status_code}")
             evaluated = [base64.b64decode(p) for p in resp.json()["evaluated"]]
-            found.update(match_table(unblind(query, evaluated), table))
-        return found
+            for cid, f in unblind(query, evaluated).items():
+                self.values[cid] = (contacts[cid], f)
+        return match_table({c: f for c, (_, f) in self.values.items() if c in contacts}, table)
