@@ -149,6 +149,7 @@ def test_postgres_subscribers_are_aged_verified_and_erased(pg_schema: str) -> No
     subs.put(Subscriber.from_password(MSISDN, "ims.example", "pw"))
     subs.put(Subscriber.from_password(OTHER, "ims.example", "pw"))
     subs.touch(OTHER, NOW)
+    subs.flush()  # touches are written by a background thread
     rows = SubscriberRows(pg_schema, PSEUDO)
     assert rows.pg and rows.table == "callward_subscribers"
     # the never-seen row ages from created (the wall clock), the other from last_seen = NOW

@@ -7,7 +7,8 @@ with an MD5 and a SHA-256 HA1 (RFC 8760 lets the client choose), plus the tenant
 Each row also carries ``created`` and ``last_seen`` (epoch seconds): the retention engine ages a
 subscriber from the later of the two (:mod:`callward.privacy.retention_stores`), so an account
 unused for the ``subscriber`` period of the rule set is purged. ``last_seen`` is bumped by
-:meth:`touch` when a REGISTER saves bindings (at most once an hour per AOR and process). Rows
+:meth:`touch` when a REGISTER saves bindings (at most once an hour per AOR and process;
+PostgreSQL writes it from a background thread, never on the event loop). Rows
 from before these columns existed get ``created`` = the time of the migration: their real age is
 unknown, and purging a customer's account on a guess would be worse than keeping it one period.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -163,6 +165,7 @@ class PostgresSubscribers:
             raise StoreError(f"invalid table name {table!r}")
         self._table = table
         self._lock = threading.Lock()
+        self._touches: ThreadPoolExecutor | None = None
         try:
             self._db = psycopg.connect(url, autocommit=True, connect_timeout=5)
             self._db.execute(_SCHEMA.format(table=table))
@@ -195,6 +198,14 @@ class PostgresSubscribers:
             )
 
     def touch(self, username: str, now: float) -> None:
+        """Queued to one background thread: the edge may answer REGISTERs inline on its
+        event loop, which must not wait for a network round trip (bookkeeping only: a
+        failed write is dropped; ``close`` waits for queued ones)."""
+        if self._touches is None:
+            self._touches = ThreadPoolExecutor(1, thread_name_prefix="subscriber-touch")
+        self._touches.submit(self._touch, username, now)
+
+    def _touch(self, username: str, now: float) -> None:
         import psycopg
 
         with self._lock:
@@ -203,8 +214,8 @@ class PostgresSubscribers:
                     f"UPDATE {self._table} SET last_seen = %s WHERE username = %s",
                     (now, username),
                 )
-            except psycopg.Error as exc:
-                raise StoreError(f"subscriber store: {str(exc).splitlines()[0]}") from None
+            except psycopg.Error:
+                pass  # retention ages from an older last_seen: never fails the REGISTER
 
     def delete(self, username: str, realm: str) -> bool:
         with self._lock:
@@ -214,12 +225,19 @@ class PostgresSubscribers:
             )
         return cur.rowcount > 0
 
+    def flush(self) -> None:
+        """Wait for queued ``touch`` writes."""
+        if self._touches is not None:
+            self._touches.shutdown(wait=True)
+            self._touches = None
+
     def drop(self) -> None:
         """Remove the table (tests clean up after themselves)."""
         with self._lock:
             self._db.execute(f"DROP TABLE IF EXISTS {self._table}")
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
 
 
