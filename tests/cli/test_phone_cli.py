@@ -144,6 +144,11 @@ def test_phone_calls_phone(tmp_path: Path) -> None:
         ["call", "sip:a@127.0.0.1:5", "--transport", "sctp"],
         ["call", "sip:a@127.0.0.1:5", "--proxy", "nohost"],
         ["answer", "--calls", "0"],
+        ["call", "sip:a@127.0.0.1:5", "--codec", "g729"],
+        ["call", "sip:a@127.0.0.1:5", "--ptime", "30"],
+        ["answer", "--bitrate", "100"],
+        ["call", "sip:a@127.0.0.1:5", "--audio", "/nonexistent.wav"],
+        ["call", "sip:a@127.0.0.1:5", "--optimise", "--loss", "80"],
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: list[str]) -> None:

@@ -122,3 +122,31 @@ def test_g711_vad_40ms_conversation_on_the_wire(tmp_path: Path) -> None:
     wire = caller["wire"]
     assert sum(r[4] for r in mine) == wire["rtp_sent"]["ip_bytes"]
     assert abs(wire["planner_ratio"] - 1) <= 0.01, wire
+
+
+def test_optimised_call_sends_the_optimisers_choice(tmp_path: Path) -> None:
+    """``--optimise --loss 1 --rtt 120`` on both phones: usage/optimise.py picks the cheapest
+    setting with MOS >= 4.0 at call set-up, and the wire carries exactly that codec, ptime and
+    CBR frame size, priced by the planner within 3 %."""
+    media = ("--optimise", "--loss", "1", "--rtt", "120", "--min-mos", "4.0")
+    caller, answerer, pcap = _converse(tmp_path, 20, *media)
+    best = caller["optimised"]
+    assert best["meets_target"] and best["mos"] >= 4.0 and best["dtx"]
+    assert answerer["answered"][0]["optimised"] == best
+    sent = caller["rtp"]
+    assert (sent["codec"], sent["bitrate"], sent["ptime_ms"]) == (
+        best["codec"],
+        best["bitrate"],
+        best["ptime_ms"],
+    )
+    rows = _rtp_rows(pcap)
+    mine = rows[caller["media_port"]]
+    assert best["codec"] == "opus"
+    frame = best["bitrate"] * best["ptime_ms"] // 8000
+    assert all(r[0] == 111 and r[4] == 20 + 8 + 12 + frame + 10 for r in mine)
+    gaps, _ = _check_stream(mine, 111, 48 * best["ptime_ms"])
+    assert gaps >= 3
+    wire = caller["wire"]
+    assert abs(wire["planner_ratio"] - 1) <= 0.03, wire
+    both = wire["media_both_directions_bytes_per_minute"]
+    assert both < 2 * best["bytes_per_minute"] * 1.1  # the optimiser's price, both directions

@@ -23,6 +23,10 @@ from callward.cli.exits import fail as _fail
 from callward.cli.exits import hostport
 from callward.cli.phone_dns import DNS_OPT, is_name
 from callward.cli.phone_media import (
+    LOSS_OPT,
+    MIN_MOS_OPT,
+    OPTIMISE_OPT,
+    RTT_OPT,
     MediaFlags,
     finish_capture,
     media_flags,
@@ -198,6 +202,8 @@ async def _call(
             talked = await talk(call, rtp, flags, 0, seconds)
             out["bye_status"] = await asyncio.wait_for(call.hangup(), timeout)
         out["rtp"] = media_report(rtp, talked)
+        if flags.optimum is not None:
+            out["optimised"] = flags.optimum
         out["media_port"] = rtp.local_addr[1]
         # Some peers (SIPp's uas) count a TCP close right after the BYE as a failed call.
         await asyncio.sleep(linger)
@@ -282,6 +288,8 @@ async def _answer(
                 if talking is not None:
                     talked = await talking
                     info["rtp"] = media_report(rtp, talked)
+                    if flags.optimum is not None:
+                        info["optimised"] = flags.optimum
             if dtls is not None:
                 dtls.close()
             answered.append({"status": call.status, "end_reason": reason, **info})
@@ -337,6 +345,10 @@ def call_cmd(
     noise_suppression: bool = typer.Option(
         False, "--ns", help="speexdsp noise suppression before VAD/DTX"
     ),
+    optimise: bool = OPTIMISE_OPT,
+    loss: float = LOSS_OPT,
+    rtt: float = RTT_OPT,
+    min_mos: float = MIN_MOS_OPT,
     capture: Path | None = typer.Option(
         None, help="record the call with dumpcap (pcapng) and report bytes on the wire"
     ),
@@ -356,7 +368,8 @@ def call_cmd(
     resolver = (
         _nonzero(hostport(dns_server, "--dns-server"), "--dns-server") if dns_server else None
     )
-    flags = media_flags(codec, bitrate, ptime, dtx, fec, audio, seed, noise_suppression)
+    flags = media_flags(codec, bitrate, ptime, dtx, fec, audio, seed, noise_suppression,
+                        (loss, rtt, min_mos) if optimise else None)  # fmt: skip
     if capture is not None and not capture.parent.is_dir():
         raise _fail(f"--capture {capture}: directory does not exist")
     try:
@@ -449,6 +462,10 @@ def answer_cmd(
     ice_lite: bool = typer.Option(
         False, "--ice-lite", help="answer ICE checks on the RTP port (WebRTC callers need it)"
     ),
+    optimise: bool = OPTIMISE_OPT,
+    loss: float = LOSS_OPT,
+    rtt: float = RTT_OPT,
+    min_mos: float = MIN_MOS_OPT,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Auto-answer calls until ``--calls`` have ended; exit 1 if none came within the timeout."""
@@ -464,7 +481,8 @@ def answer_cmd(
         raise _fail(f"--expires must be 60..86400, not {expires}")
     where = _nonzero(hostport(listen, "--listen"), "--listen")
     edges = [_nonzero(hostport(p, "--proxy"), "--proxy") for p in proxy] if register else None
-    flags = media_flags(codec, bitrate, ptime, dtx, fec, audio, seed, noise_suppression)
+    flags = media_flags(codec, bitrate, ptime, dtx, fec, audio, seed, noise_suppression,
+                        (loss, rtt, min_mos) if optimise else None)  # fmt: skip
     try:
         oauth = oauth_options(oauth_issuer, client_id, oauth_user, user, password,
                               totp_secret_file, keystore)  # fmt: skip

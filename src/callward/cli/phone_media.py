@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import typer
+
 from callward.cli.exits import fail as _fail
 from callward.errors import CallwardError
 
@@ -34,6 +36,7 @@ class MediaFlags:
     audio: str = "conversation"
     seed: int = 1
     noise_suppression: bool = False
+    optimum: dict[str, Any] | None = None  # usage/optimise.py's choice, when --optimise
 
     def prefs(self) -> MediaPrefs:
         """Offer the chosen codec first, the others as fallbacks (RFC 3264 §5.1 order)."""
@@ -48,10 +51,41 @@ class MediaFlags:
         return Voice(self.audio, party, self.seed)
 
 
+OPTIMISE_OPT = typer.Option(
+    False, "--optimise", help="let usage/optimise.py pick codec/bitrate/ptime/FEC (DTX on)"
+)
+LOSS_OPT = typer.Option(0.0, "--loss", help="--optimise: expected packet loss, percent")
+RTT_OPT = typer.Option(100.0, "--rtt", help="--optimise: expected round-trip time, ms")
+MIN_MOS_OPT = typer.Option(4.0, "--min-mos", help="--optimise: MOS the call must reach")
+
+
+def optimised(loss: float, rtt: float, min_mos: float) -> MediaFlags:
+    """The cheapest setting with MOS >= ``min_mos`` on that path (metered link), as flags."""
+    from callward.usage.optimise import Network, optimise
+
+    try:
+        best = optimise(Network(loss_pct=loss, rtt_ms=rtt), min_mos)
+    except CallwardError as exc:
+        raise _fail(str(exc)) from None
+    s = best.best.setting
+    chosen = {**best.best.as_dict(), "meets_target": best.meets_target}
+    bitrate = s.bitrate if s.codec == "opus" else 16000
+    return MediaFlags(s.codec, bitrate, s.ptime_ms, True, s.fec, optimum=chosen)
+
+
 def media_flags(
-    codec: str, bitrate: int, ptime: int, dtx: bool, fec: bool, audio: str, seed: int, ns: bool
+    codec: str,
+    bitrate: int,
+    ptime: int,
+    dtx: bool,
+    fec: bool,
+    audio: str,
+    seed: int,
+    ns: bool,
+    optimise: tuple[float, float, float] | None = None,
 ) -> MediaFlags:
-    """Validate the media flags: exit 2 with one line on a bad value."""
+    """Validate the media flags: exit 2 with one line on a bad value. ``optimise`` = (loss %,
+    RTT ms, minimum MOS): the optimiser's choice replaces codec/bitrate/ptime/FEC/DTX."""
     if codec not in _CODECS:
         raise _fail(f"--codec must be one of {', '.join(_CODECS)}, not {codec!r}")
     if ptime not in (20, 40, 60) and not (codec == "opus" and ptime == 10):
@@ -59,6 +93,10 @@ def media_flags(
     if not 6000 <= bitrate <= 64000:
         raise _fail(f"--bitrate must be 6000..64000 bit/s, not {bitrate}")
     flags = MediaFlags(codec, bitrate, ptime, dtx, fec, audio, seed, ns)
+    if optimise is not None:
+        from dataclasses import replace
+
+        flags = replace(optimised(*optimise), audio=audio, seed=seed, noise_suppression=ns)
     try:
         flags.voice(0)
         flags.prefs()

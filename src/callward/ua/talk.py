@@ -258,4 +258,8 @@ def wire_report(
         out["planned_bytes_per_minute"] = round(plan.media_bytes_per_minute)
         out["planner_ratio"] = round(media / planned, 4) if planned else None
         out["planned_rtcp_bytes"] = round(plan.rtcp_bytes_per_second * talked.seconds)
+        both = sum(
+            out[f"{k}_{d}"]["ip_bytes"] for k in ("rtp", "rtcp") for d in ("sent", "received")
+        )
+        out["media_both_directions_bytes_per_minute"] = round(both * 60 / talked.seconds)
     return out
