@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sqlite3
 import threading
 from typing import Any
 
@@ -25,6 +26,7 @@ import zstandard
 from callward.edge.directory import Identity, SqliteDirectory
 from callward.privacy.discovery import discovery_hash
 from callward.ua.psi import oprf_key, seal_entry
+from callward.web.phone_state import PhoneStateDb
 
 __all__ = [
     "DailyQuota",
@@ -137,24 +139,31 @@ class PsiTable:
 
 
 class PrefsStore:
-    """A phone's preferences, one JSON document per subject with a version (the ETag).
-    Conditional writes only: ``If-Match`` must name the current version (RFC 9110 §13.1.1)."""
+    """A phone's preferences, one JSON document per subject with a version (the ETag), in the
+    shared phone-state database (:mod:`callward.web.phone_state`). Conditional writes only:
+    ``If-Match`` must name the current version (RFC 9110 §13.1.1)."""
 
-    def __init__(self) -> None:
-        self._docs: dict[str, tuple[int, dict[str, Any]]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, db: PhoneStateDb | None = None) -> None:
+        self.db = db or PhoneStateDb()
 
     def get(self, subject: str) -> tuple[int, dict[str, Any]]:
-        with self._lock:
-            return self._docs.get(subject, (0, {}))
+        rows = self.db.query("SELECT version, doc FROM prefs WHERE subject = ?", (subject,))
+        if not rows:
+            return 0, {}
+        return int(rows[0][0]), json.loads(rows[0][1])
 
     def put(self, subject: str, if_match: int, doc: dict[str, Any]) -> tuple[bool, int]:
-        with self._lock:
-            version, _ = self._docs.get(subject, (0, {}))
+        def cas(conn: sqlite3.Connection) -> tuple[bool, int]:
+            row = conn.execute("SELECT version FROM prefs WHERE subject = ?",
+                               (subject,)).fetchone()  # fmt: skip
+            version = int(row[0]) if row else 0
             if if_match != version:
                 return False, version
-            self._docs[subject] = (version + 1, doc)
+            conn.execute("INSERT OR REPLACE INTO prefs VALUES (?, ?, ?)",
+                         (subject, version + 1, json.dumps(doc)))  # fmt: skip
             return True, version + 1
+
+        return self.db.transaction(cas)
 
 
 def decode_telemetry(body: bytes, encoding: str | None) -> list[dict[str, Any]]:

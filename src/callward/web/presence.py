@@ -12,17 +12,19 @@
   changed. A partition or handover on the phone ends in one such revalidation
   (:mod:`callward.ua.cache`: presence is never shown stale).
 
-Kept per process in memory (a restart makes everyone ``offline`` until they publish again:
-safe). What a phone watches is not logged or exported.
+Kept in the phone-state database shared by the web workers of a host
+(:mod:`callward.web.phone_state`). What a phone watches is not logged or exported.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
+
+from callward.web.phone_state import PhoneStateDb
 
 __all__ = ["MAX_WATCH", "STATUSES", "EmergencyInfo", "PresenceStore"]
 
@@ -31,70 +33,88 @@ MAX_WATCH = 500
 MAX_NOTE = 64
 
 
-@dataclass(frozen=True, slots=True)
-class _State:
-    status: str
-    note: str
-    expires_at: float
-    version: int
-
-
 class PresenceStore:
-    def __init__(self, *, max_entries: int = 100_000) -> None:
-        self._lock = threading.Lock()
-        self._version = 0
-        self._states: dict[tuple[str, str], _State] = {}  # (tenant, aor) -> state
-        self._watch: dict[str, tuple[int, tuple[str, ...]]] = {}  # subject -> (rev, aors)
+    """In the shared phone-state database (:mod:`callward.web.phone_state`): every worker
+    serves the same versions and ETags."""
+
+    def __init__(self, db: PhoneStateDb | None = None, *, max_entries: int = 100_000) -> None:
+        self.db = db or PhoneStateDb()
         self.max_entries = max_entries
 
     def publish(self, tenant: str, aor: str, status: str, note: str, expires_at: float) -> int:
         if status not in STATUSES:
             raise ValueError(f"status {status[:20]!r}: expected one of {', '.join(STATUSES)}")
-        with self._lock:
-            self._version += 1
-            if len(self._states) >= self.max_entries and (tenant, aor) not in self._states:
-                raise ValueError("presence store full")
-            self._states[(tenant, aor)] = _State(status, note[:MAX_NOTE], expires_at,
-                                                 self._version)  # fmt: skip
-            return self._version
+
+        def go(conn: sqlite3.Connection) -> int:
+            known = conn.execute("SELECT 1 FROM presence WHERE tenant = ? AND aor = ?",
+                                 (tenant, aor)).fetchone()  # fmt: skip
+            if known is None:
+                (n,) = conn.execute("SELECT count(*) FROM presence").fetchone()
+                if n >= self.max_entries:
+                    raise ValueError("presence store full")
+            v = PhoneStateDb.next_version(conn, "presence")
+            conn.execute("INSERT OR REPLACE INTO presence VALUES (?, ?, ?, ?, ?, ?)",
+                         (tenant, aor, status, note[:MAX_NOTE], expires_at, v))  # fmt: skip
+            return v
+
+        return self.db.transaction(go)
 
     def withdraw(self, tenant: str, aor: str) -> None:
         """An explicit ``offline`` (PUBLISH with Expires: 0)."""
-        with self._lock:
-            if (tenant, aor) in self._states:
-                self._version += 1
-                self._states[(tenant, aor)] = _State("offline", "", 0.0, self._version)
+
+        def go(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM presence WHERE tenant = ? AND aor = ?",
+                            (tenant, aor)).fetchone():  # fmt: skip
+                v = PhoneStateDb.next_version(conn, "presence")
+                conn.execute(
+                    "UPDATE presence SET status = 'offline', note = '', expires_at = 0,"
+                    " version = ? WHERE tenant = ? AND aor = ?",
+                    (v, tenant, aor),
+                )
+
+        self.db.transaction(go)
 
     def watch(self, subject: str, aors: list[str]) -> int:
-        with self._lock:
-            rev = self._watch.get(subject, (0, ()))[0] + 1
-            self._watch[subject] = (rev, tuple(sorted(set(aors)))[:MAX_WATCH])
+        def go(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT rev FROM presence_watch WHERE subject = ?",
+                               (subject,)).fetchone()  # fmt: skip
+            rev = (int(row[0]) if row else 0) + 1
+            chosen = sorted(set(aors))[:MAX_WATCH]
+            conn.execute("INSERT OR REPLACE INTO presence_watch VALUES (?, ?, ?)",
+                         (subject, rev, json.dumps(chosen)))  # fmt: skip
             return rev
 
-    def _expire(self, now: float) -> None:
-        for key, st in list(self._states.items()):
-            if st.status != "offline" and st.expires_at <= now:
-                self._version += 1
-                self._states[key] = _State("offline", "", 0.0, self._version)
+        return self.db.transaction(go)
 
     def delta(
         self, tenant: str, subject: str, since: int, now: float
     ) -> tuple[str, dict[str, Any]]:
         """(ETag, body) for what changed among ``subject``'s watched AORs after ``since``."""
-        with self._lock:
-            self._expire(now)
-            rev, aors = self._watch.get(subject, (0, ()))
+
+        def go(conn: sqlite3.Connection) -> tuple[str, dict[str, Any]]:
+            # expiry: every status past its lifetime reads offline, with a new version
+            if conn.execute("SELECT 1 FROM presence WHERE status != 'offline' AND "
+                            "expires_at <= ? LIMIT 1", (now,)).fetchone():  # fmt: skip
+                v = PhoneStateDb.next_version(conn, "presence")
+                conn.execute("UPDATE presence SET status = 'offline', note = '', expires_at = 0,"
+                             " version = ? WHERE status != 'offline' AND expires_at <= ?",
+                             (v, now))  # fmt: skip
+            row = conn.execute("SELECT rev, aors FROM presence_watch WHERE subject = ?",
+                               (subject,)).fetchone()  # fmt: skip
+            rev, aors = (int(row[0]), json.loads(row[1])) if row else (0, [])
             newest = 0
             changes: list[dict[str, Any]] = []
             for aor in aors:
-                st = self._states.get((tenant, aor))
+                st = conn.execute("SELECT status, note, version FROM presence WHERE tenant = ? "
+                                  "AND aor = ?", (tenant, aor)).fetchone()  # fmt: skip
                 if st is None:
                     continue
-                newest = max(newest, st.version)
-                if st.version > since:
-                    changes.append({"aor": aor, "status": st.status, "note": st.note})
-            etag = f'"{rev}.{newest}"'
-            return etag, {"version": newest, "watch": rev, "changes": changes}
+                newest = max(newest, int(st[2]))
+                if st[2] > since:
+                    changes.append({"aor": aor, "status": st[0], "note": st[1]})
+            return f'"{rev}.{newest}"', {"version": newest, "watch": rev, "changes": changes}
+
+        return self.db.transaction(go)
 
 
 @dataclass(frozen=True, slots=True)

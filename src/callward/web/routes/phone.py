@@ -33,6 +33,7 @@ from callward.web.phone_api import (
     PsiTable,
     decode_telemetry,
 )
+from callward.web.phone_state import PhoneStateDb
 from callward.web.presence import MAX_WATCH, STATUSES, EmergencyInfo, PresenceStore
 from callward.web.routes.api import _ERR, _known_query_only, state_of
 
@@ -60,6 +61,7 @@ class PhoneServices:
     def close(self) -> None:
         self.directory.close()
         self.telemetry.close()
+        self.prefs.db.close()
 
 
 def open_phone_services(config: CallwardConfig, data_dir: Path, state: WebState) -> PhoneServices:
@@ -80,6 +82,7 @@ def open_phone_services(config: CallwardConfig, data_dir: Path, state: WebState)
         salt_file.write_bytes(salt)
     directory = SqliteDirectory(directory_path)
     psi = PsiTable(directory, salt)
+    shared = PhoneStateDb(data_dir / "phone-state.sqlite")  # prefs + presence, all workers
     return PhoneServices(
         fetcher=JwksFetcher(BearerVerifier(policy), state.clock),
         directory=directory,
@@ -87,9 +90,9 @@ def open_phone_services(config: CallwardConfig, data_dir: Path, state: WebState)
         discovery_quota=DailyQuota(ident.discovery_daily_limit),
         telemetry=TelemetryStore(data_dir / "telemetry.sqlite"),
         telemetry_quota=DailyQuota(ident.telemetry_daily_bytes),
-        prefs=PrefsStore(),
+        prefs=PrefsStore(shared),
         realm=policy.audience,
-        presence=PresenceStore(),
+        presence=PresenceStore(shared),
         emergency=EmergencyInfo(tuple(ident.emergency_numbers), ident.emergency_route),
         psi=psi,
     )
