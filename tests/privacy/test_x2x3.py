@@ -179,3 +179,39 @@ def test_fuzz_single_byte_mutations_of_a_valid_pdu(pos: int, value: int) -> None
     except X2X3Error:
         return
     assert encode_pdu(pdu) == bytes(raw[: pdu.length])  # what it accepts, it re-encodes exactly
+
+
+async def test_mediation_client_keepalive_and_ack() -> None:
+    import asyncio
+
+    from callward.privacy.mediation import MediationClient
+
+    got: list[Pdu] = []
+
+    async def mf(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        buf = b""
+        while data := await r.read(65536):
+            pdus, buf = split_pdus(buf + data)
+            for p in pdus:
+                got.append(p)
+                if p.pdu_type is PduType.KEEPALIVE:  # answer as a mediation function does
+                    ack = Pdu(PduType.KEEPALIVE_ACK, PayloadFormat.KEEPALIVE,
+                              Direction.KEEPALIVE, p.xid, 0, p.attributes)  # fmt: skip
+                    w.write(encode_pdu(ack))
+                    await w.drain()
+
+    server = await asyncio.start_server(mf, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = MediationClient("127.0.0.1", port, keepalive_s=0.1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(client.run(stop))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if client.keepalive_acks >= 2:
+            break
+    stop.set()
+    await task
+    server.close()
+    kas = [p for p in got if p.pdu_type is PduType.KEEPALIVE]
+    assert len(kas) >= 2 and [p.sequence() for p in kas[:2]] == [0, 1]
+    assert client.keepalive_acks >= 2 and all(p.payload == b"" for p in kas)
