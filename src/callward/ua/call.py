@@ -29,7 +29,7 @@ __all__ = [
     "next_hop",
 ]
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
 USER_AGENT = "callward"
 
 

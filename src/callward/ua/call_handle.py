@@ -53,6 +53,7 @@ class Call:
         self._invite_task: asyncio.Task[int] | None = None
         self.acks: dict[int, Request] = {}  # our ACK per re-INVITE CSeq (2xx retransmissions)
         self.media_changed = asyncio.Event()  # set when a re-offer changed the session
+        self.dtmf_received: asyncio.Queue[str] = asyncio.Queue()  # key presses (INFO)
         self.reinvites_received = 0
         self.glare = 0  # 491s received for our re-INVITEs
         self._reinvite_pending = False  # our re-INVITE is in flight (glare, §14.2)
@@ -266,6 +267,20 @@ class Call:
                     with contextlib.suppress(Exception):
                         await self.hangup(timeout=10)
                     return
+
+    async def send_dtmf(
+        self, digits: str, *, duration_ms: int = 160, gap: float = 0.05
+    ) -> list[int]:
+        """Send key presses as SIP INFO (``ua/dtmf_info.py``), one transaction per digit, in
+        order; returns the statuses (200 when the peer took each)."""
+        from callward.ua.dtmf_info import make_info
+
+        statuses = []
+        for digit in digits:
+            req = make_info(self.leg, digit, duration_ms)
+            statuses.append((await self.phone.request(req, self.leg.next_hop())).status)
+            await asyncio.sleep(gap)
+        return statuses
 
     async def _refresh_session(self) -> int:
         allow = self.leg.final.headers.get("Allow", "") if self.leg.final is not None else ""

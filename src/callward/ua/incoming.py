@@ -1,9 +1,9 @@
 """What the phone does with a request that opens or continues a dialog (RFC 3261 §8.2, §12.2.2).
 
 A new INVITE becomes an incoming :class:`~callward.ua.call_handle.Call` (queued, or answered at
-once with ``auto_answer``); an in-dialog INVITE, UPDATE or BYE goes to its call after the dialog
-checks (481 unknown dialog, 500 old CSeq); CANCEL ends a ringing call with 487 (§9.2); OPTIONS
-is answered with our capabilities; anything else is 405 or 501 with ``Allow``.
+once with ``auto_answer``); an in-dialog INVITE, UPDATE, INFO (DTMF) or BYE goes to its call
+after the dialog checks (481 unknown dialog, 500 old CSeq); CANCEL ends a ringing call with 487
+(§9.2); OPTIONS is answered with our capabilities; anything else is 405 or 501 with ``Allow``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from callward.sip.message import Request, make_response
 from callward.sip.transaction import TransactionKey
 from callward.ua.call import ALLOW, CallLeg, CallState, new_tag
 from callward.ua.call_handle import Call, Peer
+from callward.ua.dtmf_info import respond as respond_info
 
 if TYPE_CHECKING:
     from callward.ua.phone import Phone
@@ -24,7 +25,7 @@ __all__ = ["answer_statelessly", "route_request"]
 
 # Methods we know but do not serve: 405 (§8.2.1) rather than 501.
 _KNOWN_UNSUPPORTED = frozenset(
-    {"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "INFO", "REFER", "PRACK"}
+    {"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "PRACK"}
 )
 
 
@@ -41,7 +42,7 @@ def route_request(phone: Phone, req: Request, key: TransactionKey, peer: Peer) -
     method = req.method
     if method == "INVITE" and req.to.tag is None:
         _new_call(phone, req, key, peer)
-    elif method in ("INVITE", "BYE", "UPDATE"):
+    elif method in ("INVITE", "BYE", "UPDATE", "INFO"):
         _in_dialog(phone, req, key)
     elif method == "CANCEL":
         _cancel(phone, req, key)
@@ -90,6 +91,8 @@ def _in_dialog(phone: Phone, req: Request, key: TransactionKey) -> None:
             phone._end(call)
     elif req.method == "UPDATE":
         call._on_update(req, key)
+    elif req.method == "INFO":
+        respond_info(call, req, key)  # DTMF key presses (application/dtmf-relay)
     else:
         call._on_reinvite(req, key)
 
