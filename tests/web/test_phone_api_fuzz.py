@@ -21,7 +21,11 @@ from callward.web import create_app
 from oauth_idp import LocalIdP
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=50),
     lambda c: st.lists(c, max_size=6) | st.dictionaries(st.text(max_size=10), c, max_size=5),
     max_leaves=20,
 )
