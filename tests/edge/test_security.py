@@ -185,3 +185,32 @@ def test_unauthenticated_invites_are_challenged_statelessly(h) -> None:
     assert core.active_transactions == 0
     # the ACK of a stateless 407 is absorbed, and nothing was forwarded
     assert not [m for _, m in net.log if getattr(m, "method", "") == "INVITE"]
+
+
+def test_trusted_entry_with_tls_prefix_trusts_only_over_tls(h) -> None:
+    """``tls:HOST`` trusts a peer only over TLS (mTLS when client certificates are required);
+    the same address over UDP is an untrusted source that must authenticate."""
+    core, _ = _core(h, trusted=("tls:198.51.100.66",))
+    topo = core.topology
+    assert topo.is_trusted(Peer("tls", "198.51.100.66", 5061, "c1"))
+    assert not topo.is_trusted(Peer("udp", "198.51.100.66", 5070))
+    net = h.Net(core)
+    out = _invite(h, net, "sip:+12125550100@carrier.example", src=ATTACKER, call_id="tr-udp")
+    assert _final(out).status == 407 and not h.requests(out, "INVITE")
+
+
+def test_forged_in_dialog_requests_are_not_forwarded(h) -> None:
+    """A To tag is no credential: a "re-INVITE" for a call the edge never set up gets 481."""
+    _, net = _core(h, routes=(("bob", "sip:bob@127.0.0.1:5080"),))
+    out = net.send(
+        h.build("INVITE", "sip:bob@callward.local", to_tag="made-up", call_id="nope",
+                src=ATTACKER),
+        ATTACKER,
+    )  # fmt: skip
+    assert _final(out).status == 481 and not h.requests(out, "INVITE")
+    out = net.send(h.build("OPTIONS", "sip:bob@callward.local", src=ATTACKER, call_id="o"),
+                   ATTACKER)  # fmt: skip
+    assert _final(out).status == 407  # an OPTIONS to a user would reveal who is online
+    out = net.send(h.build("OPTIONS", "sip:callward.local", src=ATTACKER, call_id="o2"),
+                   ATTACKER)  # fmt: skip
+    assert _final(out).status == 200  # to the edge itself: keep-alive, no credentials

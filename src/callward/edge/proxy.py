@@ -135,6 +135,7 @@ class EdgeCore:
             is_local=self.router.local.is_local_uri,
         )
         self.authenticator.guard = self.security
+        self.security.known_call = self.dialogs.calls.__contains__  # in-dialog needs a call
         self.stir: StirShaken | None = None  # STIR/SHAKEN when configured (EdgeNode)
         self._now = 0.0
         self.reconfigure(settings)

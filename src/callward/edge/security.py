@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 import phonenumbers
 
 from callward.edge.admission import Admission, AdmissionPolicy, RequestInfo, VerdictKind
+from callward.edge.bounded_table import BoundedTable
 from callward.edge.fraud import FraudGuard, FraudPolicy
 from callward.edge.hooks import ACCEPT, Authenticated, AuthRefused, Drop, Reject, Verdict
 from callward.errors import SipParseError
@@ -38,8 +39,25 @@ from callward.sip.uri import URI, SipURI, TelURI
 
 __all__ = ["AUTH_METHODS", "UNTRUSTED_STRIP", "EdgeSecurity", "claimed_username", "strip_untrusted"]
 
-# Requests the edge authenticates (407) when they come from an untrusted source.
-AUTH_METHODS = frozenset({"INVITE", "MESSAGE", "SUBSCRIBE", "REFER", "PUBLISH"})
+
+class _AllMethodsBut:
+    """Every method except a few: unknown and extension methods are authenticated too."""
+
+    __slots__ = ("excluded",)
+
+    def __init__(self, *excluded: str) -> None:
+        self.excluded = frozenset(excluded)
+
+    def __contains__(self, method: object) -> bool:
+        return method not in self.excluded
+
+
+# Out-of-dialog requests the edge authenticates (407) when they come from an untrusted source:
+# all but REGISTER (the registrar's 401), and ACK/CANCEL, which belong to a transaction. An
+# OPTIONS (or any request) to a *user* is authenticated too: answering it unauthenticated
+# would tell a prober which users are online (their phones answer); requests to the edge
+# itself (no user part: keep-alive OPTIONS) are answered without credentials.
+AUTH_METHODS = _AllMethodsBut("REGISTER", "ACK", "CANCEL")
 
 # Identity and access-network headers only a trusted node may state (RFC 3325 §5, RFC 7315
 # §4.4: P-Access-Network-Info carries cell ids; Remote-Party-ID is the pre-3325 draft form).
@@ -109,6 +127,9 @@ class EdgeSecurity:
         self._challenge = challenge
         self._is_local = is_local
         self._domain_tenant: dict[str, str] = {}
+        # Set by the core: is this Call-ID a call the edge set up (its dialog tracker)?
+        self.known_call: Callable[[str], bool] | None = None
+        self._subscriptions: BoundedTable[str, bool] = BoundedTable(65536)
         self._realm = ""
         self._country_codes: dict[str, str] = {}
 
@@ -174,12 +195,46 @@ class EdgeSecurity:
         verdict = self.admission.admit(info, now)
         self._flush()
         if verdict.kind is VerdictKind.ADMIT:
+            if not in_dialog and trusted:
+                self._subscribed(request)
+            if request.method == "REGISTER" and not trusted and not self._registers_here(request):
+                return Reject(403, "Not relaying", rule="not-relaying")
             if not in_dialog and not trusted and not credentialed:
                 return self._unauthenticated(request, now)
+            if in_dialog and not trusted and not self._dialog_known(request):
+                # A To tag is no credential: an untrusted source may only continue a call the
+                # edge set up, or it could relay "re-INVITEs" to anyone without authenticating.
+                if request.method == "ACK":
+                    return Drop("unknown-dialog")
+                return Reject(481, None, rule="unknown-dialog")
             return ACCEPT
         if verdict.kind is VerdictKind.DROP:
             return Drop(verdict.rule)
         return Reject(verdict.status, verdict.reason or None, verdict.retry_after, verdict.rule)
+
+    def _dialog_known(self, request: Request) -> bool:
+        """In-dialog requests need a dialog the edge saw set up: a call (the core's dialog
+        tracker) or a subscription (SUBSCRIBE/REFER admitted from a trusted source or an
+        authenticated subscriber, remembered here by Call-ID in a bounded table)."""
+        if self.known_call is None:
+            return True
+        return self.known_call(request.call_id) or request.call_id in self._subscriptions
+
+    def _registers_here(self, request: Request) -> bool:
+        """A REGISTER from an untrusted source is for our registrar or for no one: one with a
+        foreign Request-URI, or pre-loaded Routes to elsewhere, is not relayed."""
+        is_local = self._is_local
+        if is_local is None:
+            return True
+        try:
+            routes = [r.uri for r in request.routes]
+        except SipParseError:
+            return False
+        return is_local(request.uri) and all(is_local(u) for u in routes)
+
+    def _subscribed(self, request: Request) -> None:
+        if request.method in ("SUBSCRIBE", "REFER"):
+            self._subscriptions.put(request.call_id, True)
 
     def _unauthenticated(self, request: Request, now: float) -> Verdict:
         """An untrusted request without credentials that the edge would only challenge (or
@@ -189,6 +244,9 @@ class EdgeSecurity:
             return ACCEPT
         if request.method not in AUTH_METHODS:
             return ACCEPT
+        uri = request.uri
+        if not (isinstance(uri, SipURI) and uri.user) and self._is_local(uri):
+            return ACCEPT  # to the edge itself: OPTIONS pings, answered by the edge
         refusal = self.relay_refusal(
             request,
             ruri_local=self._is_local(request.uri),
@@ -218,6 +276,8 @@ class EdgeSecurity:
                 self._flush()
                 return AuthRefused(403)  # what a wrong password gets
             self.admission.auth_succeeded(host, outcome.username, now, request.call_id)
+            if request.to.tag is None:
+                self._subscribed(request)
             if self._crosses_tenants(request, outcome.tenant):
                 self._seq += 1
                 self._emit(

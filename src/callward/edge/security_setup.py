@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import phonenumbers
+import structlog
 
 from callward.config import CallwardConfig, TenantCallPolicy
 from callward.edge.admission import Rate
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from callward.edge.stir import StirShaken
 
 __all__ = ["configure_security", "fetch_certificate", "fraud_from_config", "stir_from_config"]
+
+log = structlog.get_logger("callward.edge")
 
 
 def country_code(region: str) -> str:
@@ -121,6 +124,15 @@ async def fetch_certificate(query: object) -> object:
 def configure_security(core: EdgeCore, server: EdgeServer, cfg: CallwardConfig) -> None:
     """Apply the configuration's tenants, calling rules and STIR/SHAKEN to ``core``."""
     e = cfg.edge
+    by_address = [t for t in e.trusted if not t.lower().startswith("tls:")]
+    if by_address or (e.trusted and not cfg.security.tls_require_client_cert):
+        # a trusted peer skips digest: on UDP/TCP its source address is all that proves it
+        log.warning(
+            "edge.trusted_by_address",
+            peers=len(e.trusted),
+            by_address=len(by_address),
+            detail="prefer tls:HOST entries with security.tls_require_client_cert (mTLS)",
+        )
     core.security.configure_tenants(e.tenant_domains, realm=e.realm)
     core.security.fraud = FraudGuard(fraud_from_config(cfg), node=e.node_id)
     core.stir = stir_from_config(cfg)

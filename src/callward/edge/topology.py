@@ -34,7 +34,15 @@ class TopologyHider:
         self.hidden_routes = hidden_routes  # Call-ID → internal route set hidden from outside
 
     def is_trusted(self, peer: Peer) -> bool:
-        return peer.host in self.trusted or f"{peer.host}:{peer.port}" in self.trusted
+        """``host``, ``host:port``, or with a transport prefix (``tls:host``,
+        ``tls:host:port``): trusted only over that transport (with mTLS: docs/security.md)."""
+        t = self.trusted
+        return (
+            peer.host in t
+            or f"{peer.host}:{peer.port}" in t
+            or f"{peer.transport}:{peer.host}" in t
+            or f"{peer.transport}:{peer.host}:{peer.port}" in t
+        )
 
     def is_untrusted(self, peer: Peer) -> bool:
         return peer.host in self.untrusted or f"{peer.host}:{peer.port}" in self.untrusted
