@@ -150,3 +150,47 @@ def test_optimised_call_sends_the_optimisers_choice(tmp_path: Path) -> None:
     assert abs(wire["planner_ratio"] - 1) <= 0.03, wire
     both = wire["media_both_directions_bytes_per_minute"]
     assert both < 2 * best["bytes_per_minute"] * 1.1  # the optimiser's price, both directions
+
+
+def test_metered_call_renegotiates_a_longer_ptime_mid_call(tmp_path: Path) -> None:
+    """``--metered``: after the first RTCP report the caller's rate controller asks for 40 ms;
+    the phone re-INVITEs with ``a=ptime:40``, the answerer follows the new answer, and both
+    directions switch from 20 to 40 ms packets mid-call with continuous RTP timestamps."""
+    media = ("--codec", "opus", "--dtx")
+    port = free_port(PORTS)
+    pcap = tmp_path / "call.pcapng"
+    answering = subprocess.Popen(
+        [*CLI, "answer", "--listen", f"127.0.0.1:{port}", "--user", "bob", "--json",
+         "--timeout", "60", "--srtp", "sdes", *media],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2.5)
+        proc = subprocess.run(
+            [*CLI, "call", f"sip:bob@127.0.0.1:{port}", "--user", "alice", "--seconds", "15",
+             "--srtp", "sdes", "--capture", str(pcap), "--json", "--metered", *media],
+            capture_output=True, text=True, timeout=90, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        answering.communicate(timeout=30)
+    finally:
+        stop(answering)
+    caller = json.loads(proc.stdout)
+    assert {"reinvite": 200, "ptime_ms": 40} in caller["rtp"]["renegotiated"]
+    invites = subprocess.run(
+        ["tshark", "-r", str(pcap), "-Y", "sip.Method == INVITE && sdp", "-T", "fields",
+         "-e", "sip.CSeq.seq", "-e", "sdp.media_attr"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert len(invites) == 2 and "ptime:20" in invites[0] and "ptime:40" in invites[1]
+    for stream in _rtp_rows(pcap).values():
+        steps = [
+            (cur[2] - prev[2]) & 0xFFFFFFFF
+            for prev, cur in itertools.pairwise(stream)
+            if (cur[1] - prev[1]) & 0xFFFF == 1
+        ]
+        ptimes = [s // 48 for s in steps if s in (960, 1920)]
+        assert ptimes[:5] == [20] * 5 and ptimes[-5:] == [40] * 5  # 20 ms, then 40 ms
+        assert all(s % 960 == 0 for s in steps)  # timestamps carry on across the change
+        switch = ptimes.index(40)
+        assert all(p == 40 for p in ptimes[switch:])  # no ping-pong back to 20 ms

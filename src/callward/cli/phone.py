@@ -24,6 +24,7 @@ from callward.cli.exits import hostport
 from callward.cli.phone_dns import DNS_OPT, is_name
 from callward.cli.phone_media import (
     LOSS_OPT,
+    METERED_OPT,
     MIN_MOS_OPT,
     OPTIMISE_OPT,
     RTT_OPT,
@@ -349,6 +350,7 @@ def call_cmd(
     loss: float = LOSS_OPT,
     rtt: float = RTT_OPT,
     min_mos: float = MIN_MOS_OPT,
+    metered: bool = METERED_OPT,
     capture: Path | None = typer.Option(
         None, help="record the call with dumpcap (pcapng) and report bytes on the wire"
     ),
@@ -369,7 +371,7 @@ def call_cmd(
         _nonzero(hostport(dns_server, "--dns-server"), "--dns-server") if dns_server else None
     )
     flags = media_flags(codec, bitrate, ptime, dtx, fec, audio, seed, noise_suppression,
-                        (loss, rtt, min_mos) if optimise else None)  # fmt: skip
+                        (loss, rtt, min_mos) if optimise else None, metered)  # fmt: skip
     if capture is not None and not capture.parent.is_dir():
         raise _fail(f"--capture {capture}: directory does not exist")
     try:
@@ -466,6 +468,7 @@ def answer_cmd(
     loss: float = LOSS_OPT,
     rtt: float = RTT_OPT,
     min_mos: float = MIN_MOS_OPT,
+    metered: bool = METERED_OPT,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Auto-answer calls until ``--calls`` have ended; exit 1 if none came within the timeout."""
@@ -482,7 +485,7 @@ def answer_cmd(
     where = _nonzero(hostport(listen, "--listen"), "--listen")
     edges = [_nonzero(hostport(p, "--proxy"), "--proxy") for p in proxy] if register else None
     flags = media_flags(codec, bitrate, ptime, dtx, fec, audio, seed, noise_suppression,
-                        (loss, rtt, min_mos) if optimise else None)  # fmt: skip
+                        (loss, rtt, min_mos) if optimise else None, metered)  # fmt: skip
     try:
         oauth = oauth_options(oauth_issuer, client_id, oauth_user, user, password,
                               totp_secret_file, keystore)  # fmt: skip

@@ -37,6 +37,7 @@ class MediaFlags:
     seed: int = 1
     noise_suppression: bool = False
     optimum: dict[str, Any] | None = None  # usage/optimise.py's choice, when --optimise
+    metered: bool = False  # the rate controller may lengthen ptime (and re-INVITE for it)
 
     def prefs(self) -> MediaPrefs:
         """Offer the chosen codec first, the others as fallbacks (RFC 3264 §5.1 order)."""
@@ -57,6 +58,9 @@ OPTIMISE_OPT = typer.Option(
 LOSS_OPT = typer.Option(0.0, "--loss", help="--optimise: expected packet loss, percent")
 RTT_OPT = typer.Option(100.0, "--rtt", help="--optimise: expected round-trip time, ms")
 MIN_MOS_OPT = typer.Option(4.0, "--min-mos", help="--optimise: MOS the call must reach")
+METERED_OPT = typer.Option(
+    False, "--metered", help="bytes are paid for: rate control may move to 40 ms (re-INVITE)"
+)
 
 
 def optimised(loss: float, rtt: float, min_mos: float) -> MediaFlags:
@@ -83,6 +87,7 @@ def media_flags(
     seed: int,
     ns: bool,
     optimise: tuple[float, float, float] | None = None,
+    metered: bool = False,
 ) -> MediaFlags:
     """Validate the media flags: exit 2 with one line on a bad value. ``optimise`` = (loss %,
     RTT ms, minimum MOS): the optimiser's choice replaces codec/bitrate/ptime/FEC/DTX."""
@@ -92,11 +97,12 @@ def media_flags(
         raise _fail(f"--ptime must be 20, 40 or 60 (10 with opus), not {ptime}")
     if not 6000 <= bitrate <= 64000:
         raise _fail(f"--bitrate must be 6000..64000 bit/s, not {bitrate}")
-    flags = MediaFlags(codec, bitrate, ptime, dtx, fec, audio, seed, ns)
+    flags = MediaFlags(codec, bitrate, ptime, dtx, fec, audio, seed, ns, metered=metered)
     if optimise is not None:
         from dataclasses import replace
 
-        flags = replace(optimised(*optimise), audio=audio, seed=seed, noise_suppression=ns)
+        flags = replace(optimised(*optimise), audio=audio, seed=seed, noise_suppression=ns,
+                        metered=metered)  # fmt: skip
     try:
         flags.voice(0)
         flags.prefs()
@@ -121,8 +127,10 @@ async def talk(
         if seconds:
             await asyncio.sleep(max(0.0, seconds))
         return None
+    rtp.metered = flags.metered
     return await say(rtp, stream, flags.prefs(), flags.voice(party), seconds,
-                      noise_suppression=flags.noise_suppression, done=done)  # fmt: skip
+                      noise_suppression=flags.noise_suppression, done=done,
+                      call=call)  # fmt: skip
 
 
 def media_report(rtp: RtpEndpoint, talked: Any) -> dict[str, Any]:
@@ -135,7 +143,9 @@ def media_report(rtp: RtpEndpoint, talked: Any) -> dict[str, Any]:
         "rtcp_received": c.rtcp_received,
     }
     if talked is not None:
-        s = talked.settings
+        s = rtp.settings or talked.settings  # what we send now (after any renegotiation)
+        if talked.changes:
+            out["renegotiated"] = talked.changes
         out.update(codec=s.codec, ptime_ms=s.ptime_ms, dtx=s.dtx,
                    bitrate=s.bitrate if s.codec == "opus" else 64000,
                    fec=s.fec if s.codec == "opus" else False)  # fmt: skip

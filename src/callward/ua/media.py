@@ -124,6 +124,8 @@ class RtpEndpoint:
         self.rate_controller: OpusRateController | None = None
         self.decisions: list[RateDecision] = []
         self.on_renegotiate: Callable[[VoiceSettings], None] | None = None
+        self.metered = False  # tell the rate controller bytes are paid for (ptime 40)
+        self.voice_ms = 0  # audio encoded by send_voice so far (sent or suppressed), ms
         self._rtcp_task: asyncio.Task[None] | None = None
         self._seq = secrets.randbits(16)
         self._ts0 = secrets.randbits(32)
@@ -196,6 +198,11 @@ class RtpEndpoint:
                 min_bitrate=lo, max_bitrate=max(settings.bitrate, 8000),
                 start_bitrate=settings.bitrate, hold_reports=2,
             )  # fmt: skip
+            # the controller starts from what was negotiated, not from its own defaults
+            start = self.rate_controller.current
+            self.rate_controller.current = replace(
+                start, ptime_ms=settings.ptime_ms, fec=settings.fec
+            )
         bw = session_bw_bps or 2 * _stream_bps(settings)
         self.session = RtpSession(
             self.ssrc, settings.clock_rate, secrets.token_hex(8), session_bw_bps=bw,
@@ -205,6 +212,27 @@ class RtpEndpoint:
         # BYE removes a source from the session (§6.6), our statistics of it stay
         self.session.sources.update(self.stats)
         self._rtcp_task = loop.create_task(self._rtcp_loop())
+
+    def change(self, settings: VoiceSettings) -> None:
+        """Send with new negotiated settings from the next packet on (a re-INVITE changed the
+        ptime or codec): a new encoder and decoder; RTP timestamps and sequence numbers carry
+        on where the old encoder stopped (RFC 3550 §5.1), the next packet has the marker."""
+        if self.sender is None or self.settings is None:
+            raise MediaError("RTP endpoint is not started")
+        old = self.settings
+        self._ts0 = (self._ts0 + self.sender.packet_times * old.timestamp_step) & 0xFFFFFFFF
+        self.sender = VoiceSender(settings)
+        if settings.codec != old.codec:
+            self.receiver = VoiceReceiver(settings)
+        self.settings = settings
+        self.change_controller_ptime(settings.ptime_ms)
+
+    def change_controller_ptime(self, ptime_ms: int) -> None:
+        """Tell the rate controller which ptime is in use (after a renegotiation, or when a
+        request for another one was declined)."""
+        if self.rate_controller is not None:
+            now = self.rate_controller.current
+            self.rate_controller.current = replace(now, ptime_ms=ptime_ms)
 
     def _receive(self, data: bytes, now: float) -> None:
         try:
@@ -255,7 +283,8 @@ class RtpEndpoint:
         if self.rate_controller is None or self.sender is None or self.settings is None:
             return
         rtt = self.session.rtt_s if self.session else None
-        decision = self.rate_controller.on_report(LinkReport.from_rtcp(fraction_lost, rtt))
+        report = LinkReport.from_rtcp(fraction_lost, rtt, self.metered)
+        decision = self.rate_controller.on_report(report)
         if not decision.changed:
             return
         self.decisions.append(decision)
@@ -400,6 +429,7 @@ class RtpEndpoint:
                 self._transmit(pkt, due)
                 sent += 1
             offset += n
+            self.voice_ms += s.ptime_ms
             due += s.ptime_ms / 1000
             await asyncio.sleep(max(0.0, due - loop.time()))
 

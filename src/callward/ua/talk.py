@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import wave
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ from callward.ua.sdp_offer import SRTP_SUITE, MediaPrefs, voice_settings
 
 if TYPE_CHECKING:
     from callward.sdp import NegotiatedStream
+    from callward.ua.call_handle import Call
     from callward.ua.media import RtpEndpoint
     from callward.usage.planner import CallPlan
     from callward.usage.wire import WireUsage
@@ -144,6 +145,7 @@ class Talked:
     settings: VoiceSettings
     mask: npt.NDArray[np.bool_]
     packets: int = 0
+    changes: list[dict[str, Any]] = field(default_factory=list)  # renegotiations, in order
 
     @property
     def seconds(self) -> float:
@@ -178,10 +180,17 @@ async def talk(
     *,
     noise_suppression: bool = False,
     done: asyncio.Future[Any] | None = None,
+    call: Call | None = None,
 ) -> Talked:
     """Send ``voice`` on the negotiated stream for ``seconds`` (None: until ``done``
-    completes, at most :data:`MAX_TALK_S`), then stop RTCP with a BYE (RFC 3550 §6.6)."""
+    completes, at most :data:`MAX_TALK_S`), then stop RTCP with a BYE (RFC 3550 §6.6).
+
+    With ``call``, the session follows renegotiation: when the rate controller wants another
+    ptime (``RtpEndpoint.on_renegotiate``) the phone re-INVITEs with it, and whenever an
+    offer/answer changed the session (ours or the peer's re-INVITE) the sender switches to
+    the newly negotiated ptime/codec (``RtpEndpoint.change``)."""
     settings = start_stream(rtp, stream, prefs, noise_suppression=noise_suppression)
+    follower = _Follower(call, rtp, noise_suppression) if call is not None else None
     length = MAX_TALK_S if seconds is None else seconds
     mask = voice.mask(length) if length > 0 else np.zeros(0, dtype=bool)
     per_packet = settings.ptime_ms // STEP_MS
@@ -190,7 +199,7 @@ async def talk(
     if not len(mask):
         await rtp.stop()
         return talked
-    before = rtp.counters.packets_sent
+    before, voice_ms0 = rtp.counters.packets_sent, rtp.voice_ms
     sending = asyncio.ensure_future(rtp.send_voice(voice.blocks(mask, settings.sample_rate)))
     try:
         if done is not None:
@@ -204,12 +213,72 @@ async def talk(
     finally:
         if not sending.done():
             sending.cancel()
+        if follower is not None:
+            talked.changes = follower.changes
+            follower.close()
         # what was really spoken: the mask up to the last packet time encoded
-        if rtp.sender is not None:
-            talked.mask = mask[: rtp.sender.packet_times * per_packet]
+        talked.mask = mask[: (rtp.voice_ms - voice_ms0) // STEP_MS]
         talked.packets = rtp.counters.packets_sent - before
         await rtp.stop()
     return talked
+
+
+class _Follower:
+    """Keeps the sender on what offer/answer agreed (see :func:`talk`)."""
+
+    def __init__(self, call: Call, rtp: RtpEndpoint, ns: bool) -> None:
+        self.call, self.rtp, self.ns = call, rtp, ns
+        self.changes: list[dict[str, Any]] = []
+        self._raised = False  # we asked for a longer ptime than the call started with
+        self._tasks: set[asyncio.Future[Any]] = set()
+        rtp.on_renegotiate = self._want
+        self._tasks.add(asyncio.ensure_future(self._watch()))
+
+    def _want(self, wanted: VoiceSettings) -> None:
+        """The rate controller wants another ptime: offer it in a re-INVITE. Only the side
+        that lengthened the ptime (metered, or its RTT was high) may shorten it again; the
+        other side keeps what its peer asked for, so two controllers cannot ping-pong."""
+        cur = self.rtp.settings
+        if cur is None:
+            return
+        if wanted.ptime_ms < cur.ptime_ms and not self._raised:
+            self.rtp.change_controller_ptime(cur.ptime_ms)
+            return
+        self._raised = wanted.ptime_ms > cur.ptime_ms
+        self._tasks.add(asyncio.ensure_future(self._reinvite(wanted)))
+
+    async def _reinvite(self, wanted: VoiceSettings) -> None:
+        from dataclasses import replace
+
+        phone = self.call.phone
+        phone.media_prefs = replace(phone.media_prefs, ptime=wanted.ptime_ms)
+        with contextlib.suppress(CallwardError, TimeoutError):
+            status = await self.call.reinvite(timeout=10)
+            self.changes.append({"reinvite": status, "ptime_ms": wanted.ptime_ms})
+
+    async def _watch(self) -> None:
+        from dataclasses import replace
+
+        changed = self.call.media_changed
+        while True:
+            await changed.wait()
+            changed.clear()
+            stream, cur = self.call.negotiated(), self.rtp.settings
+            if stream is None or cur is None:
+                continue
+            new = voice_settings(stream, self.call.phone.media_prefs)
+            if (new.codec, new.ptime_ms) == (cur.codec, cur.ptime_ms):
+                continue
+            if new.codec == cur.codec:  # keep what rate control set on the encoder
+                new = replace(new, bitrate=cur.bitrate, fec=cur.fec,
+                              expected_loss_pct=cur.expected_loss_pct)  # fmt: skip
+            self.rtp.change(replace(new, noise_suppression=self.ns))
+            self.changes.append({"sending": new.codec, "ptime_ms": new.ptime_ms})
+
+    def close(self) -> None:
+        self.rtp.on_renegotiate = None
+        for task in self._tasks:
+            task.cancel()
 
 
 def planned_for(talked: Talked, *, rtcp_mux: bool, srtp: bool) -> CallPlan:
@@ -248,7 +317,9 @@ def wire_report(
                 "packets": sum(f.packets for f in flows),
                 "ip_bytes": sum(f.ip_bytes for f in flows),
             }
-    if talked is not None and talked.seconds > 0:
+    if talked is not None and talked.changes:
+        out["renegotiated"] = talked.changes  # one ptime for the whole call: no plan to compare
+    elif talked is not None and talked.seconds > 0:
         plan = planned_for(talked, rtcp_mux=rtp.rtcp_mux, srtp=srtp)
         media = out["rtp_sent"]["ip_bytes"]
         planned = plan.media_bytes_per_second * talked.seconds
