@@ -1,4 +1,5 @@
-"""CLI start-up: `callward --help`, `version`, `mos` and `analyze` on a small capture.
+"""CLI start-up: `callward --help`, `version`, `mos` and `analyze` on a small capture, and
+tshark's `-z rtp,streams` on the same capture as the peer of `analyze`.
 
 References measured in the same run, interleaved with our commands: the bare interpreter
 (`python -c pass`) and the CLI framework alone (`python -c "import typer"`), so a loaded
@@ -64,6 +65,8 @@ def main() -> None:
             "callward mos --codec g711 --loss 1": [cw, "mos", "--codec", "g711", "--loss", "1"],
             f"callward analyze --json small.pcap ({cap.stat().st_size // 1024} kB, 500 RTP)": [
                 cw, "analyze", "--json", str(cap)],
+            "tshark -q -n -z rtp,streams small.pcap (peer)": [
+                "tshark", "-q", "-n", "-r", str(cap), "-z", "rtp,streams"],
         }  # fmt: skip
         for cmd in cases.values():  # warm the page cache and .pyc files
             _run(cmd)

@@ -124,3 +124,11 @@ def test_analyze_rates_an_opus_stream_on_the_wideband_scale(tmp_path: Path) -> N
                    delay_ms=net["delay_ms"])  # fmt: skip
     assert want.scale == "wb" and net["r"] == pytest.approx(want.r, abs=0.01)
     assert net["mos"] == pytest.approx(want.mos, abs=1e-3)
+
+
+def test_opus_above_the_dataset_is_held_and_says_so() -> None:
+    # No published Ie,WB above 13 kbit/s: the 13 kbit/s values are kept and labelled.
+    at13, at24 = wb_codec("opus", 13_000), wb_codec("opus", 24_000)
+    assert (at24.ie_wb, at24.bpl) == (at13.ie_wb, at13.bpl) == (19.96, 19.5)
+    assert "held at its 13 kbit/s value" in at24.source
+    assert "held" not in at13.source and "held" not in wb_codec("opus", 12_500).source

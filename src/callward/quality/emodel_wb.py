@@ -21,7 +21,8 @@ Equipment impairment values and where they come from (docs/quality.md has the fu
 - G.722 64 kbit/s: Ie,WB 14 as quoted by a vendor planning guide (no Bpl published: default);
 - Opus: ITU-T publishes no Ie,WB for Opus. We use the empirical wideband VBR values of the
   open dataset github.com/mohaoahmadi/Opus_Codec_Quality_Evaluation (11–13 kbit/s, random-loss
-  Bpl), interpolated linearly in bitrate and held at the 13 kbit/s value above it; below
+  Bpl), interpolated linearly in bitrate and held at the 13 kbit/s value above it (the
+  ``source`` then says so: no published Ie,WB exists above 13 kbit/s); below
   11 kbit/s Opus codes narrowband audio and is rated with that dataset's NB VBR values on the
   narrowband G.107 scale. Every result carries ``source`` so a report shows this.
 
@@ -106,9 +107,17 @@ def _interp(table: tuple[tuple[float, float, float], ...], kbps: float) -> tuple
     return i0 + f * (i1 - i0), b0 + f * (b1 - b0)
 
 
+# Above the dataset's last wideband row no published Ie,WB exists for Opus (ITU-T G.113 and its
+# amendments list none; P.834/P.863-derived values in the literature are for fullband Opus on
+# the G.107.2 scale, not G.107.1). The 13 kbit/s values are kept, and the source says so: the
+# rating is conservative (an impairment of a lower rate) rather than an invented number.
+_OPUS_HELD = " (held at its 13 kbit/s value: no published Ie,WB above 13 kbit/s)"
+
+
 def _opus_wb(kbps: float) -> WbCodec:
     ie, bpl = _interp(_OPUS_WB, kbps)
-    return WbCodec("opus", kbps, round(ie, 2), round(bpl, 2), 20.0, _OPUS_SRC, _OPUS_SRC)
+    src = _OPUS_SRC + (_OPUS_HELD if kbps > _OPUS_WB[-1][0] else "")
+    return WbCodec("opus", kbps, round(ie, 2), round(bpl, 2), 20.0, src, src)
 
 
 WB_CODECS = ("amr-wb", "g722", "opus")
