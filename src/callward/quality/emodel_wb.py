@@ -11,9 +11,9 @@ Wideband (50–7000 Hz) rating, G.107.1 §7:
   usage optimiser compares (an unimpaired WB call scores 4.5, G.711 scores 4.41);
 - Id,WB: the G.107 delay impairments (Idte + Idle + Idd from T, Tr, Ta) scaled by 1.29, so a
   given delay costs the same MOS on both scales (our reading of G.107.1 §7.4, which carries the
-  G.107 delay model over to the extended scale; documented in docs/quality.md).
+  G.107 delay model over to the extended scale; see docs/architecture.md, "Wideband MOS").
 
-Equipment impairment values and where they come from (docs/quality.md has the full table):
+Equipment impairment values and where they come from (docs/architecture.md, "Wideband MOS"):
 
 - AMR-WB (G.722.2): ITU-T G.113 (09/2024) Appendix IV Table IV.1 (monotic, handset) Ie,WB per
   mode; Bpl from Table IV.4 where published (23.85, 23.05, 12.65 kbit/s), otherwise the
