@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,8 @@ async def test_delta_sync_never_uploads_the_address_book(
         assert f'"{name}"'.encode() not in everything or name in ("new",)
     assert len(rec.bodies) == first_calls + 2
     # and kept nothing of it: only a per-subject counter
-    assert app.state.phone.discovery_quota._used == {idp.users["alice"].subject: 306}
+    quota = app.state.phone.discovery_quota
+    assert quota.used(time.time()) == {idp.users["alice"].subject: 306}
     await client.aclose()
     await tokens.aclose()
 

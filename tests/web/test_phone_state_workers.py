@@ -5,6 +5,7 @@ Tokens from the real local IdP; the workers fetch its JWKS over loopback."""
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pyotp
 import pytest
 
 from callward.edge.directory import Identity, SqliteDirectory
+from callward.ua.psi import hash_to_point
 from oauth_idp import LocalIdP
 from peers import CALLWARD_CLI, free_port, stop
 
@@ -32,7 +34,8 @@ def world(tmp_path: Path) -> Iterator[tuple[LocalIdP, list[str]]]:
     d.close()
     cfg = tmp_path / "callward.yaml"
     cfg.write_text(f"storage: {{data_dir: {tmp_path / 'var'}}}\n"
-                   f"identity: {{issuer: '{idp.issuer}', audience: '{idp.audience}'}}\n")  # fmt: skip
+                   f"identity: {{issuer: '{idp.issuer}', audience: '{idp.audience}',"
+                   f" discovery_daily_limit: 3}}\n")  # fmt: skip
     procs, urls = [], []
     try:
         for i in range(2):
@@ -101,3 +104,10 @@ def test_prefs_and_presence_agree_across_workers(world: tuple[LocalIdP, list[str
     assert changed.status_code == 200
     assert changed.json()["changes"] == [{"aor": "bob@acme.test", "status": "offline",
                                           "note": ""}]  # fmt: skip
+
+    # the daily discovery limit (3) is one budget across the workers, not one per worker
+    key_id = httpx.get(a + "/api/v1/phone/contacts/psi-table", headers=alice).json()["key_id"]
+    point = base64.b64encode(hash_to_point("+14155550123")).decode()
+    body = {"key_id": key_id, "points": [point, point]}
+    assert httpx.post(a + "/api/v1/phone/contacts/psi", headers=alice, json=body).status_code == 200
+    assert httpx.post(b + "/api/v1/phone/contacts/psi", headers=alice, json=body).status_code == 429

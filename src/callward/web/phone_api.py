@@ -43,24 +43,35 @@ DAY = 86400.0
 
 
 class DailyQuota:
-    """Units used per (key, UTC day); bounded memory (days other than today are dropped)."""
+    """Units used per (key, UTC day), in the phone-state database shared by the web workers
+    (so N workers do not grant N times the limit); days other than today are dropped."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, db: PhoneStateDb | None = None, *, name: str = "q") -> None:
         self.limit = limit
-        self._day = -1
-        self._used: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self.db = db or PhoneStateDb()
+        self.name = name
 
     def take(self, key: str, units: int, now: float) -> bool:
         day = int(now // DAY)
-        with self._lock:
-            if day != self._day:
-                self._day, self._used = day, {}
-            used = self._used.get(key, 0)
+
+        def go(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM quota WHERE name = ? AND day != ?", (self.name, day))
+            row = conn.execute("SELECT used FROM quota WHERE name = ? AND day = ? AND key = ?",
+                               (self.name, day, key)).fetchone()  # fmt: skip
+            used = int(row[0]) if row else 0
             if used + units > self.limit:
                 return False
-            self._used[key] = used + units
+            conn.execute("INSERT OR REPLACE INTO quota VALUES (?, ?, ?, ?)",
+                         (self.name, day, key, used + units))  # fmt: skip
             return True
+
+        return self.db.transaction(go)
+
+    def used(self, now: float) -> dict[str, int]:
+        """Today's counters (tests, operators)."""
+        rows = self.db.query("SELECT key, used FROM quota WHERE name = ? AND day = ?",
+                             (self.name, int(now // DAY)))  # fmt: skip
+        return {str(k): int(u) for k, u in rows}
 
     def retry_after(self, now: float) -> int:
         return int(DAY - now % DAY) + 1

@@ -1,4 +1,4 @@
-"""The phone API's shared state (preferences and presence) in one SQLite file,
+"""The phone API's shared state (preferences, presence, daily quotas) in one SQLite file,
 ``<data_dir>/phone-state.sqlite`` (WAL), so every ``callward web`` worker of a host answers the
 same ETags: a conditional write accepted by one worker is a 412 for a stale ``If-Match`` in
 another, and a status published through one is in the deltas served by the others.
@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS presence (tenant TEXT NOT NULL, aor TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS presence_watch (subject TEXT PRIMARY KEY, rev INTEGER NOT NULL,
                                            aors TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS quota (name TEXT NOT NULL, day INTEGER NOT NULL, key TEXT NOT NULL,
+                                  used INTEGER NOT NULL, PRIMARY KEY (name, day, key));
 """
 
 

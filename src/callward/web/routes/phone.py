@@ -82,14 +82,14 @@ def open_phone_services(config: CallwardConfig, data_dir: Path, state: WebState)
         salt_file.write_bytes(salt)
     directory = SqliteDirectory(directory_path)
     psi = PsiTable(directory, salt)
-    shared = PhoneStateDb(data_dir / "phone-state.sqlite")  # prefs + presence, all workers
+    shared = PhoneStateDb(data_dir / "phone-state.sqlite")  # prefs, presence, quotas: all workers
     return PhoneServices(
         fetcher=JwksFetcher(BearerVerifier(policy), state.clock),
         directory=directory,
         discovery=DiscoveryIndex(directory, salt),
-        discovery_quota=DailyQuota(ident.discovery_daily_limit),
+        discovery_quota=DailyQuota(ident.discovery_daily_limit, shared, name="discovery"),
         telemetry=TelemetryStore(data_dir / "telemetry.sqlite"),
-        telemetry_quota=DailyQuota(ident.telemetry_daily_bytes),
+        telemetry_quota=DailyQuota(ident.telemetry_daily_bytes, shared, name="telemetry"),
         prefs=PrefsStore(shared),
         realm=policy.audience,
         presence=PresenceStore(shared),
