@@ -144,6 +144,10 @@ class MediaConfig(_Section):
         default_factory=dict, description="Request-URI user prefix -> mode"
     )
     relay_ping_s: float = Field(5.0, gt=0, description="relay health-check period")
+    relay_workers: int = Field(
+        0, ge=0, le=32,
+        description="callward serve: relay processes to spawn (0 = relay in serve's process)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _range(self) -> MediaConfig:

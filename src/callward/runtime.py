@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from callward.records.security_alerts import SecurityAlertLog
     from callward.records.service import CdrSink, Records
     from callward.relay.ng_daemon import NgDaemon
+    from callward.relay.workers import RelayWorkers
 
 __all__ = [
     "SUBSCRIBER_FACTORIES",
@@ -94,6 +95,7 @@ class Runtime:
     privacy: PrivacyServices | None = None  # retention, consent/LI tap policy, IRI, mediation
     quality: QualityMonitor | None = None  # MediaStats → per-tenant QualityAlert, live
     hep: HepExporter | None = None  # the edge's SIP to quality.hep_collector
+    workers: RelayWorkers | None = None  # serve's relay processes (media.relay_workers)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -136,16 +138,26 @@ class Runtime:
         self.relay = daemon
         return daemon
 
-    async def start_node(self, **edge_kw: Any) -> tuple[NgDaemon, EdgeNode]:
-        """The ``callward serve`` composition: this process's ng relay, the privacy services
-        and the edge anchoring media in that relay (unless ``media.relays`` names others).
-        ``callward demo`` runs the same composition, so what the demo shows is what a node
-        does. ``edge_kw`` goes to :class:`~callward.edge.app.EdgeNode` (e.g. ``subscribers``)."""
-        daemon = await self.start_relay(call_events=False)
+    async def start_node(self, **edge_kw: Any) -> tuple[list[str], EdgeNode]:
+        """The ``callward serve`` composition: the ng relay (in this process, or
+        ``media.relay_workers`` relay processes), the privacy services and the edge anchoring
+        media in those relays (unless ``media.relays`` names others); returns the relays'
+        ng addresses and the edge. ``callward demo`` runs the same composition, so what the
+        demo shows is what a node does. ``edge_kw`` goes to
+        :class:`~callward.edge.app.EdgeNode` (e.g. ``subscribers``)."""
+        m = self.config.media
+        if m.relay_workers:
+            from callward.relay.workers import RelayWorkers
+
+            self.workers = await RelayWorkers.spawn(self.config)
+            own = self.workers.addresses
+        else:
+            daemon = await self.start_relay(call_events=False)
+            own = ["{}:{}".format(*daemon.bound)]
         self.start_privacy()
-        relays = self.config.media.relays or ["{}:{}".format(*daemon.bound)]
+        relays = m.relays or own
         node = await self.start_edge(relays=relays, **edge_kw)
-        return daemon, node
+        return relays, node
 
     def start_privacy(self) -> None:
         """Long-running nodes (``callward serve``): the retention scheduler and the LI
@@ -161,7 +173,9 @@ class Runtime:
         node = EdgeNode(self.config, bus=self.bus, **kw)
         targets = self.config.media.relays if relays is None else relays
         if targets:
-            self.relay_links = attach_media_anchor(node, self.config, targets)
+            # relays in other processes report their statistics in ng replies only
+            bus = self.bus if self.workers is not None else None
+            self.relay_links = attach_media_anchor(node, self.config, targets, bus=bus)
         await node.start()
         if self.config.quality.hep_collector:
             await self._export_hep(node)
@@ -258,6 +272,8 @@ class Runtime:
             await self.relay_links.close()
         if self.relay is not None:
             await self.relay.stop()
+        if self.workers is not None:
+            await self.workers.stop()
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -277,7 +293,9 @@ class Runtime:
             self.records.close()
 
 
-def attach_media_anchor(node: EdgeNode, cfg: CallwardConfig, relays: list[str]) -> RelayLinks:
+def attach_media_anchor(
+    node: EdgeNode, cfg: CallwardConfig, relays: list[str], *, bus: EventBus | None = None
+) -> RelayLinks:
     """Plug :class:`~callward.edge.media_anchor.RelayAnchor` into the edge's media hook and
     answer its relay commands over ng."""
     from callward.edge.media_anchor import (
@@ -297,7 +315,7 @@ def attach_media_anchor(node: EdgeNode, cfg: CallwardConfig, relays: list[str]) 
         routes=tuple(m.anchor_routes.items()),
     )
     node.core.hooks.media = RelayAnchor(pool, policy)
-    links = RelayLinks(pool, ping_s=m.relay_ping_s)
+    links = RelayLinks(pool, ping_s=m.relay_ping_s, bus=bus)
     node.server.answer_with(RelayCommand, links.answer)
     return links
 

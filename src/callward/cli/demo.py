@@ -262,7 +262,7 @@ async def start_edge(demo: Demo) -> None:
         )
         runtime = await open_runtime(cfg)
         try:
-            _daemon, edge = await runtime.start_node(subscribers=subscribers)
+            _relays, edge = await runtime.start_node(subscribers=subscribers)
         except OSError:
             await runtime.close()
             continue

@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +122,17 @@ def register(app: typer.Typer) -> None:
             None, "--ng", help="Run the ng daemon on HOST:PORT (rtpengine protocol)."
         ),
         config: Path | None = typer.Option(None, "--config", "-c", help="callward.yaml"),
+        worker: bool = typer.Option(
+            False,
+            "--worker",
+            hidden=True,
+            help="A relay process of callward serve: no CDR writer, stats in ng replies only,"
+            " stops when stdin closes.",
+        ),
     ) -> None:
         """The media relay: an ng (rtpengine protocol) daemon, or one call's two legs."""
         if ng is not None or config is not None:
-            _run_daemon(ng, config, as_json)
+            _run_daemon(ng, config, as_json, worker)
             return
         if timeout <= 0 or (duration is not None and duration <= 0):
             raise _fail("--timeout and --duration must be positive")
@@ -200,7 +209,7 @@ async def _run(
     return 0
 
 
-def _run_daemon(ng: str | None, config: Path | None, as_json: bool) -> None:
+def _run_daemon(ng: str | None, config: Path | None, as_json: bool, worker: bool = False) -> None:
     from callward.config import load_config
     from callward.runtime import parse_hostport
 
@@ -211,25 +220,60 @@ def _run_daemon(ng: str | None, config: Path | None, as_json: bool) -> None:
     except CallwardError as exc:
         raise _fail(str(exc)) from None
     try:
-        asyncio.run(_daemon(cfg, ng, as_json))
+        asyncio.run(_daemon(cfg, ng, as_json, worker))
     except CallwardError as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:
         raise _fail(f"relay: {exc.strerror or exc}") from None
 
 
-async def _daemon(cfg: Any, ng: str | None, as_json: bool) -> None:
+async def _daemon(cfg: Any, ng: str | None, as_json: bool, worker: bool = False) -> None:
     from callward.runtime import open_runtime
 
-    runtime = await open_runtime(cfg)
+    # a worker of callward serve writes no CDR: serve's edge publishes the relay's statistics
+    # from its ng delete replies (relay/workers.py)
+    runtime = await open_runtime(cfg, cdr_writer=not worker)
     try:
-        daemon = await runtime.start_relay(ng_listen=ng)
+        daemon = await runtime.start_relay(ng_listen=ng, call_events=not worker)
         host, port = daemon.bound
         if as_json:
             typer.echo(json.dumps({"event": "relay_listening", "ng": _fmt((host, port))}))
         typer.echo(
             f"callward relay {cfg.media.relay_node_id}: ng on {_fmt((host, port))}", err=True
         )
-        await runtime.until_signalled()
+        if worker:
+            sys.stdout.flush()
+            os.dup2(2, 1)  # nobody reads the pipe after that first line
+            await _until_stdin_closes_or_signalled(runtime)
+        else:
+            await runtime.until_signalled()
     finally:
         await runtime.close()
+
+
+async def _until_stdin_closes_or_signalled(runtime: Any) -> None:
+    """A worker stops with its parent: SIGTERM/SIGINT, or EOF on the stdin pipe it holds."""
+    loop = asyncio.get_running_loop()
+    eof = asyncio.Event()
+
+    def readable() -> None:
+        try:
+            data = os.read(0, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(0)
+            eof.set()
+
+    os.set_blocking(0, False)
+    loop.add_reader(0, readable)
+    waiters = [asyncio.ensure_future(eof.wait()), asyncio.ensure_future(runtime.until_signalled())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        with contextlib.suppress(Exception):
+            loop.remove_reader(0)

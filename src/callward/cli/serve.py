@@ -73,11 +73,12 @@ async def _serve(cfg: Any, web: tuple[str, int] | None, as_json: bool) -> None:
     web_server = None
     web_task = None
     try:
-        daemon, node = await runtime.start_node()
+        relays, node = await runtime.start_node()
         bound: dict[str, Any] = {
             "event": "serving",
             "edge": [str(p) for p in node.server.bound],
-            "ng": "{}:{}".format(*daemon.bound),
+            "ng": relays[0],
+            "relays": relays,
         }
         if web is not None and runtime.records is not None:
             from callward.web import create_app
@@ -89,7 +90,7 @@ async def _serve(cfg: Any, web: tuple[str, int] | None, as_json: bool) -> None:
         if as_json:
             typer.echo(json.dumps(bound))
         typer.echo(
-            f"callward serve: edge {', '.join(bound['edge'])}, relay ng {bound['ng']}"
+            f"callward serve: edge {', '.join(bound['edge'])}, relay ng {', '.join(relays)}"
             + (f", web {bound['web']}" if "web" in bound else ""),
             err=True,
         )

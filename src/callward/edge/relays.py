@@ -1,16 +1,24 @@
 """The asyncio side of media anchoring: one ng connection per relay
 (:class:`~callward.ng.transport.NgConnection`), the answer to the core's
 :class:`~callward.edge.media_anchor.RelayCommand` questions, and the ``ping`` health check
-that takes a dead relay out of rotation for new calls (and puts it back when it answers)."""
+that takes a dead relay out of rotation for new calls (and puts it back when it answers).
+
+With ``bus`` (relays in other processes: ``callward serve``'s relay workers), each ``delete``
+reply's per-leg statistics become MediaStats on that bus (``ng/stats.py``), so the CDR carries
+the relay's measurements although the relay publishes nothing itself."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import time
 
 from callward.edge.media_anchor import RelayCommand, RelayPool, RelayTarget
 from callward.errors import CallwardError, NgError
+from callward.events import EventBus
 from callward.ng.protocol import NgCommand, NgRequest
+from callward.ng.stats import media_stats_from_reply
 from callward.ng.transport import NgConnection
 
 __all__ = ["RelayLinks"]
@@ -18,9 +26,17 @@ __all__ = ["RelayLinks"]
 
 class RelayLinks:
     def __init__(
-        self, pool: RelayPool, *, ping_s: float = 5.0, timeout_s: float = 0.5, attempts: int = 3
+        self,
+        pool: RelayPool,
+        *,
+        ping_s: float = 5.0,
+        timeout_s: float = 0.5,
+        attempts: int = 3,
+        bus: EventBus | None = None,
     ) -> None:
         self.pool = pool
+        self.bus = bus
+        self._seq = itertools.count(1).__next__
         self.ping_s = ping_s
         self.timeout_s = timeout_s
         self.attempts = attempts
@@ -46,6 +62,11 @@ class RelayLinks:
         except CallwardError as exc:
             self.pool.mark(query.relay, False)
             return exc
+        if self.bus is not None and query.request.command is NgCommand.DELETE:
+            for ev in media_stats_from_reply(
+                reply.body, query.request.call_id, ts=time.time(), seq=self._seq
+            ):
+                await self.bus.publish(ev)
         return reply.body
 
     async def check(self) -> None:

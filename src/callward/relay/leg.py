@@ -8,6 +8,7 @@ session is built, so the relay can never silently downgrade a call to cleartext.
 
 from __future__ import annotations
 
+import bisect
 import random
 import socket
 import struct
@@ -161,14 +162,28 @@ def open_media_socket(host: str, port: int, dscp: int = DSCP_EF) -> socket.socke
 
 
 def open_media_pair(
-    host: str, port_min: int, port_max: int, dscp: int = DSCP_EF, *, attempts: int = 64
+    host: str,
+    port_min: int,
+    port_max: int,
+    dscp: int = DSCP_EF,
+    *,
+    attempts: int = 64,
+    after: int | None = None,
 ) -> tuple[socket.socket, socket.socket]:
     """An RTP/RTCP socket pair on an even port and port + 1 from [port_min, port_max]
-    (RFC 3550 §11), trying random even ports so concurrent relays rarely collide."""
+    (RFC 3550 §11), trying random even ports so concurrent relays rarely collide; with
+    ``after`` (a relay's port pool), the even ports that follow it in turn, wrapping, so a
+    port just freed is the last to be reused (a late packet of an ended call never reaches
+    the next call on that port, as rtpengine does)."""
     evens = [p for p in range(port_min + port_min % 2, port_max, 2)]
     if not evens:
         raise MediaError(f"no even port pair in {port_min}-{port_max}")
-    for port in random.sample(evens, min(attempts, len(evens))):
+    if after is None:
+        order = random.sample(evens, min(attempts, len(evens)))
+    else:
+        k = bisect.bisect_right(evens, after)
+        order = (evens[k:] + evens[:k])[: max(attempts, len(evens))]
+    for port in order:
         try:
             rtp = open_media_socket(host, port, dscp)
         except OSError:

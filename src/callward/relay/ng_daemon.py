@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import time
 from typing import Any
@@ -117,11 +118,14 @@ class SocketPortPool:
         #: port -> (FastLeg, fd in, fd out, core, leg, ports): an armed leg's shortcut
         self.fast_routes: dict[int, tuple[Any, int, int, MediaCore, int, tuple[int, int]]] = {}
         self._on_readable = on_readable
+        self._last = random.randrange(port_min, port_max)  # ports are handed out in turn
         self._loop = asyncio.get_running_loop()
 
     def allocate(self) -> int:
-        rtp, rtcp = open_media_pair(self.host, self.port_min, self.port_max, self.dscp)
-        port = rtp.getsockname()[1]
+        rtp, rtcp = open_media_pair(
+            self.host, self.port_min, self.port_max, self.dscp, after=self._last
+        )
+        port = self._last = rtp.getsockname()[1]
         for sock, p in ((rtp, port), (rtcp, port + 1)):
             self.sockets[p] = sock
             self._loop.add_reader(sock.fileno(), self._on_readable, p)

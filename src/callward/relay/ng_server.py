@@ -373,7 +373,7 @@ class NgServer:
                 ],
             }
             if core is not None:
-                entry["stats"] = _bencodable(core.leg_stats(i))
+                entry["stats"] = {**_bencodable(core.leg_stats(i)), "leg": "ab"[i]}
                 c = core.counters[i]
                 totals["packets"] += c.packets_in
                 totals["bytes"] += c.bytes_in
@@ -381,6 +381,7 @@ class NgServer:
             tags[state.tag or f"leg-{i}"] = entry
         return {
             "result": "ok",
+            "node": self.settings.node,  # callward's own key: whose statistics these are
             "created": int(call.created + self.wall_offset),
             "last signal": int(call.last_signal + self.wall_offset),
             "recording": "yes" if call.record_call else "no",
