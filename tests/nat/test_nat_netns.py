@@ -2,7 +2,8 @@
 ``benchmarks/netns_lab.py``) registers through a callward edge, is called by a phone on the
 public side, and carries audio both ways over ICE (RFC 8445): via its STUN server-reflexive
 mapping, and via a coturn relay. Then Wi-Fi is lost mid-call: the phone moves to the cellular
-uplink (new address, new NAT), re-registers, and re-INVITEs with an ICE restart; audio flows
+uplink (new address, new NAT); the phone notices from the route to its edge
+(``nat/route_watch.py``), re-registers, and re-INVITEs with an ICE restart; audio flows
 again over the new mapping and the call ends cleanly. Skips (with the reason) without root,
 iproute2, nftables or coturn."""
 
@@ -22,6 +23,7 @@ import pytest
 
 from callward.config import CallwardConfig, EdgeConfig
 from callward.nat.network_cache import CandidatePair, NetworkCache, NetworkKey
+from callward.nat.route_watch import RouteWatch
 from callward.nat.turn_choice import TurnServer
 from callward.ua.call_handle import Call
 from callward.ua.ice_media import IceAudio
@@ -114,6 +116,7 @@ class Side:
     agent: IceAgent
     audio: IceAudio
     call: Call
+    watch: RouteWatch
 
     async def start(
         self, user: str, host: str, edge: tuple[str, int], agent: dict[str, Any]
@@ -190,17 +193,32 @@ async def test_behind_nat_via_stun_then_wifi_to_cellular_mid_call(
         assert a_sent == b_sent == 25
         assert a_got >= 23 and b_got >= 23, (a_got, b_got)
 
-        # Wi-Fi lost mid-call: new address, new NAT; re-register + re-INVITE with ICE restart.
-        lab.to_cellular()
+        # Wi-Fi lost mid-call: the phone notices (the route to the edge now leaves from a new
+        # address), regathers ICE and hands over: re-register + re-INVITE with ICE restart.
         bob.call.media_changed.clear()
         old_ufrag = alice.agent.credentials[0]
 
-        async def move() -> list[int]:
-            alice.agent.network = CELL
-            await alice.agent.gather(fast=False)
-            return await alice.phone.handover(lab.cell_addr)
+        async def watch() -> asyncio.Future[list[int]]:
+            moved: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
 
-        assert await phone_ns.run(move()) == [200]
+            async def on_change(new: str) -> None:
+                alice.agent.network = CELL
+                await alice.agent.gather(fast=False)
+                moved.set_result(await alice.phone.handover(new))
+
+            alice.watch = RouteWatch(edge, alice.phone.local_addr[0], on_change, interval=0.2)
+            alice.watch.start()
+            return moved
+
+        moved = await phone_ns.run(watch())
+        lab.to_cellular()
+
+        async def wait_moved() -> list[int]:
+            statuses = await asyncio.wait_for(moved, 20)
+            await alice.watch.stop()
+            return statuses
+
+        assert await phone_ns.run(wait_moved()) == [200]
         assert alice.agent.credentials[0] != old_ufrag, "an ICE restart: new credentials"
         await asyncio.wait_for(bob.call.media_changed.wait(), 5)
         b_pair, _ = await asyncio.gather(bob.connect(), phone_ns.run(alice.connect()))
