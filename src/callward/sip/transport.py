@@ -23,6 +23,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import errno
+import functools
+import ipaddress
 import itertools
 import socket
 import ssl
@@ -125,6 +127,16 @@ class TransportStats:
     closed_abusive: int = 0  # closed for framing, buffer, idle, slow-message limits
     handshake_failures: int = 0  # TLS handshakes that failed or never finished in time
     pongs_sent: int = 0
+
+
+@functools.lru_cache(maxsize=4096)
+def _numeric(host: str) -> bool:
+    """An IP literal (sendable at once), not a name that would need resolving."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _addr(sockaddr: Any) -> Address:
@@ -351,12 +363,31 @@ class UdpTransport(Transport):
             raise TransportError(f"udp: send failed: {exc.strerror}") from None
 
     async def send(self, data: bytes, addr: Address) -> str | None:
+        if not _numeric(addr[0]):  # a name: resolved off the event loop, never by sendto
+            addr = await self._resolve(addr)
         self.send_nowait(data, addr)
         return None
+
+    async def _resolve(self, addr: Address) -> Address:
+        assert self._loop is not None and self._sock is not None
+        try:
+            infos = await asyncio.wait_for(
+                self._loop.getaddrinfo(
+                    addr[0], addr[1], family=self._sock.family, type=socket.SOCK_DGRAM
+                ),
+                self.limits.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise TransportError(f"udp: cannot resolve the destination: {exc}") from None
+        if not infos:
+            raise TransportError("udp: the destination name has no address")
+        return _addr(infos[0][4])
 
     def send_nowait(self, data: bytes, addr: Address, connection_id: str | None = None) -> bool:
         if self._sock is None:
             raise TransportError("udp: transport is closed")
+        if not _numeric(addr[0]):
+            return False  # sendto would resolve the name in the event loop: await send()
         self._tap("out", data, addr, None)
         self._sendto(data, addr)
         return True
