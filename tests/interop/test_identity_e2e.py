@@ -3,8 +3,9 @@
 
 1. a forced expiry: the IdP rotates its signing key and drops the old one, the edge refuses
    the token (401 + Bearer challenge), the phone refreshes once and registers again;
-2. an IdP outage longer than the token's life (stopped for real): the refresh REGISTER waits,
-   nothing is sent with a dead token, one refresh when the IdP is back (no storm);
+2. a 30 s IdP outage, longer than the token's life (stopped for real): the refresh REGISTER
+   waits, nothing is sent with a dead token, the retries back off (a handful of attempts in
+   30 s, not a storm), one refresh when the IdP is back;
 3. a revoked subject in the identity directory: the very next REGISTER and INVITE get 403;
 4. a revoked refresh-token family: refresh fails for good and the phone logs in again with its
    TOTP second factor (never with the password alone), then registers.
@@ -33,7 +34,7 @@ from callward.ua.tokens import Login, OAuthClient, TokenSource
 from oauth_idp import LocalIdP
 from peers import callward_edge, free_port
 
-pytestmark = [pytest.mark.interop, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 REALM = "callward.local"
 
 
@@ -82,7 +83,7 @@ identity:
         return TokenSource(
             OAuthClient(f"{idp.issuer}/token", idp.client_id, "sip"),
             login=Login(user, password, totp),
-            policy=RefreshPolicy(ahead=0.25, skew=0.5, backoff_base=0.3, backoff_cap=1.0),
+            policy=RefreshPolicy(ahead=0.25, skew=0.5, backoff_base=0.3, backoff_cap=4.0),
         )
 
     try:
@@ -131,18 +132,25 @@ identity:
             assert [s[1] for s in sent[n:]] == [401, 200]
             assert idp.stats.refreshes_by[alice.subject] == refreshes + 1
 
-            # 2. outage: the IdP is gone for longer than a token lives
+            # 2. a 30 s outage: the IdP is gone for much longer than a token lives
             idp.stop()
+            down_at = time.monotonic()
             await asyncio.sleep(4.6)  # the token is dead now (4 s life)
             n = len(sent)
+            attempts = tokens.client.requests
             agent.refresh()
-            waiters = [asyncio.ensure_future(tokens.access_token(timeout=20)) for _ in range(10)]
+            waiters = [asyncio.ensure_future(tokens.access_token(timeout=60)) for _ in range(10)]
             await asyncio.sleep(1.0)
             assert len(sent) == n  # the REGISTER waits for a live token
+            await asyncio.sleep(30.0 - (time.monotonic() - down_at))
+            assert len(sent) == n  # still waiting, 30 s into the outage
+            attempts = tokens.client.requests - attempts
+            # backoff with jitter (cap 4 s here): a handful of attempts, whatever the waiters
+            assert 3 <= attempts <= 15, attempts
             refreshes = idp.stats.refreshes_by.get(alice.subject, 0)
             idp.start()
             await _until(lambda: len(sent) > n and sent[-1][1] == 200, 25, sent)
-            assert len({await w for w in waiters}) == 1
+            assert len({await w for w in waiters}) == 1  # ten waiters, one new token
             assert idp.stats.refreshes_by[alice.subject] - refreshes == 1  # one, not a storm
             assert idp.stats.reuse_detected == 0
 
