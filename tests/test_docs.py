@@ -1,0 +1,228 @@
+"""The docs describe what runs today: docs/operations.md's configuration tables against the
+pydantic models (every field documented, every documented field real, defaults equal), and
+every ``callward ...`` command line in README.md and docs/operations.md against the real
+command tree (the subcommands exist and take the ``--options`` the docs name).
+
+These tests read the docs as data, so a renamed field, a changed default or a removed flag
+fails here instead of leaving a false sentence behind.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+from typer._click.core import Command, Context
+
+from callward.cli import app
+from callward.config import CallwardConfig
+from callward.web.settings import WebSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+OPERATIONS = ROOT / "docs" / "operations.md"
+README = ROOT / "README.md"
+
+# Section heading word (``## Edge (...)`` → ``edge``) → the model its field tables document.
+MODELS: dict[str, type[BaseModel]] = {
+    name: field.annotation  # type: ignore[misc]
+    for name, field in CallwardConfig.model_fields.items()
+}
+MODELS["web"] = WebSettings
+
+# Defaults the docs describe in words because the code computes them; the code side must be
+# None (or the stated literal) so the description is the only behaviour.
+DESCRIBED: dict[tuple[str, str], str] = {
+    ("edge", "auth_secret"): "random per process",
+    ("identity", "jwks_uri"): "<issuer>/jwks",
+    ("identity", "discovery_salt"): "random",
+    ("retention", "logs_dir"): "<data_dir>/logs",
+    ("retention", "captures_dir"): "<data_dir>/captures",
+    ("retention", "hep_dir"): "<data_dir>/hep",
+    ("retention", "rule_sets"): "builtin GDPR, CCPA, LOCAL-TEL",
+    ("security", "fraud_default"): "international/premium false, max_concurrent 8, cps 1 "
+    "(burst 5), costly_per_hour 20",
+    ("web", "tokens.*.actor"): "—",
+}
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def doc_rows(text: str) -> list[tuple[str, str, str, int]]:
+    """(section, field, documented default, line number) for every config table row."""
+    rows: list[tuple[str, str, str, int]] = []
+    section = ""
+    table_section: str | None = None
+    for number, line in enumerate(text.splitlines(), 1):
+        heading = re.match(r"^##\s+(\w+)", line)
+        if heading:
+            section = heading.group(1).lower()
+            table_section = None
+            continue
+        if not line.startswith("|"):
+            table_section = None
+            continue
+        cells = _cells(line)
+        if table_section is None:
+            head = re.match(r"^field(?: \(`(\w+)`\))?$", cells[0])
+            if head and len(cells) >= 3 and cells[1] == "default":
+                table_section = head.group(1) or section
+            else:
+                table_section = ""  # some other table (flags, metrics): not config
+            continue
+        if not table_section or set(cells[0]) <= set("-: "):
+            continue
+        names = [n.strip().strip("`") for n in cells[0].split(" / ")]
+        defaults = [d.strip() for d in cells[1].split(" / ")]
+        if len(defaults) != len(names):
+            defaults = [cells[1]] * len(names)
+        sec = table_section
+        for name, default in zip(names, defaults, strict=True):
+            if "." in name and name.split(".")[0] in MODELS:
+                sec, name = name.split(".", 1)
+            rows.append((sec, name, default, number))
+    return rows
+
+
+ROWS = doc_rows(OPERATIONS.read_text(encoding="utf-8"))
+
+
+def _code_default(model: type[BaseModel], name: str) -> Any:
+    info = model.model_fields[name]
+    if info.default is not PydanticUndefined:
+        return info.default
+    assert info.default_factory is not None
+    return info.default_factory()  # type: ignore[call-arg]
+
+
+def _doc_value(text: str) -> Any:
+    """The documented default as a value: null/none, bools, numbers, [a, b], {}, else text."""
+    text = text.strip().strip("`")
+    if text.lower() in ("none", "null"):
+        return None
+    if text.lower() in ("true", "false", "off", "on"):
+        return text.lower() in ("true", "on")
+    if text == "{}":
+        return {}
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [] if not inner else [p.strip().strip("\"'") for p in inner.split(",")]
+    try:
+        return float(text.replace("_", ""))
+    except ValueError:
+        return text
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return str(value)
+
+
+def test_the_parser_reads_the_config_tables() -> None:
+    sections = {sec for sec, *_ in ROWS}
+    assert sections >= {"sip", "storage", "quality", "media", "records", "privacy", "edge"}
+    assert sections >= {"retention", "security", "identity", "web"}
+    assert len(ROWS) > 100
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "default", "line"), ROWS, ids=[f"{s}.{n}" for s, n, _, _ in ROWS]
+)
+def test_documented_field_exists_with_its_default(
+    section: str, name: str, default: str, line: int
+) -> None:
+    where = f"docs/operations.md:{line}: {section}.{name}"
+    if (section, name) in DESCRIBED:
+        assert default.strip("`") == DESCRIBED[(section, name)], where
+        if "." not in name:
+            code = _code_default(MODELS[section], name)
+            assert code is None or isinstance(code, list | BaseModel), where
+        return
+    model = MODELS[section]
+    if section == "web" and name.startswith("tokens.*."):
+        model, name = WebSettings.model_fields["tokens"].annotation.__args__[1], name[9:]  # type: ignore[union-attr]
+    assert name in model.model_fields, f"{where}: no such field in {model.__name__}"
+    code = _normal(_code_default(model, name))
+    assert code == _normal(_doc_value(default)), f"{where}: docs say {default!r}, code {code!r}"
+
+
+@pytest.mark.parametrize("section", sorted(MODELS))
+def test_every_config_field_is_documented(section: str) -> None:
+    documented = {name.split(".")[0] for sec, name, _, _ in ROWS if sec == section}
+    missing = set(MODELS[section].model_fields) - documented
+    assert not missing, f"docs/operations.md has no row for {section}.{sorted(missing)}"
+
+
+# ---- command lines ---------------------------------------------------------------------------
+
+ROOT_COMMAND = typer.main.get_command(app)
+
+
+def command_lines() -> list[tuple[str, str]]:
+    """(where, command line) for README's command table and operations.md's code spans."""
+    out: list[tuple[str, str]] = []
+    for path in (README, OPERATIONS):
+        text = path.read_text(encoding="utf-8").replace("\\|", "|")
+        for number, line in enumerate(text.splitlines(), 1):
+            for span in re.findall(r"`(callward [^`]+)`", line):
+                out.append((f"{path.name}:{number}", span))
+    # spans broken across lines in prose: join and take those with a line break inside
+    text = OPERATIONS.read_text(encoding="utf-8")
+    for match in re.finditer(r"`(callward [^`]*\n[^`]*)`", text):
+        number = text.count("\n", 0, match.start()) + 1
+        out.append((f"operations.md:{number}", " ".join(match.group(1).split())))
+    return out
+
+
+def _resolve(words: list[str]) -> list[tuple[list[str], Command]]:
+    """Walk subcommand words (``a|b`` and ``a/b`` are alternatives) down the command tree."""
+    ctx = Context(ROOT_COMMAND)
+    paths: list[tuple[list[str], Command]] = [([], ROOT_COMMAND)]
+    for word in words:
+        if not re.fullmatch(r"[a-z][a-z0-9-]*(?:[|/][a-z][a-z0-9-]*)*", word):
+            break
+        if not all(_is_group(cmd) for _, cmd in paths):
+            break
+        nxt = []
+        for path, group in paths:
+            for alt in re.split(r"[|/]", word):
+                sub = group.get_command(ctx, alt)  # type: ignore[attr-defined]
+                assert sub is not None, f"`callward {' '.join([*path, alt])}` does not exist"
+                nxt.append(([*path, alt], sub))
+        paths = nxt
+    return paths
+
+
+def _is_group(cmd: Command) -> bool:
+    return hasattr(cmd, "get_command") and hasattr(cmd, "list_commands")
+
+
+def _options(cmd: Command) -> set[str]:
+    return {o for p in cmd.params for o in (*p.opts, *p.secondary_opts) if o.startswith("-")}
+
+
+LINES = command_lines()
+
+
+def test_the_docs_name_commands() -> None:
+    assert len(LINES) > 30
+
+
+@pytest.mark.parametrize(("where", "line"), LINES, ids=[w for w, _ in LINES])
+def test_documented_command_line_exists(where: str, line: str) -> None:
+    words = line.split()[1:]
+    for path, cmd in _resolve(words):
+        wanted = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", line))
+        unknown = wanted - _options(cmd) - {"--help"}
+        assert not unknown, f"{where}: `callward {' '.join(path)}` has no {sorted(unknown)}"
