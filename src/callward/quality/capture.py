@@ -352,7 +352,10 @@ def _pcapng_blocks(r: _Refill) -> Iterator[FrameBlock]:
                     raise CaptureError("pcapng: packet longer than its block")
                 if btype == 6 and ACCEL is not None:
                     info = [(i.linktype, i.num, i.den, i.offset_ns) for i in ifaces]
-                    *cols, end, last = ACCEL.walk_epb(buf, off, e == ">", info, last_ts)
+                    try:
+                        *cols, end, last = ACCEL.walk_epb(buf, off, e == ">", info, last_ts)
+                    except OverflowError:  # values past 64 bits: the Python walk handles them
+                        end = off
                     if end > off:
                         if offs:
                             parts.append(_cols(offs, lens, tss, lts))
@@ -399,7 +402,10 @@ def _pcapng_blocks(r: _Refill) -> Iterator[FrameBlock]:
 
 
 def _cols(o: list[int], ln: list[int], ts: list[int], lt: list[int]) -> tuple[np.ndarray, ...]:
-    return tuple(np.array(x, dtype=np.int64) for x in (o, ln, ts, lt))
+    try:
+        return tuple(np.array(x, dtype=np.int64) for x in (o, ln, ts, lt))
+    except OverflowError:  # a timestamp (if_tsresol, if_tsoffset) past 64 bits
+        raise CaptureError("pcapng: packet timestamp out of range (corrupt file)") from None
 
 
 def _epb_run(
