@@ -134,3 +134,37 @@ async def test_full_gathering_has_host_and_relay_and_caches_what_won(
             assert cached_types == {pair.local_type}, (pair, cached_types)
     finally:
         await agent.close()
+
+
+async def test_last_good_pair_in_the_coherent_cache_survives_a_restart(
+    coturn: list[TurnServer],
+) -> None:
+    """The phone's ICE cache is its one CoherentCache (ua/device_cache.py): the pair that won
+    is kept per network, goes through a snapshot (the keystore's ``device-cache`` record) and
+    gives the next run the fast path; on another network nothing is reused."""
+    from callward.ua.cache import CoherentCache
+    from callward.ua.device_cache import DeviceNetworkCache
+
+    cache = CoherentCache()
+    cache.network_changed(HOME.digest(), 0.0)
+    pairs: DeviceNetworkCache[CandidatePair] = DeviceNetworkCache(cache, "ice", 3600.0)
+    agent = IceAgent(controlling=True, network=HOME, pair_cache=pairs, turn_servers=coturn,
+                     region="eu", relay_only=True)  # fmt: skip
+    try:
+        pair, _ = await _call(agent)
+        assert agent.path == "full"
+    finally:
+        await agent.close()
+    restored = CoherentCache()  # the next run of the phone
+    restored.restore(cache.snapshot())
+    again_pairs: DeviceNetworkCache[CandidatePair] = DeviceNetworkCache(restored, "ice", 3600.0)
+    agent = IceAgent(controlling=True, network=HOME, pair_cache=again_pairs,
+                     turn_servers=coturn, region="eu", relay_only=True)  # fmt: skip
+    try:
+        again, _ = await _call(agent)
+        assert agent.path == "cached" and again.turn_server == pair.turn_server
+    finally:
+        await agent.close()
+    office = NetworkKey("wlan1", "10.0.0.1")
+    restored.network_changed(office.digest(), 0.0)
+    assert again_pairs.get(office, asyncio.get_running_loop().time()) is None

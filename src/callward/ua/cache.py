@@ -150,6 +150,10 @@ class CoherentCache:
             self.misses += 1
             return None
         age = now - e.validated_at
+        if age < 0:  # learned "in the future": the clock went back (a reboot): not trusted
+            del self.entries[key]
+            self.misses += 1
+            return None
         limit = e.ttl + (0.0 if self.online else e.policy.stale_if_error)
         if age >= limit:
             if age >= e.ttl + e.policy.stale_if_error:
