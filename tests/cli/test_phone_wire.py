@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from peers import free_port, stop
+from peers import add_subscriber, callward_edge, free_port, stop, tshark_capture
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(150)]
 
@@ -194,3 +194,50 @@ def test_metered_call_renegotiates_a_longer_ptime_mid_call(tmp_path: Path) -> No
         assert all(s % 960 == 0 for s in steps)  # timestamps carry on across the change
         switch = ptimes.index(40)
         assert all(p == 40 for p in ptimes[switch:])  # no ping-pong back to 20 ms
+
+
+def test_idle_budget_sets_the_refresh_and_keepalive_cap(tmp_path: Path) -> None:
+    """``phone answer --register --idle-budget 5000``: usage/budget.py splits 5 KB/h between
+    the registration refresh (the phone asks for 3600 s: tshark sees it on the REGISTER) and
+    STUN keep-alives (a cap that puts their interval at >= 174 s)."""
+    add_subscriber(tmp_path, "bob", "pw-bob")
+    db = add_subscriber(tmp_path, "alice", "pw-alice")
+    edge_port, bob_port = free_port(PORTS), free_port(PORTS)
+    edge = f"127.0.0.1:{edge_port}"
+    pcap = tmp_path / "idle.pcapng"
+    with callward_edge(tmp_path, "--listen", f"udp:{edge}", "--subscribers", db), \
+            tshark_capture(pcap, [edge_port]):  # fmt: skip
+        answering = subprocess.Popen(
+            [*CLI, "answer", "--listen", f"127.0.0.1:{bob_port}", "--user", "bob",
+             "--password", "pw-bob", "--register", "--proxy", edge, "--domain", "callward.local",
+             "--idle-budget", "5000", "--json", "--timeout", "30"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 20
+            proc = None
+            while time.monotonic() < deadline:
+                proc = subprocess.run(
+                    [*CLI, "call", "sip:bob@callward.local", "--user", "alice", "--password",
+                     "pw-alice", "--proxy", edge, "--register", "--seconds", "0.5", "--json"],
+                    capture_output=True, text=True, timeout=40, check=False,
+                )  # fmt: skip
+                if proc.returncode == 0:
+                    break
+                time.sleep(0.5)
+            assert proc is not None and proc.returncode == 0, proc.stderr if proc else ""
+            out, err = answering.communicate(timeout=40)
+        finally:
+            stop(answering)
+    assert answering.returncode == 0, err
+    budget = json.loads(out)["idle_budget"]
+    assert budget["fits"] and budget["register_expires"] == 3600
+    assert budget["keepalive"] == "stun" and budget["keepalive_min_interval_s"] >= 170
+    assert budget["planned_bytes_per_hour"] <= 5000
+    registers = subprocess.run(
+        ["tshark", "-r", str(pcap), "-Y", 'sip.Method == "REGISTER"', "-T", "fields",
+         "-e", "sip.from.user", "-e", "sip.Expires"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    asked = {tuple(line.split("\t")) for line in registers}
+    assert ("bob", "3600") in asked and ("alice", "600") in asked, asked  # alice: no budget

@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # imported inside the commands (lazy CLI, cli/__init__.py)
     from callward.ua import Phone, RtpEndpoint
     from callward.ua.credentials import CredentialSource
     from callward.ua.tokens import TokenSource
+    from callward.usage.budget import IdleBudget
 
 phone_app = typer.Typer(help="A SIP phone: register, call, answer.", no_args_is_help=True)
 
@@ -73,21 +74,39 @@ async def _register(
     expires: int,
     timeout: float,
     credentials: CredentialSource | None = None,
+    budget: IdleBudget | None = None,
 ) -> dict[str, Any]:
     """Start the registration manager on ``edges`` (two edges: RFC 5626 outbound with one flow
-    each) and wait for the first binding. Unregistered again by ``phone.close()``."""
-    from callward.ua.registration_agent import RegistrationAgent
+    each) and wait for the first binding. Unregistered again by ``phone.close()``. With an
+    idle ``budget`` (usage/budget.py) the expiry and the keep-alive byte cap come from it."""
+    from callward.ua.registration_agent import RegistrationAgent, keepalive_policy
 
     where = domain or f"{edges[0][0]}:{edges[0][1]}"
     instance = f"urn:uuid:{uuid.uuid4()}" if len(edges) > 1 else None
+    keepalive: Any = True
+    if budget is not None:
+        expires = budget.register_expires
+        cap = budget.keepalive_cap if budget.fits else None
+        keepalive = keepalive_policy(phone.transport.name, bytes_per_hour_cap=cap)
     agent = await RegistrationAgent.start(
-        phone, edges, domain=where, expires=expires, instance=instance, credentials=credentials
-    )
+        phone, edges, domain=where, expires=expires, instance=instance, credentials=credentials,
+        keepalive=keepalive,
+    )  # fmt: skip
     try:
         await agent.wait_registered(timeout)
     except TimeoutError:
         return {"registered_flows": 0}
     return {"registered_flows": len(agent.registered())}
+
+
+def _budget(bytes_per_hour: float | None, transport: str, register: bool) -> IdleBudget | None:
+    if bytes_per_hour is None:
+        return None
+    if not register:
+        raise CallwardError("--idle-budget needs --register (it sets refresh and keep-alives)")
+    from callward.usage.budget import idle_budget
+
+    return idle_budget(bytes_per_hour, transport)
 
 
 async def _bearer(
@@ -239,6 +258,7 @@ async def _answer(
     oauth: OAuthOptions | None = None,
     flags: MediaFlags | None = None,
     ice_lite: bool = False,
+    budget: IdleBudget | None = None,
 ) -> dict[str, Any]:
     from callward.ua import Phone
     from callward.ua.ice_lite import IceLite
@@ -257,7 +277,9 @@ async def _answer(
     reg: dict[str, Any] = {}
     try:
         if edges:
-            reg = await _register(phone, edges, domain, expires, timeout, creds)
+            reg = await _register(phone, edges, domain, expires, timeout, creds, budget)
+            if budget is not None:
+                reg["idle_budget"] = budget.as_dict()
             if not reg["registered_flows"]:
                 raise CallwardError(f"registration failed: no edge answered within {timeout:g} s")
         typer.echo(
@@ -439,6 +461,9 @@ def answer_cmd(
     ),
     domain: str | None = typer.Option(None, help="AOR domain (default: the first --proxy)"),
     expires: int = typer.Option(600, help="registration expiry asked for, seconds"),
+    idle_budget: float | None = typer.Option(
+        None, help="idle bytes/hour for keep-alives + refresh (usage/budget.py sets both)"
+    ),
     srtp: str = typer.Option(
         "none", help="media security: none (accepts any), sdes or dtls (refuses plain RTP)"
     ),
@@ -489,6 +514,7 @@ def answer_cmd(
     try:
         oauth = oauth_options(oauth_issuer, client_id, oauth_user, user, password,
                               totp_secret_file, keystore)  # fmt: skip
+        budget = _budget(idle_budget, transport, register)
     except CallwardError as exc:
         raise _fail(str(exc)) from None
     if oauth is not None and not register:
@@ -509,6 +535,7 @@ def answer_cmd(
                 oauth=oauth,
                 flags=flags,
                 ice_lite=ice_lite,
+                budget=budget,
             )
         )
     except TimeoutError:
