@@ -1,6 +1,6 @@
 """The docs describe what runs today: docs/operations.md's configuration tables against the
 pydantic models (every field documented, every documented field real, defaults equal), and
-every ``callward ...`` command line in README.md and docs/operations.md against the real
+every ``callward ...`` command line in README.md and docs/*.md against the real
 command tree (the subcommands exist and take the ``--options`` the docs name).
 
 These tests read the docs as data, so a renamed field, a changed default or a removed flag
@@ -169,19 +169,22 @@ def test_every_config_field_is_documented(section: str) -> None:
 ROOT_COMMAND = typer.main.get_command(app)
 
 
+# Spans that name a command line the docs say does *not* exist yet ("Not yet: ...").
+NOT_YET = {"callward phone --ice"}
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def command_lines() -> list[tuple[str, str]]:
-    """(where, command line) for README's command table and operations.md's code spans."""
+    """(where, command line) for every ``callward ...`` code span in README.md and docs/*.md
+    (a span may wrap across lines; ``\\|`` in tables is an alternative)."""
     out: list[tuple[str, str]] = []
-    for path in (README, OPERATIONS):
+    for path in DOCS:
         text = path.read_text(encoding="utf-8").replace("\\|", "|")
-        for number, line in enumerate(text.splitlines(), 1):
-            for span in re.findall(r"`(callward [^`]+)`", line):
-                out.append((f"{path.name}:{number}", span))
-    # spans broken across lines in prose: join and take those with a line break inside
-    text = OPERATIONS.read_text(encoding="utf-8")
-    for match in re.finditer(r"`(callward [^`]*\n[^`]*)`", text):
-        number = text.count("\n", 0, match.start()) + 1
-        out.append((f"operations.md:{number}", " ".join(match.group(1).split())))
+        for match in re.finditer(r"`(callward [^`]+)`", text):
+            line = " ".join(match.group(1).split())
+            if line not in NOT_YET:
+                number = text.count("\n", 0, match.start()) + 1
+                out.append((f"{path.name}:{number}", line))
     return out
 
 
