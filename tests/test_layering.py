@@ -19,7 +19,16 @@ LAYER = {
 CORES = {"sip", "sdp", "rtp", "nat", "media", "ng"}
 # Modules inside a core package allowed to do I/O: the thin asyncio adapters.
 # sip/tls.py builds the ssl contexts the transport adapter uses (no sockets, no clock).
-IO_ADAPTERS = {"sip/transport.py", "sip/dns_resolver.py", "ng/transport.py", "sip/tls.py"}
+# nat/path_mtu.py and nat/route_watch.py ask the kernel (IP_MTU of a connected socket, the source
+# address it picks toward the edge): adapters beside the sans-IO NAT cores, like sip/dns_resolver.py.
+IO_ADAPTERS = {
+    "sip/transport.py",
+    "sip/dns_resolver.py",
+    "ng/transport.py",
+    "sip/tls.py",
+    "nat/path_mtu.py",
+    "nat/route_watch.py",
+}
 FORBIDDEN_IN_CORES = {"asyncio", "socket", "ssl", "time", "logging", "structlog", "selectors"}
 
 
