@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import shutil
 import subprocess
 import time
@@ -31,7 +33,7 @@ from callward.ua.ice_session import IceAgent, measure_rtt
 from callward.ua.phone import Phone
 from callward.ua.registration_agent import RegistrationAgent
 from netns_lab import NamespaceLoop, NatLab, unavailable
-from peers import stop
+from peers import CALLWARD_CLI, stop
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
@@ -84,7 +86,7 @@ async def edge(lab: NatLab, tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
     db = tmp_path / "subs.sqlite"
     cfg = CallwardConfig(
         edge=EdgeConfig(
-            listen=[f"udp:{lab.public}:{EDGE_PORT}"], realm=REALM, domains=[REALM],
+            listen=[f"udp:{lab.public}:{EDGE_PORT}", f"tcp:{lab.public}:{EDGE_PORT}"], realm=REALM, domains=[REALM],
             subscribers=f"sqlite:{db}", auth_secret="k" * 32,
             max_backlog=5.0,  # a loaded CI host must not shed our one INVITE
         )
@@ -119,9 +121,10 @@ class Side:
     watch: RouteWatch
 
     async def start(
-        self, user: str, host: str, edge: tuple[str, int], agent: dict[str, Any]
-    ) -> None:
-        self.phone = await Phone.start(user, host=host, password=f"pw-{user}")
+        self, user: str, host: str, edge: tuple[str, int], agent: dict[str, Any],
+        transport: str = "udp",
+    ) -> None:  # fmt: skip
+        self.phone = await Phone.start(user, host=host, transport=transport, password=f"pw-{user}")
         self.phone.nat_contact = True  # Contact = where the edge sees us (behind the NAT)
         self.reg = await RegistrationAgent.start(
             self.phone, [edge], domain=REALM, expires=300, instance=f"urn:uuid:{uuid.uuid4()}"
@@ -134,7 +137,7 @@ class Side:
         self.audio = IceAudio(self.agent)
 
     async def answer(self) -> None:
-        self.call = await self.phone.next_call(10)
+        self.call = await self.phone.next_call(30)
         await self.call.ring()
         await self.call.answer()
         await self.call.wait_confirmed(5)
@@ -273,4 +276,42 @@ async def test_behind_nat_via_turn_relay(
         assert await bob.call.hangup() == 200, "bob's BYE reaches alice behind the NAT"
     finally:
         await phone_ns.run(alice.close())
+        await bob.close()
+
+
+async def test_cli_phone_calls_with_ice_from_behind_nat(
+    lab: NatLab, coturn: TurnServer, edge: tuple[str, int]
+) -> None:
+    """``callward phone call --ice --stun`` run inside the phone namespace (``ip netns exec``)
+    calls bob on the public side through the edge; media flows both ways over ICE."""
+    bob = Side()
+    cmd = ["ip", "netns", "exec", lab.phone_ns, *CALLWARD_CLI, "phone", "call",
+           f"sip:bob@{REALM}", "--proxy", f"{edge[0]}:{edge[1]}", "--register", "--domain",
+           REALM, "--user", "alice", "--ice", "--stun", f"{coturn.host}:{coturn.port}",
+           "--seconds", "1.5", "--srtp", "none", "--timeout", "12", "--json"]  # fmt: skip
+    env = {**os.environ, "CALLWARD_PHONE_PASSWORD": "pw-alice"}
+    try:
+        # bob on TCP: an offer with ICE candidates makes an INVITE above 1300 bytes, which the
+        # CLI phone and the edge send over TCP (RFC 3261 §18.1.1).
+        await bob.start("bob", lab.public, edge, {"controlling": False, "network": WIFI}, "tcp")
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+        )
+        try:
+            await bob.answer()
+            pair = await bob.connect()
+            _, got = await bob.talk(60)
+            out, err = await asyncio.wait_for(proc.communicate(), 40)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 0, err.decode()[-500:]
+        result = json.loads(out)
+        assert result["status"] == 200 and result["bye_status"] == 200, result
+        assert pair.remote[0] == lab.wifi_nat, "bob reaches the CLI phone at its NAT mapping"
+        assert result["rtp"]["packets_received"] >= 55, result
+        assert got >= 70, f"bob received {got} of the CLI phone's 75 packets"
+        assert await bob.call.wait_ended(5) == "bye"
+    finally:
         await bob.close()

@@ -22,6 +22,7 @@ import typer
 from callward.cli.exits import fail as _fail
 from callward.cli.exits import hostport
 from callward.cli.phone_dns import DNS_OPT, is_name
+from callward.cli.phone_ice import IceFlags, ice_flags, ice_talk, start_ice
 from callward.cli.phone_media import (
     LOSS_OPT,
     METERED_OPT,
@@ -46,6 +47,7 @@ from callward.cli.phone_oauth import (
     register_login,
 )
 from callward.errors import AuthError, CallwardError
+from callward.nat.route_watch import local_address_toward
 
 if TYPE_CHECKING:  # imported inside the commands (lazy CLI, cli/__init__.py)
     from callward.ua import Phone, RtpEndpoint
@@ -181,6 +183,7 @@ async def _call(
     proxy_name: str | None = None,
     dns_server: tuple[str, int] | None = None,
     keystore: Path | None = None,
+    ice: IceFlags | None = None,
 ) -> dict[str, Any]:
     from callward.ua import Phone
 
@@ -192,10 +195,15 @@ async def _call(
         (proxy,), dns = await resolve_proxies([proxy_name], transport, dns_server, keystore)
     tokens, creds = await _bearer(oauth, timeout)
     # With a token the password is the IdP's: never used for digest (no weaker fallback).
-    phone = await Phone.start(user, transport=transport, password=None if oauth else password)
+    # Bind where the kernel routes toward the proxy (loopback for a loopback proxy).
+    host = (local_address_toward(proxy) if proxy else None) or "127.0.0.1"
+    phone = await Phone.start(
+        user, host=host, transport=transport, password=None if oauth else password
+    )
     phone.media_security = _SRTP[srtp]
     phone.media_prefs = flags.prefs()
     rtp = await _media(phone)
+    agent = await start_ice(phone, ice, controlling=True) if ice is not None else None
     dtls: Any = None
     talked: Any = None
     out: dict[str, Any] = {"target_scheme": target.split(":", 1)[0], "transport": transport,
@@ -213,6 +221,12 @@ async def _call(
         status = await asyncio.wait_for(call.wait_final(), timeout)
         out["status"] = status
         out["setup_ms"] = None if call.setup_time is None else round(call.setup_time * 1000, 1)
+        if status == 200 and agent is not None:  # media over the ICE pair (plain RTP for now)
+            try:
+                out.update(await ice_talk(call, agent, seconds, timeout))
+            finally:
+                out["bye_status"] = await asyncio.wait_for(call.hangup(), timeout)
+            return out
         if status == 200:
             try:
                 dtls = await _secure(call, rtp, out)
@@ -232,6 +246,8 @@ async def _call(
             cap = None
         return out
     finally:
+        if agent is not None:
+            await agent.close()
         out.update(_token_report(tokens))
         if cap is not None:
             await cap.__aexit__(None, None, None)
@@ -376,9 +392,16 @@ def call_cmd(
     capture: Path | None = typer.Option(
         None, help="record the call with dumpcap (pcapng) and report bytes on the wire"
     ),
+    ice: bool = typer.Option(False, "--ice", help="ICE (RFC 8445) candidates; media on its pair"),
+    stun: str | None = typer.Option(None, help="STUN server HOST:PORT (srflx candidates)"),
+    turn: str | None = typer.Option(None, help="TURN server USER:PASS@HOST:PORT (relay)"),
+    relay_only: bool = typer.Option(False, "--relay-only", help="offer relay candidates only"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Place one call; exit 0 when answered and hung up, 1 when rejected or timed out."""
+    ice_opts = ice_flags(ice, stun, turn, relay_only)
+    if ice_opts is not None and (srtp != "none" or capture is not None):
+        raise _fail("--ice carries plain RTP for now: use it with --srtp none, without --capture")
     if transport not in _TRANSPORTS:
         raise _fail(f"--transport must be one of {', '.join(_TRANSPORTS)}, not {transport!r}")
     if srtp not in _SRTP:
@@ -423,6 +446,7 @@ def call_cmd(
                 proxy_name,
                 resolver,
                 keystore,
+                ice_opts,
             )
         )
     except TimeoutError:
