@@ -103,7 +103,7 @@ SECURITY_ALERT_RULES = frozenset(
     {
         "account-lockout", "password-guessing", "scanner-user-agent", "options-sweep",
         "extension-scan", "concurrent-calls", "cps-spike", "costly-velocity",
-        "register-auth-failed", "tls-cert-expiring", "tls-cert-expired",
+        "register-auth-failed", "tls-cert-expiring", "tls-cert-expired", "cross-tenant",
     }
 )  # fmt: skip
 

@@ -280,6 +280,8 @@ class Runtime:
                 await task
         if self.sink is not None:
             self.sink.flush()
+        if self.security_alerts is not None and self.security_alerts.store is not None:
+            self.security_alerts.store.close()
         if self.nats is not None:
             with contextlib.suppress(Exception):
                 await self.nats.drain()
@@ -357,9 +359,15 @@ async def open_runtime(cfg: CallwardConfig, *, cdr_writer: bool = True) -> Runti
         except BaseException:
             records.close()
             raise
-    from callward.records.security_alerts import SecurityAlertLog
+    from callward.records.security_alerts import SecurityAlertLog, SecurityAlertStore
 
-    rt.security_alerts = SecurityAlertLog()  # every alert: logged (redacted) and counted
+    # every alert: logged (redacted), counted, and stored for the dashboard's security view
+    alert_store = (
+        SecurityAlertStore(records.data_dir / "security_alerts.sqlite")
+        if records is not None
+        else None
+    )
+    rt.security_alerts = SecurityAlertLog(store=alert_store)
     bus.subscribe(rt.security_alerts.handle)
     import time
 

@@ -129,7 +129,7 @@ def create_app(
     metrics: WebMetrics | None = None,
 ) -> FastAPI:
     """The web app over an opened :class:`~callward.records.service.Records`."""
-    from callward.web.routes import api, captures, dashboard, governance, phone
+    from callward.web.routes import api, captures, dashboard, governance, phone, security
 
     state = WebState(
         config=config,
@@ -149,6 +149,9 @@ def create_app(
         yield
         state.close()
         app.state.sessions.close()
+        alerts = getattr(app.state, "security_alerts", None)  # web/routes/security.py
+        if alerts is not None:
+            alerts.close()
         if app.state.phone is not None:
             app.state.phone.close()
             await app.state.phone.fetcher.aclose()
@@ -176,6 +179,7 @@ def create_app(
         app.include_router(phone.router)
     app.include_router(governance.router)
     app.include_router(dashboard.router)
+    app.include_router(security.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.exception_handler(StarletteHTTPException)
