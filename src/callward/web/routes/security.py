@@ -16,16 +16,38 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel
 
 from callward import __version__
 from callward.records.security_alerts import SecurityAlertStore
-from callward.web.routes.api import Who, _bearer, _known_query_only, current_principal, state_of
+from callward.web.routes.api import (
+    _ERR,
+    Who,
+    _bearer,
+    _known_query_only,
+    current_principal,
+    state_of,
+)
 from callward.web.settings import Principal
 
 __all__ = ["router"]
 
 router = APIRouter(dependencies=[Depends(_known_query_only)])
 DAY = 86400.0
+
+
+class SecurityAlertOut(BaseModel):
+    ts: float
+    node: str
+    tenant: str
+    rule: str
+    source: str  # keyed pseudonym ("src:<hex>"), never an address
+    detail: str
+
+
+class SecurityAlerts(BaseModel):
+    counts_24h: dict[str, int]
+    alerts: list[SecurityAlertOut]
 
 
 def _store(request: Request) -> SecurityAlertStore:
@@ -51,7 +73,12 @@ async def _view(request: Request, who: Principal, limit: int) -> dict[str, Any]:
     return await state.run(read)
 
 
-@router.get("/api/v1/security/alerts", tags=["security"])
+@router.get(
+    "/api/v1/security/alerts",
+    response_model=SecurityAlerts,
+    responses={401: _ERR, 422: _ERR},
+    tags=["security"],
+)
 async def security_alerts(
     request: Request, who: Who, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> dict[str, Any]:
