@@ -33,3 +33,23 @@ def test_bad_config_is_one_line(tmp_path: Path, text: str, needle: str) -> None:
         load_config(f, environ={})
     assert needle in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_env_overrides_list_and_mapping_fields() -> None:
+    """docs/operations.md: every field can be overridden from the environment, lists and
+    mappings as YAML flow values."""
+    cfg = load_config(
+        environ={
+            "CALLWARD_EDGE__LISTEN": "[udp:127.0.0.1:5070, 'tcp:[::1]:5070']",
+            "CALLWARD_EDGE__ROUTES": "{alice: 'sip:alice@10.0.0.1'}",
+            "CALLWARD_SECURITY__FRAUD_DEFAULT": "{cps: 2}",
+            "CALLWARD_EDGE__REALM": "plain.string",
+        }
+    )
+    assert cfg.edge.listen == ["udp:127.0.0.1:5070", "tcp:[::1]:5070"]
+    assert cfg.edge.routes == {"alice": "sip:alice@10.0.0.1"}
+    assert cfg.security.fraud_default.cps == 2.0
+    assert cfg.edge.realm == "plain.string"
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={"CALLWARD_MEDIA__RELAYS": "[a, "})
+    assert "CALLWARD_MEDIA__RELAYS" in str(info.value) and "\n" not in str(info.value)

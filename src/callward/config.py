@@ -331,13 +331,24 @@ class CallwardConfig(_Section):
     identity: IdentityConfig = IdentityConfig()
 
 
+def _env_value(key: str, value: str) -> Any:
+    """A list or mapping field takes a YAML flow value (``[udp:0.0.0.0:5060]``, ``{cps: 2}``);
+    anything else stays the string pydantic converts."""
+    if not value.lstrip().startswith(("[", "{")):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: not a YAML list/mapping: {str(exc).splitlines()[0]}") from None
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for key, value in environ.items():
         if not key.startswith("CALLWARD_") or "__" not in key:
             continue
         section, _, name = key[len("CALLWARD_") :].lower().partition("__")
-        out.setdefault(section, {})[name] = value
+        out.setdefault(section, {})[name] = _env_value(key, value)
     return out
 
 
