@@ -105,3 +105,29 @@ async def test_revoked_subject_refused(idp: LocalIdP) -> None:
     with pytest.raises(AuthError, match="refused"):
         await source.access_token(timeout=5)
     await source.aclose()
+
+
+async def test_new_login_revokes_the_previous_session(idp: LocalIdP) -> None:
+    """A second login (re-authentication, privilege change) is a new session: the previous
+    refresh token is revoked at the IdP (RFC 7009), so a copy of it is worthless."""
+    secret = idp.users["alice"].totp_secret
+
+    async def code() -> str:
+        return pyotp.TOTP(secret).now()
+
+    client = OAuthClient(f"{idp.issuer}/token", idp.client_id, "sip",
+                         revocation_endpoint=f"{idp.issuer}/revoke")  # fmt: skip
+    source = TokenSource(client, login=Login("alice", "pw", code))
+    try:
+        await source.login()
+        old = source.core.refresh_token
+        assert old is not None
+        await source.login()
+        assert source.revoked_previous == 1 and source.core.refresh_token != old
+        with pytest.raises(AuthError, match="invalid_grant"):
+            await client.refresh(old)  # the old session is dead server-side
+        assert await source.access_token(timeout=10)  # the new one lives
+        source.token_refused()
+        assert await source.access_token(timeout=10)  # and refreshes
+    finally:
+        await source.aclose()

@@ -150,7 +150,8 @@ async def open_token_source(
             raise ConfigError("the issuer has no authorization_endpoint (browser sign-in)")
         login = AuthCodeLogin(meta.authorization_endpoint, _print_url, opts.scope, login_timeout)
     keystore = open_keystore(opts.keystore) if opts.keystore is not None else None
-    client = OAuthClient(meta.token_endpoint, opts.client_id, opts.scope)
+    client = OAuthClient(meta.token_endpoint, opts.client_id, opts.scope,
+                         revocation_endpoint=meta.revocation_endpoint)  # fmt: skip
     return TokenSource(client, login=login, keystore=keystore)
 
 

@@ -163,6 +163,11 @@ class TokenCore:
             return None
         return self.grant.access_token
 
+    @property
+    def refresh_token(self) -> str | None:
+        """The refresh token held now (to revoke it at a new login, RFC 7009)."""
+        return self._refresh_token
+
     def wants_refresh(self, now: float) -> bool:
         if self.state is TokenState.VALID:
             at = self.refresh_at()

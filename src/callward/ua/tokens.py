@@ -100,8 +100,10 @@ class OAuthClient:
         *,
         timeout: float = 5.0,
         http: httpx.AsyncClient | None = None,
+        revocation_endpoint: str | None = None,
     ) -> None:
         self.token_endpoint = token_endpoint
+        self.revocation_endpoint = revocation_endpoint
         self.client_id = client_id
         self.scope = scope
         self._http = http or httpx.AsyncClient(timeout=timeout, trust_env=False)
@@ -161,6 +163,20 @@ class OAuthClient:
             }
         )
 
+    async def revoke(self, refresh_token: str) -> bool:
+        """RFC 7009 revocation of a refresh token (and, at the IdP, its family); best effort:
+        False when there is no endpoint or it cannot be reached."""
+        if self.revocation_endpoint is None:
+            return False
+        try:
+            resp = await self._http.post(self.revocation_endpoint, data={
+                "token": refresh_token, "token_type_hint": "refresh_token",
+                "client_id": self.client_id,
+            })  # fmt: skip
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 200
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -213,6 +229,7 @@ class TokenSource:
         self._inflight: asyncio.Task[None] | None = None
         self._ahead: asyncio.Task[None] | None = None
         self.logins = 0
+        self.revoked_previous = 0
         kept = keystore.get_json(KEYSTORE_RECORD) if keystore is not None else None
         if isinstance(kept, dict):
             self.core.load(grant_from_record(kept, clock(), wall_clock()))
@@ -233,12 +250,17 @@ class TokenSource:
         if self._login is None:
             raise AuthError("re-authentication needed (refresh failed for good) and no login "
                             "with a second factor configured")  # fmt: skip
+        previous = self.core.refresh_token
         body = await self._login.authenticate(self.client)
         grant = parse_token_response(body, self._clock())
         self.logins += 1
         self.core.load(grant)
         self._publish(grant)
         self._arm()
+        if previous is not None and previous != grant.refresh_token:
+            # a new login is a new session: the old one is revoked server-side (RFC 7009),
+            # so a copy of the old refresh token (a lost backup, a thief) is dead too
+            self.revoked_previous += await self.client.revoke(previous)
 
     async def access_token(self, *, timeout: float | None = None) -> str:
         """An access token alive now; waits for the refresh (or re-login) when it is not."""
