@@ -200,7 +200,8 @@ class EdgeNode:
             limits=stream_limits(e),
         )
         self._answer_questions()
-        configure_security(self.core, self.server, cfg)  # tenants, fraud, STIR/SHAKEN
+        # tenants, fraud, STIR/SHAKEN; certificate expiry monitor (started with the node)
+        self.cert_monitor = configure_security(self.core, self.server, cfg)
         self.bearer = None
         if cfg.identity.issuer:  # RFC 8898 Bearer; httpx/joserfc are imported only then
             from callward.edge.bearer_io import install_bearer
@@ -266,6 +267,8 @@ class EdgeNode:
                 detail="authentication is off: every source may call and relay (lab use only)",
             )
         await self.server.start()
+        if self.cert_monitor is not None:
+            self.cert_monitor.start()
         tune_gc()
         loop = asyncio.get_running_loop()
         self._gc_task = loop.create_task(self._gc_loop())
@@ -319,6 +322,8 @@ class EdgeNode:
     async def stop(self) -> None:
         if self._gc_task is not None:
             self._gc_task.cancel()
+        if self.cert_monitor is not None:
+            self.cert_monitor.stop()
         await self.server.stop()
         srv = self._metrics_server
         if srv is not None:

@@ -133,6 +133,10 @@ class EdgeSecurity:
         self._realm = ""
         self._country_codes: dict[str, str] = {}
 
+    def alert(self, alert: SecurityAlert) -> None:
+        """Raise an alert found outside the request path (certificate expiry)."""
+        self._emit(alert)
+
     # ---- tenants
     def configure_tenants(self, tenant_domains: Mapping[str, Sequence[str]], realm: str) -> None:
         """``tenant -> domains`` (``edge.tenant_domains``). With a map, a subscriber may only

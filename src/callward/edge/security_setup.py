@@ -6,8 +6,9 @@ per request. Called by :class:`~callward.edge.app.EdgeNode`."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import phonenumbers
 import structlog
@@ -121,8 +122,77 @@ async def fetch_certificate(query: object) -> object:
     return await asyncio.to_thread(get)
 
 
-def configure_security(core: EdgeCore, server: EdgeServer, cfg: CallwardConfig) -> None:
-    """Apply the configuration's tenants, calling rules and STIR/SHAKEN to ``core``."""
+class CertMonitor:
+    """Certificate expiry as a metric and an alert (``sip/tls.py`` :func:`expiry_alerts`):
+    ``callward_edge_tls_cert_expiry_seconds{role}`` for the edge's TLS certificate (``server``),
+    the peers' CA bundle (``ca``) and the STI-CA roots (``sti-root``), checked at start and then
+    every ``period`` seconds; one SecurityAlert per role within ``warn_days`` of expiry."""
+
+    def __init__(
+        self,
+        core: EdgeCore,
+        server: EdgeServer,
+        named: list[tuple[str, list[Any]]],
+        *,
+        period: float = 3600.0,
+        warn_days: float = 21.0,
+    ) -> None:
+        from prometheus_client import Gauge
+
+        self.core, self.server, self.named = core, server, named
+        self.period, self.warn_days = period, warn_days
+        self.gauge = Gauge(
+            "callward_edge_tls_cert_expiry_seconds",
+            "seconds until the first certificate of the chain expires (negative: expired)",
+            ["role"],
+            registry=core.metrics.registry,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def check(self, now: float) -> None:
+        from callward.sip.tls import expiry_alerts, seconds_until_expiry
+
+        for role, certs in self.named:
+            self.gauge.labels(role).set(seconds_until_expiry(certs, now))
+        node = self.core.settings.node
+        for alert in expiry_alerts(self.named, now, warn_days=self.warn_days, node=node):
+            self.core.security.alert(alert)
+        self.server.flush()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.check(time.time())
+            await asyncio.sleep(self.period)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def cert_monitor(core: EdgeCore, server: EdgeServer, cfg: CallwardConfig) -> CertMonitor | None:
+    from callward.sip.tls import load_certificates
+
+    e, sec = cfg.edge, cfg.security
+    named = [
+        (role, load_certificates(path))
+        for role, paths in (
+            ("server", [e.tls_cert] if e.tls_cert else []),
+            ("ca", [sec.tls_ca_file] if sec.tls_ca_file else []),
+            ("sti-root", list(sec.stir_roots)),
+        )
+        for path in paths
+    ]
+    return CertMonitor(core, server, named) if named else None
+
+
+def configure_security(
+    core: EdgeCore, server: EdgeServer, cfg: CallwardConfig
+) -> CertMonitor | None:
+    """Apply the configuration's tenants, calling rules and STIR/SHAKEN to ``core``; returns
+    the certificate-expiry monitor for the node to start (None without certificates)."""
     e = cfg.edge
     by_address = [t for t in e.trusted if not t.lower().startswith("tls:")]
     if by_address or (e.trusted and not cfg.security.tls_require_client_cert):
@@ -140,3 +210,4 @@ def configure_security(core: EdgeCore, server: EdgeServer, cfg: CallwardConfig) 
         from callward.edge.stir import FetchCertificate
 
         server.answer_with(FetchCertificate, fetch_certificate)
+    return cert_monitor(core, server, cfg)
