@@ -241,3 +241,49 @@ def test_idle_budget_sets_the_refresh_and_keepalive_cap(tmp_path: Path) -> None:
     ).stdout.splitlines()  # fmt: skip
     asked = {tuple(line.split("\t")) for line in registers}
     assert ("bob", "3600") in asked and ("alice", "600") in asked, asked  # alice: no budget
+
+
+def test_reported_loss_reoptimises_and_reinvites(tmp_path: Path) -> None:
+    """``--optimise --loss 0``: set up for a clean path (Opus 13k, 60 ms, no FEC); the caller's
+    uplink then loses 8 % (``--send-loss``), the answerer's RTCP reports say so, the optimiser
+    runs again on the measured loss and the phone re-INVITEs with a shorter ptime and FEC;
+    tshark sees the new offer and the RTP timestamps step down to the new ptime."""
+    media = ("--optimise", "--loss", "0")
+    port = free_port(PORTS)
+    pcap = tmp_path / "call.pcapng"
+    answering = subprocess.Popen(
+        [*CLI, "answer", "--listen", f"127.0.0.1:{port}", "--user", "bob", "--json",
+         "--timeout", "60", "--srtp", "sdes", *media],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2.5)
+        proc = subprocess.run(
+            [*CLI, "call", f"sip:bob@127.0.0.1:{port}", "--user", "alice", "--seconds", "15",
+             "--srtp", "sdes", "--capture", str(pcap), "--json", "--send-loss", "8", *media],
+            capture_output=True, text=True, timeout=90, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        answering.communicate(timeout=30)
+    finally:
+        stop(answering)
+    caller = json.loads(proc.stdout)
+    first = caller["optimised"]
+    assert (first["ptime_ms"], first["fec"]) == (60, False)
+    changes = caller["rtp"]["renegotiated"]
+    redo = next(c for c in changes if "reoptimised_for_loss_pct" in c)
+    assert redo["reoptimised_for_loss_pct"] > 3 and redo["fec"] and redo["ptime_ms"] < 60
+    invites = subprocess.run(
+        ["tshark", "-r", str(pcap), "-Y", "sip.Method == INVITE && sdp", "-T", "fields",
+         "-e", "sdp.media_attr"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert "useinbandfec=0" in invites[0] and "ptime:60" in invites[0]
+    assert "useinbandfec=1" in invites[1] and f"ptime:{redo['ptime_ms']}" in invites[1]
+    mine = _rtp_rows(pcap)[caller["media_port"]]
+    steps = {
+        (cur[2] - prev[2]) & 0xFFFFFFFF
+        for prev, cur in itertools.pairwise(mine)
+        if (cur[1] - prev[1]) & 0xFFFF == 1
+    }
+    assert {2880, 48 * redo["ptime_ms"]} <= steps  # 60 ms, then the new ptime

@@ -29,6 +29,7 @@ from callward.cli.phone_media import (
     MIN_MOS_OPT,
     OPTIMISE_OPT,
     RTT_OPT,
+    SEND_LOSS_OPT,
     MediaFlags,
     finish_capture,
     media_flags,
@@ -389,6 +390,7 @@ def call_cmd(
     rtt: float = RTT_OPT,
     min_mos: float = MIN_MOS_OPT,
     metered: bool = METERED_OPT,
+    send_loss: float = SEND_LOSS_OPT,
     capture: Path | None = typer.Option(
         None, help="record the call with dumpcap (pcapng) and report bytes on the wire"
     ),
@@ -416,7 +418,8 @@ def call_cmd(
         _nonzero(hostport(dns_server, "--dns-server"), "--dns-server") if dns_server else None
     )
     flags = media_flags(codec, bitrate, ptime, dtx, fec, audio, seed, noise_suppression,
-                        (loss, rtt, min_mos) if optimise else None, metered)  # fmt: skip
+                        (loss, rtt, min_mos) if optimise else None, metered,
+                        send_loss)  # fmt: skip
     if capture is not None and not capture.parent.is_dir():
         raise _fail(f"--capture {capture}: directory does not exist")
     try:
@@ -518,6 +521,7 @@ def answer_cmd(
     rtt: float = RTT_OPT,
     min_mos: float = MIN_MOS_OPT,
     metered: bool = METERED_OPT,
+    send_loss: float = SEND_LOSS_OPT,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Auto-answer calls until ``--calls`` have ended; exit 1 if none came within the timeout."""
@@ -534,7 +538,8 @@ def answer_cmd(
     where = _nonzero(hostport(listen, "--listen"), "--listen")
     edges = [_nonzero(hostport(p, "--proxy"), "--proxy") for p in proxy] if register else None
     flags = media_flags(codec, bitrate, ptime, dtx, fec, audio, seed, noise_suppression,
-                        (loss, rtt, min_mos) if optimise else None, metered)  # fmt: skip
+                        (loss, rtt, min_mos) if optimise else None, metered,
+                        send_loss)  # fmt: skip
     try:
         oauth = oauth_options(oauth_issuer, client_id, oauth_user, user, password,
                               totp_secret_file, keystore)  # fmt: skip

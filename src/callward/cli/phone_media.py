@@ -38,6 +38,8 @@ class MediaFlags:
     noise_suppression: bool = False
     optimum: dict[str, Any] | None = None  # usage/optimise.py's choice, when --optimise
     metered: bool = False  # the rate controller may lengthen ptime (and re-INVITE for it)
+    reoptimise: tuple[float, float] | None = None  # (RTT ms, min MOS): re-run on RTCP loss
+    send_loss: float = 0.0  # lab: drop this share of our RTP before it leaves, percent
 
     def prefs(self) -> MediaPrefs:
         """Offer the chosen codec first, the others as fallbacks (RFC 3264 §5.1 order)."""
@@ -58,6 +60,9 @@ OPTIMISE_OPT = typer.Option(
 LOSS_OPT = typer.Option(0.0, "--loss", help="--optimise: expected packet loss, percent")
 RTT_OPT = typer.Option(100.0, "--rtt", help="--optimise: expected round-trip time, ms")
 MIN_MOS_OPT = typer.Option(4.0, "--min-mos", help="--optimise: MOS the call must reach")
+SEND_LOSS_OPT = typer.Option(
+    0.0, "--send-loss", help="lab: drop this percent of our RTP before it leaves (lossy uplink)"
+)
 METERED_OPT = typer.Option(
     False, "--metered", help="bytes are paid for: rate control may move to 40 ms (re-INVITE)"
 )
@@ -88,6 +93,7 @@ def media_flags(
     ns: bool,
     optimise: tuple[float, float, float] | None = None,
     metered: bool = False,
+    send_loss: float = 0.0,
 ) -> MediaFlags:
     """Validate the media flags: exit 2 with one line on a bad value. ``optimise`` = (loss %,
     RTT ms, minimum MOS): the optimiser's choice replaces codec/bitrate/ptime/FEC/DTX."""
@@ -97,12 +103,16 @@ def media_flags(
         raise _fail(f"--ptime must be 20, 40 or 60 (10 with opus), not {ptime}")
     if not 6000 <= bitrate <= 64000:
         raise _fail(f"--bitrate must be 6000..64000 bit/s, not {bitrate}")
-    flags = MediaFlags(codec, bitrate, ptime, dtx, fec, audio, seed, ns, metered=metered)
+    if not 0 <= send_loss <= 50:
+        raise _fail(f"--send-loss must be 0..50 percent, not {send_loss}")
+    flags = MediaFlags(codec, bitrate, ptime, dtx, fec, audio, seed, ns, metered=metered,
+                       send_loss=send_loss)  # fmt: skip
     if optimise is not None:
         from dataclasses import replace
 
         flags = replace(optimised(*optimise), audio=audio, seed=seed, noise_suppression=ns,
-                        metered=metered)  # fmt: skip
+                        metered=metered, reoptimise=(optimise[1], optimise[2]),
+                        send_loss=send_loss)  # fmt: skip
     try:
         flags.voice(0)
         flags.prefs()
@@ -128,9 +138,13 @@ async def talk(
             await asyncio.sleep(max(0.0, seconds))
         return None
     rtp.metered = flags.metered
+    if flags.send_loss > 0:
+        from callward.ua.impairment import Impairment, ImpairmentShim
+
+        rtp.impairment = ImpairmentShim.seeded(Impairment(flags.send_loss), flags.seed, "phone")
     return await say(rtp, stream, flags.prefs(), flags.voice(party), seconds,
                       noise_suppression=flags.noise_suppression, done=done,
-                      call=call)  # fmt: skip
+                      call=call, reoptimise=flags.reoptimise)  # fmt: skip
 
 
 def media_report(rtp: RtpEndpoint, talked: Any) -> dict[str, Any]:

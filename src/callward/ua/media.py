@@ -125,6 +125,8 @@ class RtpEndpoint:
         self.decisions: list[RateDecision] = []
         self.on_renegotiate: Callable[[VoiceSettings], None] | None = None
         self.metered = False  # tell the rate controller bytes are paid for (ptime 40)
+        # every RTCP report about our stream: (fraction lost 0..1, RTT s or None)
+        self.on_link_report: Callable[[float, float | None], None] | None = None
         self.voice_ms = 0  # audio encoded by send_voice so far (sent or suppressed), ms
         self._rtcp_task: asyncio.Task[None] | None = None
         self._seq = secrets.randbits(16)
@@ -280,9 +282,11 @@ class RtpEndpoint:
     def _on_report(self, fraction_lost: int) -> None:
         """A receiver report about our stream: let the rate controller decide, apply
         bitrate/FEC/expected loss to the encoder now, hand ptime changes to the call."""
+        rtt = self.session.rtt_s if self.session else None
+        if self.on_link_report is not None:
+            self.on_link_report(fraction_lost / 256.0, rtt)
         if self.rate_controller is None or self.sender is None or self.settings is None:
             return
-        rtt = self.session.rtt_s if self.session else None
         report = LinkReport.from_rtcp(fraction_lost, rtt, self.metered)
         decision = self.rate_controller.on_report(report)
         if not decision.changed:

@@ -181,6 +181,7 @@ async def talk(
     noise_suppression: bool = False,
     done: asyncio.Future[Any] | None = None,
     call: Call | None = None,
+    reoptimise: tuple[float, float] | None = None,
 ) -> Talked:
     """Send ``voice`` on the negotiated stream for ``seconds`` (None: until ``done``
     completes, at most :data:`MAX_TALK_S`), then stop RTCP with a BYE (RFC 3550 §6.6).
@@ -188,9 +189,13 @@ async def talk(
     With ``call``, the session follows renegotiation: when the rate controller wants another
     ptime (``RtpEndpoint.on_renegotiate``) the phone re-INVITEs with it, and whenever an
     offer/answer changed the session (ours or the peer's re-INVITE) the sender switches to
-    the newly negotiated ptime/codec (``RtpEndpoint.change``)."""
+    the newly negotiated ptime/codec (``RtpEndpoint.change``). With ``reoptimise`` =
+    (RTT floor ms, minimum MOS), the RTCP reports about our stream re-run the optimiser
+    (``usage/optimise.py``) on the measured loss; a different codec/ptime/FEC is re-INVITEd."""
     settings = start_stream(rtp, stream, prefs, noise_suppression=noise_suppression)
-    follower = _Follower(call, rtp, noise_suppression) if call is not None else None
+    follower = None
+    if call is not None:
+        follower = _Follower(call, rtp, noise_suppression, reoptimise)
     length = MAX_TALK_S if seconds is None else seconds
     mask = voice.mask(length) if length > 0 else np.zeros(0, dtype=bool)
     per_packet = settings.ptime_ms // STEP_MS
@@ -226,13 +231,57 @@ async def talk(
 class _Follower:
     """Keeps the sender on what offer/answer agreed (see :func:`talk`)."""
 
-    def __init__(self, call: Call, rtp: RtpEndpoint, ns: bool) -> None:
+    def __init__(
+        self, call: Call, rtp: RtpEndpoint, ns: bool, reoptimise: tuple[float, float] | None
+    ) -> None:
         self.call, self.rtp, self.ns = call, rtp, ns
         self.changes: list[dict[str, Any]] = []
         self._raised = False  # we asked for a longer ptime than the call started with
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._reoptimise = reoptimise
+        self._loss: float | None = None  # EWMA of the reported loss, percent
+        self._optimised_for = 0.0  # the loss the current setting was chosen for
+        self._fresh = False  # the next answer carries the optimiser's settings: take them
+        self._busy = False  # our re-INVITE is in flight
         rtp.on_renegotiate = self._want
+        if reoptimise is not None:
+            rtp.on_link_report = self._link
         self._tasks.add(asyncio.ensure_future(self._watch()))
+
+    def _link(self, fraction_lost: float, rtt_s: float | None) -> None:
+        """An RTCP report about our stream: when the smoothed loss moved by a point or more
+        from what the setting was chosen for, ask the optimiser again."""
+        from callward.usage.optimise import Network, optimise
+
+        assert self._reoptimise is not None
+        pct = 100.0 * fraction_lost
+        self._loss = pct if self._loss is None else 0.5 * pct + 0.5 * self._loss
+        if abs(self._loss - self._optimised_for) < 1.0 or self._busy:
+            return
+        rtt_floor, min_mos = self._reoptimise
+        rtt = max(rtt_floor, 1000.0 * rtt_s) if rtt_s is not None else rtt_floor
+        loss = min(50.0, self._loss)
+        best = optimise(Network(loss_pct=loss, rtt_ms=rtt), min_mos).best
+        self._optimised_for = self._loss
+        s, cur = best.setting, self.rtp.settings
+        if cur is None:
+            return
+        if (s.codec, s.ptime_ms) == (cur.codec, cur.ptime_ms):
+            # FEC is the sender's own choice (RFC 7587 §3.3): no new offer needed
+            if s.codec == "opus" and s.fec != cur.fec and self.rtp.sender is not None:
+                from dataclasses import replace
+
+                self.rtp.settings = replace(cur, fec=s.fec)
+                self.rtp.sender.apply(self.rtp.settings)
+            return
+        from callward.ua.sdp_offer import prefs_for
+
+        self.call.phone.media_prefs = prefs_for(s.codec, s.bitrate, s.ptime_ms, s.fec)
+        self.changes.append({"reoptimised_for_loss_pct": round(loss, 1), "codec": s.codec,
+                             "bitrate": s.bitrate, "ptime_ms": s.ptime_ms, "fec": s.fec,
+                             "mos": round(best.mos, 2)})  # fmt: skip
+        self._fresh = True
+        self._tasks.add(asyncio.ensure_future(self._reinvite(None)))
 
     def _want(self, wanted: VoiceSettings) -> None:
         """The rate controller wants another ptime: offer it in a re-INVITE. Only the side
@@ -247,14 +296,19 @@ class _Follower:
         self._raised = wanted.ptime_ms > cur.ptime_ms
         self._tasks.add(asyncio.ensure_future(self._reinvite(wanted)))
 
-    async def _reinvite(self, wanted: VoiceSettings) -> None:
+    async def _reinvite(self, wanted: VoiceSettings | None) -> None:
         from dataclasses import replace
 
         phone = self.call.phone
-        phone.media_prefs = replace(phone.media_prefs, ptime=wanted.ptime_ms)
-        with contextlib.suppress(CallwardError, TimeoutError):
-            status = await self.call.reinvite(timeout=10)
-            self.changes.append({"reinvite": status, "ptime_ms": wanted.ptime_ms})
+        if wanted is not None:
+            phone.media_prefs = replace(phone.media_prefs, ptime=wanted.ptime_ms)
+        self._busy = True
+        try:
+            with contextlib.suppress(CallwardError, TimeoutError):
+                status = await self.call.reinvite(timeout=10)
+                self.changes.append({"reinvite": status, "ptime_ms": phone.media_prefs.ptime})
+        finally:
+            self._busy = False
 
     async def _watch(self) -> None:
         from dataclasses import replace
@@ -267,9 +321,14 @@ class _Follower:
             if stream is None or cur is None:
                 continue
             new = voice_settings(stream, self.call.phone.media_prefs)
+            fresh, self._fresh = self._fresh, False
             if (new.codec, new.ptime_ms) == (cur.codec, cur.ptime_ms):
+                if fresh and self.rtp.sender is not None:  # bitrate/FEC from the optimiser
+                    keep = replace(cur, bitrate=new.bitrate, fec=new.fec)
+                    self.rtp.sender.apply(keep)
+                    self.rtp.settings = keep
                 continue
-            if new.codec == cur.codec:  # keep what rate control set on the encoder
+            if new.codec == cur.codec and not fresh:  # keep what rate control set
                 new = replace(new, bitrate=cur.bitrate, fec=cur.fec,
                               expected_loss_pct=cur.expected_loss_pct)  # fmt: skip
             self.rtp.change(replace(new, noise_suppression=self.ns))
