@@ -31,6 +31,11 @@ SCRIPTS = [
     "usage_rohc",
     "usage_wire",
     "identity_day",
+    "relay_vs_rtpengine",
+    "registration_storm",
+    "keepalive_idle",
+    "refresh_storm",
+    "edge_security_flood",
 ]
 
 

@@ -229,3 +229,21 @@ def test_documented_command_line_exists(where: str, line: str) -> None:
         wanted = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", line))
         unknown = wanted - _options(cmd) - {"--help"}
         assert not unknown, f"{where}: `callward {' '.join(path)}` has no {sorted(unknown)}"
+
+
+def test_make_bench_runs_every_benchmark_the_figures_name() -> None:
+    """docs/benchmarks.md names a script per figure; ``make bench`` (benchmarks/run_all.py)
+    must run each of them, so every published figure can be reproduced by one command."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
+    assert spec is not None and spec.loader is not None
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    text = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"^#+ .*`benchmarks/(\w+)\.py", text, flags=re.M))
+    assert len(named) > 10
+    for name in sorted(named):
+        assert (ROOT / "benchmarks" / f"{name}.py").exists(), f"benchmarks/{name}.py is gone"
+    missing = named - set(run_all.SCRIPTS)
+    assert not missing, f"benchmarks/run_all.py does not run {sorted(missing)}"
