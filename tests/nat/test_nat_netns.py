@@ -315,3 +315,46 @@ async def test_cli_phone_calls_with_ice_from_behind_nat(
         assert await bob.call.wait_ended(5) == "bye"
     finally:
         await bob.close()
+
+
+async def test_cli_to_cli_with_ice_through_the_nat(
+    lab: NatLab, coturn: TurnServer, edge: tuple[str, int]
+) -> None:
+    """Both ends are ``callward phone`` processes: ``answer --ice`` on the public side (TCP,
+    registered), ``call --ice --turn --relay-only`` behind the NAT: media through coturn."""
+    env = {**os.environ, "CALLWARD_PHONE_PASSWORD": "pw-bob"}
+    answer = [*CALLWARD_CLI, "phone", "answer", "--listen", f"{lab.public}:25160", "--transport",
+              "tcp", "--user", "bob", "--register", "--proxy", f"{edge[0]}:{edge[1]}",
+              "--domain", REALM, "--ice", "--srtp", "none", "--calls", "1", "--timeout", "30",
+              "--json"]  # fmt: skip
+    call = ["ip", "netns", "exec", lab.phone_ns, *CALLWARD_CLI, "phone", "call",
+            f"sip:bob@{REALM}", "--proxy", f"{edge[0]}:{edge[1]}", "--register", "--domain",
+            REALM, "--user", "alice", "--ice", "--turn", f"u:p@{coturn.host}:{coturn.port}",
+            "--relay-only", "--seconds", "2", "--srtp", "none", "--timeout", "20", "--json"]  # fmt: skip
+    bob = await asyncio.create_subprocess_exec(
+        *answer, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    try:
+        assert bob.stderr is not None
+        line = b""
+        while b"answering on" not in line:
+            line = await asyncio.wait_for(bob.stderr.readline(), 20)
+            assert line, "the answering phone exited"
+        alice = await asyncio.create_subprocess_exec(
+            *call, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "CALLWARD_PHONE_PASSWORD": "pw-alice"},
+        )  # fmt: skip
+        a_out, a_err = await asyncio.wait_for(alice.communicate(), 40)
+        b_out, _ = await asyncio.wait_for(bob.communicate(), 20)
+    finally:
+        if bob.returncode is None:
+            bob.kill()
+            await bob.wait()
+    assert alice.returncode == 0, a_err.decode()[-500:]
+    caller, callee = json.loads(a_out), json.loads(b_out)
+    assert caller["ice"] == {"local_candidate": "relay", "relayed": True}, caller
+    assert caller["status"] == 200 and caller["bye_status"] == 200, caller
+    (answered,) = callee["answered"]
+    assert answered["end_reason"] == "bye", callee
+    assert caller["rtp"]["packets_received"] >= 80, caller  # bob's 100 packets (2 s)
+    assert answered["rtp"]["packets_received"] >= 80, callee  # alice's 100, through coturn

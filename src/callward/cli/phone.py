@@ -276,6 +276,7 @@ async def _answer(
     flags: MediaFlags | None = None,
     ice_lite: bool = False,
     budget: IdleBudget | None = None,
+    ice: IceFlags | None = None,
 ) -> dict[str, Any]:
     from callward.ua import Phone
     from callward.ua.ice_lite import IceLite
@@ -304,8 +305,17 @@ async def _answer(
             err=True,
         )
         for _ in range(calls):
+            if ice is not None:  # fresh candidates and credentials for each call
+                await start_ice(phone, ice, controlling=False)
             call = await phone.next_call(timeout)
             info: dict[str, Any] = {}
+            if phone.ice is not None:  # ICE: media on the nominated pair, then wait for BYE
+                await call.ring()
+                await call.answer()
+                info.update(await ice_talk(call, phone.ice, 2.0, timeout))
+                reason = await asyncio.wait_for(call.wait_ended(), timeout)
+                answered.append({"status": call.status, "end_reason": reason, **info})
+                continue
             dtls = None
             talking: asyncio.Task[Any] | None = None
             ended = asyncio.ensure_future(call.wait_ended())
@@ -341,6 +351,8 @@ async def _answer(
         }
     finally:
         rtp.close()
+        if phone.ice is not None:
+            await phone.ice.close()
         await phone.close()
         if tokens is not None:
             await tokens.aclose()
@@ -516,6 +528,10 @@ def answer_cmd(
     ice_lite: bool = typer.Option(
         False, "--ice-lite", help="answer ICE checks on the RTP port (WebRTC callers need it)"
     ),
+    ice: bool = typer.Option(False, "--ice", help="full ICE (RFC 8445); 2 s of RTP on its pair"),
+    stun: str | None = typer.Option(None, help="STUN server HOST:PORT (srflx candidates)"),
+    turn: str | None = typer.Option(None, help="TURN server USER:PASS@HOST:PORT (relay)"),
+    relay_only: bool = typer.Option(False, "--relay-only", help="offer relay candidates only"),
     optimise: bool = OPTIMISE_OPT,
     loss: float = LOSS_OPT,
     rtt: float = RTT_OPT,
@@ -525,6 +541,9 @@ def answer_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Auto-answer calls until ``--calls`` have ended; exit 1 if none came within the timeout."""
+    ice_opts = ice_flags(ice, stun, turn, relay_only)
+    if ice_opts is not None and (srtp != "none" or ice_lite):
+        raise _fail("--ice carries plain RTP for now: use it with --srtp none, without --ice-lite")
     if transport not in _TRANSPORTS:
         raise _fail(f"--transport must be one of {', '.join(_TRANSPORTS)}, not {transport!r}")
     if srtp not in _SRTP:
@@ -564,6 +583,7 @@ def answer_cmd(
                 oauth=oauth,
                 flags=flags,
                 ice_lite=ice_lite,
+                ice=ice_opts,
                 budget=budget,
             )
         )
