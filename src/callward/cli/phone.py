@@ -21,6 +21,7 @@ import typer
 
 from callward.cli.exits import fail as _fail
 from callward.cli.exits import hostport
+from callward.cli.phone_contacts import register_contacts
 from callward.cli.phone_dns import DNS_OPT, is_name
 from callward.cli.phone_ice import IceFlags, ice_flags, ice_talk, start_ice
 from callward.cli.phone_media import (
@@ -600,6 +601,7 @@ def answer_cmd(
 
 
 register_login(phone_app)
+register_contacts(phone_app)
 
 
 def register(app: typer.Typer) -> None:

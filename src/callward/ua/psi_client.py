@@ -46,6 +46,7 @@ class PsiDiscovery:
         self.bytes_in = 0
         self.bytes_out = 0
         self.values: dict[str, tuple[str, bytes]] = {}  # contact id -> (number, F(number))
+        self.evaluated = 0  # blinded points sent (what the daily limit counts)
         self.key_id = ""
 
     async def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -89,6 +90,7 @@ class PsiDiscovery:
         for start in range(0, len(ids), MAX_POINTS):
             chunk = {c: contacts[c] for c in ids[start : start + MAX_POINTS]}
             query, points = blind(chunk)
+            self.evaluated += len(points)
             resp = await self._send("POST", self.EVALUATE, json={
                 "key_id": doc["key_id"],
                 "points": [base64.b64encode(p).decode() for p in points],
