@@ -142,16 +142,16 @@ def _load(module: str) -> dict[str, Command]:
 
 
 def _plain_coercion(param: Any) -> None:
-    """Coerce plain ``str``/``Path`` parameters without pydantic.
+    """Coerce plain ``str``/``Path``/``float`` parameters without pydantic.
 
     typer builds a pydantic TypeAdapter for every non-bool parameter the first time it parses
-    one, which imports pydantic (~0.1 s) into any command that has a path or text option. A
-    command-line string needs no validation to become a ``str`` or ``Path``, so such
-    parameters (no path checks, parser, click type or callback) get a direct coercion; any
-    other value still goes through typer's own.
+    one, which imports pydantic (~0.1 s) into any command that has a path, text or number
+    option. A command-line string needs no validation to become a ``str`` or ``Path``, and
+    ``float()`` is the number check, so such parameters (no path checks, range, parser, click
+    type or callback) get a direct coercion; anything else still goes through typer's own.
     """
     td = getattr(param, "type_descriptor", None)
-    if td is None or td.annotation not in (str, Path) or td.file_annotation is not None:
+    if td is None or td.annotation not in (str, Path, float) or td.file_annotation is not None:
         return
     pi = td.parameter_info
     checks = ("exists", "writable", "resolve_path", "allow_dash", "path_type", "parser",
@@ -166,6 +166,15 @@ def _plain_coercion(param: Any) -> None:
 
     class _Plain(RuntimeParam):
         def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            if self.annotation is float and isinstance(value, str | int | float):
+                try:
+                    return float(value)
+                except ValueError:  # pydantic's wording, which typer would have printed
+                    raise typer.BadParameter(
+                        "Input should be a valid number, unable to parse string as a number",
+                        ctx=ctx,
+                        param=param,
+                    ) from None
             if isinstance(value, str | self.annotation):
                 return self.annotation(value)
             return build_runtime_param(desc)._coerce_value(value, param=param, ctx=ctx)
