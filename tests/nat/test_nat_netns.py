@@ -1,7 +1,7 @@
 """A phone behind a real NAT (network namespaces + nftables masquerade, built here by
 ``benchmarks/netns_lab.py``) registers through a callward edge, is called by a phone on the
-public side, and carries audio both ways over ICE (RFC 8445): via its STUN server-reflexive
-mapping, and via a coturn relay. Then Wi-Fi is lost mid-call: the phone moves to the cellular
+public side, and carries audio both ways over ICE (RFC 8445) — DTLS-SRTP over the pair — via
+its STUN server-reflexive mapping, and (plain RTP) via a coturn relay. Then Wi-Fi is lost mid-call: the phone moves to the cellular
 uplink (new address, new NAT); the phone notices from the route to its edge
 (``nat/route_watch.py``), re-registers, and re-INVITEs with an ICE restart; audio flows
 again over the new mapping and the call ends cleanly. Skips (with the reason) without root,
@@ -122,9 +122,10 @@ class Side:
 
     async def start(
         self, user: str, host: str, edge: tuple[str, int], agent: dict[str, Any],
-        transport: str = "udp",
+        transport: str = "udp", security: str = "rtp",
     ) -> None:  # fmt: skip
         self.phone = await Phone.start(user, host=host, transport=transport, password=f"pw-{user}")
+        self.phone.media_security = security
         self.phone.nat_contact = True  # Contact = where the edge sees us (behind the NAT)
         self.reg = await RegistrationAgent.start(
             self.phone, [edge], domain=REALM, expires=300, instance=f"urn:uuid:{uuid.uuid4()}"
@@ -147,6 +148,13 @@ class Side:
         pair = await self.agent.connect_sdp(self.call.leg.remote_sdp)
         self.audio.start()
         return pair
+
+    async def secure(self) -> str:
+        """DTLS-SRTP over the ICE pair, in the role the SDP gave us."""
+        stream = self.call.negotiated()
+        assert stream is not None
+        done = await self.audio.secure_dtls(stream, self.phone.dtls_certificate)
+        return done.profile.value
 
     async def talk(self, packets: int) -> tuple[int, int]:
         before = self.audio.packets_received
@@ -177,9 +185,17 @@ async def test_behind_nat_via_stun_then_wifi_to_cellular_mid_call(
     stun = (coturn.host, coturn.port)
     alice, bob = Side(), Side()  # alice behind the NAT (phone namespace), bob public
     try:
-        await phone_ns.run(alice.start("alice", lab.wifi_addr, edge, {
-            "controlling": False, "network": WIFI, "stun_server": stun}))  # fmt: skip
-        await bob.start("bob", lab.public, edge, {"controlling": True, "network": WIFI})
+        await phone_ns.run(
+            alice.start(
+                "alice",
+                lab.wifi_addr,
+                edge,
+                {"controlling": False, "network": WIFI, "stun_server": stun},
+                security="dtls",
+            )
+        )
+        await bob.start("bob", lab.public, edge, {"controlling": True, "network": WIFI},
+                        security="dtls")  # fmt: skip
         srflx = [c for c in alice.agent._require().local_candidates if c.type == "srflx"]
         assert [c.host for c in srflx] == [lab.wifi_nat], "STUN saw the NAT's public address"
         assert alice.local_types() == {"host", "srflx"}
@@ -190,6 +206,8 @@ async def test_behind_nat_via_stun_then_wifi_to_cellular_mid_call(
         assert await bob.call.wait_final() == 200
         b_pair, _ = await asyncio.gather(bob.connect(), phone_ns.run(alice.connect()))
         assert b_pair.remote[0] == lab.wifi_nat, "bob reaches alice at her NAT mapping"
+        profiles = await asyncio.gather(bob.secure(), phone_ns.run(alice.secure()))
+        assert profiles[0] == profiles[1], "DTLS-SRTP over the ICE pair: same SRTP profile"
         (a_sent, a_got), (b_sent, b_got) = await asyncio.gather(
             phone_ns.run(alice.talk(25)), bob.talk(25)
         )
@@ -226,11 +244,13 @@ async def test_behind_nat_via_stun_then_wifi_to_cellular_mid_call(
         await asyncio.wait_for(bob.call.media_changed.wait(), 5)
         b_pair, _ = await asyncio.gather(bob.connect(), phone_ns.run(alice.connect()))
         assert b_pair.remote[0] == lab.cell_nat, "bob now reaches alice via the cellular NAT"
+        # The DTLS association (and its SRTP keys) outlives the ICE restart: still SRTP only.
         (a_sent, a_got), (b_sent, b_got) = await asyncio.gather(
             phone_ns.run(alice.talk(25)), bob.talk(25)
         )
         assert a_got >= 23 and b_got >= 23, (a_got, b_got)
         assert alice.phone.local_addr[0] == lab.cell_addr
+        assert bob.audio._rx is not None and alice.audio._rx is not None
 
         async def registered_again() -> bool:
             for _ in range(50):
