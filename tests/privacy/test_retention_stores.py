@@ -140,3 +140,25 @@ def test_subscriber_database_is_verified_and_erased_by_the_cli(tmp_path: Path) -
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["privacy", "verify", "--subject", "+447700900999", *base])
     assert r.exit_code == 1  # the other subscriber is untouched
+
+
+def test_without_the_cold_extra_retention_governs_the_hot_store_unless_cold_files_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: ``pip install callward`` (no ``[cold]``) runs the demo; the demo's runtime opens
+    retention, which must then fall back to the hot CDR store, but never skip cold files."""
+    import sys
+
+    from callward.privacy.retention_stores import _cdr_tiers
+    from callward.records import open_records
+
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # import duckdb -> ModuleNotFoundError
+    monkeypatch.delitem(sys.modules, "callward.records.cold", raising=False)
+    records = open_records(tmp_path)
+    try:
+        assert _cdr_tiers(records) is records.store
+        _file(tmp_path / "cold/day=2026-01-01/part-1.parquet", "PAR1", 400)
+        with pytest.raises(ModuleNotFoundError):
+            _cdr_tiers(records)
+    finally:
+        records.close()

@@ -257,6 +257,22 @@ class RetentionSetup:
                 close()
 
 
+def _cdr_tiers(records: Any) -> Any:
+    """The CDR tiers retention governs: hot + cold, or the hot store alone when the cold tier's
+    extra (``callward[cold]``: duckdb, pyarrow) is not installed *and* no cold file exists, so
+    ``pip install callward`` runs the demo and the edge. Cold files without the extra stay an
+    error (the missing-extra line): their deadlines must not be skipped silently."""
+    try:
+        return records.tiered
+    except ModuleNotFoundError as exc:
+        cold = Path(records.data_dir) / "cold"
+        if (exc.name or "").split(".")[0] not in ("duckdb", "pyarrow") or (
+            cold.is_dir() and any(cold.rglob("*.parquet"))
+        ):
+            raise
+        return records.store
+
+
 def open_retention(config: Any, records: Any, location_client: Any = None) -> RetentionSetup:
     """Build the retained stores from a :class:`~callward.config.CallwardConfig` and opened
     :class:`~callward.records.service.Records`. ``location_client`` overrides the Redis client
@@ -274,7 +290,7 @@ def open_retention(config: Any, records: Any, location_client: Any = None) -> Re
     recs = FileTreeStore("recordings", "recording", d / "recordings")
     aggregates = AggregateStore(d / "aggregates.db")
     stores: list[Any] = [
-        CdrRetention(records.tiered, aggregates), aggregates, logs, caps, hep, recs,
+        CdrRetention(_cdr_tiers(records), aggregates), aggregates, logs, caps, hep, recs,
     ]  # fmt: skip
     erasables: list[Any] = [logs, caps, hep]
     if (d / "telemetry.sqlite").exists():  # phone telemetry (callward web): the CDR rules
