@@ -287,3 +287,15 @@ def test_reported_loss_reoptimises_and_reinvites(tmp_path: Path) -> None:
         if (cur[1] - prev[1]) & 0xFFFF == 1
     }
     assert {2880, 48 * redo["ptime_ms"]} <= steps  # 60 ms, then the new ptime
+
+
+def test_sip_over_tcp_is_counted_with_its_acks(tmp_path: Path) -> None:
+    """Over TCP the capture's SIP bytes are every segment between the two SIP ports (requests,
+    responses and bare ACKs): the phone's figure equals tshark's sum of their IP lengths."""
+    caller, _answerer, pcap = _converse(tmp_path, 3, "--transport", "tcp")
+    tcp = subprocess.run(
+        ["tshark", "-r", str(pcap), "-Y", "tcp", "-T", "fields", "-e", "ip.len"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    assert caller["transport"] == "tcp" and len(tcp) >= 8
+    assert caller["wire"]["sip_bytes"] == sum(int(n) for n in tcp)

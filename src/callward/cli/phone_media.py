@@ -19,7 +19,15 @@ if TYPE_CHECKING:
     from callward.ua.sdp_offer import MediaPrefs
     from callward.ua.talk import Voice
 
-__all__ = ["MediaFlags", "finish_capture", "media_flags", "media_report", "start_capture", "talk"]
+__all__ = [
+    "CallCapture",
+    "MediaFlags",
+    "finish_capture",
+    "media_flags",
+    "media_report",
+    "start_capture",
+    "talk",
+]
 
 _CODECS = {"opus": ("opus", "pcmu", "pcma"), "pcmu": ("pcmu", "pcma"), "pcma": ("pcma", "pcmu")}
 
@@ -166,9 +174,21 @@ def media_report(rtp: RtpEndpoint, talked: Any) -> dict[str, Any]:
     return out
 
 
+@dataclass(slots=True)
+class CallCapture:
+    """A running dumpcap on the call's ports (``ua/loopback_capture.py``) and the SIP ports,
+    so TCP/TLS segments between them count as SIP (their ACKs and records included)."""
+
+    capture: Any
+    sip_ports: tuple[int, ...]
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.capture.__aexit__(*exc)
+
+
 async def start_capture(
     path: Path | None, phone: Phone, rtp: RtpEndpoint, target: str, proxy: tuple[str, int] | None
-) -> Any:
+) -> CallCapture | None:
     """dumpcap on lo for this call's ports: our SIP port (and the next hop's, for TCP/TLS
     connections from an ephemeral port) and the RTP/RTCP pair."""
     if path is None:
@@ -182,14 +202,17 @@ async def start_capture(
     media = [rtp.local_addr[1], rtp.local_addr[1] + 1]
     cap = LoopbackCapture(path, udp=[sip, *media], tcp=[sip, hop[1]])
     await cap.__aenter__()
-    return cap
+    return CallCapture(cap, (sip, hop[1]))
 
 
-async def finish_capture(cap: Any, rtp: RtpEndpoint, talked: Any, srtp: bool) -> dict[str, Any]:
+async def finish_capture(
+    cap: CallCapture, rtp: RtpEndpoint, talked: Any, srtp: bool
+) -> dict[str, Any]:
     from callward.ua.talk import wire_report
     from callward.usage.wire import measure_capture
 
     await cap.__aexit__(None, None, None)
-    report = wire_report(measure_capture(cap.path), rtp, talked, srtp=srtp)
-    report["capture"] = str(cap.path)
+    wire = measure_capture(cap.capture.path, sip_ports=cap.sip_ports)
+    report = wire_report(wire, rtp, talked, srtp=srtp)
+    report["capture"] = str(cap.capture.path)
     return report
