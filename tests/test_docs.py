@@ -269,3 +269,32 @@ def test_metrics_in_the_docs_are_the_ones_exposed() -> None:
     suffixes = ("", "_bucket", "_sum", "_count")
     phantom = {m for m in everywhere if not any(m.removesuffix(x) in code for x in suffixes)}
     assert not phantom, "the docs name metrics nothing exposes"
+
+
+# `section.word` spans that are not config keys: a log event and a file name.
+NOT_KEYS = {"edge.auth_off", "identity.sqlite"}
+
+
+def test_config_keys_named_in_prose_exist() -> None:
+    """`edge.max_pending` and the like anywhere in the docs name a real field (or a module or
+    package attribute, e.g. `quality.plot`)."""
+    import importlib.util
+
+    sections = "|".join(m for m in MODELS if m != "web")
+    wrong = []
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(rf"`({sections})\.(\w+)", text):
+            section, name = match.groups()
+            if name in ("py", "md", "yaml") or f"{section}.{name}" in NOT_KEYS:
+                continue  # a file name (`security.py`), not a key
+            if name in MODELS[section].model_fields:
+                continue
+            if importlib.util.find_spec(f"callward.{section}") is not None:
+                package = importlib.import_module(f"callward.{section}")
+                if hasattr(package, name) or importlib.util.find_spec(
+                    package.__name__ + "." + name
+                ):
+                    continue
+            wrong.append(f"{path.name}:{text.count(chr(10), 0, match.start()) + 1}: {match[0]}`")
+    assert not wrong, f"not a config field: {wrong}"
