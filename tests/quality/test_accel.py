@@ -36,7 +36,9 @@ from callward.quality.synth import Frame, rtp_header, udp_datagram, write_pcap, 
 
 from .test_adaptive_vector import streams as playout_streams
 
-pytestmark = pytest.mark.skipif(ACCEL is None, reason="C accelerator not built (no compiler)")
+pytestmark = pytest.mark.skipif(
+    ACCEL is None, reason="C accelerator not in use (not built, or CALLWARD_PURE_PYTHON=1)"
+)
 
 
 def test_cli_defaults_equal_the_config_model() -> None:
