@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml setup.py src/callward/sip/_speedups.c src/callward/sip/_speedups_grammar.h src/callward/relay/_fastpath.c
+$(STAMP): pyproject.toml setup.py src/callward/sip/_speedups.c src/callward/sip/_speedups_grammar.h src/callward/quality/_accel.c src/callward/relay/_fastpath.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
