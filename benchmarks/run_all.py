@@ -28,6 +28,7 @@ SCRIPTS = [
     "cli_startup",
     "usage_idle",
     "usage_ns",
+    "usage_phone",
     "usage_rohc",
     "usage_wire",
     "identity_day",
