@@ -139,7 +139,8 @@ def blast(
         ctxs = [None if k is None else SrtpContext(k, inbound=False) for _, k, _ in calls]
         for seq in range(per_call):
             for n, (port, _, _) in enumerate(calls):
-                plain = bytes(RtpPacket(0, seq, seq * 160, 0x1000 + n, b"\xd5" * payload))
+                plain = bytes(RtpPacket(0, seq & 0xFFFF, (seq * 160) & 0xFFFFFFFF, 0x1000 + n,
+                                        b"\xd5" * payload))  # fmt: skip
                 ctx = ctxs[n]
                 wire.append((plain if ctx is None else ctx.protect(plain), ("127.0.0.1", port)))
         # first round: one packet per call, checked
@@ -147,6 +148,8 @@ def blast(
         for data, dest in wire[:calls_n]:
             gen.sendto(data, dest)
             out = sink.recv(2048)
+            while int.from_bytes(out[8:12], "big") - 0x1000 not in range(calls_n):
+                out = sink.recv(2048)  # not one of ours (a late packet of an earlier run)
             if srtp:  # decrypts with the key the relay offered to B
                 out = rx[int.from_bytes(out[8:12], "big") - 0x1000].unprotect(out)
             assert parse_rtp(out).sequence_number == 0
