@@ -51,6 +51,8 @@ class StorageConfig(_Section):
     postgres_url: str | None = None  # e.g. postgresql://127.0.0.1:5432/test
     redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0
     nats_url: str | None = None  # e.g. nats://127.0.0.1:4222
+    nats_stream: str = Field("CALLWARD_EVENTS", description="JetStream stream of the events")
+    nats_prefix: str = Field("callward.events", description="subjects <prefix>.<tenant>.<kind>")
 
 
 class EdgeConfig(_Section):

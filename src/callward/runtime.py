@@ -239,10 +239,11 @@ class Runtime:
         from callward.records.bus import CdrConsumer, ensure_stream
 
         js = self.nats.jetstream()
-        await ensure_stream(js, "CALLWARD_EVENTS")
+        st = self.config.storage
+        await ensure_stream(js, st.nats_stream, st.nats_prefix)
         cfg = self.records.config
         consumer = CdrConsumer(
-            js, "CALLWARD_EVENTS", "cdr-writer", self.records.store,
+            js, st.nats_stream, "cdr-writer", self.records.store, prefix=st.nats_prefix,
             grace_s=cfg.grace_s, timeout_s=cfg.timeout_s,
         )  # fmt: skip
         consumer.recover()
@@ -339,8 +340,8 @@ async def open_runtime(cfg: CallwardConfig, *, cdr_writer: bool = True) -> Runti
 
         nc = await connect(cfg.storage.nats_url)
         js = nc.jetstream()
-        await ensure_stream(js, "CALLWARD_EVENTS")
-        bus: EventBus = FanoutBus(JetStreamPublisher(js))
+        await ensure_stream(js, cfg.storage.nats_stream, cfg.storage.nats_prefix)
+        bus: EventBus = FanoutBus(JetStreamPublisher(js, cfg.storage.nats_prefix))
     else:
         bus = InProcessBus()
         if records is not None:

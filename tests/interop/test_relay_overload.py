@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from callward.rtp.packet import RtpPacket
 from peers import free_port, stop
 from relay_vs_rtpengine import setup_calls, start_server
-
-from callward.rtp.packet import RtpPacket
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 

@@ -76,11 +76,11 @@ def test_serve_with_relay_worker_processes_100_calls(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_serve_1000_calls_with_media_through_relay_workers(tmp_path: Path) -> None:
-    """1,000 SIPp calls (7 s of G.711 each, 40 calls/s) through serve and two relay
+    """1,000 SIPp calls (7 s of G.711 each, 25 calls/s) through serve and two relay
     processes: 1,000 CDRs, each leg's packets equal to tshark's count."""
     if os.environ.get("CALLWARD_SKIP_1000_CALLS"):
         pytest.skip("why: CALLWARD_SKIP_1000_CALLS is set")
-    serve_calls(tmp_path, 1000, 40, workers=2, ports=(30000, 32767))
+    serve_calls(tmp_path, 1000, 25, workers=2, ports=(30000, 32767))
 
 
 def serve_calls(

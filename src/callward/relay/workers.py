@@ -103,12 +103,20 @@ class RelayWorkers:
 
 
 async def _listening(proc: asyncio.subprocess.Process) -> str:
+    """The worker's ng address from its ``relay_listening`` line (log lines may come first)."""
     assert proc.stdout is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT_S)
-        ng = json.loads(line or b"{}").get("ng")
-    except (TimeoutError, ValueError):
-        ng = None
-    if not isinstance(ng, str):
-        raise TransportError("a relay worker did not start (see its error above)")
-    return ng
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_TIMEOUT_S
+    while True:
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), deadline - loop.time())
+        except TimeoutError:
+            line = b""
+        if not line:
+            raise TransportError("a relay worker did not start (see its error above)")
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and msg.get("event") == "relay_listening":
+            return str(msg["ng"])
