@@ -9,9 +9,10 @@ Every command that runs a service (``callward serve``, ``edge``, ``relay``) goes
   ``storage.postgres_url`` is set) is subscribed in process;
 * **scale-out** (``storage.nats_url``): a
   :class:`~callward.events_jetstream.JetStreamPublisher` on subjects
-  ``callward.events.<tenant>.<kind>``; CDRs are written by ``callward cdr consume`` (one or
-  more consumer processes), or in process by ``callward serve``
-  (:meth:`Runtime.start_consumer`).
+  ``<storage.nats_prefix>.<tenant>.<kind>`` (default ``callward.events``) on the stream
+  ``storage.nats_stream``; CDRs are written by ``callward cdr consume`` (one or more consumer
+  processes on one durable consumer), or in process by a node that calls
+  :meth:`Runtime.start_consumer`.
 
 Hooks for the other data-layer subscribers (quality monitor, alerts, HEP export, retention,
 LI taps): add a factory to :data:`SUBSCRIBER_FACTORIES` -- ``factory(runtime)`` returns an
