@@ -36,6 +36,7 @@ import peers
 HERE = Path(__file__).resolve().parent
 REG_XML = HERE / "kamailio" / "register.xml"
 SHED_XML = HERE / "edge_uac_shed.xml"
+PORTS = (21000, 21999)  # the edge area's port block (listening sockets of this benchmark)
 
 
 def _pin(cpu: str) -> list[str]:
@@ -235,14 +236,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name, proxy in (("kamailio", kamailio), ("callward", callward_edge)):
-            uas, port = peers.free_port((20000, 40000)), peers.free_port((20000, 40000))
+            uas, port = peers.free_port(PORTS), peers.free_port(PORTS)
             with sipp_uas(work, uas), proxy(work, port, uas):
                 calls = ramp(work, port, rates, args.seconds, ["-sn", "uac"])
                 regs = ramp(work, port, reg_rates, args.seconds, ["-sf", str(REG_XML)])
             out[name] = {"calls": calls, "registers": regs}
             print(name, json.dumps(out[name]), file=sys.stderr, flush=True)
         capacity = out["callward"]["calls"]["best"]["rate"] or rates[0]
-        uas, port = peers.free_port((20000, 40000)), peers.free_port((20000, 40000))
+        uas, port = peers.free_port(PORTS), peers.free_port(PORTS)
         with sipp_uas(work, uas), callward_edge(work, port, uas) as edge:
             rate = 2 * capacity
             over = run_sipp(

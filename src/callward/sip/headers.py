@@ -186,8 +186,8 @@ def _split_semicolons(text: str) -> list[str]:
 
 def _param(params: Params, name: str) -> str | None:
     lname = name.lower()
-    for k, v in params:
-        if k.lower() == lname:
+    for k, v in params:  # the usual spelling matches without a lower() per parameter
+        if k == name or k.lower() == lname:
             return "" if v is None else v
     return None
 

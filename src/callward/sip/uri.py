@@ -145,7 +145,10 @@ class SipURI:
 
     def has_param(self, name: str) -> bool:
         lname = name.lower()
-        return any(k.lower() == lname for k, _ in self.params)
+        for k, _ in self.params:
+            if k == lname or k.lower() == lname:
+                return True
+        return False
 
     def with_params(self, params: Params) -> SipURI:
         return SipURI(
