@@ -72,7 +72,7 @@ class EdgeConfig(_Section):
     # Digest challenges offered, in order. SIPp, sipsak and baresip 1.0 (libre) fail when a
     # SHA-256 challenge is present at all, so the default is MD5; stored HA1s cover both.
     algorithms: list[str] = Field(default_factory=lambda: ["MD5"])
-    nonce_ttl: float = Field(300.0, gt=0)
+    nonce_ttl: float = Field(600.0, gt=0)
     min_expires: int = Field(60, ge=1)
     max_expires: int = Field(7200, ge=1)
     default_expires: int = Field(3600, ge=1)

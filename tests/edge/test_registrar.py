@@ -84,6 +84,21 @@ def test_stale_nonce_gets_stale_true(h) -> None:
     assert r.status == 401 and "stale=true" in r.headers.get("WWW-Authenticate")
 
 
+def test_refresh_at_90_percent_of_600_s_reuses_the_nonce(h) -> None:
+    """A phone refreshes a 600 s registration at 75-90 % (ua/registration.py) with the last
+    challenge and the next nc: with the default nonce_ttl that is REGISTER + 200, no 401."""
+    core, _, _ = h.make_core(auth=True)
+    net = h.Net(core)
+    (r401,) = h.responses(_register(h, net))
+    chal = r401.headers.get_lines("WWW-Authenticate")[0]
+    auth = _digest_header(chal, "alice", "secret-a", "sip:callward.local", nc=1)
+    assert h.responses(_register(h, net, cseq=2, extra=(("Authorization", auth),)))[0].status == 200
+    net.now += 540
+    auth = _digest_header(chal, "alice", "secret-a", "sip:callward.local", nc=2)
+    (r,) = h.responses(_register(h, net, cseq=3, extra=(("Authorization", auth),)))
+    assert r.status == 200, r.reason
+
+
 def test_expiry_limits_423_and_clamp(h, net) -> None:
     (r,) = h.responses(_register(h, net, contact="<sip:alice@127.0.0.1:5091>;expires=10"))
     assert r.status == 423 and r.headers.get("Min-Expires") == "60"

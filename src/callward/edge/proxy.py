@@ -14,8 +14,9 @@ It is made of components with explicit interfaces: the
 :class:`~callward.edge.targets.Router` (routing and targets), :class:`~callward.edge.forking.
 Forking` (branches, failover, best response), :class:`~callward.edge.sessions.DialogTracker`
 (calls and session timers), :class:`~callward.edge.topology.TopologyHider`, the
-:class:`~callward.edge.registrar.Registrar`, and the hooks of :mod:`callward.edge.hooks`
-(admission, authentication schemes, media anchoring).
+:class:`~callward.edge.registrar.Registrar`, the :class:`~callward.edge.ack_forwarding.
+AckForwarder` (ACK for 2xx, stateless), and the hooks of :mod:`callward.edge.hooks`
+(admission, authentication schemes, media anchoring, trust boundary).
 
 Request path: rate limit (per source, before parsing) → parse (400 with the parser's reason) →
 Via stamping (received/rport) → admission hooks (overload: 503 + Retry-After) → transaction
@@ -30,6 +31,7 @@ import secrets
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
+from callward.edge.ack_forwarding import AckForwarder
 from callward.edge.auth import Authenticator, DigestScheme
 from callward.edge.forking import Forking, ProxyContext
 from callward.edge.hooks import Accept, Drop, Hooks
@@ -39,18 +41,18 @@ from callward.edge.outbox import Outbox
 from callward.edge.overload import OverloadGuard, OverloadLimits, RateLimiter
 from callward.edge.pending import Pending, Query, Task, Tasks
 from callward.edge.registrar import Registrar, RegistrarPolicy
-from callward.edge.routing import loop_hash, make_branch
+from callward.edge.routing import loop_hash
 from callward.edge.security import AUTH_METHODS, EdgeSecurity, strip_untrusted
 from callward.edge.sessions import UNSUPERVISED_CALL_LIMIT, DialogTracker
 from callward.edge.settings import EdgeSettings
 from callward.edge.srtp_policy import srtp_refusal
 from callward.edge.targets import ALLOW, Router
-from callward.edge.topology import TopologyHider, rebuild_headers
+from callward.edge.topology import TopologyHider
 from callward.errors import LocalProtocolError, SipParseError, StoreError
 from callward.events import Event, RegistrationChanged, SecurityAlert
 from callward.sip.message import Request, Response, make_response
 from callward.sip.parser import parse_message
-from callward.sip.peer import Peer
+from callward.sip.peer import Peer, stamp_via
 from callward.sip.replies import bad_request_reply
 from callward.sip.timers import TimerConfig
 from callward.sip.transaction_events import (
@@ -119,6 +121,7 @@ class EdgeCore:
             self.dialogs,
         )
         self.forking.relay = self._relay
+        self.acks = AckForwarder(self.router, self.layer, self.topology, self.hooks, self._clock)
         self.forking.hooks = self.hooks
         self.overload = OverloadGuard(
             OverloadLimits(), lambda: self.forking.setup, lambda: len(self.layer)
@@ -183,6 +186,9 @@ class EdgeCore:
         """Ask for what is best known before the first call (upstreams given by name)."""
         self._now = now
         self.tasks.start(self.router.warm(now), now)
+
+    def _clock(self) -> float:
+        return self._now  # the time of the input being handled (a task resumes at its answer)
 
     # ----------------------------------------------------------------- sans-IO API
     def receive_datagram(self, data: bytes, peer: Peer, now: float) -> None:
@@ -264,26 +270,8 @@ class EdgeCore:
         return len(self.layer)
 
     # ----------------------------------------------------------------- requests
-    def _stamp_via(self, req: Request, source: Peer) -> Request:
-        """§18.2.1 received, RFC 3581 rport: where the response must really go."""
-        via = req.top_via
-        params = list(via.params)
-        changed = False
-        if via.host.strip("[]") != source.host:
-            params = [p for p in params if p[0].lower() != "received"]
-            params.append(("received", source.host))
-            changed = True
-        if via.rport == "":
-            params = [(k, str(source.port) if k.lower() == "rport" else v) for k, v in params]
-            changed = True
-        if not changed:
-            return req
-        _, headers = req.headers.pop_first_value("Via")
-        headers = headers.prepend("Via", str(via.with_params(tuple(params))))
-        return req.replace(headers=headers)
-
     def _on_request(self, req: Request, source: Peer, now: float) -> None:
-        req = self._stamp_via(req, source)
+        req = stamp_via(req, source)
         if not source.reliable:
             # §18.2.2: over UDP without rport the response goes to the Via port, which may
             # differ from the source port (sipsak sends and listens on different sockets).
@@ -479,15 +467,8 @@ class EdgeCore:
                 SecurityAlert, now, rule="register-auth-failed", source=ctx.source.host, detail=""
             )
         if result.changed and result.reason:
-            self.outbox.emit(
-                RegistrationChanged,
-                now,
-                tenant=result.tenant,
-                aor=result.aor,
-                contact_count=result.contact_count,
-                expires=result.expires,
-                reason=result.reason,
-            )
+            names = ("tenant", "aor", "contact_count", "expires", "reason")
+            self.outbox.emit(RegistrationChanged, now, **{n: getattr(result, n) for n in names})
 
     def _prepare(self, ctx: ProxyContext, req: Request) -> Generator[Query, object, Request | None]:
         """Per-request (not per-branch) edits: auth, identity, session timers, Max-Forwards."""
@@ -581,48 +562,7 @@ class EdgeCore:
         if (req.to.tag or "").startswith(_REJECT_TAG):
             return  # the ACK of our stateless rejection (admission): hop-by-hop, ends here
         if not self.tasks.full:
-            self.tasks.start(self._forward_ack(req, source), now)
-
-    def _forward_ack(self, req: Request, source: Peer) -> Task:
-        """ACK for a 2xx (its own transaction, §17.1.1.3 / §16.11): route and send
-        statelessly, with a branch derived from the request so retransmissions keep it."""
-        mf = req.max_forwards
-        if mf is not None and mf <= 0:
-            return
-        source_branch = req.top_via.branch or ""
-        lhash = loop_hash(req)
-        router = self.router
-        if router.is_loop(req, lhash):
-            return
-        try:
-            routed = yield from router.route(req, source, initial=False, now=self._now)
-            if routed.local:
-                routed = yield from router.local_route(routed.request, initial=False, now=self._now)
-        except StoreError:
-            return  # the caller resends the ACK with the next 2xx retransmission
-        if not routed.targets:
-            return
-        target = routed.targets[0]
-        req, dest = routed.request, target.dest
-        if target.uri is not None:
-            req = req.replace(uri=target.uri)
-        if target.routes:
-            req = req.replace(headers=req.headers.prepend("Route", target.routes[0]))
-        media = self.hooks.media
-        if media is not None and req.body:
-            try:
-                req = yield from media.request(req, self._now)
-            except StoreError:
-                return  # the caller resends the ACK with the next 2xx retransmission
-        bid = make_branch(lhash, "a" + source_branch[-10:].replace(".", ""))
-        via = router.local.via(dest.transport, bid)
-        headers = rebuild_headers(
-            req.headers, [("Via", via)], {"Max-Forwards": str(70 if mf is None else mf - 1)}
-        )
-        req = req.replace(headers=headers)
-        if self.hooks.boundary is not None and self.topology.is_untrusted(dest):
-            req = self.hooks.boundary.request(req)
-        self.layer.send_stateless(req, peer=dest)
+            self.tasks.start(self.acks.forward(req, source), now)
 
     # ----------------------------------------------------------------- media hook seams
     def _relay(self, ctx: ProxyContext, resp: Response, now: float, retransmit: bool) -> None:

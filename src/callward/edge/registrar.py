@@ -32,7 +32,6 @@ class RegistrarPolicy:
     max_expires: int = 7200
     default_expires: int = 3600
     auth: bool = True
-    nonce_ttl: float = 300.0
     algorithms: tuple[str, ...] = ("MD5",)
     node: str = "edge-1"
     node_uri: str = ""

@@ -43,7 +43,7 @@ class EdgeSettings:
     min_expires: int = 60
     max_expires: int = 7200
     default_expires: int = 3600
-    nonce_ttl: float = 300.0
+    nonce_ttl: float = 600.0  # > a phone's refresh of a 600 s registration (75-90 %)
     # Challenges offered, in order (RFC 8760). SIPp, sipsak and baresip 1.0 fail as soon as a
     # SHA-256 challenge is present, so MD5 alone by default; ("SHA-256", "MD5") where phones
     # implement RFC 8760. Both HA1s are stored, so switching is configuration only.

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from callward.sip.headers import Via
+from callward.sip.message import Request
 
-__all__ = ["TRANSPORTS", "Peer", "via_destination"]
+__all__ = ["TRANSPORTS", "Peer", "stamp_via", "via_destination"]
 
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
@@ -53,3 +54,23 @@ def via_destination(via: Via) -> Peer:
     host = via.received or via.maddr or via.host
     port = int(via.rport) if via.rport else (via.port or 5060)
     return Peer(via.transport.lower(), host.strip("[]"), port)
+
+
+def stamp_via(request: Request, source: Peer) -> Request:
+    """§18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via of a request that arrived
+    from ``source``, so that :func:`via_destination` of its responses reaches the sender."""
+    via = request.top_via
+    params = list(via.params)
+    changed = False
+    if via.host.strip("[]") != source.host:
+        params = [p for p in params if p[0].lower() != "received"]
+        params.append(("received", source.host))
+        changed = True
+    if via.rport == "":
+        params = [(k, str(source.port) if k.lower() == "rport" else v) for k, v in params]
+        changed = True
+    if not changed:
+        return request
+    _, headers = request.headers.pop_first_value("Via")
+    headers = headers.prepend("Via", str(via.with_params(tuple(params))))
+    return request.replace(headers=headers)

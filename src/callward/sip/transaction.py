@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import enum
 import secrets
-from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -227,7 +226,9 @@ class _Transaction:
         self._deadlines: dict[Timer, float] = {}
         self._intervals: dict[Timer, float] = {}
         self._out: list[tuple[bytes, Request | Response]] = []
-        self._events: deque[TransactionEvent] = deque()
+        # a list, not a deque: at most two events wait, and an edge keeps ~10^5 transactions
+        # alive (a deque costs ~600 bytes empty, a list ~56)
+        self._events: list[TransactionEvent] = []
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key.method} {self.state.name}>"
@@ -246,7 +247,7 @@ class _Transaction:
         return out
 
     def next_event(self) -> TransactionEvent | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
         """Earliest deadline, or None when nothing is armed."""

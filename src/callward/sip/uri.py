@@ -145,10 +145,7 @@ class SipURI:
 
     def has_param(self, name: str) -> bool:
         lname = name.lower()
-        for k, _ in self.params:
-            if k == lname or k.lower() == lname:
-                return True
-        return False
+        return any(k.lower() == lname for k, _ in self.params)
 
     def with_params(self, params: Params) -> SipURI:
         return SipURI(
