@@ -12,8 +12,10 @@ rewrites the answer back. Keys: the relay terminates SRTP per leg (RFC 4568 §6.
 direction of each association has its own key), so RTP/AVP <-> RTP/SAVP bridging and SRTP
 re-keying on a re-offer are the same operation.
 
-Media before the answer (early media) is not relayed: a leg's keys and address are only
-final once the answer arrives.
+Early media (RFC 3960) is relayed from the first answer on: the edge sends the SDP of a 183
+as an ng ``answer`` (so does Kamailio's module), which sets both legs up; the 200's answer
+then updates them. Media before any answer is not relayed: the answerer's address and keys
+are not known yet.
 """
 
 from __future__ import annotations
