@@ -143,7 +143,8 @@ def retention_run(
     data_dir: Path | None = DATA_DIR,
     config: Path | None = CONFIG,
 ) -> None:
-    """Apply retention to every store (CDRs, aggregates, logs, captures, HEP, location)."""
+    """Apply retention to every store (CDRs, aggregates, logs, captures, HEP, location,
+    subscribers, recordings, consent evidence)."""
     at = _when(now, "--now") or time.time()
     rec = _open(data_dir, config)
     try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -25,11 +25,14 @@ from typing import Any
 
 from callward.errors import ConfigError, PolicyError, StoreError
 from callward.privacy.pseudonym import Pseudonymizer
+from callward.privacy.retention_policy import Stage
+from callward.records.retention import RetainedItem
 
 __all__ = [
     "BUILTIN_CONSENT_RULES",
     "ConsentMode",
     "ConsentRegistry",
+    "ConsentRetention",
     "ConsentRule",
     "RecordingDecision",
 ]
@@ -197,3 +200,89 @@ class ConsentRegistry:
 
     def close(self) -> None:
         self._db.close()
+
+
+class ConsentRetention:
+    """The consent registry under the retention engine (data class ``consent``).
+
+    Consent *in force* (a subject's latest entry for a jurisdiction, given) is never aged: it
+    is what recording decisions rest on. Evidence that stopped counting is aged from the moment
+    it stopped: a superseded entry from the time of the entry that replaced it, a withdrawal
+    (or refusal) that is the latest entry from its own time. Past the ``consent`` purge period
+    of the rule set (the time the controller must be able to demonstrate consent, GDPR
+    Art. 7(1)) the entries are deleted (``secure_delete`` + ``VACUUM``); legal holds on the
+    subject keep them. A withdrawal is never deleted while an older entry of the same subject
+    and jurisdiction stays (a held one): removing it would bring an old consent back in force.
+    """
+
+    name = "consent"
+    data_class = "consent"
+    supports = frozenset({Stage.PURGED})
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(str(self.path), timeout=5)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path.name}: consent registry: {exc}") from None
+
+    def _entries(self, db: sqlite3.Connection) -> list[tuple[int, str, str, int, float]]:
+        return db.execute(
+            "SELECT id, subject, jurisdiction, given, ts FROM consent"
+            " ORDER BY subject, jurisdiction, ts, id"
+        ).fetchall()
+
+    def items(self, older_than: float) -> Iterable[RetainedItem]:
+        if not self.path.exists():
+            return []
+        db = self._connect()
+        try:
+            rows = self._entries(db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path.name}: consent registry: {exc}") from None
+        finally:
+            db.close()
+        out: list[RetainedItem] = []
+        for i, (eid, pn, jur, given, ts) in enumerate(rows):
+            nxt = rows[i + 1] if i + 1 < len(rows) else None
+            if nxt is not None and (nxt[1], nxt[2]) == (pn, jur):
+                ended = float(nxt[4])  # superseded by the next entry
+            elif not given:
+                ended = float(ts)  # withdrawn or refused, the latest word
+            else:
+                continue  # consent in force
+            if ended < older_than:
+                out.append(RetainedItem(self.name, eid, f"consent:{pn[:16]}/{jur}", "", ended,
+                                        Stage.FULL, (pn,)))  # fmt: skip
+        return out
+
+    def apply(self, stage: Stage, items: Sequence[RetainedItem]) -> int:
+        gone = {int(i.key) for i in items}
+        if not gone or not self.path.exists():
+            return 0
+        db = self._connect()
+        try:
+            rows = self._entries(db)
+            latest: dict[tuple[str, str], int] = {}
+            kept_older: set[tuple[str, str]] = set()
+            for eid, pn, jur, _, _ in rows:
+                prev = latest.get((pn, jur))
+                if prev is not None and prev not in gone:
+                    kept_older.add((pn, jur))
+                latest[(pn, jur)] = eid
+            for pair, eid in latest.items():
+                if pair in kept_older:
+                    gone.discard(eid)  # keep the withdrawal while an older entry stays
+            db.execute("PRAGMA secure_delete=ON")
+            n = sum(db.execute("DELETE FROM consent WHERE id = ?", (eid,)).rowcount
+                    for eid in sorted(gone))  # fmt: skip
+            db.commit()
+            if n:
+                db.execute("VACUUM")
+            return n
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path.name}: consent retention: {exc}") from None
+        finally:
+            db.close()

@@ -297,6 +297,10 @@ def open_retention(config: Any, records: Any, location_client: Any = None) -> Re
         from callward.records.telemetry import TelemetryStore
 
         stores.append(TelemetryStore(d / "telemetry.sqlite"))
+    if (d / "consent.db").exists():  # withdrawn/superseded consent evidence, the consent rules
+        from callward.privacy.consent import ConsentRetention
+
+        stores.append(ConsentRetention(d / "consent.db"))
     scan: list[Path] = [d, logs.root, caps.root, hep.root]
     sub = SubscriberRows(str(config.edge.subscribers), pseudo)
     stores.append(sub)
