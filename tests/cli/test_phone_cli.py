@@ -149,6 +149,11 @@ def test_phone_calls_phone(tmp_path: Path) -> None:
         ["answer", "--bitrate", "100"],
         ["call", "sip:a@127.0.0.1:5", "--audio", "/nonexistent.wav"],
         ["call", "sip:a@127.0.0.1:5", "--optimise", "--loss", "80"],
+        ["call", "112", "--region", "GB"],  # no --emergency-edge
+        ["call", "112", "--region", "XX", "--emergency-edge", "127.0.0.1:5"],
+        ["call", "sip:a@127.0.0.1:5", "--ice", "--srtp", "dtls"],
+        ["call", "sip:a@127.0.0.1:5", "--ice", "--turn", "nocreds"],
+        ["answer", "--ice", "--ice-lite"],
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: list[str]) -> None:
@@ -290,3 +295,29 @@ class _capture_all:
         time.sleep(0.5)
         assert self.proc is not None
         stop(self.proc, signal.SIGINT)
+
+
+async def test_emergency_call_from_the_cli_goes_to_the_emergency_route() -> None:
+    """``phone call 999 --region GB --emergency-edge H:P --location URI``: the emergency route
+    (a phone standing in for the PSAP) gets ``urn:service:sos`` with the location reference."""
+    import asyncio
+
+    from callward.ua.phone import Phone
+
+    psap = await Phone.start("psap", auto_answer=True)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *CLI, "call", "999", "--region", "GB", "--emergency-edge",
+            f"127.0.0.1:{psap.local_addr[1]}", "--location", "https://lis.example/loc/1",
+            "--seconds", "0.2", "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 40)
+    finally:
+        await psap.close()
+    assert proc.returncode == 0, err.decode()[-400:]
+    assert json.loads(out)["status"] == 200
+    (call,) = psap.calls.values()
+    assert call.leg.invite is not None and str(call.leg.invite.uri) == "urn:service:sos"
+    assert call.leg.invite.headers.get("Geolocation") == "<https://lis.example/loc/1>"
+    assert b"lis.example" not in out + err, "the location is not echoed to the terminal"

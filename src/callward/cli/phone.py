@@ -186,8 +186,10 @@ async def _call(
     dns_server: tuple[str, int] | None = None,
     keystore: Path | None = None,
     ice: IceFlags | None = None,
+    emergency: tuple[str, list[str], str | None] | None = None,
 ) -> dict[str, Any]:
     from callward.ua import Phone
+    from callward.ua.emergency import prepare_plan
 
     flags = flags or MediaFlags()
     dns: dict[str, Any] = {}
@@ -206,6 +208,9 @@ async def _call(
     phone.media_prefs = flags.prefs()
     rtp = await _media(phone)
     agent = await start_ice(phone, ice, controlling=True) if ice is not None else None
+    if emergency is not None:  # resolved now, so an emergency call needs no DNS later
+        region, edges, location = emergency
+        phone.emergency = await prepare_plan(region, edges, location=location)
     dtls: Any = None
     talked: Any = None
     out: dict[str, Any] = {"target_scheme": target.split(":", 1)[0], "transport": transport,
@@ -407,6 +412,15 @@ def call_cmd(
     capture: Path | None = typer.Option(
         None, help="record the call with dumpcap (pcapng) and report bytes on the wire"
     ),
+    region: str | None = typer.Option(
+        None, help="emergency numbers of this region (GB, US, EU, ...): 112/911/999... dialled"
+    ),
+    emergency_edge: list[str] = typer.Option(
+        [], help="emergency route HOST:PORT, resolved at start (needs --region)"
+    ),
+    location: str | None = typer.Option(
+        None, help="RFC 6442 location URI sent only on emergency calls (https:, sip:, cid:)"
+    ),
     ice: bool = typer.Option(False, "--ice", help="ICE (RFC 8445) candidates; media on its pair"),
     stun: str | None = typer.Option(None, help="STUN server HOST:PORT (srflx candidates)"),
     turn: str | None = typer.Option(None, help="TURN server USER:PASS@HOST:PORT (relay)"),
@@ -421,7 +435,13 @@ def call_cmd(
         raise _fail(f"--transport must be one of {', '.join(_TRANSPORTS)}, not {transport!r}")
     if srtp not in _SRTP:
         raise _fail(f"--srtp must be one of {', '.join(_SRTP)}, not {srtp!r}")
-    if not target.startswith(("sip:", "sips:")):
+    if (region is None) != (not emergency_edge) or (location and region is None):
+        raise _fail("--region, --emergency-edge (and --location) go together")
+    from callward.ua.emergency import emergency_number
+
+    if region is not None and emergency_number(target, region) is not None:
+        pass  # 112, tel:911, urn:service:sos ...: goes to the emergency route
+    elif not target.startswith(("sip:", "sips:")):
         raise _fail(f"target must be a sip: or sips: URI, not {target!r}")
     if not 0 <= seconds <= 3600 or not 0 < timeout <= 600 or not 0 <= linger <= 60:
         raise _fail("--seconds must be 0..3600, --timeout 0..600 and --linger 0..60")
@@ -463,6 +483,7 @@ def call_cmd(
                 resolver,
                 keystore,
                 ice_opts,
+                (region, emergency_edge, location) if region else None,
             )
         )
     except TimeoutError:
