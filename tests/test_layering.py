@@ -23,6 +23,9 @@ CORES = {"sip", "sdp", "rtp", "nat", "media", "ng"}
 # address it picks toward the edge): adapters beside the sans-IO NAT cores, like sip/dns_resolver.py.
 IO_ADAPTERS = {
     "sip/transport.py",
+    "sip/transport_base.py",
+    "sip/stream_transport.py",
+    "sip/ws_transport.py",
     "sip/dns_resolver.py",
     "ng/transport.py",
     "sip/tls.py",
