@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,13 +47,31 @@ from callward.cli.phone_oauth import (
     oauth_options,
     register_login,
 )
+from callward.cli.phone_session import (
+    bearer as _bearer,
+)
+from callward.cli.phone_session import (
+    idle_budget as _budget,
+)
+from callward.cli.phone_session import (
+    nonzero as _nonzero,
+)
+from callward.cli.phone_session import (
+    open_media as _media,
+)
+from callward.cli.phone_session import (
+    register_phone as _register,
+)
+from callward.cli.phone_session import (
+    secure_call as _secure,
+)
+from callward.cli.phone_session import (
+    token_report as _token_report,
+)
 from callward.errors import AuthError, CallwardError
 from callward.nat.route_watch import local_address_toward
 
 if TYPE_CHECKING:  # imported inside the commands (lazy CLI, cli/__init__.py)
-    from callward.ua import Phone, RtpEndpoint
-    from callward.ua.credentials import CredentialSource
-    from callward.ua.tokens import TokenSource
     from callward.usage.budget import IdleBudget
 
 phone_app = typer.Typer(help="A SIP phone: register, call, answer.", no_args_is_help=True)
@@ -63,108 +80,6 @@ _TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 # --srtp → Phone.media_security: "none" is plain RTP (and accepts secure offers), "sdes" and
 # "dtls" offer that kind and refuse plain RTP (488, and no plain media is ever sent).
 _SRTP = {"none": "rtp", "sdes": "srtp", "dtls": "dtls"}
-
-
-def _nonzero(addr: tuple[str, int], what: str) -> tuple[str, int]:
-    if addr[1] == 0:
-        raise _fail(f"{what}: port must be 1..65535, got 0")
-    return addr
-
-
-async def _register(
-    phone: Phone,
-    edges: list[tuple[str, int]],
-    domain: str | None,
-    expires: int,
-    timeout: float,
-    credentials: CredentialSource | None = None,
-    budget: IdleBudget | None = None,
-) -> dict[str, Any]:
-    """Start the registration manager on ``edges`` (two edges: RFC 5626 outbound with one flow
-    each) and wait for the first binding. Unregistered again by ``phone.close()``. With an
-    idle ``budget`` (usage/budget.py) the expiry and the keep-alive byte cap come from it."""
-    from callward.ua.registration_agent import RegistrationAgent, keepalive_policy
-
-    where = domain or f"{edges[0][0]}:{edges[0][1]}"
-    instance = f"urn:uuid:{uuid.uuid4()}" if len(edges) > 1 else None
-    keepalive: Any = True
-    if budget is not None:
-        expires = budget.register_expires
-        cap = budget.keepalive_cap if budget.fits else None
-        keepalive = keepalive_policy(phone.transport.name, bytes_per_hour_cap=cap)
-    agent = await RegistrationAgent.start(
-        phone, edges, domain=where, expires=expires, instance=instance, credentials=credentials,
-        keepalive=keepalive,
-    )  # fmt: skip
-    try:
-        await agent.wait_registered(timeout)
-    except TimeoutError:
-        return {"registered_flows": 0}
-    return {"registered_flows": len(agent.registered())}
-
-
-def _budget(bytes_per_hour: float | None, transport: str, register: bool) -> IdleBudget | None:
-    if bytes_per_hour is None:
-        return None
-    if not register:
-        raise CallwardError("--idle-budget needs --register (it sets refresh and keep-alives)")
-    from callward.usage.budget import idle_budget
-
-    return idle_budget(bytes_per_hour, transport)
-
-
-async def _bearer(
-    oauth: OAuthOptions | None, timeout: float
-) -> tuple[TokenSource | None, CredentialSource | None]:
-    """With ``--oauth-issuer``: a token alive now (stored, refreshed or from a login with the
-    second factor) before anything is sent, so a refused login ends the command at once."""
-    if oauth is None:
-        return None, None
-    from callward.cli.phone_oauth import open_token_source
-    from callward.ua.bearer_credentials import BearerCredentials
-
-    tokens = await open_token_source(oauth)
-    try:
-        await tokens.access_token(timeout=timeout)
-    except BaseException:
-        await tokens.aclose()
-        raise
-    return tokens, BearerCredentials(tokens, timeout=timeout)
-
-
-def _token_report(tokens: TokenSource | None) -> dict[str, Any]:
-    if tokens is None:
-        return {}
-    return {"auth": "bearer", "token_logins": tokens.logins,
-            "token_refreshes": tokens.core.refreshes_started}  # fmt: skip
-
-
-async def _media(phone: Phone) -> RtpEndpoint:
-    from callward.ua import RtpEndpoint
-
-    rtp = await RtpEndpoint.open(phone.media_host)
-    phone.media_port = rtp.local_addr[1]
-    return rtp
-
-
-async def _secure(call: Any, rtp: RtpEndpoint, out: dict[str, Any]) -> Any:
-    """Key the media port as negotiated (SDES keys, or a DTLS-SRTP handshake on it) before any
-    packet leaves; plain RTP only when the phone runs with ``--srtp none``."""
-    from callward.ua.media_security import secure_media
-
-    stream = call.negotiated()
-    if stream is None:
-        return None
-    phone = call.phone
-    dtls = await secure_media(
-        rtp,
-        stream,
-        phone.dtls_certificate,
-        allow_plain=phone.media_security == "rtp",
-        ice_lite=phone.ice_lite,
-    )
-    out["media_security"] = stream.security.value
-    return dtls
 
 
 async def _call(
