@@ -1,7 +1,7 @@
 """Subscriber rows aged by retention (created/last_seen), under legal holds, and a subject's
 MSISDN planted in every store callward writes found by `privacy verify` and removed by `privacy
 shred`: SQLite and PostgreSQL subscriber tables, the identity directory, Redis location bindings,
-logs, quality captures and HEP archives."""
+logs, quality captures, HEP archives, and the web phone state and dashboard sessions."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ from callward.privacy.shred import subject_needles
 from callward.privacy.subscriber_retention import DirectoryRows, SubscriberRows
 from callward.records.audit import AuditLog
 from callward.records.retention import DAY, HoldRegistry, execute_plan, plan_retention
+from callward.web.phone_api import DailyQuota, PrefsStore
+from callward.web.phone_state import PhoneStateDb
+from callward.web.presence import PresenceStore
+from callward.web.sessions import SessionStore, SqliteSessions
+from callward.web.settings import Principal
 
 NOW = 1_800_000_000.0
 MSISDN = "+447700900123"
@@ -173,6 +178,25 @@ def _plant(data: Path) -> None:
         p.write_text(body)
 
 
+def _plant_web(data: Path) -> None:
+    """`callward web` state of alice (sub-1, MSISDN) and bob (sub-2, OTHER): preferences, a
+    presence entry, watch lists (bob watches alice), a quota counter and a dashboard session
+    whose actor is the subject's number."""
+    db = PhoneStateDb(data / "phone-state.sqlite")
+    presence = PresenceStore(db)
+    for sub, aor, other in (("sub-1", "alice@ims.example", "bob@ims.example"),
+                            ("sub-2", "bob@ims.example", "alice@ims.example")):  # fmt: skip
+        PrefsStore(db).put(sub, 0, {"ring": "bell"})
+        presence.publish("default", aor, "available", "", NOW + 3600)
+        presence.watch(sub, [other])
+    DailyQuota(100, db, name="discovery").take("sub-1", 3, NOW)
+    db.close()
+    sessions = SessionStore(lambda: NOW, backend=SqliteSessions(data / "web-sessions.sqlite"))
+    sessions.create(Principal(actor=f"self-care {MSISDN}"))
+    sessions.create(Principal(actor="noc"))
+    sessions.close()
+
+
 @pytest.mark.services
 def test_verify_finds_and_shred_removes_the_subject_in_every_store(
     tmp_path: Path, pg_schema: str
@@ -198,6 +222,7 @@ def test_verify_finds_and_shred_removes_the_subject_in_every_store(
     directory.put(Identity("sub-2", "bob@ims.example", OTHER))
     directory.close()
     _plant(data)
+    _plant_web(data)
     cfg = tmp_path / "callward.yaml"
     cfg.write_text(f"edge:\n  subscribers: '{pg_schema}'\n  location: redis://127.0.0.1:6379/0\n"
                    f"  location_prefix: {prefix}\n")  # fmt: skip
@@ -208,20 +233,28 @@ def test_verify_finds_and_shred_removes_the_subject_in_every_store(
         assert r.exit_code == 1, r.output
         where = {(f["path"].rsplit("/", 1)[-1], f["needle_kind"]) for f in json.loads(r.stdout)}
         names = {w for w, _ in where}
-        assert {"edge.log", "call.pcap", "2026-12-02.hep", "identity.sqlite"} <= names
+        assert {"edge.log", "call.pcap", "2026-12-02.hep", "identity.sqlite",
+                "web-sessions.sqlite"} <= names  # fmt: skip
         assert ("postgresql", "subscriber") in where and ("redis", "location") in where
+        assert ("phone-state.sqlite", "phone-state") in where  # alice's rows, via the directory
         r = runner.invoke(app, ["privacy", "shred", "--subject", MSISDN, "--reason", "Art. 17",
                                 "--ticket", "E-9", "--actor", "dpo", "--json", *base])  # fmt: skip
         assert r.exit_code == 0, r.output
         erased = json.loads(r.stdout)["erased"]
         assert erased == {"cdr": 0, "logs": 1, "quality-captures": 1, "hep-archive": 1,
-                          "subscriber": 1, "identity-directory": 1, "location": 1}  # fmt: skip
+                          "subscriber": 1, "identity-directory": 1, "location": 1,
+                          # prefs, quota, presence, own watch list, alice in bob's list
+                          "phone-state": 5, "web-sessions": 1}  # fmt: skip
         r = runner.invoke(app, ["privacy", "verify", "--subject", MSISDN, *base])
         assert r.exit_code == 0, r.output
         r = runner.invoke(app, ["privacy", "verify", "--subject", OTHER, "--json", *base])
         assert r.exit_code == 1  # the other subscriber is untouched everywhere
         kinds = {f["needle_kind"] for f in json.loads(r.stdout)}
-        assert {"subscriber", "location"} <= kinds
+        assert {"subscriber", "location", "phone-state"} <= kinds
+        db = PhoneStateDb(data / "phone-state.sqlite")  # bob's state is intact, minus alice
+        assert PrefsStore(db).get("sub-2")[1] == {"ring": "bell"}
+        assert PresenceStore(db).delta("default", "sub-2", 0, NOW)[1]["changes"] == []
+        db.close()
         assert (data / "logs/edge.log").read_text() == "[erased]\nother\n"
     finally:
         loc.clear()

@@ -192,8 +192,9 @@ def privacy_shred(
     config: Path | None = CONFIG,
 ) -> None:
     """Erase a subject from every store: CDR keys crypto-shredded (hot, cold and backup copies
-    become unreadable), subscriber rows (SQLite or PostgreSQL), identity directory rows,
-    location bindings, log lines and captures naming them.
+    become unreadable), subscriber rows (SQLite or PostgreSQL), identity directory rows, web
+    phone state (preferences, presence, watch lists, quotas) and sessions, location bindings,
+    log lines and captures naming them.
     Refused (exit 2) while a legal hold covers the subject."""
     import json
 
@@ -230,7 +231,8 @@ def privacy_verify(
 ) -> None:
     """Search every store callward writes (CDR database and WAL or the PostgreSQL CDR schema,
     cold Parquet, aggregates, subscriber database (SQLite or PostgreSQL), identity directory,
-    logs, captures, HEP archives, Redis location, given paths) for plaintext of a subject;
+    web phone state and sessions, logs, captures, HEP archives, Redis location, given paths)
+    for plaintext of a subject;
     exit 1 when any is found."""
     import dataclasses
 
@@ -249,6 +251,9 @@ def privacy_verify(
             if setup.location is not None:
                 hits = setup.location.plaintext(needles)
                 found += [PlaintextFinding("redis", h, "location") for h in hits]
+            for store in setup.linked:  # phone-state rows of the subject's OAuth subject/AOR
+                found += [PlaintextFinding(str(store.path), h, store.name)
+                          for h in store.plaintext(needles)]  # fmt: skip
             if setup.subscribers.pg:
                 found += [PlaintextFinding("postgresql", h, "subscriber")
                           for h in setup.subscribers.plaintext(needles)]  # fmt: skip

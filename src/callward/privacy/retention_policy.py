@@ -61,6 +61,8 @@ DATA_CLASSES: Mapping[str, str] = {
     "subscriber": "subscriber database rows (username = MSISDN/AOR, HA1 hashes)",
     "recording": "call recordings made under consent",
     "consent": "consent registry entries with evidence",
+    "phone_state": "phone API presence entries and daily quota counters (callward web)",
+    "web_session": "dashboard sessions (callward web)",
 }
 
 

@@ -1,5 +1,6 @@
 """The non-CDR stores under the retention engine and subject erasure: log files, quality
-captures, HEP archives, Redis location bindings and the subscriber database.
+captures, HEP archives, Redis location bindings and the subscriber database (the stores of
+``callward web`` are in :mod:`callward.privacy.web_stores`).
 
 Each is a :class:`callward.records.retention.RetainedStore` (items with an age, stage changes)
 and an :class:`Erasable` (``erase`` removes one subject's data, for ``callward privacy shred``).
@@ -247,6 +248,7 @@ class RetentionSetup:
     erasables: list[Any]  # Erasable (without the CDR key shred, which needs a reason)
     scan_paths: list[Path]  # files/dirs ``privacy verify`` searches for plaintext
     location: RedisLocationStore | None = None
+    linked: list[Any] = field(default_factory=list)  # rows tied to the subject via the directory
     subscribers: Any = None  # SubscriberRows (PostgreSQL rows are searched by query)
     postgres: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # CDR schemas
 
@@ -312,9 +314,14 @@ def open_retention(config: Any, records: Any, location_client: Any = None) -> Re
         pg.append((config.storage.postgres_url, ("callward",)))
     directory = Path(config.identity.directory)
     directory = directory if directory.is_absolute() else d / directory
+    from callward.privacy.web_stores import PhoneStateRows, WebSessionRows
+
+    phone = PhoneStateRows(d / "phone-state.sqlite", directory, pseudo)  # before the directory
+    sessions = WebSessionRows(d / "web-sessions.sqlite")
     rows = DirectoryRows(directory, pseudo)
-    erasables.append(rows)
-    sub.linked.append(rows)  # a subscriber purged by retention leaves the directory too
+    stores += [phone, sessions]
+    erasables += [phone, sessions, rows]
+    sub.linked += [phone, rows]  # a subscriber purged by retention leaves them too
     scan.append(directory)
     location = None
     loc_spec = str(config.edge.location)
@@ -327,4 +334,5 @@ def open_retention(config: Any, records: Any, location_client: Any = None) -> Re
         location = RedisLocationStore(client, pseudo, config.edge.location_prefix)
         stores.append(location)
         erasables.append(location)
-    return RetentionSetup(stores, erasables, scan, location, sub, pg)
+    return RetentionSetup(stores, erasables, scan, location, linked=[phone], subscribers=sub,
+                          postgres=pg)  # fmt: skip

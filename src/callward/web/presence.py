@@ -102,12 +102,21 @@ class PresenceStore:
             row = conn.execute("SELECT rev, aors FROM presence_watch WHERE subject = ?",
                                (subject,)).fetchone()  # fmt: skip
             rev, aors = (int(row[0]), json.loads(row[1])) if row else (0, [])
+            # retention deletes expired entries (privacy/web_stores.py) and records when: a
+            # watcher that last read before that purge learns such AORs are offline
+            mark = conn.execute("SELECT value FROM counter WHERE name = 'presence_purged'"
+                                ).fetchone()  # fmt: skip
+            purged = int(mark[0]) if mark else 0
             newest = 0
             changes: list[dict[str, Any]] = []
             for aor in aors:
                 st = conn.execute("SELECT status, note, version FROM presence WHERE tenant = ? "
                                   "AND aor = ?", (tenant, aor)).fetchone()  # fmt: skip
                 if st is None:
+                    if purged:
+                        newest = max(newest, purged)
+                        if 0 < since < purged:
+                            changes.append({"aor": aor, "status": "offline", "note": ""})
                     continue
                 newest = max(newest, int(st[2]))
                 if st[2] > since:
