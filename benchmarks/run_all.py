@@ -33,6 +33,7 @@ SCRIPTS = [
     "usage_wire",
     "identity_day",
     "relay_vs_rtpengine",
+    "serve_cps_vs_kamailio",
     "registration_storm",
     "keepalive_idle",
     "refresh_storm",
