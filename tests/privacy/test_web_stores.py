@@ -20,7 +20,7 @@ from callward.web.settings import Principal
 NOW = 1_800_000_000.0
 POLICY = load_policy(["builtin:GDPR", "builtin:CCPA", "builtin:LOCAL-TEL"])
 PSEUDO = Pseudonymizer(b"k" * 32)
-ALICE, BOB, CAROL, DAN = (f"{u}@ims.example" for u in ("alice", "bob", "carol", "dan"))
+ALICE, BOB, CAROL, DAN, EVE = (f"{u}@ims.example" for u in ("alice", "bob", "carol", "dan", "eve"))
 
 
 def test_expired_presence_and_past_quota_days_are_purged_and_watchers_read_offline(
@@ -34,8 +34,10 @@ def test_expired_presence_and_past_quota_days_are_purged_and_watchers_read_offli
     presence.publish("t1", CAROL, "away", "", NOW + 3600)
     presence.withdraw("t1", CAROL)  # explicitly offline
     presence.publish("t1", DAN, "available", "", NOW - 3 * DAY)  # expired, but under a hold
+    presence.publish("t1", EVE, "away", "", NOW - 3600)  # expired an hour ago: kept a day
     presence.watch("sub-9", [ALICE, BOB, CAROL, DAN])
     _, first = presence.delta("t1", "sub-9", 0, NOW - 4 * DAY)
+    presence.delta("t1", "sub-9", 0, NOW - 60)  # marks EVE offline, keeps her expiry
     quota = DailyQuota(100, db, name="discovery")
     assert quota.take("sub-1", 5, NOW - 3 * DAY)
     db.close()

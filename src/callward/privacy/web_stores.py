@@ -1,12 +1,12 @@
 """The stores ``callward web`` writes under retention, erasure and verification.
 
 * ``phone-state.sqlite`` (:mod:`callward.web.phone_state`): presence entries (tenant, AOR,
-  status) aged from their expiry (a withdrawn status counts as expired), daily quota counters
-  aged from the end of their day (data class ``phone_state``); preferences and presence watch
-  lists, keyed by the OAuth subject, live as long as the subscriber: they are erased with the
-  subject (``privacy shred``) and go when retention purges the subscriber row. A purge records
-  the presence version it happened at, so a watcher that last polled before it reads the
-  purged AORs as ``offline`` (:meth:`callward.web.presence.PresenceStore.delta`).
+  status) aged from their expiry (a withdrawn status has none: purged at the next run), daily
+  quota counters aged from the end of their day (data class ``phone_state``); preferences and
+  presence watch lists, keyed by the OAuth subject, live as long as the subscriber: they are
+  erased with the subject (``privacy shred``) and go when retention purges the subscriber row.
+  A purge records the presence version it happened at, so a watcher that last polled before
+  it reads the purged AORs as ``offline`` (:meth:`callward.web.presence.PresenceStore.delta`).
 * ``web-sessions.sqlite`` (:mod:`callward.web.sessions`): dashboard sessions (SHA-256 of the
   id, actor) aged from their last use (data class ``web_session``; a session is dead after
   30 min idle or 8 h anyway); erasure deletes the sessions whose actor names the subject.
@@ -94,8 +94,7 @@ class PhoneStateRows:
         def read(db: sqlite3.Connection) -> list[RetainedItem]:
             out = []
             for tenant, aor, version, exp in db.execute(
-                "SELECT tenant, aor, version, CASE WHEN status = 'offline' THEN 0"
-                " ELSE expires_at END FROM presence WHERE status = 'offline' OR expires_at < ?",
+                "SELECT tenant, aor, version, expires_at FROM presence WHERE expires_at < ?",
                 (older_than,),
             ):
                 pn = self._pn(aor)

@@ -96,8 +96,8 @@ class PresenceStore:
             if conn.execute("SELECT 1 FROM presence WHERE status != 'offline' AND "
                             "expires_at <= ? LIMIT 1", (now,)).fetchone():  # fmt: skip
                 v = PhoneStateDb.next_version(conn, "presence")
-                conn.execute("UPDATE presence SET status = 'offline', note = '', expires_at = 0,"
-                             " version = ? WHERE status != 'offline' AND expires_at <= ?",
+                conn.execute("UPDATE presence SET status = 'offline', note = '',"  # keeps its
+                             " version = ? WHERE status != 'offline' AND expires_at <= ?",  # age
                              (v, now))  # fmt: skip
             row = conn.execute("SELECT rev, aors FROM presence_watch WHERE subject = ?",
                                (subject,)).fetchone()  # fmt: skip
