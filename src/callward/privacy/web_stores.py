@@ -130,9 +130,11 @@ class PhoneStateRows:
 
     @staticmethod
     def _mark_purge(db: sqlite3.Connection) -> None:
-        from callward.web.phone_state import PhoneStateDb
-
-        v = PhoneStateDb.next_version(db, "presence")
+        # The presence version counter of callward web's phone-state schema (web/phone_state.py
+        # bumps it the same way); privacy sits below web, so the two SQL lines are read here.
+        row = db.execute("SELECT value FROM counter WHERE name = 'presence'").fetchone()
+        v = int(row[0] if row else 0) + 1
+        db.execute("INSERT OR REPLACE INTO counter VALUES ('presence', ?)", (v,))
         db.execute("INSERT OR REPLACE INTO counter VALUES ('presence_purged', ?)", (v,))
 
     def _run_plain(self, fn: Any) -> None:
