@@ -171,3 +171,37 @@ async def test_scheduler_loop_runs_until_stopped(tmp_path: Path, sqlite_store) -
     await asyncio.wait_for(task, 5)
     assert sqlite_store.count(CdrQuery()) == 0 and sched.runs >= 2
     assert [e.action for e in audit.entries()] == ["purge"]  # later runs found nothing to do
+
+
+async def test_scheduler_survives_a_failing_store_and_retries(
+    tmp_path: Path, sqlite_store: SqliteCdrStore
+) -> None:
+    import asyncio
+
+    from callward.errors import StoreError
+
+    sqlite_store.write(list(synthetic_cdrs(3, start=NOW - 1500 * DAY, prefix="f")))
+    audit = AuditLog(tmp_path / "audit.db")
+    stores, _ = _stores(sqlite_store, tmp_path)
+    real_apply = stores[0].apply
+    calls = {"n": 0}
+
+    def flaky_apply(stage, items):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise StoreError("cdr.db: database is locked")
+        return real_apply(stage, items)
+
+    stores[0].apply = flaky_apply  # type: ignore[method-assign]
+    sched = RetentionScheduler(stores, _policy(), HoldRegistry(tmp_path / "h.db", audit),
+                               audit, clock=lambda: NOW, interval_s=3600, retry_s=0.05)  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(sched.run_forever(stop))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if sched.runs:
+            break
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert sched.failures == 1 and "locked" in sched.last_error
+    assert sched.runs >= 1 and sqlite_store.count(CdrQuery()) == 0  # the retry purged them

@@ -398,7 +398,10 @@ class RetentionScheduler:
     clock: Callable[[], float] = time.time
     interval_s: float = DAY
     actor: str = "retention-scheduler"
+    retry_s: float = 300.0
     runs: int = 0
+    failures: int = 0
+    last_error: str = ""
 
     def run_once(self) -> dict[str, int]:
         now = self.clock()
@@ -408,9 +411,19 @@ class RetentionScheduler:
         return done
 
     async def run_forever(self, stop: asyncio.Event) -> None:
+        """A failed run (a busy or unreachable store) is counted and retried after ``retry_s``;
+        the loop never ends on it, so one bad night does not stop retention for good. Each
+        batch is audited before it is applied, so a retried run redoes only what did not run.
+        Store errors name the store and the failure, never a subject."""
         while not stop.is_set():
-            await asyncio.to_thread(self.run_once)
+            wait = self.interval_s
             try:
-                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+                await asyncio.to_thread(self.run_once)
+            except (StoreError, PolicyError) as exc:
+                self.failures += 1
+                self.last_error = str(exc)[:200]
+                wait = min(self.interval_s, self.retry_s)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=wait)
             except TimeoutError:
                 pass
