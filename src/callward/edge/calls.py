@@ -12,12 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from callward.errors import SipParseError
-from callward.sip.headers import header_params
-from callward.sip.message import Message
 from callward.sip.peer import Peer
 
-__all__ = ["CallState", "parse_session_expires", "sdp_summary"]
+__all__ = ["CallState", "sdp_summary"]
 
 
 @dataclass(slots=True)
@@ -40,32 +37,6 @@ class CallState:
     inserted_se: bool = False  # we added Session-Expires to the INVITE (RFC 4028 §8.1)
     uac_timer: bool = False  # the caller said Supported: timer
     hidden_routes: tuple[str, ...] = ()  # internal Record-Route values hidden from outside
-
-
-def parse_session_expires(msg: Message) -> tuple[int, str] | None:
-    """``(delta-seconds, refresher)`` from Session-Expires (RFC 4028 §4), None when absent."""
-    value = msg.headers.get("Session-Expires")
-    if value is None:
-        return None
-    delta, _, _ = value.partition(";")
-    delta = delta.strip()
-    if not delta.isdigit() or len(delta) > 10:
-        raise SipParseError(f"invalid Session-Expires {delta[:12]!r}", rule="RFC 4028 §4")
-    refresher = ""
-    for k, v in header_params(value):
-        if k.lower() == "refresher" and v:
-            refresher = v.lower()
-    return int(delta), refresher
-
-
-def parse_min_se(msg: Message) -> int | None:
-    value = msg.headers.get("Min-SE")
-    if value is None:
-        return None
-    delta = value.partition(";")[0].strip()
-    if not delta.isdigit() or len(delta) > 10:
-        raise SipParseError(f"invalid Min-SE {delta[:12]!r}", rule="RFC 4028 §5")
-    return int(delta)
 
 
 _RTPMAP = re.compile(rb"^a=rtpmap:\d+ ([A-Za-z0-9\-_.]+/\d+)", re.M)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Generator
 
-from callward.edge.calls import CallState, parse_min_se, parse_session_expires, sdp_summary
+from callward.edge.calls import CallState, sdp_summary
 from callward.edge.metrics import EdgeMetrics
 from callward.edge.outbox import Outbox
 from callward.edge.pending import Query
@@ -70,10 +70,10 @@ class DialogTracker:
         """RFC 4028 §8.1: ``(422, _)`` below our Min-SE; else raise Min-SE and insert
         Session-Expires into ``sets``; the flag says we inserted it."""
         s = self.settings
-        se = parse_session_expires(req)
+        se = req.session_expires
         if se is not None and se[0] < s.min_se:
             return 422, False
-        min_se = parse_min_se(req)
+        min_se = req.min_se
         if min_se is None or min_se < s.min_se:
             sets["Min-SE"] = str(s.min_se)
         if se is None and s.session_expires > 0:
@@ -153,7 +153,7 @@ class DialogTracker:
 
     # ------------------------------------------------------------------ timers
     def _refresh(self, call: CallState, resp: Response, now: float) -> None:
-        se = parse_session_expires(resp)
+        se = resp.session_expires
         if se is None:
             return  # no UA will refresh: do not supervise (it would kill healthy calls)
         call.session_expires, call.refresher = se

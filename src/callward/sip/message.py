@@ -20,6 +20,7 @@ from callward.sip.headers import (
     NameAddr,
     Via,
     canonical_name,
+    header_params,
     parse_auth,
     parse_cseq,
     parse_name_addr,
@@ -336,6 +337,33 @@ class Message:
         if not value.isdigit():
             raise SipParseError(f"invalid Expires {value[:12]!r}", rule="RFC 3261 §20.19")
         return min(int(value), 2**32 - 1)
+
+    @property
+    def session_expires(self) -> tuple[int, str] | None:
+        """``(delta-seconds, refresher)`` from Session-Expires (RFC 4028 §4; refresher lower
+        case, "" when absent), None when there is no such header."""
+        value = self.headers.get("Session-Expires")
+        if value is None:
+            return None
+        delta = value.partition(";")[0].strip()
+        if not delta.isdigit() or len(delta) > 10:
+            raise SipParseError(f"invalid Session-Expires {delta[:12]!r}", rule="RFC 4028 §4")
+        refresher = ""
+        for k, v in header_params(value):
+            if k.lower() == "refresher" and v:
+                refresher = v.lower()
+        return int(delta), refresher
+
+    @property
+    def min_se(self) -> int | None:
+        """Min-SE delta-seconds (RFC 4028 §5), None when absent."""
+        value = self.headers.get("Min-SE")
+        if value is None:
+            return None
+        delta = value.partition(";")[0].strip()
+        if not delta.isdigit() or len(delta) > 10:
+            raise SipParseError(f"invalid Min-SE {delta[:12]!r}", rule="RFC 4028 §5")
+        return int(delta)
 
     def auth(self, name: str) -> list[AuthHeader]:
         """Parsed WWW-Authenticate / Proxy-Authenticate / (Proxy-)Authorization lines."""
